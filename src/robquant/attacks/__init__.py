@@ -1,0 +1,46 @@
+"""Attack registry (FGSM, PGD) and robustness evaluation.
+
+Example:
+    >>> attack = create_attack("pgd", model, eps=8 / 255, steps=20)
+    >>> x_adv = attack(x, y)
+    >>> result = evaluate(model, test_set, ["pgd"], [1 / 255, 8 / 255], n=1000)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from robquant.attacks.base import NORMS, Attack
+from robquant.attacks.evaluate import EvalResult, evaluate
+from robquant.attacks.fgsm import FGSM
+from robquant.attacks.pgd import PGD
+from robquant.errors import ConfigError
+from robquant.registry import Registry
+
+ATTACKS: Registry[type[Attack]] = Registry("attack")
+ATTACKS.register("fgsm")(FGSM)
+ATTACKS.register("pgd")(PGD)
+
+
+def create_attack(name: str, model: nn.Module, eps: float, **kwargs: Any) -> Attack:
+    """Build attack ``name`` against ``model`` with budget ``eps`` ([0, 1] units).
+
+    Raises:
+        UnknownNameError: for an unknown name (the message lists the known ones).
+        ConfigError: for an invalid or unknown option.
+    """
+    cls = ATTACKS.get(name)
+    try:
+        return cls(model, eps, **kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"attack {name!r}: {exc}") from None
+
+
+def list_attacks() -> list[str]:
+    """Names accepted by :func:`create_attack`."""
+    return ATTACKS.names()
+
+
+__all__ = ["Attack", "EvalResult", "FGSM", "NORMS", "PGD", "create_attack", "evaluate", "list_attacks"]

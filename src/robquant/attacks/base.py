@@ -1,0 +1,78 @@
+"""The attack base class: owns model mode, the [0, 1] range and the epsilon projection."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robquant.errors import ConfigError, check_range
+
+NORMS = ("linf", "l2")
+
+
+class Attack:
+    """Base class for evasion attacks on classifiers with inputs in [0, 1].
+
+    Subclasses write :meth:`forward` only. :meth:`__call__` puts the model in the requested
+    mode (eval by default) and restores it afterwards, even on error, runs with gradients
+    enabled, and returns detached adversarial examples. Gradients are taken with respect to the
+    input only (``torch.autograd.grad``), so the model's parameter gradients are untouched.
+
+    Args:
+        model: Classifier returning logits.
+        eps: Perturbation budget in [0, 1] pixel units (e.g. 8/255).
+        norm: ``"linf"`` or ``"l2"``.
+        model_mode: ``"eval"`` (default) or ``"train"`` (BN batch statistics while attacking,
+            as some adversarial-training recipes do).
+        generator: Random source for attacks that draw random numbers (for reproducibility).
+    """
+
+    name = "attack"
+
+    def __init__(self, model: nn.Module, eps: float, *, norm: str = "linf",
+                 model_mode: str = "eval", generator: torch.Generator | None = None) -> None:
+        check_range("eps", eps, 0.0)
+        if norm not in NORMS:
+            raise ConfigError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
+        if model_mode not in ("eval", "train"):
+            raise ConfigError(f"model_mode must be 'eval' or 'train', got {model_mode!r}")
+        self.model = model
+        self.eps = float(eps)
+        self.norm = norm
+        self.model_mode = model_mode
+        self.generator = generator
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Return adversarial versions of ``x`` (B, C, H, W) for labels ``y`` (B,)."""
+        raise NotImplementedError
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        was_training = self.model.training
+        self.model.train(self.model_mode == "train")
+        try:
+            with torch.enable_grad():
+                x_adv = self.forward(x.detach(), y.detach())
+        finally:
+            self.model.train(was_training)
+        return x_adv.detach()
+
+    def loss_grad(self, x_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Gradient of the summed cross-entropy with respect to the input."""
+        x_adv = x_adv.detach().requires_grad_(True)
+        loss = F.cross_entropy(self.model(x_adv), y, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, x_adv)
+        return grad
+
+    def project(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Project onto the eps-ball around ``x`` intersected with [0, 1]."""
+        delta = x_adv - x
+        if self.norm == "linf":
+            delta = delta.clamp(-self.eps, self.eps)
+        else:
+            norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
+            delta = delta * (self.eps / norms).clamp(max=1.0).view(-1, 1, 1, 1)
+        return (x + delta).clamp(0.0, 1.0)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(eps={self.eps:.5g}, norm={self.norm})"

@@ -1,0 +1,25 @@
+"""FGSM (Goodfellow et al., ICLR 2015): one signed-gradient step of size eps, Linf."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from robquant.attacks.base import Attack
+
+
+class FGSM(Attack):
+    """Fast gradient sign method, untargeted, Linf, inputs in [0, 1].
+
+    Args:
+        model: Classifier returning logits.
+        eps: Linf budget in [0, 1] units.
+    """
+
+    name = "fgsm"
+
+    def __init__(self, model: nn.Module, eps: float, **kwargs: object) -> None:
+        super().__init__(model, eps, norm="linf", **kwargs)  # type: ignore[arg-type]
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return (x + self.eps * self.loss_grad(x, y).sign()).clamp(0.0, 1.0)

@@ -1,0 +1,114 @@
+"""Saved models: safetensors weights beside a JSON record that says how to rebuild them.
+
+A model folder holds ``model.safetensors`` (tensors only: loading executes no code) and
+``record.json`` (the model spec, config, seed, metrics, versions, timings). Both are written to
+temporary names first and moved into place, so a folder never holds half a model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from robquant.errors import CheckpointError
+
+WEIGHTS = "model.safetensors"
+RECORD = "record.json"
+RECORD_VERSION = 1
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+    os.replace(tmp, path)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (tuple, set)):
+        return list(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
+
+
+def save_model(folder: str | os.PathLike, model: nn.Module, spec: dict[str, Any],
+               record: dict[str, Any]) -> Path:
+    """Save ``model``'s weights and its record into ``folder``.
+
+    Args:
+        folder: Output folder (created if needed).
+        model: The model.
+        spec: How to rebuild it: ``{"name", "num_classes", "in_channels", "kwargs"}`` for
+            :func:`robquant.models.create_model`.
+        record: Everything else worth keeping (config, seed, metrics, versions, timings).
+
+    Returns:
+        The folder.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tmp = folder / (WEIGHTS + ".tmp")
+    save_file(state, str(tmp))
+    os.replace(tmp, folder / WEIGHTS)
+    write_json(folder / RECORD, {"record_version": RECORD_VERSION, **record, "model": spec})
+    return folder
+
+
+def read_record(path: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
+    """Return ``(folder, record)`` for a model folder or its weights file.
+
+    Raises:
+        CheckpointError: if the folder, the weights or the record are missing or malformed.
+    """
+    path = Path(path).expanduser()
+    folder = path.parent if path.is_file() else path
+    if not (folder / WEIGHTS).is_file():
+        raise CheckpointError(f"no {WEIGHTS} in {str(folder)!r}: not a robquant model folder")
+    try:
+        record = json.loads((folder / RECORD).read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"no {RECORD} beside {folder / WEIGHTS}") from None
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{folder / RECORD} is not valid JSON: {exc}") from None
+    if not isinstance(record.get("model"), dict) or "name" not in record["model"]:
+        raise CheckpointError(f"{folder / RECORD} has no model spec")
+    return folder, record
+
+
+def build_model(spec: dict[str, Any]) -> nn.Module:
+    """Rebuild an untrained model from its spec."""
+    from robquant.models import create_model
+
+    return create_model(spec["name"], spec.get("num_classes", 10), spec.get("in_channels", 3),
+                        **spec.get("kwargs", {}))
+
+
+def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> nn.Module:
+    """Load a model folder written by :func:`save_model`, in eval mode on ``device``.
+
+    Raises:
+        CheckpointError: if the files are missing, malformed, or do not match the spec.
+    """
+    folder, record = read_record(path)
+    model = build_model(record["model"])
+    try:
+        state = load_file(str(folder / WEIGHTS))
+    except Exception as exc:
+        raise CheckpointError(f"cannot read {folder / WEIGHTS}: {exc}") from None
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{folder / WEIGHTS} does not match its model spec: {exc}") from None
+    return model.to(device).eval()

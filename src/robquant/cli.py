@@ -1,0 +1,201 @@
+"""The ``robquant`` command line: thin over the library; errors become one message and exit 2."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional, TypeVar
+
+import typer
+from rich.console import Console
+
+from robquant import __version__
+from robquant.errors import ConfigError, RobquantError, check_range
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="robquant: which quantization pipeline keeps a model robust, and at what cost.")
+console = Console()
+err_console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEVICE_HELP = "auto (CUDA when available), cpu, cuda or cuda:N"
+DATA_ROOT_HELP = "folder holding the data set (cifar10/cifar100/imagefolder)"
+
+
+def user_errors(fn: F) -> F:
+    """Turn robquant's user-facing errors into one red line on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except RobquantError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.callback()
+def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="log progress details"),
+          version: bool = typer.Option(False, "--version", help="print the version and exit")) -> None:
+    if version:
+        console.print(f"robquant {__version__}")
+        raise typer.Exit(0)
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+@user_errors
+def train(
+    dataset: str = typer.Option(..., help="data set name (see `robquant list`)"),
+    model: str = typer.Option("resnet20", help="model name"),
+    objective: str = typer.Option("clean", help="clean or pgd_at"),
+    epochs: int = typer.Option(200, help="training epochs"),
+    out: Path = typer.Option(..., help="output folder (model, record, checkpoints)"),
+    fraction: float = typer.Option(1.0, help="fraction of the training set, in (0, 1], class-stratified"),
+    seed: int = typer.Option(0, help="seed for initialisation, data order and attacks"),
+    batch_size: int = typer.Option(128, help="examples per step"),
+    lr: float = typer.Option(0.1, help="initial learning rate"),
+    weight_decay: float = typer.Option(1e-4, help="L2 coefficient"),
+    schedule: str = typer.Option("multistep", help="multistep (x0.1 at 1/2, 3/4), cosine or constant"),
+    width: Optional[int] = typer.Option(None, help="model width (ResNet-20: 16)"),
+    pgd_eps: float = typer.Option(8.0, help="pgd_at: budget in /255 units"),
+    pgd_step: float = typer.Option(2.0, help="pgd_at: step in /255 units"),
+    pgd_steps: int = typer.Option(7, help="pgd_at: attack steps"),
+    bn_mode: str = typer.Option("eval", help="pgd_at: BN mode while generating (eval or train)"),
+    n_test: Optional[int] = typer.Option(None, help="test examples for the final accuracy (default all)"),
+    data_root: Optional[Path] = typer.Option(None, help=DATA_ROOT_HELP),
+    download: bool = typer.Option(False, help="download the data set if missing"),
+    allow_unverified_data: bool = typer.Option(False, help="accept a data copy whose checksums differ"),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+) -> None:
+    """Train a model (clean or PGD adversarial training); resumes from OUT/checkpoints."""
+    from robquant.display import RichProgress
+    from robquant.pipeline import resolve_device, train_model
+    from robquant.train import TrainConfig
+
+    check_range("--fraction", fraction, 0.0, 1.0, low_open=True)
+    if n_test is not None:
+        check_range("--n-test", n_test, 1)
+    obj_kw = ({"eps": pgd_eps / 255, "step_size": pgd_step / 255, "steps": pgd_steps, "bn_mode": bn_mode}
+              if objective == "pgd_at" else {})
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                      schedule=schedule, seed=seed)
+    dev = resolve_device(device)
+    with RichProgress(err_console) as progress:
+        record = train_model(dataset=dataset, model=model, objective=objective, train=cfg, out=out,
+                             fraction=fraction, data_root=_opt_str(data_root), device=dev,
+                             model_kwargs={"width": width} if width else {}, objective_kwargs=obj_kw,
+                             allow_unverified=allow_unverified_data, download=download, n_test=n_test,
+                             progress=progress)
+    _print_train(record, out)
+
+
+def _print_train(record: dict[str, Any], out: Path) -> None:
+    m = record["metrics"]
+    status = record["status"] + (f" ({record['reason']})" if record["reason"] else "")
+    console.print(f"status {status}; clean accuracy {100 * m['clean_accuracy']:.2f}% on {m['n_test']} "
+                  f"test images; {record['timings']['train_s']:.1f} s training")
+    if not record["data"]["verified"]:
+        console.print("[yellow]note:[/] trained on a data copy whose checksums were not verified")
+    console.print(f"saved to {out}")
+
+
+@app.command()
+@user_errors
+def attack(
+    checkpoint: Path = typer.Argument(..., help="model folder written by `robquant train`"),
+    attack_name: str = typer.Option("pgd", "--attack", help="attack name(s), comma-separated: pgd, fgsm"),
+    eps: str = typer.Option("1,2,4,8", help="budgets in /255 units, comma-separated"),
+    steps: int = typer.Option(20, help="PGD steps"),
+    step_size: Optional[float] = typer.Option(None, help="PGD step in /255 units (default eps/4)"),
+    restarts: int = typer.Option(1, help="PGD restarts"),
+    norm: str = typer.Option("linf", help="linf or l2"),
+    n_test: Optional[int] = typer.Option(None, help="evaluate the first N test examples (default all)"),
+    dataset: Optional[str] = typer.Option(None, help="test data set (default: the training one)"),
+    seed: int = typer.Option(0, help="seed for random starts"),
+    batch_size: int = typer.Option(256, help="examples per batch"),
+    out: Optional[Path] = typer.Option(None, help="JSON output (default CHECKPOINT/attack.json)"),
+    data_root: Optional[Path] = typer.Option(None, help=DATA_ROOT_HELP),
+    allow_unverified_data: bool = typer.Option(False, help="accept a data copy whose checksums differ"),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+) -> None:
+    """Clean and robust accuracy of a saved model over an eps sweep; prints a table, writes JSON."""
+    from robquant.display import RichProgress, robustness_table
+    from robquant.pipeline import attack_model, parse_eps, resolve_device
+
+    eps_list = parse_eps(eps)
+    if n_test is not None:
+        check_range("--n-test", n_test, 1)
+    specs = []
+    for name in [a.strip() for a in attack_name.split(",") if a.strip()]:
+        kw: dict[str, Any] = {"norm": norm} if name == "pgd" else {}
+        if name == "pgd":
+            kw.update(steps=steps, restarts=restarts)
+            if step_size is not None:
+                kw["step_size"] = check_range("--step-size", step_size, 0.0) / 255
+        specs.append((name, kw))
+    if not specs:
+        raise ConfigError("--attack needs at least one attack name")
+    dev = resolve_device(device)
+    with RichProgress(err_console) as progress:
+        record = attack_model(checkpoint, attacks=specs, eps=eps_list, n_test=n_test, dataset=dataset,
+                              data_root=_opt_str(data_root), allow_unverified=allow_unverified_data,
+                              device=dev, batch_size=batch_size, seed=seed, out=out, progress=progress)
+    console.print(robustness_table(str(checkpoint), record["result"]))
+    console.print(f"written to {out or Path(checkpoint) / 'attack.json'}")
+
+
+@app.command()
+@user_errors
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), help="output folder"),
+    epochs: int = typer.Option(15, help="training epochs per model"),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+) -> None:
+    """Offline demo on scikit-learn's digits: a non-robust and a robust model under a PGD sweep."""
+    from robquant.display import RichProgress, robustness_table
+    from robquant.pipeline import attack_model, resolve_device, train_model
+    from robquant.pipeline.demo import DEMO_EPS_255, demo_runs
+
+    dev = resolve_device(device)
+    with RichProgress(err_console) as progress:
+        for label, kwargs in demo_runs(epochs):
+            folder = out / label
+            console.print(f"[bold]{label}[/]: training ResNet-20 (width 8) on digits, objective "
+                          f"{kwargs['objective']}")
+            train_model(out=folder, device=dev, progress=progress, **kwargs)
+            record = attack_model(folder, attacks=[("pgd", {"steps": 20})], eps=[e / 255 for e in DEMO_EPS_255],
+                                  device=dev, progress=progress)
+            console.print(robustness_table(f"{label}: PGD-20", record["result"]))
+    console.print(f"models and records in {out}")
+
+
+@app.command("list")
+def list_names() -> None:
+    """List the registered data sets, models, attacks and training objectives."""
+    from robquant.attacks import list_attacks
+    from robquant.data import list_datasets
+    from robquant.models import list_models
+    from robquant.train import list_objectives
+
+    for kind, names in (("datasets", list_datasets()), ("models", list_models()),
+                        ("attacks", list_attacks()), ("objectives", list_objectives())):
+        console.print(f"[bold]{kind}[/]: {', '.join(names)}")
+
+
+def _opt_str(p: Optional[Path]) -> Optional[str]:
+    return None if p is None else str(p)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="robquant")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

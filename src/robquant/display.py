@@ -1,0 +1,69 @@
+"""Terminal display for the CLI: rich progress bars with ETA and result tables."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+from rich.table import Table
+
+
+class _RichTask:
+    def __init__(self, progress: Progress, task_id: Any) -> None:
+        self._progress, self._id = progress, task_id
+
+    def advance(self, n: int = 1) -> None:
+        self._progress.advance(self._id, n)
+
+    def update(self, **fields: object) -> None:
+        info = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items())
+        self._progress.update(self._id, info=info)
+
+
+class RichProgress:
+    """Implements :class:`robquant.progress.Progress` with rich bars (elapsed time and ETA)."""
+
+    def __init__(self, console: Console) -> None:
+        self._progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
+            console=console, transient=True)
+
+    def __enter__(self) -> "RichProgress":
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    @contextmanager
+    def task(self, description: str, total: int) -> Iterator[_RichTask]:
+        task_id = self._progress.add_task(description, total=total, info="")
+        try:
+            yield _RichTask(self._progress, task_id)
+        finally:
+            self._progress.remove_task(task_id)
+
+
+def robustness_table(title: str, result: dict[str, Any]) -> Table:
+    """A table: one row per attack (plus the per-example worst case), one column per eps."""
+    eps_values = sorted({r["eps_255"] for r in result["robust"]})
+    table = Table(title=title)
+    table.add_column("attack")
+    table.add_column("clean", justify="right")
+    for e in eps_values:
+        table.add_column(f"{e:g}/255", justify="right")
+    clean = f"{100 * result['clean_accuracy']:.2f}"
+    by_attack: dict[str, dict[float, float]] = {}
+    for r in result["robust"]:
+        by_attack.setdefault(r["attack"], {})[r["eps_255"]] = r["accuracy"]
+    for attack, row in by_attack.items():
+        table.add_row(attack, clean, *[f"{100 * row[e]:.2f}" for e in eps_values])
+    if len(by_attack) > 1:
+        worst = {r["eps_255"]: r["accuracy"] for r in result["worst_case"]}
+        table.add_row("worst case", clean, *[f"{100 * worst[e]:.2f}" for e in eps_values])
+    table.caption = f"accuracy in % on {result['n']} test examples"
+    return table

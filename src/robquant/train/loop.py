@@ -1,0 +1,236 @@
+"""The one training loop: SGD, a schedule, any objective, checkpoint per epoch, exact resume."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from robquant.data import DeviceLoader, ImageDataset, epoch_generator
+from robquant.errors import CheckpointError, ConfigError, check_range
+from robquant.progress import NULL_PROGRESS, Progress
+from robquant.train.objectives import Objective
+
+log = logging.getLogger(__name__)
+SCHEDULES = ("multistep", "cosine", "constant")
+CHECKPOINT_NAME = "last.pt"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters of one training run (validated on construction).
+
+    Attributes:
+        epochs: Passes over the training set.
+        batch_size: Examples per step.
+        lr: Initial learning rate.
+        momentum: SGD momentum.
+        weight_decay: L2 coefficient.
+        nesterov: Nesterov momentum.
+        schedule: ``multistep`` (x gamma at each milestone epoch), ``cosine`` (per step, to 0)
+            or ``constant``.
+        milestones: Epochs at which ``multistep`` decays; default halfway and three quarters
+            (the paper's 100 and 150 of 200).
+        gamma: Decay factor of ``multistep``.
+        seed: Seed for data order, augmentation and the objective's randomness.
+        augment: Apply the data set's default augmentation.
+        check_every: Steps between non-finite-loss checks (each check synchronises the device).
+    """
+
+    epochs: int = 200
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    nesterov: bool = False
+    schedule: str = "multistep"
+    milestones: tuple[int, ...] | None = None
+    gamma: float = 0.1
+    seed: int = 0
+    augment: bool = True
+    check_every: int = 25
+
+    def __post_init__(self) -> None:
+        check_range("epochs", self.epochs, 1)
+        check_range("batch_size", self.batch_size, 1)
+        check_range("lr", self.lr, 0.0, low_open=True)
+        check_range("momentum", self.momentum, 0.0, 1.0, high_open=True)
+        check_range("weight_decay", self.weight_decay, 0.0)
+        check_range("gamma", self.gamma, 0.0, 1.0, low_open=True)
+        check_range("check_every", self.check_every, 1)
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.milestones is not None:
+            object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
+
+    def lr_at(self, epoch: int, step: int, steps_per_epoch: int) -> float:
+        """Learning rate at ``step`` of ``epoch`` (both from 0)."""
+        if self.schedule == "constant":
+            return self.lr
+        if self.schedule == "cosine":
+            t = (epoch * steps_per_epoch + step) / (self.epochs * steps_per_epoch)
+            return 0.5 * self.lr * (1 + math.cos(math.pi * t))
+        milestones = self.milestones or (self.epochs // 2, (3 * self.epochs) // 4)
+        return self.lr * self.gamma ** sum(epoch >= m for m in milestones)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`fit` did.
+
+    Attributes:
+        status: ``"done"``, or ``"NC"`` (non-convergence: the loss became NaN/inf).
+        reason: Why the status is NC (empty otherwise).
+        epochs_completed: Epochs finished (including those before a resume).
+        history: Per epoch: loss, train accuracy, learning rate, seconds.
+        seconds: Wall time of this call.
+        resumed_from: Epoch the run resumed from (0 for a fresh run).
+        images: Training images seen in total.
+        passes_per_image: Forward+backward passes per training image.
+    """
+
+    status: str
+    reason: str = ""
+    epochs_completed: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+    resumed_from: int = 0
+    images: int = 0
+    passes_per_image: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["passes_total"] = self.images * self.passes_per_image
+        return d
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch (for model initialisation)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def fit(model: nn.Module, train_set: ImageDataset, objective: Objective, config: TrainConfig, *,
+        device: torch.device | str = "cpu", checkpoint_dir: str | os.PathLike | None = None,
+        progress: Progress = NULL_PROGRESS) -> TrainResult:
+    """Train ``model`` on ``train_set`` with ``objective``; resume from ``checkpoint_dir`` if possible.
+
+    After every epoch the model, optimizer and history are written atomically to
+    ``checkpoint_dir/last.pt``. Because data order, augmentation and the objective's random
+    numbers are drawn from generators seeded by (seed, epoch), a resumed run ends with the same
+    weights as an uninterrupted one. A NaN/inf loss ends the run with status ``"NC"``.
+
+    Args:
+        model: Model to train in place (already on ``device``).
+        train_set: Training split (already subset to the wanted fraction).
+        objective: Loss on a batch (see :func:`~robquant.train.create_objective`).
+        config: Hyperparameters.
+        device: Where to train.
+        checkpoint_dir: Folder for the per-epoch checkpoint; None disables checkpoints.
+        progress: Progress display.
+
+    Returns:
+        A :class:`TrainResult`.
+
+    Raises:
+        CheckpointError: if the checkpoint belongs to a different configuration.
+    """
+    device = torch.device(device)
+    loader = DeviceLoader(train_set, config.batch_size, device, shuffle=True, seed=config.seed,
+                          augment=train_set.augment if config.augment else None)
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay, nesterov=config.nesterov)
+    ckpt = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
+    meta = {"train": asdict(config), "objective": objective.config(), "n_train": len(train_set)}
+    result = TrainResult(status="done", passes_per_image=objective.passes_per_image)
+    if ckpt is not None and ckpt.exists():
+        _resume(ckpt, meta, model, optimizer, result)
+    start = time.perf_counter()
+    for epoch in range(result.epochs_completed, config.epochs):
+        if result.status == "NC":
+            break
+        stats = _train_epoch(model, loader, objective, optimizer, config, epoch, progress)
+        result.images += stats.pop("images")
+        if not math.isfinite(stats["loss"]):
+            result.status, result.reason = "NC", f"non-finite training loss in epoch {epoch + 1}"
+            log.warning("training stopped: %s", result.reason)
+        result.history.append({"epoch": epoch + 1, **stats})
+        result.epochs_completed = epoch + 1
+        if ckpt is not None:
+            _save(ckpt, meta, model, optimizer, result)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _train_epoch(model: nn.Module, loader: DeviceLoader, objective: Objective,
+                 optimizer: torch.optim.Optimizer, config: TrainConfig, epoch: int,
+                 progress: Progress) -> dict[str, float]:
+    model.train()
+    gen = epoch_generator(config.seed, epoch, loader.device, stream=1)
+    loss_sum = torch.zeros((), device=loader.device)
+    correct = torch.zeros((), device=loader.device, dtype=torch.long)
+    seen, t0, steps = 0, time.perf_counter(), len(loader)
+    with progress.task(f"epoch {epoch + 1}/{config.epochs}", total=steps) as task:
+        for step, (x, y) in enumerate(loader.epoch(epoch)):
+            lr = config.lr_at(epoch, step, steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss, logits = objective(model, x, y, gen)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
+            seen += len(y)
+            if (step + 1) % config.check_every == 0:
+                if not torch.isfinite(loss_sum):
+                    break  # diverged: stop now, fit() records NC
+                task.update(loss=loss_sum.item() / seen)
+            task.advance()
+    return {"loss": loss_sum.item() / max(seen, 1), "train_accuracy": correct.item() / max(seen, 1),
+            "lr": lr, "seconds": time.perf_counter() - t0, "images": seen}
+
+
+def _save(path: Path, meta: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
+          result: TrainResult) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"meta": meta, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "result": {k: v for k, v in asdict(result).items() if k != "seconds"}}, tmp)
+    os.replace(tmp, path)  # atomic: the checkpoint is the old one or the new one, never half
+
+
+def _resume(path: Path, meta: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
+            result: TrainResult) -> None:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)  # no code execution
+    except Exception as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from None
+    if _canonical(state.get("meta")) != _canonical(meta):
+        raise CheckpointError(f"checkpoint {path} was written by a different configuration; "
+                              f"remove it or use another output folder")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    for key, value in state["result"].items():
+        setattr(result, key, value)
+    result.resumed_from = result.epochs_completed
+    log.info("resumed from %s at epoch %d", path, result.epochs_completed)
+
+
+def _canonical(obj: Any) -> Any:
+    """Tuples and lists compare equal (a checkpoint round-trip turns one into the other)."""
+    if isinstance(obj, dict):
+        return {k: _canonical(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_canonical(v) for v in obj]
+    return obj
