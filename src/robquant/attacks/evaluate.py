@@ -106,7 +106,7 @@ def evaluate(model: nn.Module, dataset: Any, attacks: Sequence[AttackSpec], eps_
             task.advance()
     clean_correct = torch.cat(clean)
     robust_correct = {k: torch.cat(v) for k, v in robust.items()}
-    worst = {e: torch.stack([robust_correct[(a, e)] for a, _ in specs]).all(0) for e in eps_list}
+    worst = worst_case(robust_correct)
     return EvalResult(
         n=len(clean_correct),
         clean_accuracy=clean_correct.float().mean().item(),
@@ -117,6 +117,21 @@ def evaluate(model: nn.Module, dataset: Any, attacks: Sequence[AttackSpec], eps_
                        for name, kw in specs},
         seconds=time.perf_counter() - start,
     )
+
+
+def worst_case(robust_correct: dict[tuple[str, float], torch.Tensor]) -> dict[float, torch.Tensor]:
+    """Per eps, the per-example minimum over attacks: robust only if robust under every attack.
+
+    Args:
+        robust_correct: ``{(attack, eps): (n,) bool}``.
+
+    Returns:
+        ``{eps: (n,) bool}``.
+    """
+    by_eps: dict[float, list[torch.Tensor]] = {}
+    for (_, eps), mask in robust_correct.items():
+        by_eps.setdefault(eps, []).append(mask)
+    return {eps: torch.stack(masks).all(0) for eps, masks in by_eps.items()}
 
 
 def _robust_mask(model: nn.Module, name: str, kw: dict[str, Any], eps: float, x: torch.Tensor,

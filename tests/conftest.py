@@ -1,0 +1,44 @@
+"""Shared fixtures: small models trained once per test session on offline data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from robquant import load_model
+from robquant.data import create_dataset
+from robquant.pipeline import train_model
+from robquant.pipeline.demo import demo_runs
+
+
+@pytest.fixture(scope="session")
+def digits_test():
+    return create_dataset("digits", split="test")
+
+
+@pytest.fixture(scope="session")
+def demo_models(tmp_path_factory) -> dict[str, tuple[Path, dict]]:
+    """The demo's non-robust and robust digits models: {label: (folder, record)}."""
+    root = tmp_path_factory.mktemp("demo")
+    out = {}
+    for label, kwargs in demo_runs():
+        out[label] = (root / label, train_model(out=root / label, **kwargs))
+    return out
+
+
+@pytest.fixture(scope="session")
+def clean_model(demo_models) -> torch.nn.Module:
+    return load_model(demo_models["non_robust"][0])
+
+
+@pytest.fixture()
+def correct_batch(clean_model, digits_test):
+    """Up to 256 digits test images that the clean model classifies correctly."""
+    x = digits_test.images.float() / 255
+    y = digits_test.labels
+    with torch.no_grad():
+        keep = clean_model(x).argmax(1) == y
+    assert keep.float().mean() > 0.9
+    return x[keep][:256], y[keep][:256]

@@ -1,0 +1,124 @@
+import pytest
+import torch
+import torchattacks
+
+from robquant.attacks import FGSM, PGD, create_attack, evaluate, list_attacks
+from robquant.attacks.evaluate import worst_case
+from robquant.errors import ConfigError, UnknownNameError
+
+EPS = 16 / 255  # the digits model is partly robust here: attacks have work to do, and can fail
+
+
+def test_pgd_without_random_start_equals_torchattacks(clean_model, correct_batch):
+    x, y = correct_batch
+    ours = PGD(clean_model, EPS, steps=10, step_size=EPS / 4, random_start=False)(x, y)
+    ref = torchattacks.PGD(clean_model, eps=EPS, alpha=EPS / 4, steps=10, random_start=False)(x, y)
+    assert torch.allclose(ours, ref, atol=1e-6)
+    with torch.no_grad():
+        fooled = (clean_model(ours).argmax(1) != y).float().mean()
+    assert 0.05 < fooled < 0.95  # the attack did something, and the comparison is not trivial
+
+
+def test_pgd_with_random_start_matches_torchattacks_robust_accuracy(clean_model, correct_batch):
+    x, y = correct_batch
+    torch.manual_seed(0)
+    ref = torchattacks.PGD(clean_model, eps=EPS, alpha=EPS / 4, steps=20, random_start=True)(x, y)
+    ours = PGD(clean_model, EPS, steps=20, generator=torch.Generator().manual_seed(1))(x, y)
+    with torch.no_grad():
+        acc_ref = (clean_model(ref).argmax(1) == y).float().mean().item()
+        acc_ours = (clean_model(ours).argmax(1) == y).float().mean().item()
+    assert len(y) >= 200
+    assert abs(acc_ref - acc_ours) <= 0.01
+    assert acc_ours < 0.95
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 8 / 255), ("l2", 0.5)])
+def test_pgd_stays_in_the_ball_and_in_range(clean_model, correct_batch, norm, eps):
+    x, y = correct_batch
+    x_adv = PGD(clean_model, eps, norm=norm, steps=5, restarts=2)(x, y)
+    delta = (x_adv - x).flatten(1)
+    size = delta.abs().max(1).values if norm == "linf" else delta.norm(dim=1)
+    assert torch.all(size <= eps + 1e-6)
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    assert size.max() > 0.5 * eps  # it moved
+
+
+def test_pgd_is_stronger_than_fgsm_and_restarts_never_hurt(clean_model, correct_batch):
+    x, y = correct_batch
+
+    def acc(x_adv):
+        with torch.no_grad():
+            return (clean_model(x_adv).argmax(1) == y).float().mean().item()
+
+    fgsm = acc(FGSM(clean_model, EPS)(x, y))
+    pgd1 = acc(PGD(clean_model, EPS, generator=torch.Generator().manual_seed(0))(x, y))
+    pgd3 = acc(PGD(clean_model, EPS, restarts=3, generator=torch.Generator().manual_seed(0))(x, y))
+    assert pgd1 <= fgsm and pgd3 <= pgd1
+
+
+def test_fgsm_moves_every_pixel_by_eps_unless_clipped(clean_model, correct_batch):
+    x, y = correct_batch
+    x_adv = FGSM(clean_model, 4 / 255)(x, y)
+    moved = (x_adv - x).abs()
+    interior = (x > 4 / 255) & (x < 1 - 4 / 255)
+    grad_nonzero = moved > 0
+    assert torch.allclose(moved[interior & grad_nonzero], torch.tensor(4 / 255), atol=1e-6)
+
+
+def test_attack_restores_training_mode_even_on_error(clean_model, correct_batch):
+    x, y = correct_batch
+    clean_model.train()
+    try:
+        PGD(clean_model, EPS, steps=1)(x[:4], y[:4])
+        assert clean_model.training
+        with pytest.raises(Exception):
+            PGD(clean_model, EPS, steps=1)(x[:4], y[:3])  # label count mismatch
+        assert clean_model.training
+    finally:
+        clean_model.eval()
+
+
+def test_attack_leaves_parameter_gradients_alone(clean_model, correct_batch):
+    x, y = correct_batch
+    PGD(clean_model, EPS, steps=2)(x[:8], y[:8])
+    assert all(p.grad is None for p in clean_model.parameters())
+
+
+def test_registry_and_validation(clean_model):
+    assert list_attacks() == ["fgsm", "pgd"]
+    with pytest.raises(UnknownNameError, match="fgsm, pgd"):
+        create_attack("cw", clean_model, 0.1)
+    with pytest.raises(ConfigError, match=r"eps must be in \[0, inf\], got -0.1"):
+        create_attack("pgd", clean_model, -0.1)
+    with pytest.raises(ConfigError, match="norm"):
+        create_attack("pgd", clean_model, 0.1, norm="l1")
+    with pytest.raises(ConfigError, match="attack 'pgd'"):
+        create_attack("pgd", clean_model, 0.1, bogus=1)
+
+
+def test_evaluate_sweeps_eps_and_takes_the_worst_case(clean_model, digits_test):
+    eps = [4 / 255, 32 / 255]
+    res = evaluate(clean_model, digits_test, ["fgsm", ("pgd", {"steps": 10})], eps, n=150, batch_size=64)
+    assert res.n == 150
+    for e in eps:
+        for a in ("fgsm", "pgd"):
+            assert res.robust_accuracy[(a, e)] <= res.clean_accuracy
+            assert torch.equal(res.robust_correct[(a, e)] & ~res.clean_correct,
+                               torch.zeros(150, dtype=torch.bool))
+        both = res.robust_correct[("fgsm", e)] & res.robust_correct[("pgd", e)]
+        assert res.worst_case[e] == pytest.approx(both.float().mean().item())
+        assert res.worst_case[e] <= min(res.robust_accuracy[("fgsm", e)], res.robust_accuracy[("pgd", e)])
+    assert res.robust_accuracy[("pgd", 32 / 255)] < res.robust_accuracy[("pgd", 4 / 255)]
+    again = evaluate(clean_model, digits_test, ["fgsm", ("pgd", {"steps": 10})], eps, n=150, batch_size=64)
+    assert again.robust_accuracy == res.robust_accuracy  # deterministic for a seed
+    d = res.to_dict()
+    assert {r["eps_255"] for r in d["robust"]} == {4.0, 32.0} and d["attack_params"]["pgd"]["steps"] == 10
+
+
+def test_worst_case_on_constructed_outcomes():
+    t, f = True, False
+    masks = {("a", 0.1): torch.tensor([t, t, f, t]), ("b", 0.1): torch.tensor([t, f, t, t]),
+             ("c", 0.1): torch.tensor([t, t, t, f]), ("a", 0.2): torch.tensor([f, t, f, f])}
+    worst = worst_case(masks)
+    assert worst[0.1].tolist() == [t, f, f, f]
+    assert worst[0.2].tolist() == [f, t, f, f]

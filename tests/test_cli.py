@@ -1,0 +1,70 @@
+"""The command line: real runs on offline data, and one clear message + exit 2 for bad input."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from robquant.cli import app
+
+runner = CliRunner()
+
+
+def run(*args):
+    result = runner.invoke(app, [str(a) for a in args])
+    return result.exit_code, result.output
+
+
+def test_train_then_attack_round_trip(tmp_path):
+    out = tmp_path / "m"
+    code, text = run("train", "--dataset", "digits", "--epochs", "2", "--width", "4", "--lr", "0.05",
+                     "--schedule", "cosine", "--fraction", "0.5", "--out", out, "--device", "cpu")
+    assert code == 0, text
+    record = json.loads((out / "record.json").read_text())
+    assert record["config"]["fraction"] == 0.5 and record["data"]["n_train"] == 719
+    assert record["env"]["torch"] and "git_commit" in record["env"] and record["seed"] == 0
+    assert record["timings"]["train_s"] > 0 and record["train"]["passes_total"] == 2 * 719
+    code, text = run("attack", out, "--eps", "2,8", "--steps", "3", "--n-test", "50", "--attack", "pgd,fgsm",
+                     "--device", "cpu")
+    assert code == 0, text
+    assert "2/255" in text and "worst case" in text
+    result = json.loads((out / "attack.json").read_text())["result"]
+    assert result["n"] == 50 and len(result["robust"]) == 4
+    assert result["attack_params"]["pgd"]["steps"] == 3
+
+
+@pytest.mark.parametrize("args,message", [
+    (["attack", "{model}", "--eps", "-1"], "--eps values must be >= 0"),
+    (["attack", "{model}", "--eps", "1,x"], "--eps values must be numbers"),
+    (["attack", "{model}", "--attack", "cw"], "unknown attack 'cw'; known: fgsm, pgd"),
+    (["attack", "{tmp}", "--eps", "1"], "not a robquant model folder"),
+    (["train", "--dataset", "digits", "--fraction", "1.2", "--out", "{tmp}/x"], "--fraction must be in (0, 1]"),
+    (["train", "--dataset", "digits", "--fraction", "0", "--out", "{tmp}/x"], "--fraction must be in (0, 1]"),
+    (["train", "--dataset", "mnist", "--out", "{tmp}/x"], "unknown dataset 'mnist'; known: cifar10"),
+    (["train", "--dataset", "digits", "--model", "vgg", "--out", "{tmp}/x", "--epochs", "1"], "unknown model 'vgg'"),
+    (["train", "--dataset", "digits", "--objective", "x", "--out", "{tmp}/x"], "unknown objective 'x'"),
+    (["train", "--dataset", "cifar10", "--out", "{tmp}/x"], "needs a data root"),
+    (["train", "--dataset", "cifar10", "--data-root", "{tmp}/none", "--out", "{tmp}/x"], "does not exist"),
+    (["train", "--dataset", "digits", "--epochs", "0", "--out", "{tmp}/x"], "epochs must be in [1, inf]"),
+    (["train", "--dataset", "digits", "--device", "tpu", "--out", "{tmp}/x"], "--device must be"),
+])
+def test_bad_input_gives_one_clear_message_and_exit_2(tmp_path, demo_models, args, message):
+    model = demo_models["non_robust"][0]
+    args = [a.replace("{model}", str(model)).replace("{tmp}", str(tmp_path)) for a in args]
+    code, text = run(*args)
+    assert code == 2, text
+    assert message in " ".join(text.split())
+    assert "Traceback" not in text
+    assert not (tmp_path / "x").exists()  # nothing half-written
+
+
+def test_list_shows_registries():
+    code, text = run("list")
+    assert code == 0 and "resnet20" in text and "pgd_at" in text and "digits" in text
+
+
+def test_demo_runs_offline(tmp_path):
+    code, text = run("demo", "--epochs", "1", "--out", tmp_path, "--device", "cpu")
+    assert code == 0, text
+    assert "non_robust: PGD-20" in text and "robust: PGD-20" in text
+    assert (tmp_path / "robust" / "record.json").is_file()

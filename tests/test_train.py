@@ -1,0 +1,147 @@
+import math
+
+import pytest
+import torch
+
+from robquant.attacks import evaluate
+from robquant.data import create_dataset
+from robquant.errors import CheckpointError, ConfigError, UnknownNameError
+from robquant.models import create_model
+from robquant.pipeline.demo import DEMO_TRAIN_EPS_255
+from robquant.train import (Clean, TrainConfig, convergence_status, create_objective, fit,
+                            list_objectives, seed_everything)
+from robquant import load_model
+
+
+def test_clean_training_on_digits_reaches_90_percent(demo_models):
+    _, record = demo_models["non_robust"]
+    assert record["status"] == "done"
+    assert record["metrics"]["clean_accuracy"] >= 0.90
+    assert record["metrics"]["n_test"] == 359
+
+
+def test_pgd_at_raises_robustness_where_the_clean_model_is_weak(demo_models, digits_test):
+    # Digits have 17 grey levels, so small budgets hardly move a prediction. At 32/255 (the
+    # budget the robust model trains at) the clean model is weak (< 30 % under PGD-20), which
+    # leaves room for adversarial training to show a clear gain.
+    eps = DEMO_TRAIN_EPS_255 / 255
+    acc = {}
+    for label in ("non_robust", "robust"):
+        model = load_model(demo_models[label][0])
+        acc[label] = evaluate(model, digits_test, [("pgd", {"steps": 20})], [eps]).robust_accuracy[("pgd", eps)]
+    assert acc["non_robust"] < 0.30
+    assert acc["robust"] >= acc["non_robust"] + 0.25
+
+
+def _tiny_run(tmp_path=None, epochs=3, seed=0, objective=None, **cfg):
+    data = create_dataset("synthetic", n_train=96, image_size=8)
+    seed_everything(seed)
+    model = create_model("resnet20", 10, 1, width=4, mean=data.mean, std=data.std)
+    config = TrainConfig(epochs=epochs, batch_size=32, lr=0.05, schedule="cosine", seed=seed, **cfg)
+    result = fit(model, data, objective or Clean(), config, checkpoint_dir=tmp_path)
+    return model, result
+
+
+def test_same_seed_gives_identical_metrics_and_weights():
+    m1, r1 = _tiny_run(objective=create_objective("pgd_at", steps=2))
+    m2, r2 = _tiny_run(objective=create_objective("pgd_at", steps=2))
+    assert [h["loss"] for h in r1.history] == [h["loss"] for h in r2.history]
+    assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
+    _, r3 = _tiny_run(seed=1)
+    assert r3.history[0]["loss"] != r1.history[0]["loss"]
+
+
+class _Interrupt(Exception):
+    pass
+
+
+class _StopAt:
+    """A progress display that interrupts training when epoch ``n`` starts (like a kill)."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def task(self, description, total):
+        if description.startswith(f"epoch {self.n}/"):
+            raise _Interrupt
+        from robquant.progress import NULL_PROGRESS
+        return NULL_PROGRESS.task(description, total)
+
+
+def test_resume_from_epoch_checkpoint_gives_the_same_final_weights(tmp_path):
+    straight, r_straight = _tiny_run(tmp_path / "a", epochs=4, objective=create_objective("pgd_at", steps=2))
+    data = create_dataset("synthetic", n_train=96, image_size=8)
+    config = TrainConfig(epochs=4, batch_size=32, lr=0.05, schedule="cosine", seed=0)
+    seed_everything(0)
+    model = create_model("resnet20", 10, 1, width=4, mean=data.mean, std=data.std)
+    with pytest.raises(_Interrupt):
+        fit(model, data, create_objective("pgd_at", steps=2), config, checkpoint_dir=tmp_path / "b",
+            progress=_StopAt(3))
+    seed_everything(123)  # a different initialisation: everything must come from the checkpoint
+    resumed_model = create_model("resnet20", 10, 1, width=4, mean=data.mean, std=data.std)
+    resumed = fit(resumed_model, data, create_objective("pgd_at", steps=2), config,
+                  checkpoint_dir=tmp_path / "b")
+    assert resumed.resumed_from == 2 and resumed.epochs_completed == 4
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in r_straight.history]
+    for (k, a), b in zip(straight.state_dict().items(), resumed_model.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_checkpoint_of_another_config_is_refused(tmp_path):
+    _tiny_run(tmp_path, epochs=1)
+    with pytest.raises(CheckpointError, match="different configuration"):
+        _tiny_run(tmp_path, epochs=2)
+
+
+class _Diverging(Clean):
+    """Clean loss, but infinite from the fifth step on."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, model, x, y, gen=None):
+        self.calls += 1
+        loss, logits = super().__call__(model, x, y, gen)
+        return (loss * math.inf if self.calls >= 5 else loss), logits
+
+
+def test_non_finite_loss_stops_with_status_nc(tmp_path):
+    model, result = _tiny_run(tmp_path, epochs=5, objective=_Diverging(), check_every=1)
+    assert result.status == "NC" and "non-finite" in result.reason
+    assert result.epochs_completed == 2  # 3 steps per epoch: the fifth step is in epoch 2
+    again = fit(model, create_dataset("synthetic", n_train=96, image_size=8), _Diverging(),
+                TrainConfig(epochs=5, batch_size=32, lr=0.05, schedule="cosine", check_every=1),
+                checkpoint_dir=tmp_path)
+    assert again.status == "NC" and again.epochs_completed == 2  # resuming an NC run does nothing
+
+
+def test_chance_level_accuracy_is_nc():
+    assert convergence_status(0.12, 10)[0] == "NC"
+    assert convergence_status(0.5, 10) == ("done", "")
+
+
+def test_schedules():
+    multi = TrainConfig(epochs=200, lr=0.1)
+    assert [multi.lr_at(e, 0, 10) for e in (0, 99, 100, 149, 150)] == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001])
+    cos = TrainConfig(epochs=10, lr=0.1, schedule="cosine")
+    assert cos.lr_at(0, 0, 5) == pytest.approx(0.1) and cos.lr_at(5, 0, 5) == pytest.approx(0.05)
+    assert cos.lr_at(9, 4, 5) < 0.001
+
+
+def test_cost_is_counted_in_passes():
+    assert create_objective("clean").passes_per_image == 1
+    assert create_objective("pgd_at").passes_per_image == 8
+    _, result = _tiny_run(epochs=1, objective=create_objective("pgd_at", steps=3))
+    assert result.to_dict()["passes_total"] == 96 * 4
+
+
+def test_bad_config_and_names():
+    with pytest.raises(ConfigError, match="schedule must be one of"):
+        TrainConfig(schedule="linear")
+    with pytest.raises(ConfigError, match="epochs"):
+        TrainConfig(epochs=0)
+    with pytest.raises(ConfigError, match="bn_mode"):
+        create_objective("pgd_at", bn_mode="frozen")
+    with pytest.raises(UnknownNameError, match="clean, pgd_at"):
+        create_objective("trades")
+    assert list_objectives() == ["clean", "pgd_at"]
