@@ -4,6 +4,7 @@ import torchattacks
 
 from robquant.attacks import FGSM, PGD, create_attack, evaluate, list_attacks
 from robquant.attacks.evaluate import worst_case
+from robquant.attacks.view import attack_view
 from robquant.errors import ConfigError, UnknownNameError
 
 EPS = 16 / 255  # the digits model is partly robust here: attacks have work to do, and can fail
@@ -11,7 +12,7 @@ EPS = 16 / 255  # the digits model is partly robust here: attacks have work to d
 
 def test_pgd_without_random_start_equals_torchattacks(clean_model, correct_batch):
     x, y = correct_batch
-    ours = PGD(clean_model, EPS, steps=10, step_size=EPS / 4, random_start=False)(x, y)
+    ours = PGD(clean_model, EPS, steps=10, step_size=EPS / 4, random_start=False, fold_bn=False)(x, y)
     ref = torchattacks.PGD(clean_model, eps=EPS, alpha=EPS / 4, steps=10, random_start=False)(x, y)
     assert torch.allclose(ours, ref, atol=1e-6)
     with torch.no_grad():
@@ -19,17 +20,61 @@ def test_pgd_without_random_start_equals_torchattacks(clean_model, correct_batch
     assert 0.05 < fooled < 0.95  # the attack did something, and the comparison is not trivial
 
 
-def test_pgd_with_random_start_matches_torchattacks_robust_accuracy(clean_model, correct_batch):
+@pytest.mark.parametrize("fold_bn", [False, True])
+def test_pgd_with_random_start_matches_torchattacks_robust_accuracy(clean_model, correct_batch, fold_bn):
     x, y = correct_batch
     torch.manual_seed(0)
     ref = torchattacks.PGD(clean_model, eps=EPS, alpha=EPS / 4, steps=20, random_start=True)(x, y)
-    ours = PGD(clean_model, EPS, steps=20, generator=torch.Generator().manual_seed(1))(x, y)
+    ours = PGD(clean_model, EPS, steps=20, generator=torch.Generator().manual_seed(1), fold_bn=fold_bn)(x, y)
     with torch.no_grad():
         acc_ref = (clean_model(ref).argmax(1) == y).float().mean().item()
         acc_ours = (clean_model(ours).argmax(1) == y).float().mean().item()
     assert len(y) >= 200
     assert abs(acc_ref - acc_ours) <= 0.01
     assert acc_ours < 0.95
+
+
+def test_folded_view_computes_the_same_function(clean_model, correct_batch):
+    x, _ = correct_batch
+    view = attack_view(clean_model)
+    assert view is not clean_model
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in view.modules())
+    with torch.no_grad():
+        assert torch.allclose(view(x), clean_model(x), atol=1e-4)
+    x1 = x[:16].clone().requires_grad_(True)
+    x2 = x[:16].clone().requires_grad_(True)
+    g1 = torch.autograd.grad(clean_model(x1).logsumexp(1).sum(), x1)[0]
+    g2 = torch.autograd.grad(view(x2).logsumexp(1).sum(), x2)[0]
+    assert torch.allclose(g1, g2, atol=1e-4 * g1.abs().max().item())
+
+
+class _RoundSTE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.round()
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
+class _RoundingModel(torch.nn.Module):
+    """A custom autograd Function that tracing would inline, losing its straight-through gradient."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(_RoundSTE.apply(x * 16) / 16)
+
+
+def test_models_with_custom_gradients_are_never_folded(clean_model, correct_batch):
+    x, y = correct_batch
+    model = _RoundingModel(clean_model).eval()
+    assert attack_view(model) is model
+    x_adv = PGD(model, EPS, steps=5)(x[:32], y[:32])
+    assert (x_adv - x[:32]).abs().max() > 0.5 * EPS  # gradients reached the input
 
 
 @pytest.mark.parametrize("norm,eps", [("linf", 8 / 255), ("l2", 0.5)])
@@ -53,7 +98,7 @@ def test_pgd_is_stronger_than_fgsm_and_restarts_never_hurt(clean_model, correct_
     fgsm = acc(FGSM(clean_model, EPS)(x, y))
     pgd1 = acc(PGD(clean_model, EPS, generator=torch.Generator().manual_seed(0))(x, y))
     pgd3 = acc(PGD(clean_model, EPS, restarts=3, generator=torch.Generator().manual_seed(0))(x, y))
-    assert pgd1 <= fgsm and pgd3 <= pgd1
+    assert pgd1 <= fgsm and pgd3 <= pgd1, (fgsm, pgd1, pgd3)
 
 
 def test_fgsm_moves_every_pixel_by_eps_unless_clipped(clean_model, correct_batch):
@@ -74,6 +119,17 @@ def test_attack_restores_training_mode_even_on_error(clean_model, correct_batch)
         with pytest.raises(Exception):
             PGD(clean_model, EPS, steps=1)(x[:4], y[:3])  # label count mismatch
         assert clean_model.training
+    finally:
+        clean_model.eval()
+
+
+def test_attack_restores_mixed_module_modes(clean_model, correct_batch):
+    x, y = correct_batch
+    clean_model.train()
+    clean_model.bn1.eval()  # e.g. frozen BN statistics
+    try:
+        PGD(clean_model, EPS, steps=1)(x[:4], y[:4])
+        assert clean_model.training and not clean_model.bn1.training and clean_model.layer1.training
     finally:
         clean_model.eval()
 

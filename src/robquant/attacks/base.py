@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robquant.attacks.view import attack_view
 from robquant.errors import ConfigError, check_range
 
 NORMS = ("linf", "l2")
@@ -15,7 +16,7 @@ class Attack:
     """Base class for evasion attacks on classifiers with inputs in [0, 1].
 
     Subclasses write :meth:`forward` only. :meth:`__call__` puts the model in the requested
-    mode (eval by default) and restores it afterwards, even on error, runs with gradients
+    mode (eval by default) and restores every module's own mode afterwards, even on error, runs with gradients
     enabled, and returns detached adversarial examples. Gradients are taken with respect to the
     input only (``torch.autograd.grad``), so the model's parameter gradients are untouched.
 
@@ -26,12 +27,17 @@ class Attack:
         model_mode: ``"eval"`` (default) or ``"train"`` (BN batch statistics while attacking,
             as some adversarial-training recipes do).
         generator: Random source for attacks that draw random numbers (for reproducibility).
+        fold_bn: In eval mode, compute gradients on a copy of the model with BatchNorm folded
+            into the convolutions (:func:`~robquant.attacks.view.attack_view`): the same function
+            up to float rounding, about 1.5x faster on the CPU. Models that cannot be folded
+            safely are attacked as they are.
     """
 
     name = "attack"
 
     def __init__(self, model: nn.Module, eps: float, *, norm: str = "linf",
-                 model_mode: str = "eval", generator: torch.Generator | None = None) -> None:
+                 model_mode: str = "eval", generator: torch.Generator | None = None,
+                 fold_bn: bool = True) -> None:
         check_range("eps", eps, 0.0)
         if norm not in NORMS:
             raise ConfigError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
@@ -42,25 +48,39 @@ class Attack:
         self.norm = norm
         self.model_mode = model_mode
         self.generator = generator
+        self.fold_bn = fold_bn
+        self._net = model  # the module whose gradients the attack follows
+        self._view: tuple[tuple[int, ...], nn.Module] | None = None  # (weights' versions, view)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Return adversarial versions of ``x`` (B, C, H, W) for labels ``y`` (B,)."""
         raise NotImplementedError
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        was_training = self.model.training
+        modes = [(m, m.training) for m in self.model.modules()]  # restored module by module
         self.model.train(self.model_mode == "train")
         try:
+            if self.fold_bn and self.model_mode == "eval":
+                self._net = self._folded()
             with torch.enable_grad():
                 x_adv = self.forward(x.detach(), y.detach())
         finally:
-            self.model.train(was_training)
+            for module, training in modes:
+                module.training = training
+            self._net = self.model
         return x_adv.detach()
+
+    def _folded(self) -> nn.Module:
+        """The BN-folded view, rebuilt only when the model's weights changed since the last call."""
+        version = tuple(t._version for t in (*self.model.parameters(), *self.model.buffers()))
+        if self._view is None or self._view[0] != version:
+            self._view = (version, attack_view(self.model))
+        return self._view[1]
 
     def loss_grad(self, x_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Gradient of the summed cross-entropy with respect to the input."""
         x_adv = x_adv.detach().requires_grad_(True)
-        loss = F.cross_entropy(self.model(x_adv), y, reduction="sum")
+        loss = F.cross_entropy(self._net(x_adv), y, reduction="sum")
         (grad,) = torch.autograd.grad(loss, x_adv)
         return grad
 

@@ -86,9 +86,8 @@ def evaluate(model: nn.Module, dataset: Any, attacks: Sequence[AttackSpec], eps_
     device = torch.device(device)
     specs = [(a, {}) if isinstance(a, str) else (a[0], dict(a[1])) for a in attacks]
     eps_list = [float(e) for e in eps_list]
-    for name, kw in specs:  # validate every attack before any work
-        for eps in eps_list:
-            create_attack(name, model, eps, **kw)
+    # one attack object per (attack, eps), built (and validated) before any work
+    attackers = {(name, eps): create_attack(name, model, eps, **kw) for name, kw in specs for eps in eps_list}
     data = dataset.head(n)
     loader = DeviceLoader(data, batch_size, device)
     clean, robust = [], {(a, e): [] for a, _ in specs for e in eps_list}
@@ -99,10 +98,9 @@ def evaluate(model: nn.Module, dataset: Any, attacks: Sequence[AttackSpec], eps_
                 correct = model.eval()(x).argmax(1) == y
             clean.append(correct.cpu())
             idx = torch.nonzero(correct).flatten()
-            for name, kw in specs:
-                for eps in eps_list:
-                    gen = torch.Generator(device=device).manual_seed(seed * 100_003 + b)
-                    robust[(name, eps)].append(_robust_mask(model, name, kw, eps, x, y, idx, gen).cpu())
+            for key, attacker in attackers.items():
+                attacker.generator = torch.Generator(device=device).manual_seed(seed * 100_003 + b)
+                robust[key].append(_robust_mask(model, attacker, x, y, idx).cpu())
             task.advance()
     clean_correct = torch.cat(clean)
     robust_correct = {k: torch.cat(v) for k, v in robust.items()}
@@ -113,8 +111,7 @@ def evaluate(model: nn.Module, dataset: Any, attacks: Sequence[AttackSpec], eps_
         robust_accuracy={k: v.float().mean().item() for k, v in robust_correct.items()},
         worst_case={e: m.float().mean().item() for e, m in worst.items()},
         clean_correct=clean_correct, robust_correct=robust_correct,
-        attack_params={name: _describe(create_attack(name, model, eps_list[0] if eps_list else 0.0, **kw))
-                       for name, kw in specs},
+        attack_params={name: _describe(attacker) for (name, _), attacker in attackers.items()},
         seconds=time.perf_counter() - start,
     )
 
@@ -134,16 +131,13 @@ def worst_case(robust_correct: dict[tuple[str, float], torch.Tensor]) -> dict[fl
     return {eps: torch.stack(masks).all(0) for eps, masks in by_eps.items()}
 
 
-def _robust_mask(model: nn.Module, name: str, kw: dict[str, Any], eps: float, x: torch.Tensor,
-                 y: torch.Tensor, idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """(B,) bool: correct clean and under the attack."""
-    from robquant.attacks import create_attack
-
+def _robust_mask(model: nn.Module, attacker: Any, x: torch.Tensor, y: torch.Tensor,
+                 idx: torch.Tensor) -> torch.Tensor:
+    """(B,) bool: correct clean and under the attack (judged by ``model`` itself)."""
     mask = torch.zeros(len(y), dtype=torch.bool, device=y.device)
     if len(idx) == 0:
         return mask
-    attack = create_attack(name, model, eps, **{"generator": gen, **kw})
-    x_adv = attack(x[idx], y[idx])
+    x_adv = attacker(x[idx], y[idx])
     with torch.no_grad():
         mask[idx] = model(x_adv).argmax(1) == y[idx]
     return mask
@@ -151,5 +145,4 @@ def _robust_mask(model: nn.Module, name: str, kw: dict[str, Any], eps: float, x:
 
 def _describe(attack: Any) -> dict[str, Any]:
     """The attack's hyperparameters (eps excluded, it is swept), JSON-ready."""
-    skip = {"model", "generator", "eps"}
-    return {k: v for k, v in vars(attack).items() if k not in skip}
+    return {k: v for k, v in vars(attack).items() if not k.startswith("_") and k not in ("model", "generator", "eps")}

@@ -27,14 +27,17 @@ class PGD(Attack):
         restarts: Independent runs (default 1).
         generator: Random source for the start points (for reproducibility).
         model_mode: ``"eval"`` or ``"train"``.
+        fold_bn: Follow the gradients of a BN-folded copy (see :class:`Attack`).
     """
 
     name = "pgd"
 
     def __init__(self, model: nn.Module, eps: float, *, steps: int = 20, step_size: float | None = None,
                  norm: str = "linf", random_start: bool = True, restarts: int = 1,
-                 generator: torch.Generator | None = None, model_mode: str = "eval") -> None:
-        super().__init__(model, eps, norm=norm, model_mode=model_mode, generator=generator)
+                 generator: torch.Generator | None = None, model_mode: str = "eval",
+                 fold_bn: bool = True) -> None:
+        super().__init__(model, eps, norm=norm, model_mode=model_mode, generator=generator,
+                         fold_bn=fold_bn)
         check_range("steps", steps, 0)
         check_range("restarts", restarts, 1)
         self.steps = int(steps)
@@ -82,4 +85,4 @@ class PGD(Attack):
 
     @torch.no_grad()
     def _fooled(self, x_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.model(x_adv).argmax(1) != y
+        return self.model(x_adv).argmax(1) != y  # judged by the model itself, not the view

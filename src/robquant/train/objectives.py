@@ -82,7 +82,8 @@ class PGDAT(Objective):
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                  gen: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         attack = PGD(model, self.cfg.eps, steps=self.cfg.steps, step_size=self.cfg.step_size,
-                     random_start=self.cfg.random_start, generator=gen, model_mode=self.cfg.bn_mode)
+                     random_start=self.cfg.random_start, generator=gen, model_mode=self.cfg.bn_mode,
+                     fold_bn=False)  # the weights change every step: a folded copy would not pay off
         x_adv = attack(x, y)  # restores the model's train mode
         logits = model(x_adv)
         return F.cross_entropy(logits, y), logits
