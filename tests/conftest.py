@@ -42,3 +42,14 @@ def correct_batch(clean_model, digits_test):
         keep = clean_model(x).argmax(1) == y
     assert keep.float().mean() > 0.9
     return x[keep][:256], y[keep][:256]
+
+
+@pytest.fixture(scope="session")
+def narrow_model(tmp_path_factory) -> Path:
+    """A width-4 ResNet-20 on digits: little redundancy, so low-bit PTQ visibly costs accuracy."""
+    from robquant.train import TrainConfig
+
+    out = tmp_path_factory.mktemp("narrow") / "fp"
+    train_model(dataset="digits", model="resnet20", objective="clean", out=out, model_kwargs={"width": 4},
+                train=TrainConfig(epochs=15, batch_size=64, lr=0.05, weight_decay=5e-4, schedule="cosine"))
+    return out

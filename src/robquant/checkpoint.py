@@ -88,11 +88,15 @@ def read_record(path: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
 
 
 def build_model(spec: dict[str, Any]) -> nn.Module:
-    """Rebuild an untrained model from its spec."""
+    """Rebuild an untrained model from its spec (with its quantized structure if it has ``quant``)."""
     from robquant.models import create_model
+    from robquant.quant import QuantConfig, prepare_structure
 
-    return create_model(spec["name"], spec.get("num_classes", 10), spec.get("in_channels", 3),
-                        **spec.get("kwargs", {}))
+    model = create_model(spec["name"], spec.get("num_classes", 10), spec.get("in_channels", 3),
+                         **spec.get("kwargs", {}))
+    if spec.get("quant"):
+        model = prepare_structure(model, QuantConfig(**spec["quant"]))
+    return model
 
 
 def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> nn.Module:

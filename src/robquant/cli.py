@@ -99,7 +99,7 @@ def _print_train(record: dict[str, Any], out: Path) -> None:
     m = record["metrics"]
     status = record["status"] + (f" ({record['reason']})" if record["reason"] else "")
     console.print(f"status {status}; clean accuracy {100 * m['clean_accuracy']:.2f}% on {m['n_test']} "
-                  f"test images; {record['timings']['train_s']:.1f} s training")
+                  f"test images; {record['timings']['train_s']:.1f} s")
     if not record["data"]["verified"]:
         console.print("[yellow]note:[/] trained on a data copy whose checksums were not verified")
     console.print(f"saved to {out}")
@@ -148,6 +148,59 @@ def attack(
                               device=dev, batch_size=batch_size, seed=seed, out=out, progress=progress)
     console.print(robustness_table(str(checkpoint), record["result"]))
     console.print(f"written to {out or Path(checkpoint) / 'attack.json'}")
+
+
+@app.command()
+@user_errors
+def quantize(
+    checkpoint: Path = typer.Argument(..., help="full-precision model folder written by `robquant train`"),
+    method: str = typer.Option(..., help="ptq (post-training, PWLQ weights) or qat (quantization-aware, PACT/DoReFa)"),
+    precision: str = typer.Option(..., help="AxWy: activation bits x, weight bits y, each 2..8, 16 or 32"),
+    out: Path = typer.Option(..., help="output folder"),
+    quantizer: Optional[str] = typer.Option(None, help="weights: pwlq|uniform (ptq), dorefa|uniform (qat)"),
+    breakpoint: str = typer.Option("gauss", help="PWLQ breakpoint: gauss, laplace, exact or search"),
+    first_last: bool = typer.Option(False, "--quantize-first-last", help="also quantize the first and last layer"),
+    calib_images: int = typer.Option(512, help="PTQ: calibration images from the training fraction"),
+    fraction: float = typer.Option(1.0, help="fraction of the training set (calibration / fine-tuning)"),
+    epochs: int = typer.Option(60, help="QAT: fine-tuning epochs"),
+    objective: str = typer.Option("clean", help="QAT: clean or pgd_at"),
+    lr: float = typer.Option(0.01, help="QAT: initial learning rate (cosine schedule)"),
+    batch_size: int = typer.Option(128, help="QAT: examples per step"),
+    weight_decay: float = typer.Option(1e-4, help="QAT: L2 coefficient (also regularises PACT's alpha)"),
+    reinit: bool = typer.Option(False, help="QAT: start from random parameters (keep the architecture)"),
+    pgd_eps: float = typer.Option(8.0, help="pgd_at: budget in /255 units"),
+    pgd_steps: int = typer.Option(7, help="pgd_at: attack steps"),
+    seed: int = typer.Option(0, help="seed for calibration images, data order and attacks"),
+    n_test: Optional[int] = typer.Option(None, help="test examples for the final accuracy (default all)"),
+    data_root: Optional[Path] = typer.Option(None, help=DATA_ROOT_HELP),
+    allow_unverified_data: bool = typer.Option(False, help="accept a data copy whose checksums differ"),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+) -> None:
+    """Quantize a trained model: PTQ (fold BN, PWLQ, calibrate) or QAT fine-tuning with any objective."""
+    from robquant.display import RichProgress
+    from robquant.pipeline import quantize_model, resolve_device
+    from robquant.quant import QuantConfig
+    from robquant.train import TrainConfig
+
+    check_range("--fraction", fraction, 0.0, 1.0, low_open=True)
+    cfg = QuantConfig(method=method, precision=precision, weight_quantizer=quantizer, breakpoint=breakpoint,
+                      quantize_first_last=first_last, calib_images=calib_images)
+    train_cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                            schedule="cosine", seed=seed)
+    obj_kw = ({"eps": pgd_eps / 255, "step_size": pgd_eps / 4 / 255, "steps": pgd_steps}
+              if objective == "pgd_at" else {})
+    if reinit and method != "qat":
+        raise ConfigError("--reinit needs --method qat (PTQ of random parameters is meaningless)")
+    dev = resolve_device(device)
+    with RichProgress(err_console) as progress:
+        record = quantize_model(checkpoint, quant=cfg, out=out, fraction=fraction, seed=seed, train=train_cfg,
+                                objective=objective, objective_kwargs=obj_kw, reinit=reinit,
+                                data_root=_opt_str(data_root), allow_unverified=allow_unverified_data,
+                                device=dev, n_test=n_test, progress=progress)
+    size = record["size"]
+    console.print(f"{cfg.method.upper()} {cfg.precision}: {size['bytes']:,} bytes "
+                  f"({size['fp32_bytes'] / size['bytes']:.1f}x smaller than FP32)")
+    _print_train(record, out)
 
 
 @app.command()

@@ -13,6 +13,7 @@ from typing import Any
 from torch import nn
 
 from robquant.attacks.base import NORMS, Attack
+from robquant.attacks.diagnostics import input_gradients, zero_gradient_fraction
 from robquant.attacks.evaluate import EvalResult, evaluate
 from robquant.attacks.fgsm import FGSM
 from robquant.attacks.pgd import PGD
@@ -43,4 +44,5 @@ def list_attacks() -> list[str]:
     return ATTACKS.names()
 
 
-__all__ = ["Attack", "EvalResult", "FGSM", "NORMS", "PGD", "create_attack", "evaluate", "list_attacks"]
+__all__ = ["Attack", "EvalResult", "FGSM", "NORMS", "PGD", "create_attack", "evaluate", "input_gradients",
+           "list_attacks", "zero_gradient_fraction"]

@@ -12,13 +12,14 @@ from typing import Any, Sequence
 import torch
 
 from robquant.attacks import evaluate
-from robquant.checkpoint import RECORD, read_record, save_model, write_json, load_model
+from robquant.checkpoint import RECORD, build_model, load_model, read_record, save_model, write_json
 from robquant.data import create_dataset
 from robquant.errors import ConfigError
 from robquant.models import create_model
 from robquant.progress import NULL_PROGRESS, Progress
 from robquant.provenance import environment, now_iso
-from robquant.train import TrainConfig, convergence_status, create_objective, fit, seed_everything
+from robquant.quant import QuantConfig, model_size, quantize
+from robquant.train import TrainConfig, TrainResult, convergence_status, create_objective, fit, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,41 @@ def resolve_device(device: str) -> torch.device:
     raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N, got {device!r}")
 
 
+def _load_splits(dataset: str, data_root: str | None, fraction: float, seed: int, n_test: int | None,
+                 allow_unverified: bool, download: bool = False):
+    data_kw = {"download": download, "allow_unverified": allow_unverified}
+    train_set = create_dataset(dataset, data_root, "train", **data_kw).subset(fraction, seed=seed)
+    test_set = create_dataset(dataset, data_root, "test", **data_kw).head(n_test)
+    return train_set, test_set
+
+
+def _finish(net: torch.nn.Module, *, out: str | os.PathLike, spec: dict[str, Any], kind: str,
+            config: dict[str, Any], seed: int, train_set: Any, test_set: Any, result: TrainResult | None,
+            t0: float, t_train: float, device: torch.device, progress: Progress,
+            extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Evaluate clean accuracy, decide the status, write the model and its record."""
+    ev = evaluate(net, test_set, [], [], device=device, progress=progress)
+    status, reason = (result.status, result.reason) if result is not None else ("done", "")
+    if status == "done":
+        status, reason = convergence_status(ev.clean_accuracy, train_set.num_classes)
+    verified = all(d.provenance.get("verified", True) is not False for d in (train_set, test_set))
+    record = {
+        "kind": kind, "status": status, "reason": reason, "seed": seed, "created": now_iso(),
+        "config": config,
+        "data": {"train": train_set.provenance, "test": test_set.provenance, "verified": verified,
+                 "n_train": len(train_set), "n_test": len(test_set)},
+        "metrics": {"clean_accuracy": ev.clean_accuracy, "n_test": ev.n,
+                    "final_train_loss": result.history[-1]["loss"] if result and result.history else None},
+        "train": result.to_dict() if result is not None else None,
+        "size": model_size(net),
+        "timings": {"train_s": t_train, "eval_s": ev.seconds, "total_s": time.perf_counter() - t0},
+        "env": environment(device),
+        **(extra or {}),
+    }
+    save_model(out, net, spec, record)
+    return record
+
+
 def train_model(*, dataset: str, model: str, objective: str, train: TrainConfig, out: str | os.PathLike,
                 fraction: float = 1.0, data_root: str | None = None, device: str | torch.device = "cpu",
                 model_kwargs: dict[str, Any] | None = None, objective_kwargs: dict[str, Any] | None = None,
@@ -50,16 +86,14 @@ def train_model(*, dataset: str, model: str, objective: str, train: TrainConfig,
 
     Writes ``out/model.safetensors`` and ``out/record.json``. The record holds the config, seed,
     data provenance (verified or not), training history, clean test accuracy, status ("done" or
-    "NC"), versions and timings.
+    "NC"), size, versions and timings.
 
     Returns:
         The record.
     """
     t0 = time.perf_counter()
     device = torch.device(device)
-    data_kw = {"download": download, "allow_unverified": allow_unverified}
-    train_set = create_dataset(dataset, data_root, "train", **data_kw).subset(fraction, seed=train.seed)
-    test_set = create_dataset(dataset, data_root, "test", **data_kw).head(n_test)
+    train_set, test_set = _load_splits(dataset, data_root, fraction, train.seed, n_test, allow_unverified, download)
     obj = create_objective(objective, **(objective_kwargs or {}))
     spec = {"name": model, "num_classes": train_set.num_classes, "in_channels": train_set.in_channels,
             "kwargs": {**(model_kwargs or {}), "mean": list(train_set.mean), "std": list(train_set.std)}}
@@ -67,28 +101,64 @@ def train_model(*, dataset: str, model: str, objective: str, train: TrainConfig,
     net = create_model(spec["name"], spec["num_classes"], spec["in_channels"], **spec["kwargs"]).to(device)
     result = fit(net, train_set, obj, train, device=device, checkpoint_dir=Path(out) / "checkpoints",
                  progress=progress)
-    t_train = time.perf_counter() - t0
-    ev = evaluate(net, test_set, [], [], device=device, progress=progress)
-    status, reason = result.status, result.reason
-    if status == "done":
-        status, reason = convergence_status(ev.clean_accuracy, train_set.num_classes)
-    record = {
-        "kind": "train", "status": status, "reason": reason, "seed": train.seed, "created": now_iso(),
-        "config": {"dataset": dataset, "fraction": fraction, "model": model,
-                   "model_kwargs": model_kwargs or {}, "objective": obj.config(), "train": asdict(train),
-                   "n_test": n_test},
-        "data": {"train": train_set.provenance, "test": test_set.provenance,
-                 "verified": bool(train_set.provenance.get("verified", True) is not False
-                                  and test_set.provenance.get("verified", True) is not False),
-                 "n_train": len(train_set), "n_test": len(test_set)},
-        "metrics": {"clean_accuracy": ev.clean_accuracy, "n_test": ev.n,
-                    "final_train_loss": result.history[-1]["loss"] if result.history else None},
-        "train": result.to_dict(),
-        "timings": {"train_s": t_train, "eval_s": ev.seconds, "total_s": time.perf_counter() - t0},
-        "env": environment(device),
-    }
-    save_model(out, net, spec, record)
-    return record
+    config = {"dataset": dataset, "fraction": fraction, "model": model, "model_kwargs": model_kwargs or {},
+              "objective": obj.config(), "train": asdict(train), "n_test": n_test}
+    return _finish(net, out=out, spec=spec, kind="train", config=config, seed=train.seed, train_set=train_set,
+                   test_set=test_set, result=result, t0=t0, t_train=time.perf_counter() - t0, device=device,
+                   progress=progress)
+
+
+def quantize_model(checkpoint: str | os.PathLike, *, quant: QuantConfig, out: str | os.PathLike,
+                   fraction: float = 1.0, seed: int = 0, train: TrainConfig | None = None,
+                   objective: str = "clean", objective_kwargs: dict[str, Any] | None = None,
+                   reinit: bool = False, data_root: str | None = None, allow_unverified: bool = False,
+                   device: str | torch.device = "cpu", n_test: int | None = None,
+                   progress: Progress = NULL_PROGRESS) -> dict[str, Any]:
+    """Quantize a saved full-precision model by PTQ, or fine-tune it by QAT, and save the result.
+
+    PTQ calibrates activations on ``quant.calib_images`` training images drawn (seeded) from the
+    class-stratified ``fraction``. QAT trains with ``objective`` on that fraction with ``train``
+    (default: the QAT fine-tuning schedule, lr 0.01 cosine), resuming from ``out/checkpoints``.
+    ``reinit=True`` discards the checkpoint's weights (QAT from random initial parameters),
+    keeping its architecture and data set.
+
+    Returns:
+        The record (with the quantization config, model size and the parent checkpoint).
+    """
+    t0 = time.perf_counter()
+    device = torch.device(device)
+    folder, parent = read_record(checkpoint)
+    dataset = parent.get("config", {}).get("dataset")
+    if dataset is None:
+        raise ConfigError(f"{folder / RECORD} names no data set")
+    train_set, test_set = _load_splits(dataset, data_root, fraction, seed, n_test, allow_unverified)
+    if reinit:
+        seed_everything(seed)
+        fp_model = build_model(parent["model"]).to(device)
+    else:
+        fp_model = load_model(folder, device)
+    spec = {**parent["model"], "quant": quant.to_dict()}
+    config = {"dataset": dataset, "fraction": fraction, "quant": quant.to_dict(), "reinit": reinit,
+              "parent": {"path": str(folder), "metrics": parent.get("metrics"), "config": parent.get("config")}}
+    result = None
+    if quant.method == "ptq":
+        gen = torch.Generator().manual_seed(seed)
+        index = torch.randperm(len(train_set), generator=gen)[: quant.calib_images]
+        calib = train_set.images[index].float().div_(255).to(device)
+        net = quantize(fp_model, quant, calib_images=calib)
+        config["calibration"] = {"images": len(index), "seed": seed}
+    else:
+        train = train or TrainConfig(epochs=60, lr=0.01, schedule="cosine", weight_decay=1e-4, seed=seed)
+        obj = create_objective(objective, **(objective_kwargs or {}))
+        net = quantize(fp_model, quant)
+        result = fit(net, train_set, obj, train, device=device, checkpoint_dir=Path(out) / "checkpoints",
+                     progress=progress)
+        net.eval()
+        config.update(objective=obj.config(), train=asdict(train))
+    return _finish(net, out=out, spec=spec, kind=f"quantize-{quant.method}", config=config, seed=seed,
+                   train_set=train_set, test_set=test_set, result=result, t0=t0,
+                   t_train=time.perf_counter() - t0, device=device, progress=progress,
+                   extra={"precision": quant.precision})
 
 
 def parse_eps(text: str | Sequence[float], field: str = "--eps") -> list[float]:

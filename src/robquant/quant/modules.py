@@ -1,0 +1,51 @@
+"""Quantized layer wrappers: a conv or linear layer that quantizes its weights with a quantizer module."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class QuantConv2d(nn.Conv2d):
+    """A Conv2d whose weights pass through ``weight_quant`` (None = full precision).
+
+    With ``frozen=True`` (post-training quantization) the stored weights are already quantized
+    and are used as they are; otherwise (QAT) they are quantized on every forward pass, with the
+    quantizer's straight-through gradient.
+    """
+
+    def __init__(self, conv: nn.Conv2d, weight_quant: nn.Module | None, frozen: bool = False) -> None:
+        super().__init__(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                         conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode,
+                         device=conv.weight.device, dtype=conv.weight.dtype)
+        self.load_state_dict(conv.state_dict())
+        self.weight_quant = weight_quant
+        self.frozen = frozen
+
+    def quantized_weight(self) -> torch.Tensor:
+        if self.weight_quant is None or self.frozen:
+            return self.weight
+        return self.weight_quant(self.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.quantized_weight(), self.bias)
+
+
+class QuantLinear(nn.Linear):
+    """A Linear layer whose weights pass through ``weight_quant`` (see :class:`QuantConv2d`)."""
+
+    def __init__(self, linear: nn.Linear, weight_quant: nn.Module | None, frozen: bool = False) -> None:
+        super().__init__(linear.in_features, linear.out_features, linear.bias is not None,
+                         device=linear.weight.device, dtype=linear.weight.dtype)
+        self.load_state_dict(linear.state_dict())
+        self.weight_quant = weight_quant
+        self.frozen = frozen
+
+    def quantized_weight(self) -> torch.Tensor:
+        if self.weight_quant is None or self.frozen:
+            return self.weight
+        return self.weight_quant(self.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.quantized_weight(), self.bias)

@@ -1,0 +1,86 @@
+"""PACT activations and DoReFa weights (the QAT pair of the paper, Choi et al. 2018; Zhou et al. 2016)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.autograd import Function
+
+from robquant.quant.ste import round_ste
+
+
+class _PACTFn(Function):
+    """y_q = round(clip(x, 0, a) (2^k - 1) / a) a / (2^k - 1), with PACT's gradient rule:
+    dy_q/dx = 1[0 <= x < a], dy_q/da = 1[x >= a]."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, alpha: torch.Tensor, bits: int) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x, alpha)
+        levels = 2**bits - 1
+        y = torch.minimum(x.clamp_min(0), alpha)
+        return torch.round(y * (levels / alpha)) * (alpha / levels)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        x, alpha = ctx.saved_tensors
+        grad_x = grad * ((x >= 0) & (x < alpha))
+        grad_alpha = (grad * (x >= alpha)).sum().view_as(alpha)
+        return grad_x, grad_alpha, None
+
+
+class PACT(nn.Module):
+    """Parameterised clipping activation: replaces a ReLU; alpha is learned, one per layer.
+
+    alpha is an ordinary parameter, so the optimizer's weight decay regularises it (as PACT's L2
+    term on alpha with the weight-decay coefficient).
+
+    Args:
+        bits: Bit-width k (32 = ReLU clipped at alpha, not rounded).
+        alpha: Initial clipping level (10).
+        ste: Use PACT's gradient rule; False plants zero input gradients (plain rounding), for tests.
+    """
+
+    def __init__(self, bits: int, alpha: float = 10.0, ste: bool = True) -> None:
+        super().__init__()
+        self.bits, self.ste = bits, ste
+        self.alpha = nn.Parameter(torch.tensor(float(alpha)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.bits >= 32:
+            return torch.minimum(torch.relu(x), self.alpha)
+        if self.ste:
+            return _PACTFn.apply(x, self.alpha, self.bits)
+        levels = 2**self.bits - 1
+        y = torch.minimum(torch.relu(x), self.alpha)
+        return torch.round(y * (levels / self.alpha)) * (self.alpha / levels)
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}"
+
+
+class DoReFaWeightQuantizer(nn.Module):
+    """DoReFa weights, per layer: w_q = 2 Q_k(tanh(w) / (2 max|tanh w|) + 1/2) - 1, STE on the rounding.
+
+    Args:
+        bits: Bit-width k (32 = identity).
+        ste: Straight-through rounding (False: zero gradient).
+    """
+
+    def __init__(self, bits: int, ste: bool = True) -> None:
+        super().__init__()
+        self.bits, self.ste = bits, ste
+
+    @property
+    def storage_bits(self) -> int:
+        return self.bits
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        if self.bits >= 32:
+            return w
+        levels = 2**self.bits - 1
+        t = torch.tanh(w)
+        r = t / (2 * t.abs().max().clamp_min(1e-12)) + 0.5  # in [0, 1]
+        return 2 * (round_ste(r * levels, self.ste) / levels) - 1
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}"

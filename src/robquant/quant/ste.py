@@ -1,0 +1,79 @@
+"""Quantization primitives with straight-through gradients, as custom autograd Functions.
+
+Forward passes compute exact fake-quantized values; backward passes let the gradient through
+wherever the forward map is locally the identity up to rounding (inside the clamp range) and
+block it where the map is genuinely flat (clamped). This is what lets gradient-based attacks see
+a quantized model (ALGORITHMS sec. 8). ``ste=False`` gives plain rounding with zero gradient, for
+building the gradient-masked models that the diagnostics must catch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.autograd import Function
+
+
+class _RoundSTE(Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return torch.round(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return grad
+
+
+class _ClampSTE(Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward((x >= lo) & (x <= hi))
+        return torch.minimum(torch.maximum(x, lo), hi)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        (inside,) = ctx.saved_tensors
+        return grad * inside, None, None
+
+
+class _FakeQuantSTE(Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor,  # type: ignore[override]
+                qmin: int, qmax: int) -> torch.Tensor:
+        q = torch.round(x * (1.0 / scale)) + zero_point
+        inside = (q >= qmin) & (q <= qmax)
+        ctx.save_for_backward(inside)
+        return (q.clamp(qmin, qmax) - zero_point) * scale
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        (inside,) = ctx.saved_tensors
+        return grad * inside, None, None, None, None
+
+
+def round_ste(x: torch.Tensor, ste: bool = True) -> torch.Tensor:
+    """Round to nearest (half to even); gradient 1 (straight-through), or 0 if ``ste`` is False."""
+    return _RoundSTE.apply(x) if ste else torch.round(x)
+
+
+def clamp_ste(x: torch.Tensor, lo: torch.Tensor | float, hi: torch.Tensor | float) -> torch.Tensor:
+    """Clamp to [lo, hi]; gradient 1 inside the range, 0 where clamped."""
+    lo_t = torch.as_tensor(lo, dtype=x.dtype, device=x.device)
+    hi_t = torch.as_tensor(hi, dtype=x.dtype, device=x.device)
+    return _ClampSTE.apply(x, lo_t, hi_t)
+
+
+def fake_quant(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax: int,
+               ste: bool = True) -> torch.Tensor:
+    """Affine fake quantization ``(clamp(round(x / scale) + zp, qmin, qmax) - zp) * scale``.
+
+    Computed as ``torch.fake_quantize_per_*_affine`` does (``x * (1 / scale)``), so it agrees with
+    them exactly for the same scale and zero point. ``scale`` and ``zero_point`` broadcast against
+    ``x`` (per-tensor scalars or per-channel shapes such as ``(C, 1, 1, 1)``).
+
+    Gradient: 1 where ``x`` falls inside the representable range, 0 where it is clamped; with
+    ``ste=False``, 0 everywhere (plain rounding).
+    """
+    if ste:
+        return _FakeQuantSTE.apply(x, scale, zero_point, qmin, qmax)
+    q = torch.round(x * (1.0 / scale)) + zero_point
+    return (q.clamp(qmin, qmax) - zero_point) * scale

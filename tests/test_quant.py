@@ -1,0 +1,224 @@
+"""Quantization numerics: PWLQ, uniform, PACT, DoReFa, BN folding, precision specs."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from robquant.errors import ConfigError
+from robquant.models import create_model
+from robquant.quant import (PACT, DoReFaWeightQuantizer, Precision, PWLQWeightQuantizer, QuantConfig,
+                            UniformWeightQuantizer, breakpoint_exact, breakpoint_gauss, clamp_ste,
+                            conv_bn_pairs, fake_quant, fold_batchnorm, parse_precision, pwlq_grid,
+                            round_ste, uniform_qparams)
+
+
+# ---------------------------------------------------------------- precision specs
+
+@pytest.mark.parametrize("text,act,weight", [("A4W4", 4, 4), ("a32w4", 32, 4), ("A4W32", 4, 32),
+                                             ("A32W32", 32, 32), ("A2W8", 2, 8), ("A16W16", 16, 16)])
+def test_precision_parses(text, act, weight):
+    p = parse_precision(text)
+    assert (p.act_bits, p.weight_bits) == (act, weight)
+    assert str(p) == f"A{act}W{weight}"
+
+
+@pytest.mark.parametrize("text", ["A1W4", "A4W0", "A33W4", "A4W9", "W4A4", "A4", "4/4", "A1.5W4", ""])
+def test_bad_precision_names_what_is_allowed(text):
+    with pytest.raises(ConfigError, match=r"precision must be AxWy .* 2\.\.8, 16 or 32.*got"):
+        parse_precision(text)
+
+
+def test_precision_properties():
+    assert parse_precision("A32W32").is_fp
+    assert parse_precision("A32W4").quantizes_weights and not parse_precision("A32W4").quantizes_acts
+    with pytest.raises(ConfigError, match="weight bits"):
+        Precision(4, 1)
+
+
+# ---------------------------------------------------------------- primitives
+
+def test_straight_through_round_and_clamp():
+    x = torch.tensor([-1.5, -0.2, 0.4, 0.6, 2.5], requires_grad=True)
+    (round_ste(x) * torch.arange(5.0)).sum().backward()
+    assert x.grad.tolist() == [0, 1, 2, 3, 4]
+    assert torch.equal(round_ste(x.detach()), torch.round(x.detach()))
+    x.grad = None
+    clamp_ste(x, -1.0, 1.0).sum().backward()
+    assert x.grad.tolist() == [0, 1, 1, 1, 0]
+
+
+def test_uniform_equals_torch_fake_quantize_per_tensor():
+    x = torch.randn(1000) * 3
+    for scale, zp in ((0.05, 0), (0.11, 7), (0.3, 128)):
+        ours = fake_quant(x, torch.tensor(scale), torch.tensor(float(zp)), 0, 255)
+        ref = torch.fake_quantize_per_tensor_affine(x, scale, zp, 0, 255)
+        assert torch.equal(ours, ref)
+        ours = fake_quant(x, torch.tensor(scale), torch.tensor(0.0), -8, 7)
+        assert torch.equal(ours, torch.fake_quantize_per_tensor_affine(x, scale, 0, -8, 7))
+
+
+def test_uniform_equals_torch_fake_quantize_per_channel():
+    w = torch.randn(16, 8, 3, 3)
+    scale = torch.rand(16) * 0.1 + 0.01
+    zp = torch.randint(-3, 4, (16,), dtype=torch.int32)
+    ours = fake_quant(w, scale.view(-1, 1, 1, 1), zp.float().view(-1, 1, 1, 1), -8, 7)
+    ref = torch.fake_quantize_per_channel_affine(w, scale, zp, 0, -8, 7)
+    assert torch.equal(ours, ref)
+
+
+def test_uniform_weight_quantizer_grid_and_gradient():
+    w = (torch.randn(4, 50) * 0.1).requires_grad_(True)
+    q = UniformWeightQuantizer(3)(w)
+    for row, qrow in zip(w.detach(), q.detach()):
+        scale = 2 * row.abs().max() / 7
+        assert torch.allclose(qrow / scale, torch.round(qrow / scale), atol=1e-4)
+        assert len(torch.unique(qrow)) <= 8
+    q.sum().backward()
+    # straight-through: gradient 1 inside the range; only a row's extreme can round past the
+    # top level of a symmetric grid (as in torch.fake_quantize_*) and get 0
+    assert torch.all(w.grad.sum(1) >= 49)
+
+
+def test_uniform_qparams_unsigned_after_relu():
+    scale, zp, qmin, qmax = uniform_qparams(torch.tensor(0.0), torch.tensor(3.0), 4, True)
+    assert (qmin, qmax) == (0, 15) and scale.item() == pytest.approx(0.2) and zp.item() == 0
+
+
+# ---------------------------------------------------------------- PWLQ
+
+@pytest.mark.parametrize("m,exact,closed", [(3, 1.158, 1.161), (4, 1.392, 1.400), (6, 1.755, 1.754),
+                                            (8, 2.015, 2.015)])
+def test_pwlq_breakpoint_test_vectors(m, exact, closed):
+    assert breakpoint_exact(m) == pytest.approx(exact, abs=1e-3)
+    assert breakpoint_gauss(torch.tensor(float(m))).item() == pytest.approx(closed, abs=1e-3)
+
+
+@pytest.mark.parametrize("dist", ["gauss", "laplace"])
+def test_pwlq_4bit_beats_per_channel_uniform_4bit(dist):
+    gen = torch.Generator().manual_seed(0)
+    if dist == "gauss":
+        w = torch.randn(64, 576, generator=gen) * 0.05
+    else:
+        u = torch.rand(64, 576, generator=gen) - 0.5
+        w = -0.05 * torch.sign(u) * torch.log1p(-2 * u.abs())  # Laplace(0, 0.05)
+    mse = lambda q: (q - w).pow(2).mean().item()  # noqa: E731
+    uniform = mse(UniformWeightQuantizer(4)(w))
+    for method in ("gauss", "laplace", "exact", "search"):
+        ratio = mse(PWLQWeightQuantizer(64, 4, method, bias_correction=False)(w)) / uniform
+        assert ratio < 0.5, (method, ratio)  # measured 0.14-0.21 on these weights
+
+
+def _on_pwlq_grid(q, p, m, bits):
+    s_c = 2 * p / (2**bits - 1)
+    s_t = (m - p) / (2 ** (bits - 1) - 1)
+    centre = (q / s_c - torch.round(q / s_c)).abs() < 1e-3
+    tail = ((q.abs() - p) / s_t - torch.round((q.abs() - p) / s_t)).abs() < 1e-3
+    return (centre & (q.abs() <= p + 1e-6)) | (tail & (q.abs() >= p - 1e-6) & (q.abs() <= m + 1e-6))
+
+
+@settings(max_examples=40, deadline=None)
+@given(bits=st.integers(2, 8), scale=st.floats(1e-3, 10), rows=st.integers(1, 6), seed=st.integers(0, 999),
+       method=st.sampled_from(["gauss", "laplace", "exact"]), correct=st.booleans())
+def test_pwlq_outputs_lie_on_their_grid(bits, scale, rows, seed, method, correct):
+    w = torch.randn(rows, 40, generator=torch.Generator().manual_seed(seed)) * scale
+    quant = PWLQWeightQuantizer(rows, bits, method, bias_correction=correct)
+    q = quant(w)
+    # with bias correction the grid is shifted and scaled per channel, by the recorded amounts
+    q0 = q / quant.ratio[:, None] - quant.shift[:, None]
+    p, m = quant.p[:, None], quant.m[:, None]
+    assert torch.all((p > 0) & (p <= m / 2 + 1e-7))
+    assert torch.all(_on_pwlq_grid(q0, p, m, bits))
+    levels = 2**bits + 2 * 2 ** (bits - 1)
+    assert all(len(torch.unique(r)) <= levels for r in q)
+    if not correct:
+        assert torch.equal(q, pwlq_grid(w, p, m, bits))
+
+
+def test_pwlq_reports_storage_bits():
+    assert PWLQWeightQuantizer(4, 4).storage_bits == 5
+
+
+# ---------------------------------------------------------------- PACT and DoReFa
+
+def test_pact_gradients_follow_the_paper_exactly():
+    pact = PACT(bits=2, alpha=1.0)
+    x = torch.tensor([-0.5, 0.0, 0.2, 0.6, 0.999, 1.0, 1.7], requires_grad=True)
+    y = pact(x)
+    # levels at 0, 1/3, 2/3, 1
+    assert torch.allclose(y, torch.tensor([0, 0, 1 / 3, 2 / 3, 1, 1, 1]))
+    upstream = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])
+    y.backward(upstream)
+    assert x.grad.tolist() == [0, 2, 3, 4, 5, 0, 0]  # 1[0 <= x < alpha]
+    assert pact.alpha.grad.item() == 6 + 7  # sum of upstream where x >= alpha
+
+
+def test_pact_alpha_is_a_parameter_regularised_by_weight_decay():
+    pact = PACT(4, alpha=10.0)
+    opt = torch.optim.SGD(pact.parameters(), lr=0.1, weight_decay=0.01)
+    pact(torch.zeros(3)).sum().backward()
+    opt.step()
+    assert pact.alpha.item() == pytest.approx(10.0 - 0.1 * 0.01 * 10.0)
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+def test_dorefa_weights_on_the_k_bit_grid_in_unit_range(bits):
+    w = (torch.randn(8, 4, 3, 3) * 0.2).requires_grad_(True)
+    q = DoReFaWeightQuantizer(bits)(w)
+    levels = 2**bits - 1
+    assert q.min() >= -1 and q.max() <= 1
+    k = (q.detach() + 1) / 2 * levels
+    assert torch.allclose(k, torch.round(k), atol=1e-4)
+    assert q.detach().abs().max() == 1  # the largest |w| maps to +-1
+    q.sum().backward()
+    assert w.grad.abs().sum() > 0
+
+
+# ---------------------------------------------------------------- BN folding and config
+
+@pytest.mark.parametrize("shortcut", ["A", "B"])
+def test_bn_folding_preserves_outputs(shortcut):
+    torch.manual_seed(0)
+    model = create_model("resnet20", 10, 3, width=8, shortcut=shortcut, mean=[0.5] * 3, std=[0.25] * 3)
+    model.train()
+    with torch.no_grad():  # give BN non-trivial statistics
+        for _ in range(3):
+            model(torch.rand(32, 3, 16, 16))
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    model.eval()
+    x = torch.rand(8, 3, 16, 16)
+    before = model(x)
+    pairs = fold_batchnorm(model)
+    assert len(pairs) == (19 if shortcut == "A" else 21)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert torch.allclose(model(x), before, atol=1e-5)
+
+
+def test_preact_folds_only_conv_then_bn():
+    model = create_model("preact_resnet18", width=4).eval()
+    pairs = conv_bn_pairs(model)
+    # each block's conv1 feeds bn2; block inputs go through bn1 *before* any conv
+    assert pairs == [(f"layer{i}.{j}.conv1", f"layer{i}.{j}.bn2") for i in range(1, 5) for j in range(2)]
+    x = torch.rand(2, 3, 16, 16)
+    before = model(x)
+    fold_batchnorm(model)
+    assert torch.allclose(model(x), before, atol=1e-5)
+
+
+def test_quant_config_validation():
+    assert QuantConfig(method="qat", precision="A4W4").weight_quantizer == "dorefa"
+    assert QuantConfig(method="ptq").act_quantizer == "uniform"
+    with pytest.raises(ConfigError, match="method must be one of ptq, qat"):
+        QuantConfig(method="gptq")
+    with pytest.raises(ConfigError, match="weight_quantizer for ptq must be one of pwlq, uniform"):
+        QuantConfig(method="ptq", weight_quantizer="dorefa")
+    with pytest.raises(ConfigError, match="breakpoint"):
+        QuantConfig(breakpoint="median")
+    with pytest.raises(ConfigError, match="calib_images"):
+        QuantConfig(calib_images=0)
+    assert math.isfinite(QuantConfig().pact_alpha)
