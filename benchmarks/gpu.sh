@@ -16,10 +16,14 @@ echo "== smoke: train (pgd_at) and attack on cuda"
 python3 -m robquant.cli train --dataset digits --objective pgd_at --epochs 3 --width 8 --lr 0.05 \
   --schedule cosine --out "$smoke/m" --device cuda
 python3 -m robquant.cli attack "$smoke/m" --eps 8,32 --attack pgd,fgsm --device cuda
+python3 -m robquant.cli quantize "$smoke/m" --method qat --precision A4W4 --epochs 2 --out "$smoke/q" --device cuda
+python3 -m robquant.cli quantize "$smoke/m" --method ptq --precision A4W4 --out "$smoke/p" --device cuda
+python3 -m robquant.cli attack "$smoke/p" --eps 8,32 --device cuda
 echo "== benchmarks"
 python3 benchmarks/bench_attack.py --device cuda --batch 128 --repeats 5
 python3 benchmarks/bench_attack.py --device cuda --batch 1024 --repeats 5
 python3 benchmarks/bench_train.py --device cuda --n 16384 --repeats 3
+python3 benchmarks/bench_quant.py --device cuda --n 16384 --repeats 3
 if [ ! -d .data/cifar-10-batches-py ] && [ -f .gpu/cifar10-jpeg.tar.gz ]; then
   mkdir -p .data && tar xzf .gpu/cifar10-jpeg.tar.gz -C .data \
     && python3 .gpu/cifar10_jpeg_to_batches.py .data/cifar10-jpeg .data/cifar-10-batches-py
