@@ -1,8 +1,10 @@
 """A data loader whose whole split lives on the device.
 
-The split is moved to the device once as a uint8 tensor; each batch is gathered, converted to
-float in [0, 1], and augmented with a few tensor ops there (no worker processes, no host
-round-trips). Shuffling and augmentation draw from a generator seeded by (seed, epoch), so an
+The split is moved to the device once as a uint8 tensor. At the start of each epoch it is
+shuffled and augmented there in a few large tensor ops (each example gets its own random crop and
+flip, still in uint8, in chunks to bound memory); each batch is then a slice converted to float in
+[0, 1]. No worker processes, no host round-trips, and very few kernel launches per step, which is
+what keeps a small model on a GPU busy. Shuffling and augmentation draw from a generator seeded by (seed, epoch), so an
 epoch is reproducible on its own - which is what makes resuming from a checkpoint exact.
 """
 
@@ -55,21 +57,29 @@ class DeviceLoader:
         """Yield ``(x, y)`` batches for ``epoch``: x float ``(B, C, H, W)`` in [0, 1], y ``(B,)``."""
         gen = epoch_generator(self.seed, epoch, self.device)
         n = len(self.labels)
-        order = torch.randperm(n, generator=gen, device=self.device) if self.shuffle else None
+        images, labels = self.images, self.labels
+        if self.shuffle:
+            order = torch.randperm(n, generator=gen, device=self.device)
+            images, labels = images[order], labels[order]
+        if self.augment.crop_pad or self.augment.flip:
+            images = torch.cat([augment_batch(images[i:i + AUGMENT_CHUNK], self.augment, gen)
+                                for i in range(0, n, AUGMENT_CHUNK)])
         for i in range(len(self)):
             idx = slice(i * self.batch_size, min(n, (i + 1) * self.batch_size))
-            sel = order[idx] if order is not None else idx
-            x = self.images[sel].float().div_(255)
-            if self.augment.crop_pad or self.augment.flip:
-                x = augment_batch(x, self.augment, gen)
-            yield x, self.labels[sel]
+            yield images[idx] / 255.0, labels[idx]  # uint8 -> float32 in [0, 1], one kernel
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return self.epoch(0)
 
 
+AUGMENT_CHUNK = 8192  # examples augmented at once: bounds the padded copy's memory
+
+
 def augment_batch(x: torch.Tensor, augment: Augment, gen: torch.Generator) -> torch.Tensor:
-    """Random crop after zero padding and random horizontal flip, per example, on x's device."""
+    """Random crop after zero padding and random horizontal flip, per example, on x's device.
+
+    Works on any dtype (uint8 images or float batches) and keeps it.
+    """
     b, _, h, w = x.shape
     if augment.crop_pad:
         p = augment.crop_pad

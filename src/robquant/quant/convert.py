@@ -194,8 +194,10 @@ def _act_quantizer(config: QuantConfig) -> nn.Module:
 
 
 def _set(model: nn.Module, name: str, module: nn.Module) -> None:
+    """Put ``module`` at ``name``, on the device of the model's parameters."""
+    device = next(model.parameters()).device
     parent, _, attr = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, attr, module)
+    setattr(model.get_submodule(parent) if parent else model, attr, module.to(device))
 
 
 def model_size(model: nn.Module) -> dict[str, int]:
