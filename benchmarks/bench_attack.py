@@ -17,7 +17,6 @@ import torch
 import torchattacks
 
 from robquant.attacks import PGD
-from robquant.attacks.view import attack_view
 from robquant.models import create_model
 from robquant.provenance import device_name
 
@@ -48,8 +47,6 @@ def main() -> None:
     attacks = {
         "ours": PGD(model, eps, steps=args.steps),  # the default: gradients of a BN-folded copy
         "ours_unfolded": PGD(model, eps, steps=args.steps, fold_bn=False),
-        # the folded copy in channels-last layout (the default on the CPU only)
-        "ours_channels_last": PGD(attack_view(model, channels_last=True), eps, steps=args.steps, fold_bn=False),
         "torchattacks": torchattacks.PGD(model, eps=eps, alpha=eps / 4, steps=args.steps, random_start=True),
     }
     for attack in attacks.values():  # warm-up

@@ -176,6 +176,21 @@ def test_dorefa_weights_on_the_k_bit_grid_in_unit_range(bits):
     assert w.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("bits", [2, 4])
+def test_dorefa_gradient_equals_autograd_through_tanh_and_max(bits):
+    from robquant.quant.pact import dorefa_reference
+
+    w1 = (torch.randn(6, 3, 3, 3, dtype=torch.float64) * 0.3).requires_grad_(True)
+    w2 = w1.detach().clone().requires_grad_(True)
+    upstream = torch.randn(6, 3, 3, 3, dtype=torch.float64)
+    q1 = DoReFaWeightQuantizer(bits)(w1)
+    q2 = dorefa_reference(w2, bits)
+    assert torch.equal(q1, q2)
+    (q1 * upstream).sum().backward()
+    (q2 * upstream).sum().backward()
+    assert torch.allclose(w1.grad, w2.grad, atol=1e-12)
+
+
 # ---------------------------------------------------------------- BN folding and config
 
 @pytest.mark.parametrize("shortcut", ["A", "B"])

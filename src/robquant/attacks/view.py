@@ -2,8 +2,8 @@
 
 In eval mode a BatchNorm after a convolution is a fixed per-channel affine map, so it can be
 folded into the convolution's weights: the same function up to float rounding, with fewer and
-cheaper ops in every forward and backward pass of an attack. On the CPU, channels-last memory
-layout speeds up the convolutions further.
+cheaper ops in every forward and backward pass of an attack. Channels-last memory layout speeds
+up the convolutions further (measured on a 2-core CPU and on an H100).
 
 Folding uses torch.fx tracing, which inlines custom autograd Functions and so would silently drop
 a straight-through gradient. It is therefore applied only to models built entirely from modules
@@ -33,14 +33,14 @@ def foldable(model: nn.Module) -> bool:
     return all(type(m) in TRACE_SAFE for m in model.modules())
 
 
-def attack_view(model: nn.Module, channels_last: bool | None = None) -> nn.Module:
+def attack_view(model: nn.Module, channels_last: bool = True) -> nn.Module:
     """An eval-mode copy of ``model`` with Conv2d->BatchNorm2d pairs folded and parameters frozen.
 
     Returns ``model`` itself when it cannot be folded safely (see module docstring).
 
     Args:
         model: The model (its mode is left unchanged).
-        channels_last: Use channels-last layout; default: on the CPU only.
+        channels_last: Use channels-last memory layout.
     """
     if not foldable(model):
         return model
@@ -53,7 +53,6 @@ def attack_view(model: nn.Module, channels_last: bool | None = None) -> nn.Modul
     finally:
         model.train(was_training)
     view.eval().requires_grad_(False)
-    device = next(model.parameters()).device
-    if channels_last if channels_last is not None else device.type == "cpu":
+    if channels_last:
         view = view.to(memory_format=torch.channels_last)
     return view

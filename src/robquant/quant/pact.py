@@ -16,9 +16,9 @@ class _PACTFn(Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, alpha: torch.Tensor, bits: int) -> torch.Tensor:  # type: ignore[override]
         ctx.save_for_backward(x, alpha)
-        levels = 2**bits - 1
-        y = torch.minimum(x.clamp_min(0), alpha)
-        return torch.round(y * (levels / alpha)) * (alpha / levels)
+        step = alpha / (2**bits - 1)
+        return x.clamp(min=0).clamp_(max=alpha).div_(step).round_().mul_(step)  # few kernels: small
+        # models on a GPU are bound by launches, not arithmetic
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
@@ -58,6 +58,40 @@ class PACT(nn.Module):
         return f"bits={self.bits}"
 
 
+class _DoReFaFn(Function):
+    """DoReFa forward; backward = autograd's through tanh and max|tanh w|, with STE on the rounding,
+    written out so that a QAT step launches a handful of kernels per layer instead of dozens."""
+
+    @staticmethod
+    def forward(ctx, w: torch.Tensor, bits: int) -> torch.Tensor:  # type: ignore[override]
+        levels = 2**bits - 1
+        t = torch.tanh(w)
+        peak, idx = t.abs().flatten().max(0)
+        peak = peak.clamp_min(1e-12)
+        ctx.save_for_backward(t, peak, idx)
+        r = t.div(peak).mul_(0.5).add_(0.5)  # in [0, 1]
+        return r.mul_(levels).round_().mul_(2.0 / levels).sub_(1.0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        t, peak, idx = ctx.saved_tensors
+        # w_q = 2 round(L r) / L - 1 with r = t / (2 peak) + 1/2; straight-through on round:
+        # dw_q/dt = 1 / peak, dw_q/dpeak = -t / peak^2, dpeak/dt = sign(t) at the argmax only
+        grad_t = grad / peak
+        grad_peak = -(grad * t).sum() / (peak * peak)
+        flat = grad_t.view(-1)
+        flat[idx] += grad_peak * torch.sign(t.view(-1)[idx])
+        return grad_t.mul_(1 - t * t), None
+
+
+def dorefa_reference(w: torch.Tensor, bits: int, ste: bool = True) -> torch.Tensor:
+    """DoReFa written with plain autograd ops (the oracle for :class:`_DoReFaFn`)."""
+    levels = 2**bits - 1
+    t = torch.tanh(w)
+    r = t / (2 * t.abs().max().clamp_min(1e-12)) + 0.5  # in [0, 1]
+    return 2 * (round_ste(r * levels, ste) / levels) - 1
+
+
 class DoReFaWeightQuantizer(nn.Module):
     """DoReFa weights, per layer: w_q = 2 Q_k(tanh(w) / (2 max|tanh w|) + 1/2) - 1, STE on the rounding.
 
@@ -77,10 +111,9 @@ class DoReFaWeightQuantizer(nn.Module):
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         if self.bits >= 32:
             return w
-        levels = 2**self.bits - 1
-        t = torch.tanh(w)
-        r = t / (2 * t.abs().max().clamp_min(1e-12)) + 0.5  # in [0, 1]
-        return 2 * (round_ste(r * levels, self.ste) / levels) - 1
+        if self.ste:
+            return _DoReFaFn.apply(w, self.bits)
+        return dorefa_reference(w, self.bits, ste=False)
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}"
