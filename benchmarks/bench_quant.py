@@ -41,14 +41,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--precision", default="A4W4")
-    parser.add_argument("--compile", action="store_true", help="train both through torch.compile")
     args = parser.parse_args()
     device = torch.device(args.device)
     data = create_dataset("synthetic", n_train=args.n, image_size=32, channels=3)
     data.augment = Augment(crop_pad=4, flip=True)
     torch.manual_seed(0)
     fp = create_model("resnet20", mean=data.mean, std=data.std).to(device)
-    cfg = TrainConfig(epochs=1, batch_size=args.batch, lr=0.01, schedule="cosine", seed=0, compile=args.compile)
+    cfg = TrainConfig(epochs=1, batch_size=args.batch, lr=0.01, schedule="cosine", seed=0)
     fit(fp, data, Clean(), TrainConfig(epochs=1, batch_size=args.batch, lr=0.01), device=device)  # BN statistics
     fp.eval()
     calib = data.images[:512].float().div(255).to(device)
@@ -69,7 +68,6 @@ def main() -> None:
         t_ptq.append(_timed(lambda: quantize(fp, ptq_cfg, calib_images=calib), device))
     mf, mq = statistics.median(t_fp), statistics.median(t_qat)
     print(json.dumps({"bench": "quant", "device": device_name(device), "precision": args.precision,
-                      "compile": args.compile,
                       "ptq_s": round(statistics.median(t_ptq), 3), "calib_images": len(calib),
                       "fp_img_s": round(args.n / mf, 1), "qat_img_s": round(args.n / mq, 1),
                       "qat_over_fp": round(mf / mq, 3), "threads": torch.get_num_threads()}))

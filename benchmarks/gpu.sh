@@ -12,9 +12,6 @@ fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
 smoke=$(mktemp -d)
-[ "${1:-}" = "--quant-only" ] && { python3 benchmarks/bench_attack.py --device cuda --batch 128 --repeats 5
-  python3 benchmarks/bench_quant.py --device cuda --n 16384 --repeats 3
-  python3 benchmarks/bench_quant.py --device cuda --n 16384 --repeats 3 --compile; exit; }
 echo "== smoke: train (pgd_at) and attack on cuda"
 python3 -m robquant.cli train --dataset digits --objective pgd_at --epochs 3 --width 8 --lr 0.05 \
   --schedule cosine --out "$smoke/m" --device cuda
@@ -27,7 +24,6 @@ python3 benchmarks/bench_attack.py --device cuda --batch 128 --repeats 5
 python3 benchmarks/bench_attack.py --device cuda --batch 1024 --repeats 5
 python3 benchmarks/bench_train.py --device cuda --n 16384 --repeats 3
 python3 benchmarks/bench_quant.py --device cuda --n 16384 --repeats 3
-python3 benchmarks/bench_quant.py --device cuda --n 16384 --repeats 3 --compile
 if [ ! -d .data/cifar-10-batches-py ] && [ -f .gpu/cifar10-jpeg.tar.gz ]; then
   mkdir -p .data && tar xzf .gpu/cifar10-jpeg.tar.gz -C .data \
     && python3 .gpu/cifar10_jpeg_to_batches.py .data/cifar10-jpeg .data/cifar-10-batches-py

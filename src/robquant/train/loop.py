@@ -44,9 +44,6 @@ class TrainConfig:
         seed: Seed for data order, augmentation and the objective's randomness.
         augment: Apply the data set's default augmentation.
         check_every: Steps between non-finite-loss checks (each check synchronises the device).
-        compile: Train through ``torch.compile(model)``: a one-off compilation (about a minute),
-            then fewer, fused kernels per step; pays off for long runs of small models on a GPU,
-            QAT above all. Not part of the resume check (it does not change what is computed).
     """
 
     epochs: int = 200
@@ -61,7 +58,6 @@ class TrainConfig:
     seed: int = 0
     augment: bool = True
     check_every: int = 25
-    compile: bool = False
 
     def __post_init__(self) -> None:
         check_range("epochs", self.epochs, 1)
@@ -155,17 +151,15 @@ def fit(model: nn.Module, train_set: ImageDataset, objective: Objective, config:
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay, nesterov=config.nesterov)
     ckpt = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
-    meta = {"train": {k: v for k, v in asdict(config).items() if k != "compile"},
-            "objective": objective.config(), "n_train": len(train_set)}
+    meta = {"train": asdict(config), "objective": objective.config(), "n_train": len(train_set)}
     result = TrainResult(status="done", passes_per_image=objective.passes_per_image)
     if ckpt is not None and ckpt.exists():
         _resume(ckpt, meta, model, optimizer, result)
     start = time.perf_counter()
-    net = torch.compile(model) if config.compile else model  # shares model's parameters
     for epoch in range(result.epochs_completed, config.epochs):
         if result.status == "NC":
             break
-        stats = _train_epoch(net, loader, objective, optimizer, config, epoch, progress)
+        stats = _train_epoch(model, loader, objective, optimizer, config, epoch, progress)
         result.images += stats.pop("images")
         if not math.isfinite(stats["loss"]):
             result.status, result.reason = "NC", f"non-finite training loss in epoch {epoch + 1}"
