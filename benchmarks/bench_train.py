@@ -2,42 +2,33 @@
 
 Both train the same ResNet-20 with the same SGD settings in one run; the bare loop iterates over
 pre-made, pre-augmented batches already on the device, so the ratio measures what our data path
-(device-side shuffling, crop and flip), schedule and bookkeeping cost. Prints one JSON line.
+(device-side shuffling, crop and flip), schedule and bookkeeping cost. Goal: ratio >= 0.9.
+Prints one JSON line.
 
     python benchmarks/bench_train.py [--device cpu|cuda] [--n 2048] [--repeats 3]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
+from bench_common import cifar_sized, parser, side_by_side
 
-from robquant.data import Augment, DeviceLoader, create_dataset
+from robquant.data import DeviceLoader
 from robquant.models import create_model
 from robquant.provenance import device_name
 from robquant.train import Clean, TrainConfig, fit
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--n", type=int, default=2048, help="training images per epoch")
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    p = parser(__doc__)
+    p.add_argument("--n", type=int, default=2048, help="training images per epoch")
+    p.add_argument("--batch", type=int, default=128)
+    args = p.parse_args()
     device = torch.device(args.device)
-    data = create_dataset("synthetic", n_train=args.n, image_size=32, channels=3)
-    data.augment = Augment(crop_pad=4, flip=True)
+    data = cifar_sized(args.n)
     cfg = TrainConfig(epochs=1, batch_size=args.batch, lr=0.1, schedule="multistep", seed=0)
     # the bare loop's batches: made (and augmented) once, outside the timing
     batches = list(DeviceLoader(data, args.batch, device, shuffle=True, augment=data.augment).epoch(0))
@@ -58,19 +49,10 @@ def main() -> None:
             loss.backward()
             opt.step()
 
-    ours(), bare()  # warm-up
-    t_ours, t_bare = [], []
-    for _ in range(args.repeats):
-        for fn, times in ((ours, t_ours), (bare, t_bare)):
-            _sync(device)
-            t0 = time.perf_counter()
-            fn()
-            _sync(device)
-            times.append(time.perf_counter() - t0)
-    mo, mb = statistics.median(t_ours), statistics.median(t_bare)
+    med = side_by_side({"ours": ours, "bare": bare}, device, args.repeats)
     print(json.dumps({"bench": "train", "device": device_name(device), "n": args.n, "batch": args.batch,
-                      "ours_img_s": round(args.n / mo, 1), "bare_img_s": round(args.n / mb, 1),
-                      "ratio": round(mb / mo, 3), "threads": torch.get_num_threads()}))
+                      "ours_img_s": round(args.n / med["ours"], 1), "bare_img_s": round(args.n / med["bare"], 1),
+                      "ratio": round(med["bare"] / med["ours"], 3), "threads": torch.get_num_threads()}))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,20 @@ import torch.nn.functional as F
 from torch import nn
 
 
-class QuantConv2d(nn.Conv2d):
+class _QuantWeight:
+    """Mixin: the weights a quantized layer computes with."""
+
+    weight: torch.Tensor
+    weight_quant: nn.Module | None
+    frozen: bool
+
+    def quantized_weight(self) -> torch.Tensor:
+        if self.weight_quant is None or self.frozen:
+            return self.weight
+        return self.weight_quant(self.weight)
+
+
+class QuantConv2d(_QuantWeight, nn.Conv2d):
     """A Conv2d whose weights pass through ``weight_quant`` (None = full precision).
 
     With ``frozen=True`` (post-training quantization) the stored weights are already quantized
@@ -23,16 +36,11 @@ class QuantConv2d(nn.Conv2d):
         self.weight_quant = weight_quant
         self.frozen = frozen
 
-    def quantized_weight(self) -> torch.Tensor:
-        if self.weight_quant is None or self.frozen:
-            return self.weight
-        return self.weight_quant(self.weight)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(x, self.quantized_weight(), self.bias)
 
 
-class QuantLinear(nn.Linear):
+class QuantLinear(_QuantWeight, nn.Linear):
     """A Linear layer whose weights pass through ``weight_quant`` (see :class:`QuantConv2d`)."""
 
     def __init__(self, linear: nn.Linear, weight_quant: nn.Module | None, frozen: bool = False) -> None:
@@ -41,11 +49,6 @@ class QuantLinear(nn.Linear):
         self.load_state_dict(linear.state_dict())
         self.weight_quant = weight_quant
         self.frozen = frozen
-
-    def quantized_weight(self) -> torch.Tensor:
-        if self.weight_quant is None or self.frozen:
-            return self.weight
-        return self.weight_quant(self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.quantized_weight(), self.bias)
