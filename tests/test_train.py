@@ -142,7 +142,57 @@ def test_bad_config_and_names():
         TrainConfig(epochs=0)
     with pytest.raises(ConfigError, match="bn_mode"):
         create_objective("pgd_at", bn_mode="frozen")
-    with pytest.raises(UnknownNameError, match="clean, pgd_at"):
+    with pytest.raises(UnknownNameError, match="clean, fast_adversarial, pgd_at, transfer"):
         create_objective("trades")
-    assert list_objectives() == ["clean", "pgd_at"]
+    assert list_objectives() == ["clean", "fast_adversarial", "pgd_at", "transfer"]
+
+
+def test_transfer_loss_is_lambda_ce_plus_cosine_distance():
+    torch.manual_seed(0)
+    teacher = create_model("resnet20", 10, 1, width=4).eval()
+    student = create_model("resnet20", 10, 1, width=4)
+    student.load_state_dict(teacher.state_dict())
+    student.eval()
+    x, y = torch.rand(8, 1, 8, 8), torch.randint(0, 10, (8,))
+    obj = create_objective("transfer", teacher=teacher, lam=0.005, teacher_id="t")
+    loss, logits = obj(student, x, y)
+    ce = torch.nn.functional.cross_entropy(logits, y)
+    assert loss.item() == pytest.approx(0.005 * ce.item(), abs=1e-5)  # identical features: cos = 1
+    assert obj.passes_per_image == 1 and obj.forwards_per_image == 2 and obj.config()["teacher"] == "t"
+
+
+def test_transfer_training_aligns_features_and_leaves_the_teacher_alone():
+    data = create_dataset("synthetic", n_train=96, image_size=8)
+    seed_everything(0)
+    teacher = create_model("resnet20", 10, 1, width=4, mean=data.mean, std=data.std).eval()
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    student = create_model("resnet20", 10, 1, width=4, mean=data.mean, std=data.std)
+    x = data.images[:64].float() / 255
+
+    def cos():
+        with torch.no_grad():
+            return torch.nn.functional.cosine_similarity(student.eval().features(x), teacher.features(x)).mean()
+
+    start = cos()
+    fit(student, data, create_objective("transfer", teacher=teacher), TrainConfig(epochs=6, batch_size=32, lr=0.1))
+    end = cos()
+    assert end > start + 0.1, (start, end)
+    assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in before.items())
+
+
+def test_transfer_adapter_when_feature_sizes_differ():
+    teacher = create_model("resnet20", 10, 1, width=8)
+    student = create_model("resnet20", 10, 1, width=4)
+    obj = create_objective("transfer", teacher=teacher, student_dim=student.feature_dim)
+    assert obj.adapter is not None and len(obj.parameters()) == 2
+    loss, _ = obj(student, torch.rand(4, 1, 8, 8), torch.randint(0, 10, (4,)))
+    loss.backward()
+    assert obj.adapter.weight.grad is not None
+
+
+def test_fast_adversarial_costs_two_passes_and_trains():
+    obj = create_objective("fast_adversarial", eps=8 / 255)
+    assert obj.passes_per_image == 2 and obj.step_size == pytest.approx(1.25 * 8 / 255)
+    _, result = _tiny_run(epochs=2, objective=obj)
+    assert result.status == "done" and result.history[1]["loss"] < result.history[0]["loss"]
 

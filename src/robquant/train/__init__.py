@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from robquant.train.loop import SCHEDULES, TrainConfig, TrainResult, fit, seed_everything
-from robquant.train.objectives import (OBJECTIVES, PGDAT, Clean, Objective, PGDATConfig,
-                                       create_objective, list_objectives)
+from robquant.train.objectives import (OBJECTIVES, PGDAT, Clean, FastAdversarial, Objective, PGDATConfig,
+                                       Transfer, create_objective, list_objectives)
 
 
 def convergence_status(accuracy: float, num_classes: int, margin: float = 0.05) -> tuple[str, str]:
@@ -15,6 +15,6 @@ def convergence_status(accuracy: float, num_classes: int, margin: float = 0.05) 
     return "done", ""
 
 
-__all__ = ["Clean", "OBJECTIVES", "Objective", "PGDAT", "PGDATConfig", "SCHEDULES", "TrainConfig",
+__all__ = ["Clean", "FastAdversarial", "OBJECTIVES", "Transfer", "Objective", "PGDAT", "PGDATConfig", "SCHEDULES", "TrainConfig",
            "TrainResult", "convergence_status", "create_objective", "fit", "list_objectives",
            "seed_everything"]

@@ -96,6 +96,7 @@ class TrainResult:
         resumed_from: Epoch the run resumed from (0 for a fresh run).
         images: Training images seen in total.
         passes_per_image: Forward+backward passes per training image.
+        forwards_per_image: Forward passes per training image (a teacher's included).
     """
 
     status: str
@@ -106,10 +107,12 @@ class TrainResult:
     resumed_from: int = 0
     images: int = 0
     passes_per_image: int = 1
+    forwards_per_image: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["passes_total"] = self.images * self.passes_per_image
+        d["forwards_total"] = self.images * self.forwards_per_image
         return d
 
 
@@ -148,11 +151,12 @@ def fit(model: nn.Module, train_set: ImageDataset, objective: Objective, config:
     device = torch.device(device)
     loader = DeviceLoader(train_set, config.batch_size, device, shuffle=True, seed=config.seed,
                           augment=train_set.augment if config.augment else None)
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+    optimizer = torch.optim.SGD([*model.parameters(), *objective.parameters()], lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay, nesterov=config.nesterov)
     ckpt = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
     meta = {"train": asdict(config), "objective": objective.config(), "n_train": len(train_set)}
-    result = TrainResult(status="done", passes_per_image=objective.passes_per_image)
+    result = TrainResult(status="done", passes_per_image=objective.passes_per_image,
+                         forwards_per_image=objective.forwards_per_image)
     if ckpt is not None and ckpt.exists():
         _resume(ckpt, meta, model, optimizer, result)
     start = time.perf_counter()

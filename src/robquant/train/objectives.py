@@ -28,6 +28,15 @@ class Objective:
         """Forward+backward passes per training image (the cost unit of ALGORITHMS sec. 9)."""
         return 1
 
+    @property
+    def forwards_per_image(self) -> int:
+        """Forward passes per training image (passes plus, e.g., a teacher's forward)."""
+        return self.passes_per_image
+
+    def parameters(self) -> list[nn.Parameter]:
+        """Trainable parameters the objective owns (trained with the model), if any."""
+        return []
+
     def config(self) -> dict[str, Any]:
         """JSON-ready description, recorded with every result."""
         return {"name": self.name}
@@ -96,9 +105,88 @@ class PGDAT(Objective):
         return {"name": self.name, **asdict(self.cfg)}
 
 
+class FastAdversarial(Objective):
+    """FGSM with random start ("fast is better than free", Wong et al., ICLR 2020).
+
+    delta ~ U(-eps, eps), one signed-gradient step of ``step_size`` (1.25 eps), projected onto the
+    eps-ball and [0, 1]; cross-entropy on the result. Two forward+backward passes per image.
+    """
+
+    name = "fast_adversarial"
+
+    def __init__(self, eps: float = 8 / 255, step_size: float | None = None) -> None:
+        self.eps = float(check_range("fast_adversarial.eps", eps, 0.0))
+        self.step_size = 1.25 * self.eps if step_size is None else float(step_size)
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                 gen: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        delta = torch.empty_like(x).uniform_(-self.eps, self.eps, generator=gen)
+        delta = ((x + delta).clamp(0, 1) - x).requires_grad_(True)
+        loss = F.cross_entropy(model(x + delta), y)
+        (grad,) = torch.autograd.grad(loss, delta)
+        delta = (delta.detach() + self.step_size * grad.sign()).clamp(-self.eps, self.eps)
+        logits = model((x + delta).clamp(0, 1))
+        return F.cross_entropy(logits, y), logits
+
+    @property
+    def passes_per_image(self) -> int:
+        return 2
+
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name, "eps": self.eps, "step_size": self.step_size}
+
+
+class Transfer(Objective):
+    """Robust representation matching (RRM; Vaishnavi et al., USENIX Security 2022).
+
+    L = lambda CE(f_s(x), y) + (1 - mean cos(phi_s(x), phi_t(x))) on clean inputs only, phi the
+    penultimate features (``model.features``), the teacher frozen in eval mode without gradients
+    on the same (augmented) batch. If feature sizes differ, a linear adapter maps the student's
+    features to the teacher's; it is trained with the student (see :meth:`parameters`).
+
+    Args:
+        teacher: The robust full-precision model.
+        lam: Weight of the cross-entropy term (0.005).
+        teacher_id: How records name the teacher (e.g. its stage key).
+    """
+
+    name = "transfer"
+
+    def __init__(self, teacher: nn.Module, lam: float = 0.005, teacher_id: str = "", student_dim: int | None = None) -> None:
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.lam = float(check_range("transfer.lam", lam, 0.0))
+        self.teacher_id = teacher_id
+        t_dim = getattr(teacher, "feature_dim", None)
+        self.adapter = nn.Linear(student_dim, t_dim) if student_dim and t_dim and student_dim != t_dim else None
+
+    def parameters(self) -> list[nn.Parameter]:
+        return list(self.adapter.parameters()) if self.adapter is not None else []
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                 gen: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            target = self.teacher.features(x)  # (B, D)
+        feats = model.features(x)
+        logits = model.head(feats)
+        if self.adapter is not None:
+            feats = self.adapter.to(feats.device)(feats)
+        cos = F.cosine_similarity(feats, target, dim=1, eps=1e-6).mean()
+        return self.lam * F.cross_entropy(logits, y) + (1 - cos), logits
+
+    @property
+    def forwards_per_image(self) -> int:
+        return 2  # student + teacher
+
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name, "lam": self.lam, "teacher": self.teacher_id,
+                "adapter": self.adapter is not None}
+
+
 OBJECTIVES: Registry[Callable[..., Objective]] = Registry("objective")
 OBJECTIVES.register("clean")(Clean)
 OBJECTIVES.register("pgd_at")(PGDAT)
+OBJECTIVES.register("fast_adversarial")(FastAdversarial)
+OBJECTIVES.register("transfer")(Transfer)
 
 
 def create_objective(name: str, **kwargs: Any) -> Objective:
