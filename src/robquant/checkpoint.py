@@ -92,7 +92,7 @@ def build_model(spec: dict[str, Any]) -> nn.Module:
     from robquant.models import create_model
     from robquant.quant import QuantConfig, prepare_structure
 
-    model = create_model(spec["name"], spec.get("num_classes", 10), spec.get("in_channels", 3),
+    model = create_model(spec["name"], spec.get("num_classes") or 10, spec.get("in_channels") or 3,
                          **spec.get("kwargs", {}))
     if spec.get("quant"):
         model = prepare_structure(model, QuantConfig(**spec["quant"]))

@@ -108,10 +108,12 @@ def train_model(*, dataset: str, model: str, objective: str, train: TrainConfig,
                    progress=progress)
 
 
-def quantize_model(checkpoint: str | os.PathLike, *, quant: QuantConfig, out: str | os.PathLike,
+def quantize_model(checkpoint: str | os.PathLike | None, *, quant: QuantConfig, out: str | os.PathLike,
                    fraction: float = 1.0, seed: int = 0, train: TrainConfig | None = None,
                    objective: str = "clean", objective_kwargs: dict[str, Any] | None = None,
-                   reinit: bool = False, data_root: str | None = None, allow_unverified: bool = False,
+                   reinit: bool = False, teacher: str | os.PathLike | None = None,
+                   model_spec: dict[str, Any] | None = None, dataset: str | None = None,
+                   data_root: str | None = None, allow_unverified: bool = False,
                    device: str | torch.device = "cpu", n_test: int | None = None,
                    progress: Progress = NULL_PROGRESS) -> dict[str, Any]:
     """Quantize a saved full-precision model by PTQ, or fine-tune it by QAT, and save the result.
@@ -120,26 +122,38 @@ def quantize_model(checkpoint: str | os.PathLike, *, quant: QuantConfig, out: st
     class-stratified ``fraction``. QAT trains with ``objective`` on that fraction with ``train``
     (default: the QAT fine-tuning schedule, lr 0.01 cosine), resuming from ``out/checkpoints``.
     ``reinit=True`` discards the checkpoint's weights (QAT from random initial parameters),
-    keeping its architecture and data set.
+    keeping its architecture and data set; with ``checkpoint=None``, ``model_spec`` and
+    ``dataset`` say what to build from random parameters. ``teacher`` is the robust model the
+    ``transfer`` objective matches.
 
     Returns:
         The record (with the quantization config, model size and the parent checkpoint).
     """
     t0 = time.perf_counter()
     device = torch.device(device)
-    folder, parent = read_record(checkpoint)
-    dataset = parent.get("config", {}).get("dataset")
-    if dataset is None:
-        raise ConfigError(f"{folder / RECORD} names no data set")
+    parent: dict[str, Any] = {}
+    if checkpoint is not None:
+        folder, parent = read_record(checkpoint)
+        dataset = dataset or parent.get("config", {}).get("dataset")
+        model_spec = parent["model"]
+        if dataset is None:
+            raise ConfigError(f"{folder / RECORD} names no data set")
+    elif model_spec is None or dataset is None or quant.method != "qat":
+        raise ConfigError("without a checkpoint, QAT from random parameters needs model_spec and dataset")
     train_set, test_set = _load_splits(dataset, data_root, fraction, seed, n_test, allow_unverified)
-    if reinit:
+    if checkpoint is None or reinit:
         seed_everything(seed)
-        fp_model = build_model(parent["model"]).to(device)
+        spec = {**model_spec, "num_classes": model_spec.get("num_classes") or train_set.num_classes,
+                "in_channels": model_spec.get("in_channels") or train_set.in_channels}
+        spec["kwargs"] = {**spec.get("kwargs", {}), "mean": list(train_set.mean), "std": list(train_set.std)}
+        fp_model = build_model(spec).to(device)
+        model_spec = spec
     else:
-        fp_model = load_model(folder, device)
-    spec = {**parent["model"], "quant": quant.to_dict()}
-    config = {"dataset": dataset, "fraction": fraction, "quant": quant.to_dict(), "reinit": reinit,
-              "parent": {"path": str(folder), "metrics": parent.get("metrics"), "config": parent.get("config")}}
+        fp_model = load_model(checkpoint, device)
+    spec = {**model_spec, "quant": quant.to_dict()}
+    config = {"dataset": dataset, "fraction": fraction, "quant": quant.to_dict(), "reinit": reinit or checkpoint is None,
+              "parent": {"path": str(checkpoint) if checkpoint else None, "metrics": parent.get("metrics"),
+                         "config": parent.get("config")}}
     result = None
     if quant.method == "ptq":
         gen = torch.Generator().manual_seed(seed)
@@ -149,7 +163,13 @@ def quantize_model(checkpoint: str | os.PathLike, *, quant: QuantConfig, out: st
         config["calibration"] = {"images": len(index), "seed": seed}
     else:
         train = train or TrainConfig(epochs=60, lr=0.01, schedule="cosine", weight_decay=1e-4, seed=seed)
-        obj = create_objective(objective, **(objective_kwargs or {}))
+        kwargs = dict(objective_kwargs or {})
+        if objective == "transfer":
+            if teacher is None:
+                raise ConfigError("objective transfer needs a teacher (the robust full-precision model)")
+            kwargs.update(teacher=load_model(teacher, device), teacher_id=str(teacher),
+                          student_dim=getattr(fp_model, "feature_dim", None))
+        obj = create_objective(objective, **kwargs)
         net = quantize(fp_model, quant)
         result = fit(net, train_set, obj, train, device=device, checkpoint_dir=Path(out) / "checkpoints",
                      progress=progress)

@@ -1,0 +1,310 @@
+"""The study file: one YAML document describing a grid of quantization pipelines.
+
+Every field has a default and a description; validation happens once, here, and every error
+names the field, the value and what is allowed. A grid (``axes``) expands into cells; cells that
+mean nothing (PTQ of random parameters) are dropped with a stated reason. ``cells`` lists cells
+explicitly instead (or in addition).
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from robquant.errors import ConfigError
+from robquant.quant.precision import parse_precision
+
+INITS = ("random", "non_robust", "robust")
+METHODS = ("ptq", "qat")
+STRATEGIES = ("vanilla", "adversarial", "transfer", "fast_adversarial")
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetSpec(_Spec):
+    name: str = Field("digits", description="data set name (see `robquant list`)")
+    root: Optional[str] = Field(None, description="data root for cifar10/cifar100/imagefolder")
+    allow_unverified: bool = Field(False, description="accept a copy whose checksums differ (recorded)")
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from robquant.data import list_datasets
+
+        if v not in list_datasets():
+            raise ValueError(f"unknown dataset {v!r}; known: {', '.join(list_datasets())}")
+        return v
+
+
+class ModelSpec(_Spec):
+    name: str = Field("resnet20", description="model name")
+    width: Optional[int] = Field(None, ge=1, description="base width (ResNet-20: 16)")
+    shortcut: Literal["A", "B"] = Field("A", description="CIFAR ResNet shortcut option")
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from robquant.models import list_models
+
+        if v not in list_models():
+            raise ValueError(f"unknown model {v!r}; known: {', '.join(list_models())}")
+        return v
+
+    def kwargs(self) -> dict[str, Any]:
+        kw: dict[str, Any] = {} if self.width is None else {"width": self.width}
+        if self.name.startswith("resnet") and self.shortcut != "A":
+            kw["shortcut"] = self.shortcut
+        return kw
+
+
+class AttackSpec(_Spec):
+    name: Literal["pgd", "fgsm"] = Field("pgd", description="attack")
+    steps: int = Field(20, ge=1, description="PGD steps")
+    restarts: int = Field(1, ge=1, description="PGD restarts")
+    step_size: Optional[float] = Field(None, gt=0, description="PGD step in /255 units (default eps/4)")
+
+    def kwargs(self) -> dict[str, Any]:
+        if self.name != "pgd":
+            return {}
+        kw: dict[str, Any] = {"steps": self.steps, "restarts": self.restarts}
+        if self.step_size is not None:
+            kw["step_size"] = self.step_size / 255
+        return kw
+
+
+class EvalSpec(_Spec):
+    attacks: list[AttackSpec] = Field(default_factory=lambda: [AttackSpec()], min_length=1)
+    eps: list[float] = Field([1, 2, 4, 8], min_length=1, description="budgets in /255 units")
+    main_eps: float = Field(8, description="the budget tables report robustness at (/255)")
+    n_test: Optional[int] = Field(1000, ge=1, description="test examples (None: all)")
+    batch_size: int = Field(256, ge=1)
+
+    @field_validator("eps")
+    @classmethod
+    def _nonneg(cls, v: list[float]) -> list[float]:
+        bad = [e for e in v if not e >= 0]
+        if bad:
+            raise ValueError(f"eps values must be >= 0 (in /255 units), got {bad}")
+        return v
+
+    @model_validator(mode="after")
+    def _main_in_eps(self) -> "EvalSpec":
+        if self.main_eps not in self.eps:
+            raise ValueError(f"main_eps {self.main_eps:g} must be one of eps {self.eps}")
+        return self
+
+
+class TrainSpec(_Spec):
+    epochs: int = Field(200, ge=1)
+    lr: float = Field(0.1, gt=0)
+    batch_size: int = Field(128, ge=1)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(1e-4, ge=0)
+    schedule: Literal["multistep", "cosine", "constant"] = "multistep"
+    milestones: Optional[list[int]] = None
+
+
+class PGDSpec(_Spec):
+    eps: float = Field(8, ge=0, description="/255 units")
+    step: float = Field(2, gt=0, description="/255 units")
+    steps: int = Field(7, ge=1)
+    bn_mode: Literal["eval", "train"] = "eval"
+
+    def kwargs(self) -> dict[str, Any]:
+        return {"eps": self.eps / 255, "step_size": self.step / 255, "steps": self.steps, "bn_mode": self.bn_mode}
+
+
+class FPSpec(_Spec):
+    non_robust: Optional[TrainSpec] = Field(default_factory=TrainSpec, description="clean training")
+    robust: Optional[TrainSpec] = Field(default_factory=lambda: TrainSpec(weight_decay=2e-4),
+                                        description="PGD adversarial training (the RRM teacher)")
+    pgd: PGDSpec = Field(default_factory=PGDSpec)
+
+
+class QATSpec(_Spec):
+    finetune: TrainSpec = Field(default_factory=lambda: TrainSpec(epochs=60, lr=0.01, schedule="cosine"),
+                                description="QAT from FP parameters")
+    scratch: TrainSpec = Field(default_factory=TrainSpec, description="QAT from random parameters")
+    pgd: PGDSpec = Field(default_factory=PGDSpec, description="the adversarial strategy's attack")
+    fast_eps: float = Field(8, ge=0, description="fast_adversarial budget (/255)")
+    transfer_lambda: float = Field(0.005, ge=0, description="RRM cross-entropy weight")
+
+
+class QuantSpec(_Spec):
+    ptq_weights: Literal["pwlq", "uniform"] = "pwlq"
+    qat_weights: Literal["dorefa", "uniform"] = "dorefa"
+    quantize_first_last: bool = False
+    breakpoint: Literal["gauss", "laplace", "exact", "search"] = "gauss"
+    calib_images: int = Field(512, ge=1)
+    pact_alpha: float = Field(10.0, gt=0)
+
+
+def _check_precision(v: str) -> str:
+    try:
+        return str(parse_precision(v))
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _check_fraction(v: float) -> float:
+    if not 0 < v <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {v}")
+    return v
+
+
+class Axes(_Spec):
+    init: list[Literal["random", "non_robust", "robust"]] = Field(["non_robust", "robust"], min_length=1)
+    method: list[Literal["ptq", "qat"]] = Field(["ptq", "qat"], min_length=1)
+    strategy: list[Literal["vanilla", "adversarial", "transfer", "fast_adversarial"]] = Field(["vanilla"], min_length=1)
+    precision: list[str] = Field(["A32W32", "A8W8", "A4W4"], min_length=1)
+    fraction: list[float] = Field([1.0], min_length=1)
+
+    @field_validator("precision")
+    @classmethod
+    def _prec(cls, v: list[str]) -> list[str]:
+        return [_check_precision(p) for p in v]
+
+    @field_validator("fraction")
+    @classmethod
+    def _frac(cls, v: list[float]) -> list[float]:
+        return [_check_fraction(f) for f in v]
+
+
+class Cell(_Spec):
+    """One pipeline: where its parameters start, how it is quantized, and on how much data."""
+
+    init: Literal["random", "non_robust", "robust"]
+    method: Literal["ptq", "qat"]
+    strategy: Optional[Literal["vanilla", "adversarial", "transfer", "fast_adversarial"]] = None
+    precision: str
+    fraction: float = 1.0
+
+    @field_validator("precision")
+    @classmethod
+    def _prec(cls, v: str) -> str:
+        return _check_precision(v)
+
+    @field_validator("fraction")
+    @classmethod
+    def _frac(cls, v: float) -> float:
+        return _check_fraction(v)
+
+    @property
+    def label(self) -> str:
+        strat = f"/{self.strategy}" if self.strategy else ""
+        return f"{self.method}{strat} from {self.init} {self.precision} f={self.fraction:g}"
+
+
+class Study(_Spec):
+    """A grid of pipelines over one data set and model."""
+
+    name: str = Field("study", min_length=1)
+    dataset: DatasetSpec = Field(default_factory=DatasetSpec)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    seeds: list[int] = Field([0], min_length=1)
+    evaluation: EvalSpec = Field(default_factory=EvalSpec)
+    fp: FPSpec = Field(default_factory=FPSpec)
+    qat: QATSpec = Field(default_factory=QATSpec)
+    quant: QuantSpec = Field(default_factory=QuantSpec)
+    axes: Optional[Axes] = None
+    cells: Optional[list[Cell]] = None
+    store: Optional[str] = Field(None, description="store folder (default: runs/store beside the study file)")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Study":
+        if self.axes is None and not self.cells:
+            raise ValueError("a study needs axes (a grid) or cells (a list), or both")
+        cells, _ = self.expand()
+        needs = {c.init for c in cells} | ({"robust"} if any(c.strategy == "transfer" for c in cells) else set())
+        if "robust" in needs and self.fp.robust is None:
+            raise ValueError("init robust and strategy transfer (its teacher) need fp.robust")
+        if "non_robust" in needs and self.fp.non_robust is None:
+            raise ValueError("init non_robust needs fp.non_robust")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct, got {self.seeds}")
+        return self
+
+    def expand(self) -> tuple[list[Cell], list[tuple[dict[str, Any], str]]]:
+        """Cells of the grid plus the explicit ones (duplicates once), and the dropped ``(cell, reason)``."""
+        cells: list[Cell] = []
+        dropped: list[tuple[dict[str, Any], str]] = []
+        if self.axes is not None:
+            a = self.axes
+            for init, method, prec, frac in itertools.product(a.init, a.method, a.precision, a.fraction):
+                base = {"init": init, "method": method, "precision": prec, "fraction": frac}
+                if method == "ptq" and init == "random":
+                    dropped.append((base, "PTQ of random parameters is meaningless"))
+                elif method == "ptq":
+                    cells.append(Cell(**base))
+                else:
+                    cells.extend(Cell(**base, strategy=s) for s in a.strategy)
+            if "ptq" in a.method and a.strategy != ["vanilla"]:
+                dropped.append(({"method": "ptq", "strategy": a.strategy},
+                                "PTQ has no training strategy: one PTQ cell per init, precision, fraction"))
+        for c in self.cells or []:
+            if c.method == "ptq" and c.init == "random":
+                dropped.append((c.model_dump(), "PTQ of random parameters is meaningless"))
+            elif c.method == "ptq" and c.strategy is not None:
+                dropped.append((c.model_dump(), "a strategy applies to QAT only"))
+            elif c.method == "qat" and c.strategy is None:
+                cells.append(c.model_copy(update={"strategy": "vanilla"}))
+            else:
+                cells.append(c)
+        unique = list(dict.fromkeys(cells))
+        return unique, dropped
+
+
+def _format_errors(path: str, exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
+        msg = err["msg"].removeprefix("Value error, ")
+        value = err.get("input")
+        shown = "" if isinstance(value, dict) or "got " in msg else f" (got {value!r})"
+        if err["type"] == "extra_forbidden":
+            msg, shown = "unknown key (not a study field)", ""
+        lines.append(f"{loc or 'study'}: {msg}{shown}")
+    return f"{path}: invalid study:\n  " + "\n  ".join(lines)
+
+
+def parse_study(data: Any, source: str = "study") -> Study:
+    """Validate a parsed YAML document.
+
+    Raises:
+        ConfigError: one message listing each bad field, its value and what is allowed.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a study file must be a YAML mapping, got {type(data).__name__}")
+    try:
+        return Study.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(source, exc)) from None
+
+
+def load_study(path: str | Path) -> Study:
+    """Read and validate a study file.
+
+    Raises:
+        ConfigError: if the file cannot be read, is not valid YAML, or fails validation.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read study file {str(path)!r}: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    study = parse_study(data, str(path))
+    if study.store is None:
+        study = study.model_copy(update={"store": str(path.resolve().parent / "runs" / "store")})
+    return study
