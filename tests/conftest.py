@@ -53,3 +53,15 @@ def narrow_model(tmp_path_factory) -> Path:
     train_model(dataset="digits", model="resnet20", objective="clean", out=out, model_kwargs={"width": 4},
                 train=TrainConfig(epochs=15, batch_size=64, lr=0.05, weight_decay=5e-4, schedule="cosine"))
     return out
+
+
+@pytest.fixture(scope="session")
+def reference_run(tmp_path_factory):
+    """The tiny study of test_study, run once without interruption: (study path, store, output)."""
+    from test_study import TINY, cli, write
+
+    root = tmp_path_factory.mktemp("reference")
+    path = write(root, TINY)
+    code, text = cli("run", path, "--device", "cpu")
+    assert code == 0, text
+    return path, root / "runs" / "store", text

@@ -228,6 +228,159 @@ def demo(
     console.print(f"models and records in {out}")
 
 
+def _plan(study_path: Path, store_dir: Optional[Path], need_sizes: bool = True):
+    from robquant.data import create_dataset
+    from robquant.pipeline.plan import build_plan
+    from robquant.pipeline.store import Store
+    from robquant.pipeline.study import load_study
+
+    study = load_study(study_path)
+    if store_dir is not None:
+        study = study.model_copy(update={"store": str(store_dir)})
+
+    def n_train() -> int:
+        if not need_sizes:
+            return 0
+        ds = study.dataset
+        return len(create_dataset(ds.name, ds.root, "train", allow_unverified=ds.allow_unverified))
+
+    plan = build_plan(study, n_train)
+    return study, plan, Store(study.store)
+
+
+def _cell_results(plan: Any, store: Any) -> list[dict[str, Any]]:
+    out = []
+    for cell, seed, key in plan.cells:
+        row = store.get(key)
+        if row is None or row["status"] not in ("done", "NC"):
+            continue
+        m = row["metrics"] or {}
+        out.append({"init": cell.init, "method": cell.method, "strategy": cell.strategy,
+                    "precision": cell.precision, "fraction": cell.fraction, "seed": seed, "status": row["status"],
+                    "clean_accuracy": m.get("clean_accuracy", 0.0), "robustness": m.get("robustness", 0.0)})
+    return out
+
+
+def _print_summary(plan: Any, store: Any) -> None:
+    from robquant.display import summary_table
+
+    results = _cell_results(plan, store)
+    if not results:
+        return
+    top = max(r["fraction"] for r in results)
+    seeds = sorted({r["seed"] for r in results})
+    ev = plan.study.evaluation
+    console.print(summary_table(
+        f"{plan.study.name}: clean accuracy / robustness (PGD, eps {ev.main_eps:g}/255), "
+        f"fraction {top:g}, mean of seeds {seeds}", [r for r in results if r["fraction"] == top]))
+
+
+@app.command()
+@user_errors
+def run(
+    study_path: Path = typer.Argument(..., metavar="STUDY", help="study file (YAML)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the plan and its cost; run nothing"),
+    executor: str = typer.Option("local", help="local (this process) or ray"),
+    address: Optional[str] = typer.Option(None, help="ray: cluster address (default: start a local instance)"),
+    gpus_per_stage: float = typer.Option(0.25, help="ray: GPU fraction per stage (0.25: four share a GPU)"),
+    store: Optional[Path] = typer.Option(None, help="store folder (default: the study's)"),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+) -> None:
+    """Plan a study as a dependency graph and run what is not done yet (resumable)."""
+    from robquant.display import RichProgress, plan_table
+    from robquant.pipeline.runner import execute_local, pending
+
+    if executor not in ("local", "ray"):
+        raise ConfigError(f"--executor must be local or ray, got {executor!r}")
+    check_range("--gpus-per-stage", gpus_per_stage, 0.0, 1.0)
+    study, plan, st = _plan(study_path, store)
+    todo = {s.key for s in pending(plan, st)}
+    kinds = {k: sum(1 for s in plan.stages.values() if s.kind == k) for k in ("train_fp", "quantize", "evaluate")}
+    console.print(f"study [bold]{study.name}[/]: {len(plan.cells)} cells, {len(plan.stages)} stages "
+                  f"({', '.join(f'{n} {k}' for k, n in kinds.items())}); {len(plan.stages) - len(todo)} done, "
+                  f"{len(todo)} to run; store {st.root}")
+    reasons: dict[str, int] = {}
+    for _, reason in plan.dropped:
+        reasons[reason] = reasons.get(reason, 0) + 1
+    for reason, n in reasons.items():
+        console.print(f"  dropped {n} grid cell(s): {reason}")
+    if dry_run:
+        rows = [{"key": s.key, "kind": s.kind, "label": s.label, "status": "pending" if s.key in todo else "done",
+                 **s.cost} for s in plan.order()]
+        console.print(plan_table(rows))
+        total = {k: sum(s.cost.get(k, 0) for s in plan.stages.values() if s.key in todo) for k in ("forward", "backward")}
+        console.print(f"cost to run: {total['forward']:.3g} forward and {total['backward']:.3g} backward "
+                      f"image passes")
+        return
+    if not todo:
+        console.print(f"nothing to do: all {len(plan.stages)} stages are done")
+        _print_summary(plan, st)
+        return
+    dev = resolve_device_cli(device)
+    with RichProgress(err_console) as progress:
+        if executor == "ray":
+            from robquant.pipeline.ray_executor import execute_ray
+
+            summary = execute_ray(plan, st, dev, address=address, gpus_per_stage=gpus_per_stage, progress=progress)
+        else:
+            summary = execute_local(plan, st, dev, progress=progress)
+    console.print(f"ran {len(summary.ran)} stages in {summary.seconds:.1f} s; {len(summary.skipped)} were done; "
+                  f"{len(summary.failed)} failed; {len(summary.blocked)} blocked by a failed parent")
+    for key, err in summary.failed.items():
+        console.print(f"  [red]failed[/] {key[:10]} {plan.stages[key].label}: {err}")
+    _print_summary(plan, st)
+    if summary.failed or summary.blocked:
+        raise typer.Exit(1)
+
+
+@app.command()
+@user_errors
+def status(
+    study_path: Path = typer.Argument(..., metavar="STUDY", help="study file (YAML)"),
+    store: Optional[Path] = typer.Option(None, help="store folder (default: the study's)"),
+) -> None:
+    """Show a study's stages: done, NC, running, failed, pending."""
+    import os
+
+    study, plan, st = _plan(study_path, store, need_sizes=False)
+    rows = {r["key"]: r for r in st.rows()}
+    counts: dict[str, int] = {}
+    for key in plan.stages:
+        state = rows.get(key, {}).get("status", "pending")
+        if state == "running" and not _alive(rows[key].get("pid")):
+            state = "interrupted"
+        counts[state] = counts.get(state, 0) + 1
+    finished = counts.get("done", 0) + counts.get("NC", 0)
+    console.print(f"study [bold]{study.name}[/]: {finished}/{len(plan.stages)} stages finished "
+                  f"({100 * finished / len(plan.stages):.0f} %): "
+                  + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+    for key, stage in plan.stages.items():
+        row = rows.get(key, {})
+        if row.get("status") in ("failed", "running"):
+            err = (row.get("error") or "").splitlines()[:1]
+            console.print(f"  {row['status']} {key[:10]} {stage.label} {err[0] if err else ''}")
+    _print_summary(plan, st)
+    del os
+
+
+def _alive(pid: Optional[int]) -> bool:
+    import os
+
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def resolve_device_cli(device: str):
+    from robquant.pipeline import resolve_device
+
+    return resolve_device(device)
+
+
 @app.command("list")
 def list_names() -> None:
     """List the registered data sets, models, attacks and training objectives."""

@@ -67,3 +67,43 @@ def robustness_table(title: str, result: dict[str, Any]) -> Table:
         table.add_row("worst case", clean, *[f"{100 * worst[e]:.2f}" for e in eps_values])
     table.caption = f"accuracy in % on {result['n']} test examples"
     return table
+
+
+def plan_table(rows: list[dict[str, Any]], limit: int = 40) -> Table:
+    """The dry-run listing: one row per stage (first ``limit``)."""
+    table = Table(title="plan")
+    for col in ("key", "kind", "stage", "status", "forward", "backward"):
+        table.add_column(col, justify="right" if col in ("forward", "backward") else "left")
+    for r in rows[:limit]:
+        table.add_row(r["key"][:10], r["kind"], r["label"], r["status"], f"{r['forward']:.3g}", f"{r['backward']:.3g}")
+    if len(rows) > limit:
+        table.caption = f"... and {len(rows) - limit} more stages"
+    return table
+
+
+def summary_table(title: str, cells: list[dict[str, Any]]) -> Table:
+    """Table-2 layout: rows = method/strategy/init, columns = precision, cells 'accuracy / robustness'
+    in %, mean over seeds; NC where any seed did not converge."""
+    precisions = list(dict.fromkeys(c["precision"] for c in cells))
+    groups: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for c in cells:
+        row = f"{c['method'].upper()}{'/' + c['strategy'] if c['strategy'] else ''} from {c['init']}"
+        groups.setdefault(row, {}).setdefault(c["precision"], []).append(c)
+    table = Table(title=title)
+    table.add_column("pipeline")
+    for p in precisions:
+        table.add_column(p, justify="right")
+    for row, by_prec in groups.items():
+        values = []
+        for p in precisions:
+            runs = by_prec.get(p, [])
+            if not runs:
+                values.append("")
+            elif any(r["status"] == "NC" for r in runs):
+                values.append("NC")
+            else:
+                acc = sum(r["clean_accuracy"] for r in runs) / len(runs)
+                rob = sum(r["robustness"] for r in runs) / len(runs)
+                values.append(f"{100 * acc:.1f} / {100 * rob:.1f}")
+        table.add_row(row, *values)
+    return table

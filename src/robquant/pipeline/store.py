@@ -1,6 +1,7 @@
 """The content-addressed store: an SQLite index (one row per stage) plus one artifact folder per key.
 
-A stage works in ``work/<key>/`` (so a killed training resumes from its epoch checkpoint) and is
+A committed folder holds the stage's artifacts and ``stage.json`` (its full record). A stage works
+in ``work/<key>/`` (so a killed training resumes from its epoch checkpoint) and is
 committed by moving that folder to ``stages/<key>/`` and then writing its row in one transaction:
 a stage is done or absent, never half. A folder without a done row is a leftover of a crash and
 is replaced when the stage runs again. Failed stages keep their error; NC is a result.
@@ -16,6 +17,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any, Iterable
 
+from robquant.checkpoint import write_json
 from robquant.provenance import environment, now_iso
 
 FINISHED = ("done", "NC")
@@ -109,6 +111,7 @@ class Store:
     def commit(self, key: str, kind: str, label: str, config: dict[str, Any], parents: list[str],
                record: dict[str, Any]) -> None:
         """Move the work folder into place, then write the finished row (one transaction)."""
+        write_json(self.work_dir(key) / "stage.json", record)  # the full record, beside the artifacts
         final = self.artifact_dir(key)
         if final.exists():  # a leftover of a crash between the move and the row
             shutil.rmtree(final)

@@ -1,0 +1,219 @@
+"""Studies: schema and its errors, grid expansion, planning, the store, running and resuming."""
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from robquant.cli import app
+from robquant.errors import ConfigError
+from robquant.pipeline.plan import build_plan, stage_key
+from robquant.pipeline.study import load_study, parse_study
+
+TINY = {
+    "name": "tiny",
+    "dataset": {"name": "digits"},
+    "model": {"name": "resnet20", "width": 4},
+    "seeds": [0],
+    "evaluation": {"attacks": [{"name": "pgd", "steps": 3}], "eps": [8, 32], "main_eps": 32, "n_test": 60},
+    "fp": {"non_robust": {"epochs": 2, "lr": 0.05, "batch_size": 64, "schedule": "cosine"},
+           "robust": {"epochs": 2, "lr": 0.05, "batch_size": 64, "schedule": "cosine"},
+           "pgd": {"eps": 32, "step": 16, "steps": 2}},
+    "qat": {"finetune": {"epochs": 2, "lr": 0.01, "batch_size": 64, "schedule": "cosine"},
+            "scratch": {"epochs": 2, "lr": 0.05, "batch_size": 64, "schedule": "cosine"}},
+    "quant": {"calib_images": 64},
+    "axes": {"init": ["non_robust", "robust"], "method": ["ptq", "qat"], "strategy": ["vanilla", "transfer"],
+             "precision": ["A4W4"], "fraction": [0.5]},
+}
+
+
+def write(tmp_path, study, name="study.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(study) if not isinstance(study, str) else study)
+    return path
+
+
+def cli(*args):
+    res = CliRunner().invoke(app, [str(a) for a in args])
+    return res.exit_code, " ".join(res.output.split())
+
+
+# ---------------------------------------------------------------- schema and bad input
+
+def _with(**changes):
+    study = json.loads(json.dumps(TINY))
+    for path, value in changes.items():
+        node = study
+        *parents, last = path.split("__")
+        for p in parents:
+            node = node.setdefault(p, {})
+        if value is DELETE:
+            node.pop(last, None)
+        else:
+            node[last] = value
+    return study
+
+
+DELETE = object()
+
+BAD = [
+    (_with(bogus=1), "bogus: unknown key"),
+    (_with(axes__colour=["red"]), "axes.colour: unknown key"),
+    (_with(seeds="zero"), "seeds: Input should be a valid list"),
+    (_with(seeds=[]), "seeds: List should have at least 1 item"),
+    (_with(seeds=[1, 1]), "seeds must be distinct"),
+    (_with(axes__precision=["A0W4"]), "precision must be AxWy"),
+    (_with(axes__precision=["A4W33"]), "got 'A4W33'"),
+    (_with(axes__precision=["A1.5W4"]), "got 'A1.5W4'"),
+    (_with(axes__precision=[]), "axes.precision: List should have at least 1 item"),
+    (_with(axes__fraction=[0]), "fraction must be in (0, 1], got 0"),
+    (_with(axes__fraction=[1.2]), "fraction must be in (0, 1], got 1.2"),
+    (_with(axes__init=["pretrained"]), "axes.init.0: Input should be 'random', 'non_robust' or 'robust'"),
+    (_with(axes__strategy=["trades"]), "axes.strategy.0: Input should be"),
+    (_with(axes__method=[]), "axes.method: List should have at least 1 item"),
+    (_with(fp__robust=None), "need fp.robust"),
+    (_with(dataset__name="mnist"), "unknown dataset 'mnist'; known: cifar10"),
+    (_with(model__name="vgg"), "unknown model 'vgg'"),
+    (_with(evaluation__eps=[-1, 8]), "eps values must be >= 0"),
+    (_with(evaluation__main_eps=4), "main_eps 4 must be one of eps"),
+    (_with(fp__non_robust__epochs=1.5), "fp.non_robust.epochs: Input should be a valid integer"),
+    (_with(qat__finetune__lr=0), "qat.finetune.lr: Input should be greater than 0"),
+    (_with(axes=DELETE), "needs axes (a grid) or cells"),
+    ("axes: [unclosed", "not valid YAML at line 1"),
+    ("- just\n- a list\n", "a study file must be a YAML mapping"),
+]
+
+
+@pytest.mark.parametrize("study,message", BAD, ids=[m[:30] for _, m in BAD])
+def test_bad_study_files_give_one_clear_message_exit_2_and_write_nothing(tmp_path, study, message):
+    path = write(tmp_path, study)
+    code, text = cli("run", path, "--dry-run")
+    assert code == 2, text
+    assert message in text
+    assert "Traceback" not in text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["study.yaml"]  # no store, nothing else
+
+
+def test_missing_study_file_and_missing_data(tmp_path):
+    code, text = cli("run", tmp_path / "none.yaml")
+    assert code == 2 and "cannot read study file" in text
+    path = write(tmp_path, _with(dataset={"name": "cifar10", "root": str(tmp_path / "nodata")}))
+    code, text = cli("run", path, "--dry-run")
+    assert code == 2 and "does not exist" in text
+
+
+def test_grid_expansion_drops_meaningless_cells_with_reasons():
+    study = parse_study(_with(axes__init=["random", "robust"], axes__strategy=["vanilla", "adversarial"]))
+    cells, dropped = study.expand()
+    assert {(c.init, c.method, c.strategy) for c in cells} == {
+        ("random", "qat", "vanilla"), ("random", "qat", "adversarial"), ("robust", "ptq", None),
+        ("robust", "qat", "vanilla"), ("robust", "qat", "adversarial")}
+    reasons = [r for _, r in dropped]
+    assert "PTQ of random parameters is meaningless" in reasons
+    assert any("PTQ has no training strategy" in r for r in reasons)
+
+
+def test_explicit_cells_are_validated_and_merged():
+    study = parse_study({"cells": [{"init": "robust", "method": "qat", "precision": "a4w4"},
+                                   {"init": "random", "method": "ptq", "precision": "A8W8"},
+                                   {"init": "robust", "method": "ptq", "strategy": "transfer", "precision": "A8W8"}]})
+    cells, dropped = study.expand()
+    assert [(c.method, c.strategy, c.precision) for c in cells] == [("qat", "vanilla", "A4W4")]
+    assert len(dropped) == 2
+    with pytest.raises(ConfigError, match="cells.0.precision"):
+        parse_study({"cells": [{"init": "robust", "method": "qat", "precision": "A9W9"}]})
+
+
+# ---------------------------------------------------------------- planning
+
+def test_plan_shares_fp_models_and_keys_are_content_addresses():
+    study = parse_study(TINY)
+    plan = build_plan(study, lambda: 1000)
+    kinds = [s.kind for s in plan.stages.values()]
+    assert kinds.count("train_fp") == 2  # one per init, shared by every cell of that init
+    assert kinds.count("quantize") == kinds.count("evaluate") == 6
+    transfer = [s for s in plan.stages.values() if s.kind == "quantize" and s.config.get("strategy") == "transfer"]
+    robust_fp = next(s.key for s in plan.stages.values() if s.kind == "train_fp" and s.config["init"] == "robust")
+    assert all(robust_fp in s.parents for s in transfer)  # the teacher is a parent
+    for s in plan.stages.values():
+        assert s.key == stage_key(s.config, s.parents)
+    # another study over the same FP settings reuses the FP stages; another seed does not
+    other = build_plan(parse_study({**TINY, "name": "other"}), lambda: 1000)
+    assert set(other.stages) == set(plan.stages)
+    seeded = build_plan(parse_study({**TINY, "seeds": [1]}), lambda: 1000)
+    assert not set(seeded.stages) & set(plan.stages)
+    # cost: adversarial FP training costs (steps + 1) passes per image
+    nr = next(s for s in plan.stages.values() if s.kind == "train_fp" and s.config["init"] == "non_robust")
+    rb = next(s for s in plan.stages.values() if s.key == robust_fp)
+    assert rb.cost["backward"] == 3 * nr.cost["backward"] == 3 * 2 * 1000
+
+
+def test_dry_run_prints_the_plan_and_writes_only_the_store(tmp_path):
+    path = write(tmp_path, TINY)
+    code, text = cli("run", path, "--dry-run", "--device", "cpu")
+    assert code == 0, text
+    assert "14 stages (2 train_fp, 6 quantize, 6 evaluate); 0 done, 14 to run" in text
+    assert "cost to run" in text and "dropped 1 grid cell(s): PTQ has no training strategy" in text
+    assert not list((tmp_path / "runs" / "store" / "stages").iterdir())
+
+
+# ---------------------------------------------------------------- running, resuming, crash safety
+
+def _metrics(store_root):
+    con = sqlite3.connect(store_root / "index.sqlite")
+    rows = con.execute("SELECT key, kind, status, metrics FROM stages").fetchall()
+    con.close()
+    out = {}
+    for key, kind, status, metrics in rows:
+        m = json.loads(metrics) if metrics else {}
+        out[key] = (kind, status, {k: m.get(k) for k in ("clean_accuracy", "robust", "worst_case", "n_test")})
+    return out
+
+
+def test_run_completes_records_everything_and_a_second_run_does_nothing(reference_run):
+    path, store, text = reference_run
+    assert "ran 14 stages" in text and "tiny: clean accuracy / robustness" in text
+    metrics = _metrics(store)
+    assert len(metrics) == 14 and all(s in ("done", "NC") for _, s, _ in metrics.values())
+    assert sorted(p.name for p in (store / "stages").iterdir()) == sorted(metrics)
+    assert not list((store / "work").iterdir())
+    evaluated = [m for k, s, m in metrics.values() if k == "evaluate"]
+    assert all(m["robust"] and 0 <= m["clean_accuracy"] <= 1 for m in evaluated)
+    record = json.loads(next((store / "stages").glob("*/stage.json")).read_text())
+    assert record["stage"]["planned_cost"] and record["stage"]["wall_s"] > 0 and record["env"]["torch"]
+    code, again = cli("run", path, "--device", "cpu")
+    assert code == 0 and "nothing to do: all 14 stages are done" in again
+    code, status = cli("status", path)
+    assert code == 0 and "14/14 stages finished (100 %)" in status
+
+
+def test_killed_runs_resume_to_the_same_records(reference_run, tmp_path):
+    """SIGKILL the study at random moments; resume each time; the result equals an uninterrupted run."""
+    path = write(tmp_path, TINY)
+    store = tmp_path / "runs" / "store"
+    rng = random.Random(1234)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "robquant.cli", "run", str(path), "--device", "cpu"]
+    kills = 0
+    for _ in range(4):
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        time.sleep(rng.uniform(2.5, 5.0))  # python + torch start takes about 2 s
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    assert kills >= 2
+    code, text = cli("run", path, "--device", "cpu")
+    assert code == 0, text
+    assert _metrics(store) == _metrics(reference_run[1])
+    assert not list((store / "work").iterdir())  # nothing half-done left behind
+    assert len(list((store / "stages").iterdir())) == 14
