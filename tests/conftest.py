@@ -10,7 +10,7 @@ import torch
 from robquant import load_model
 from robquant.data import create_dataset
 from robquant.pipeline import train_model
-from robquant.pipeline.demo import demo_runs
+from digits_models import demo_runs
 
 
 @pytest.fixture(scope="session")

@@ -63,8 +63,19 @@ def test_list_shows_registries():
     assert code == 0 and "resnet20" in text and "pgd_at" in text and "digits" in text
 
 
-def test_demo_runs_offline(tmp_path):
-    code, text = run("demo", "--epochs", "1", "--out", tmp_path, "--device", "cpu")
+def test_demo_runs_a_study_offline_and_resumes(tmp_path):
+    from test_study import TINY, write
+
+    study = write(tmp_path, TINY)
+    code, text = run("demo", "--study", study, "--out", tmp_path / "demo", "--device", "cpu")
     assert code == 0, text
-    assert "non_robust: PGD-20" in text and "robust: PGD-20" in text
-    assert (tmp_path / "robust" / "record.json").is_file()
+    assert "ran 14 stages" in text and "tiny: clean accuracy / robustness" in " ".join(text.split())
+    assert (tmp_path / "demo" / "store" / "index.sqlite").is_file()
+    code, text = run("demo", "--study", study, "--out", tmp_path / "demo", "--device", "cpu")
+    assert code == 0 and "ran 0 stages" in text and "14 were done" in text
+
+
+def test_demo_preset_is_packaged():
+    from importlib import resources
+
+    assert (resources.files("robquant") / "configs" / "demo.yaml").is_file()

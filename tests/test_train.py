@@ -7,7 +7,7 @@ from robquant.attacks import evaluate
 from robquant.data import create_dataset
 from robquant.errors import CheckpointError, ConfigError, UnknownNameError
 from robquant.models import create_model
-from robquant.pipeline.demo import DEMO_TRAIN_EPS_255
+from digits_models import DEMO_TRAIN_EPS_255
 from robquant.train import (Clean, TrainConfig, convergence_status, create_objective, fit,
                             list_objectives, seed_everything)
 from robquant import load_model

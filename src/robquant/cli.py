@@ -206,26 +206,29 @@ def quantize(
 @app.command()
 @user_errors
 def demo(
-    out: Path = typer.Option(Path("runs/demo"), help="output folder"),
-    epochs: int = typer.Option(15, help="training epochs per model"),
+    out: Path = typer.Option(Path("runs/demo"), help="output folder (the demo's store)"),
+    study_path: Optional[Path] = typer.Option(None, "--study", help="another study instead of configs/demo.yaml"),
     device: str = typer.Option("auto", help=DEVICE_HELP),
 ) -> None:
-    """Offline demo on scikit-learn's digits: a non-robust and a robust model under a PGD sweep."""
-    from robquant.display import RichProgress, robustness_table
-    from robquant.pipeline import attack_model, resolve_device, train_model
-    from robquant.pipeline.demo import DEMO_EPS_255, demo_runs
+    """Offline demo: the paper's whole grid at tiny scale on scikit-learn's digits (a few minutes
+    on 2 CPU cores), then the Table-2-style summary. Resumable: run it again to continue."""
+    from importlib import resources
 
-    dev = resolve_device(device)
+    from robquant.display import RichProgress
+    from robquant.pipeline.runner import execute_local
+
+    path = study_path or Path(str(resources.files("robquant") / "configs" / "demo.yaml"))
+    study, plan, st = _plan(path, out / "store")
+    console.print(f"demo study [bold]{study.name}[/] ({path}): {len(plan.cells)} cells, {len(plan.stages)} stages; "
+                  f"store {st.root}")
+    dev = resolve_device_cli(device)
     with RichProgress(err_console) as progress:
-        for label, kwargs in demo_runs(epochs):
-            folder = out / label
-            console.print(f"[bold]{label}[/]: training ResNet-20 (width 8) on digits, objective "
-                          f"{kwargs['objective']}")
-            train_model(out=folder, device=dev, progress=progress, **kwargs)
-            record = attack_model(folder, attacks=[("pgd", {"steps": 20})], eps=[e / 255 for e in DEMO_EPS_255],
-                                  device=dev, progress=progress)
-            console.print(robustness_table(f"{label}: PGD-20", record["result"]))
-    console.print(f"models and records in {out}")
+        summary = execute_local(plan, st, dev, progress=progress)
+    console.print(f"ran {len(summary.ran)} stages in {summary.seconds:.1f} s ({len(summary.skipped)} were done, "
+                  f"{len(summary.failed)} failed)")
+    _print_summary(plan, st)
+    if summary.failed or summary.blocked:
+        raise typer.Exit(1)
 
 
 def _plan(study_path: Path, store_dir: Optional[Path], need_sizes: bool = True):

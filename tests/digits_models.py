@@ -1,4 +1,4 @@
-"""The offline demo's settings: digits, a small ResNet-20, clean vs PGD adversarial training.
+"""Reference digits models for the tests: a small ResNet-20, clean vs PGD adversarial training.
 
 Digits are 8x8 with coarse grey levels (17 values), so small budgets barely move a prediction:
 the sweep runs to 64/255, and the robust model trains at 32/255 (step 8/255), where the clean

@@ -1,0 +1,33 @@
+"""Every shipped preset is a valid study, and the demo is sized as documented."""
+
+from pathlib import Path
+
+import pytest
+
+from robquant.pipeline.plan import build_plan
+from robquant.pipeline.study import load_study
+
+CONFIGS = Path(__file__).resolve().parents[1] / "src" / "robquant" / "configs"
+PRESETS = sorted(CONFIGS.rglob("*.yaml"))
+
+
+def test_presets_exist():
+    names = {p.relative_to(CONFIGS).as_posix() for p in PRESETS}
+    assert {"demo.yaml", "cifar10-mini.yaml", "paper/table2.yaml", "paper/table3.yaml",
+            "paper/appendix_b.yaml", "paper/figure2.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", PRESETS, ids=[p.name for p in PRESETS])
+def test_preset_is_a_valid_study_with_a_plan(path):
+    study = load_study(path)
+    plan = build_plan(study, lambda: 50_000)
+    assert plan.cells and all(s.cost["forward"] >= 0 for s in plan.stages.values())
+
+
+def test_demo_covers_the_whole_grid():
+    study = load_study(CONFIGS / "demo.yaml")
+    cells, _ = study.expand()
+    assert {c.init for c in cells} == {"random", "non_robust", "robust"}
+    assert {c.strategy for c in cells if c.method == "qat"} == {"vanilla", "adversarial", "transfer", "fast_adversarial"}
+    assert {"A2W2", "A4W4", "A8W8", "A32W32", "A32W4", "A4W32"} <= {c.precision for c in cells}
+    assert len({c.fraction for c in cells}) == 2 and len(study.seeds) == 2
