@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from robquant.errors import ConfigError
@@ -114,12 +114,14 @@ def test_pwlq_4bit_beats_per_channel_uniform_4bit(dist):
 def _on_pwlq_grid(q, p, m, bits):
     s_c = 2 * p / (2**bits - 1)
     s_t = (m - p) / (2 ** (bits - 1) - 1)
+    tol = 1e-5 * m  # float32 rounding of values up to m (after undoing the bias correction)
     centre = (q / s_c - torch.round(q / s_c)).abs() < 1e-3
     tail = ((q.abs() - p) / s_t - torch.round((q.abs() - p) / s_t)).abs() < 1e-3
-    return (centre & (q.abs() <= p + 1e-6)) | (tail & (q.abs() >= p - 1e-6) & (q.abs() <= m + 1e-6))
+    return (centre & (q.abs() <= p + tol)) | (tail & (q.abs() >= p - tol) & (q.abs() <= m + tol))
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, derandomize=True)
+@example(bits=3, scale=10.0, rows=2, seed=397, method="exact", correct=True)  # once failed on tolerances
 @given(bits=st.integers(2, 8), scale=st.floats(1e-3, 10), rows=st.integers(1, 6), seed=st.integers(0, 999),
        method=st.sampled_from(["gauss", "laplace", "exact"]), correct=st.booleans())
 def test_pwlq_outputs_lie_on_their_grid(bits, scale, rows, seed, method, correct):

@@ -16,7 +16,8 @@ from robquant.errors import ConfigError, RobquantError, check_range
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="robquant: which quantization pipeline keeps a model robust, and at what cost.")
-console = Console()
+# piped output (logs, CI) gets room for wide tables instead of rich's default 80 columns
+console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -221,7 +222,7 @@ def demo(
     study, plan, st = _plan(path, out / "store")
     console.print(f"demo study [bold]{study.name}[/] ({path}): {len(plan.cells)} cells, {len(plan.stages)} stages; "
                   f"store {st.root}")
-    dev = resolve_device_cli(device)
+    dev = _device(device)
     with RichProgress(err_console) as progress:
         summary = execute_local(plan, st, dev, progress=progress)
     console.print(f"ran {len(summary.ran)} stages in {summary.seconds:.1f} s ({len(summary.skipped)} were done, "
@@ -319,7 +320,7 @@ def run(
         console.print(f"nothing to do: all {len(plan.stages)} stages are done")
         _print_summary(plan, st)
         return
-    dev = resolve_device_cli(device)
+    dev = _device(device)
     with RichProgress(err_console) as progress:
         if executor == "ray":
             from robquant.pipeline.ray_executor import execute_ray
@@ -343,8 +344,6 @@ def status(
     store: Optional[Path] = typer.Option(None, help="store folder (default: the study's)"),
 ) -> None:
     """Show a study's stages: done, NC, running, failed, pending."""
-    import os
-
     study, plan, st = _plan(study_path, store, need_sizes=False)
     rows = {r["key"]: r for r in st.rows()}
     counts: dict[str, int] = {}
@@ -363,7 +362,6 @@ def status(
             err = (row.get("error") or "").splitlines()[:1]
             console.print(f"  {row['status']} {key[:10]} {stage.label} {err[0] if err else ''}")
     _print_summary(plan, st)
-    del os
 
 
 def _alive(pid: Optional[int]) -> bool:
@@ -378,7 +376,8 @@ def _alive(pid: Optional[int]) -> bool:
     return True
 
 
-def resolve_device_cli(device: str):
+def _device(device: str) -> Any:
+    """``--device`` to a torch device (imported lazily: the CLI starts without torch)."""
     from robquant.pipeline import resolve_device
 
     return resolve_device(device)
