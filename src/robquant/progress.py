@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Iterator, Protocol
 
 
@@ -19,7 +19,7 @@ class Task(Protocol):
 class Progress(Protocol):
     """Creates tasks; implemented by the CLI with rich, by :class:`NullProgress` elsewhere."""
 
-    def task(self, description: str, total: int) -> "contextmanager[Task]":  # type: ignore[valid-type]
+    def task(self, description: str, total: int) -> AbstractContextManager[Task]:
         """Context manager yielding a :class:`Task`."""
 
 

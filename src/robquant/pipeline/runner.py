@@ -13,7 +13,7 @@ import torch
 from robquant.errors import RobquantError
 from robquant.pipeline.plan import Plan, Stage
 from robquant.pipeline.stages import attack_model, quantize_model, train_model
-from robquant.pipeline.store import FINISHED, Store
+from robquant.pipeline.store import Store
 from robquant.pipeline.study import Study
 from robquant.progress import NULL_PROGRESS, Progress
 from robquant.provenance import device_name
@@ -93,9 +93,8 @@ class RunSummary:
 
 def pending(plan: Plan, store: Store) -> list[Stage]:
     """Stages of ``plan`` that are not finished in ``store``, in dependency order."""
-    status = store.statuses(plan.stages)
-    return [s for s in plan.order()
-            if not (status.get(s.key) in FINISHED and store.artifact_dir(s.key).is_dir())]
+    done = store.finished(plan.stages)
+    return [s for s in plan.order() if s.key not in done]
 
 
 def execute_local(plan: Plan, store: Store, device: torch.device, progress: Progress = NULL_PROGRESS,

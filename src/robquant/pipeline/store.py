@@ -85,9 +85,9 @@ class Store:
                 out.update({r["key"]: r["status"] for r in con.execute(q, chunk)})
         return out
 
-    def is_finished(self, key: str) -> bool:
-        row = self.statuses([key])
-        return row.get(key) in FINISHED and self.artifact_dir(key).is_dir()
+    def finished(self, keys: Iterable[str]) -> set[str]:
+        """The keys whose stage is committed: a finished row and its artifact folder."""
+        return {k for k, s in self.statuses(keys).items() if s in FINISHED and self.artifact_dir(k).is_dir()}
 
     def _upsert(self, key: str, kind: str, label: str, status: str, config: dict[str, Any], parents: list[str],
                 **cols: Any) -> None:
