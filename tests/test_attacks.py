@@ -141,8 +141,8 @@ def test_attack_leaves_parameter_gradients_alone(clean_model, correct_batch):
 
 
 def test_registry_and_validation(clean_model):
-    assert list_attacks() == ["fgsm", "pgd"]
-    with pytest.raises(UnknownNameError, match="fgsm, pgd"):
+    assert list_attacks() == ["apgd", "autoattack", "fgsm", "pgd", "square", "transfer"]
+    with pytest.raises(UnknownNameError, match="fgsm, pgd, square"):
         create_attack("cw", clean_model, 0.1)
     with pytest.raises(ConfigError, match=r"eps must be in \[0, inf\], got -0.1"):
         create_attack("pgd", clean_model, -0.1)

@@ -36,7 +36,7 @@ def test_train_then_attack_round_trip(tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["attack", "{model}", "--eps", "-1"], "--eps values must be >= 0"),
     (["attack", "{model}", "--eps", "1,x"], "--eps values must be numbers"),
-    (["attack", "{model}", "--attack", "cw"], "unknown attack 'cw'; known: fgsm, pgd"),
+    (["attack", "{model}", "--attack", "cw"], "unknown attack 'cw'; known: apgd, autoattack, fgsm, pgd, square, transfer"),
     (["attack", "{tmp}", "--eps", "1"], "not a robquant model folder"),
     (["train", "--dataset", "digits", "--fraction", "1.2", "--out", "{tmp}/x"], "--fraction must be in (0, 1]"),
     (["train", "--dataset", "digits", "--fraction", "0", "--out", "{tmp}/x"], "--fraction must be in (0, 1]"),

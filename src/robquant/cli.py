@@ -110,13 +110,22 @@ def _print_train(record: dict[str, Any], out: Path) -> None:
 @user_errors
 def attack(
     checkpoint: Path = typer.Argument(..., help="model folder written by `robquant train`"),
-    attack_name: str = typer.Option("pgd", "--attack", help="attack name(s), comma-separated: pgd, fgsm"),
+    attack_name: str = typer.Option("pgd", "--attack", help="attack name(s), comma-separated: pgd, fgsm, autoattack, "
+                                    "apgd, square, transfer"),
     eps: str = typer.Option("1,2,4,8", help="budgets in /255 units, comma-separated"),
-    steps: int = typer.Option(20, help="PGD steps"),
+    steps: int = typer.Option(20, help="PGD / transfer steps"),
     step_size: Optional[float] = typer.Option(None, help="PGD step in /255 units (default eps/4)"),
     restarts: int = typer.Option(1, help="PGD restarts"),
     norm: str = typer.Option("linf", help="linf or l2"),
+    aa_attacks: Optional[str] = typer.Option(None, help="autoattack: sub-attacks, comma-separated (default the "
+                                             "standard apgd-ce,apgd-t,fab-t,square)"),
+    square_queries: int = typer.Option(5000, help="square: queries per example"),
+    surrogate: Optional[Path] = typer.Option(None, help="transfer / diagnostics: surrogate model folder (default: "
+                                             "the recorded full-precision parent)"),
     n_test: Optional[int] = typer.Option(None, help="evaluate the first N test examples (default all)"),
+    diagnose: bool = typer.Option(False, "--diagnose", help="also run the trust checks (masking, convergence, "
+                                  "black-box, AutoAttack, integer execution) at the largest eps"),
+    diagnose_n: int = typer.Option(200, help="--diagnose: test examples"),
     dataset: Optional[str] = typer.Option(None, help="test data set (default: the training one)"),
     seed: int = typer.Option(0, help="seed for random starts"),
     batch_size: int = typer.Option(256, help="examples per batch"),
@@ -126,28 +135,41 @@ def attack(
     device: str = typer.Option("auto", help=DEVICE_HELP),
 ) -> None:
     """Clean and robust accuracy of a saved model over an eps sweep; prints a table, writes JSON."""
-    from robquant.display import RichProgress, robustness_table
+    from robquant.display import RichProgress, diagnostics_table, robustness_table
     from robquant.pipeline import attack_model, parse_eps, resolve_device
 
     eps_list = parse_eps(eps)
     if n_test is not None:
         check_range("--n-test", n_test, 1)
+    check_range("--diagnose-n", diagnose_n, 1)
+    sub = [a.strip() for a in aa_attacks.split(",") if a.strip()] if aa_attacks else None
     specs = []
     for name in [a.strip() for a in attack_name.split(",") if a.strip()]:
-        kw: dict[str, Any] = {"norm": norm} if name == "pgd" else {}
-        if name == "pgd":
+        kw: dict[str, Any] = {"norm": norm} if name in ("pgd", "transfer", "autoattack", "apgd", "square") else {}
+        if name in ("pgd", "transfer"):
             kw.update(steps=steps, restarts=restarts)
             if step_size is not None:
                 kw["step_size"] = check_range("--step-size", step_size, 0.0) / 255
+        elif name == "autoattack" and sub:
+            kw["attacks"] = sub
+        elif name == "square":
+            kw["n_queries"] = check_range("--square-queries", square_queries, 1)
         specs.append((name, kw))
     if not specs:
         raise ConfigError("--attack needs at least one attack name")
+    options = None
+    if diagnose:
+        options = {"eps": max(eps_list), "n": diagnose_n, "steps": steps, "autoattack": sub or ["apgd-ce"],
+                   "square_queries": square_queries}
     dev = resolve_device(device)
     with RichProgress(err_console) as progress:
         record = attack_model(checkpoint, attacks=specs, eps=eps_list, n_test=n_test, dataset=dataset,
                               data_root=_opt_str(data_root), allow_unverified=allow_unverified_data,
-                              device=dev, batch_size=batch_size, seed=seed, out=out, progress=progress)
+                              device=dev, batch_size=batch_size, seed=seed, out=out,
+                              surrogate=_opt_str(surrogate), diagnose=options, progress=progress)
     console.print(robustness_table(str(checkpoint), record["result"]))
+    if "diagnostics" in record:
+        console.print(diagnostics_table(record["diagnostics"]))
     console.print(f"written to {out or Path(checkpoint) / 'attack.json'}")
 
 
@@ -261,7 +283,8 @@ def _cell_results(plan: Any, store: Any) -> list[dict[str, Any]]:
         m = row["metrics"] or {}
         out.append({"init": cell.init, "method": cell.method, "strategy": cell.strategy,
                     "precision": cell.precision, "fraction": cell.fraction, "seed": seed, "status": row["status"],
-                    "clean_accuracy": m.get("clean_accuracy", 0.0), "robustness": m.get("robustness", 0.0)})
+                    "clean_accuracy": m.get("clean_accuracy", 0.0), "robustness": m.get("robustness", 0.0),
+                    "flags": m.get("flags", [])})
     return out
 
 
@@ -275,7 +298,7 @@ def _print_summary(plan: Any, store: Any) -> None:
     seeds = sorted({r["seed"] for r in results})
     ev = plan.study.evaluation
     console.print(summary_table(
-        f"{plan.study.name}: clean accuracy / robustness (PGD, eps {ev.main_eps:g}/255), "
+        f"{plan.study.name}: clean accuracy / robustness (worst case over attacks, eps {ev.main_eps:g}/255), "
         f"fraction {top:g}, mean of seeds {seeds}", [r for r in results if r["fraction"] == top]))
 
 

@@ -59,7 +59,9 @@ def robustness_table(title: str, result: dict[str, Any]) -> Table:
     clean = f"{100 * result['clean_accuracy']:.2f}"
     by_attack: dict[str, dict[float, float]] = {}
     for r in result["robust"]:
-        by_attack.setdefault(r["attack"], {})[r["eps_255"]] = r["accuracy"]
+        n = r.get("n", result["n"])
+        label = r["attack"] if n == result["n"] else f"{r['attack']} (first {n})"
+        by_attack.setdefault(label, {})[r["eps_255"]] = r["accuracy"]
     for attack, row in by_attack.items():
         table.add_row(attack, clean, *[f"{100 * row[e]:.2f}" for e in eps_values])
     if len(by_attack) > 1:
@@ -104,6 +106,27 @@ def summary_table(title: str, cells: list[dict[str, Any]]) -> Table:
             else:
                 acc = sum(r["clean_accuracy"] for r in runs) / len(runs)
                 rob = sum(r["robustness"] for r in runs) / len(runs)
-                values.append(f"{100 * acc:.1f} / {100 * rob:.1f}")
+                mark = " !" if any(r.get("flags") for r in runs) else ""
+                values.append(f"{100 * acc:.1f} / {100 * rob:.1f}{mark}")
         table.add_row(row, *values)
+    counts: dict[str, int] = {}
+    for c in cells:
+        for f in c.get("flags") or []:
+            counts[f] = counts.get(f, 0) + 1
+    if counts:
+        table.caption = "! = a trust check fired: " + ", ".join(f"{k} ({v})" for k, v in sorted(counts.items()))
+    return table
+
+
+def diagnostics_table(diag: dict[str, Any]) -> Table:
+    """The trust checks of one model: flag, figure, threshold."""
+    table = Table(title=f"trust checks at {diag['eps_255']:g}/255 on {diag['n']} examples")
+    for col in ("check", "flag", "value", "threshold", "what"):
+        table.add_column(col, justify="right" if col in ("value", "threshold") else "left")
+    for name, c in diag["checks"].items():
+        flag = "not run" if c["flag"] is None else ("FLAG" if c["flag"] else "ok")
+        value = "" if c["value"] is None else f"{c['value']:.4g}"
+        table.add_row(name, flag, value, f"{c['threshold']:g}", c["detail"])
+    accs = ", ".join(f"{k} {100 * v:.1f}" for k, v in diag["accuracy"].items())
+    table.caption = f"accuracy in % under each attack: {accs}"
     return table

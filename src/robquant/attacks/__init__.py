@@ -1,4 +1,4 @@
-"""Attack registry (FGSM, PGD) and robustness evaluation.
+"""Attack registry (FGSM, PGD, AutoAttack, APGD, Square, transfer) and robustness evaluation.
 
 Example:
     >>> attack = create_attack("pgd", model, eps=8 / 255, steps=20)
@@ -12,17 +12,23 @@ from typing import Any
 
 from torch import nn
 
+from robquant.attacks.autoattack import APGD, AutoAttack, Square
 from robquant.attacks.base import NORMS, Attack
 from robquant.attacks.diagnostics import input_gradients, zero_gradient_fraction
-from robquant.attacks.evaluate import EvalResult, evaluate
+from robquant.attacks.evaluate import EvalResult, evaluate, worst_case
 from robquant.attacks.fgsm import FGSM
 from robquant.attacks.pgd import PGD
+from robquant.attacks.transfer import Transfer
 from robquant.errors import ConfigError
 from robquant.registry import Registry
 
 ATTACKS: Registry[type[Attack]] = Registry("attack")
 ATTACKS.register("fgsm")(FGSM)
 ATTACKS.register("pgd")(PGD)
+ATTACKS.register("autoattack")(AutoAttack)
+ATTACKS.register("apgd")(APGD)
+ATTACKS.register("square")(Square)
+ATTACKS.register("transfer")(Transfer)
 
 
 def create_attack(name: str, model: nn.Module, eps: float, **kwargs: Any) -> Attack:
@@ -44,5 +50,5 @@ def list_attacks() -> list[str]:
     return ATTACKS.names()
 
 
-__all__ = ["Attack", "EvalResult", "FGSM", "NORMS", "PGD", "create_attack", "evaluate", "input_gradients",
-           "list_attacks", "zero_gradient_fraction"]
+__all__ = ["APGD", "Attack", "AutoAttack", "EvalResult", "FGSM", "NORMS", "PGD", "Square", "Transfer",
+           "create_attack", "evaluate", "input_gradients", "list_attacks", "worst_case", "zero_gradient_fraction"]

@@ -102,11 +102,11 @@ def build_plan(study: Study, n_train: Callable[[], int]) -> Plan:
                 cost = {"forward": n * (k + (cell.strategy == "transfer")), "backward": n * k}
             quant_key = add("quantize", config, list(dict.fromkeys(parents)), f"{cell.label} (seed {seed})", cost)
             ev = study.evaluation
-            n_test = ev.n_test or 0
-            steps = sum((a.steps * a.restarts if a.name == "pgd" else 1) for a in ev.attacks) * len(ev.eps)
+            wants_surrogate = ev.diagnostics.enabled or any(a.name == "transfer" for a in ev.attacks)
+            surrogate = [fp(cell.init, seed)] if wants_surrogate and cell.init != "random" else []
             eval_key = add("evaluate", {"v": STAGE_VERSION, "kind": "evaluate", "evaluation": ev.model_dump(),
-                                        "seed": seed}, [quant_key], f"evaluate {cell.label} (seed {seed})",
-                           {"forward": n_test * (1 + steps), "backward": n_test * steps})
+                                        "seed": seed}, [quant_key, *surrogate], f"evaluate {cell.label} (seed {seed})",
+                           evaluation_cost(study))
             planned.append((cell, seed, eval_key))
     return Plan(study, stages, planned, dropped)
 
@@ -131,3 +131,31 @@ def qat_objective(study: Study, cell: Cell) -> dict[str, Any]:
     if cell.strategy == "transfer":
         return {"name": "transfer", "lam": study.qat.transfer_lambda}
     return {"name": "clean"}
+
+
+def evaluation_cost(study: Study) -> dict[str, float]:
+    """Forward/backward passes of one evaluate stage (attacks at every eps, plus the diagnostics)."""
+    ev = study.evaluation
+    n_test = ev.n_test or 0
+
+    def passes(a: Any) -> tuple[float, float]:  # per example and eps: (forward, backward)
+        if a.name in ("pgd", "transfer"):
+            return a.steps * a.restarts, a.steps * a.restarts
+        if a.name == "fgsm":
+            return 1, 1
+        if a.name == "square":
+            return a.n_queries, 0
+        return 100 * len(a.attacks or ["apgd-ce"]), 100 * len(a.attacks or ["apgd-ce"])  # AutoAttack: ~100 per sub-attack
+
+    fwd = bwd = float(n_test)
+    for a in ev.attacks:
+        f, b = passes(a)
+        n = min(a.n or n_test, n_test)
+        fwd, bwd = fwd + f * n * len(ev.eps), bwd + b * n * len(ev.eps)
+    d = ev.diagnostics
+    if d.enabled:
+        k = d.steps or ev.attack_steps()
+        per = 1 + k * (1 + 2 + 5 + 1 + 1) + 100 * len(d.autoattack or [])  # fgsm, pgd x1/x2/x5, collapse, transfer
+        fwd += d.n * (per + d.square_queries)
+        bwd += d.n * per
+    return {"forward": fwd, "backward": bwd}

@@ -60,10 +60,16 @@ def run_stage(stage: Stage, study: Study, store: Store, device: torch.device,
             device=device, n_test=study.evaluation.n_test, progress=progress, **data)
     else:
         ev = study.evaluation
-        attacks = [(a.name, a.kwargs()) for a in ev.attacks]
+        surrogate = store.artifact_dir(stage.parents[1]) if len(stage.parents) > 1 else None
+        attacks = [(a.name, a.kwargs()) for a in ev.attacks if a.name != "transfer" or surrogate is not None]
+        skipped = [a.label or a.name for a in ev.attacks if a.name == "transfer" and surrogate is None]
+        diagnose = ev.diagnostics.options(ev.main_eps, ev.attack_steps()) if ev.diagnostics.enabled else None
         record = attack_model(store.artifact_dir(stage.parents[0]), attacks=attacks, eps=[e / 255 for e in ev.eps],
                               n_test=ev.n_test, batch_size=ev.batch_size, seed=cfg["seed"], device=device,
-                              out=out / "attack.json", progress=progress, **data)
+                              out=out / "attack.json", surrogate=surrogate, diagnose=diagnose, progress=progress,
+                              **data)
+        if skipped:
+            record["skipped_attacks"] = {a: "no full-precision parent to transfer from (random init)" for a in skipped}
         parent = store.get(stage.parents[0]) or {}
         result = record["result"]
         main = ev.main_eps
@@ -72,6 +78,7 @@ def run_stage(stage: Stage, study: Study, store: Store, device: torch.device,
             "robust": result["robust"], "worst_case": result["worst_case"],
             "robustness": next(r["accuracy"] for r in result["worst_case"] if abs(r["eps_255"] - main) < 1e-9),
             "main_eps_255": main,
+            "flags": (record.get("diagnostics") or {}).get("flags", []),
         }
         record["status"] = parent.get("status", "done")
     record["stage"] = {"key": stage.key, "kind": stage.kind, "label": stage.label, "parents": stage.parents,

@@ -206,31 +206,54 @@ def attack_model(checkpoint: str | os.PathLike, *, attacks: Sequence[str | tuple
                  eps: Sequence[float], n_test: int | None = None, dataset: str | None = None,
                  data_root: str | None = None, allow_unverified: bool = False,
                  device: str | torch.device = "cpu", batch_size: int = 256, seed: int = 0,
-                 out: str | os.PathLike | None = None, progress: Progress = NULL_PROGRESS) -> dict[str, Any]:
+                 out: str | os.PathLike | None = None, surrogate: str | os.PathLike | None = None,
+                 diagnose: dict[str, Any] | None = None, progress: Progress = NULL_PROGRESS) -> dict[str, Any]:
     """Evaluate a saved model's clean and robust accuracy; write the result as JSON.
 
     Args:
         checkpoint: Model folder (or its weights file).
-        attacks: Attack names or ``(name, kwargs)`` pairs.
+        attacks: Attack names or ``(name, kwargs)`` pairs. A ``transfer`` attack without a
+            ``surrogate`` option uses ``surrogate``.
         eps: Budgets in [0, 1] units.
         n_test: Evaluate the first ``n_test`` test examples.
         dataset: Test data set; defaults to the one the model was trained on.
         out: JSON path; default ``<checkpoint>/attack.json``.
+        surrogate: Model folder for transfer attacks (by default the checkpoint's recorded
+            full-precision parent, when that folder exists).
+        diagnose: Run :func:`~robquant.attacks.diagnose.diagnose` with these options (``eps`` in
+            [0, 1] units required) and record its checks under ``diagnostics``.
 
     Returns:
         The result record.
     """
+    from robquant.attacks.diagnose import diagnose as run_diagnostics
+
     folder, trained = read_record(checkpoint)
     device = torch.device(device)
     name = dataset or trained.get("config", {}).get("dataset")
     if name is None:
         raise ConfigError(f"{folder / RECORD} names no data set: pass --dataset")
+    if surrogate is None:
+        parent = ((trained.get("config") or {}).get("parent") or {}).get("path")
+        surrogate = parent if parent and (Path(parent) / RECORD).is_file() else None
+    specs = []
+    for a in attacks:
+        attack_name, kw = (a, {}) if isinstance(a, str) else (a[0], dict(a[1]))
+        if attack_name == "transfer" and "surrogate" not in kw:
+            if surrogate is None:
+                raise ConfigError(f"attack transfer: {folder} records no full-precision parent; pass a surrogate")
+            kw["surrogate"] = str(surrogate)
+        specs.append((attack_name, kw))
     test_set = create_dataset(name, data_root, "test", allow_unverified=allow_unverified)
     model = load_model(folder, device)
-    ev = evaluate(model, test_set, attacks, eps, n=n_test, device=device, batch_size=batch_size,
+    ev = evaluate(model, test_set, specs, eps, n=n_test, device=device, batch_size=batch_size,
                   seed=seed, progress=progress)
     record = {"kind": "attack", "checkpoint": str(folder), "dataset": name, "seed": seed,
               "created": now_iso(), "data": test_set.provenance, "result": ev.to_dict(),
               "env": environment(device)}
+    if diagnose is not None:
+        options = {"surrogate": str(surrogate) if surrogate is not None else None, **diagnose}
+        record["diagnostics"] = run_diagnostics(model, test_set, batch_size=batch_size, device=device, seed=seed,
+                                                progress=progress, **options)
     write_json(Path(out) if out is not None else folder / "attack.json", record)
     return record

@@ -63,19 +63,62 @@ class ModelSpec(_Spec):
         return kw
 
 
+AA_ATTACKS = Literal["apgd-ce", "apgd-t", "fab-t", "square"]
+
+
 class AttackSpec(_Spec):
-    name: Literal["pgd", "fgsm"] = Field("pgd", description="attack")
-    steps: int = Field(20, ge=1, description="PGD steps")
-    restarts: int = Field(1, ge=1, description="PGD restarts")
+    name: Literal["pgd", "fgsm", "autoattack", "apgd", "square", "transfer"] = Field("pgd", description="attack")
+    label: Optional[str] = Field(None, min_length=1, description="name the results are reported under (default: name)")
+    steps: int = Field(20, ge=1, description="PGD / transfer steps")
+    restarts: int = Field(1, ge=1, description="PGD / transfer restarts")
     step_size: Optional[float] = Field(None, gt=0, description="PGD step in /255 units (default eps/4)")
+    attacks: Optional[list[AA_ATTACKS]] = Field(None, min_length=1,
+                                                description="autoattack/apgd: sub-attacks (default: standard / apgd-ce)")
+    n_queries: int = Field(5000, ge=1, description="square: queries per example")
+    n: Optional[int] = Field(None, ge=1, description="attack only the first n test examples (expensive attacks)")
+
+    @model_validator(mode="after")
+    def _subsets(self) -> "AttackSpec":
+        if self.attacks is not None and self.name not in ("autoattack", "apgd"):
+            raise ValueError(f"attacks applies to autoattack and apgd only, not {self.name}")
+        if self.name == "apgd" and self.attacks and not set(self.attacks) <= {"apgd-ce", "apgd-t"}:
+            raise ValueError(f"apgd attacks must be apgd-ce and/or apgd-t, got {self.attacks}")
+        return self
 
     def kwargs(self) -> dict[str, Any]:
-        if self.name != "pgd":
-            return {}
-        kw: dict[str, Any] = {"steps": self.steps, "restarts": self.restarts}
-        if self.step_size is not None:
-            kw["step_size"] = self.step_size / 255
+        kw: dict[str, Any] = {}
+        if self.name in ("pgd", "transfer"):
+            kw = {"steps": self.steps, "restarts": self.restarts}
+            if self.step_size is not None:
+                kw["step_size"] = self.step_size / 255
+        elif self.name in ("autoattack", "apgd") and self.attacks is not None:
+            kw["attacks"] = list(self.attacks)
+        elif self.name == "square":
+            kw["n_queries"] = self.n_queries
+        if self.label is not None:
+            kw["label"] = self.label
+        if self.n is not None:
+            kw["n"] = self.n
         return kw
+
+
+class DiagnoseSpec(_Spec):
+    """The trust checks of :func:`robquant.attacks.diagnose.diagnose`, run at the main eps."""
+
+    enabled: bool = Field(True, description="run the checks on every evaluated model")
+    n: int = Field(200, ge=1, description="test examples the checks use")
+    steps: Optional[int] = Field(None, ge=1, description="reference PGD steps (default: the first PGD attack's)")
+    square_queries: int = Field(1000, ge=1, description="Square's query budget")
+    autoattack: Optional[list[AA_ATTACKS]] = Field(["apgd-ce"], description="AutoAttack sub-attacks compared with PGD "
+                                                   "(null: skip)")
+    collapse_eps: float = Field(64, gt=0, description="budget (/255) by which accuracy must have collapsed")
+    tol: float = Field(1.0, ge=0, description="tolerance of the attack comparisons, in accuracy points")
+    integer: bool = Field(True, description="compare quantized models with their integer execution")
+
+    def options(self, main_eps: float, steps: int) -> dict[str, Any]:
+        return {"eps": main_eps / 255, "n": self.n, "steps": self.steps or steps, "square_queries": self.square_queries,
+                "autoattack": self.autoattack, "collapse_eps": self.collapse_eps / 255, "tol": self.tol / 100,
+                "integer": self.integer}
 
 
 class EvalSpec(_Spec):
@@ -84,6 +127,7 @@ class EvalSpec(_Spec):
     main_eps: float = Field(8, description="the budget tables report robustness at (/255)")
     n_test: Optional[int] = Field(1000, ge=1, description="test examples (None: all)")
     batch_size: int = Field(256, ge=1)
+    diagnostics: DiagnoseSpec = Field(default_factory=DiagnoseSpec)
 
     @field_validator("eps")
     @classmethod
@@ -97,7 +141,14 @@ class EvalSpec(_Spec):
     def _main_in_eps(self) -> "EvalSpec":
         if self.main_eps not in self.eps:
             raise ValueError(f"main_eps {self.main_eps:g} must be one of eps {self.eps}")
+        labels = [a.label or a.name for a in self.attacks]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"attack labels must be distinct, got {labels}: give repeated attacks a label")
         return self
+
+    def attack_steps(self) -> int:
+        """Steps of the first PGD attack (20 if there is none): the diagnostics' reference PGD."""
+        return next((a.steps for a in self.attacks if a.name == "pgd"), 20)
 
 
 class TrainSpec(_Spec):

@@ -1,0 +1,133 @@
+"""Can a robust-accuracy number be trusted? The checks of ALGORITHMS sec. 8, each a flag plus its figure.
+
+Each check compares attacks run on the same examples at the same budget; a flag set means the
+white-box number is probably too high (masked gradients, a non-converged attack):
+
+==========================  =====================================================================
+``zero_gradient``           fraction of correctly classified examples whose input gradient is
+                            exactly zero; flagged above 0
+``pgd_weaker_than_fgsm``    PGD accuracy minus FGSM accuracy; flagged above 0 (PGD must be
+                            at least as strong as its own first step)
+``pgd_not_converged``       PGD accuracy minus the best of PGD with 2x steps and PGD with 5
+                            restarts; flagged above ``tol`` (1 point)
+``no_collapse``             PGD accuracy at ``collapse_eps`` (64/255); flagged above 5 %
+``square_beats_pgd``        PGD accuracy minus Square's (gradient-free); flagged above ``tol``
+``transfer_beats_pgd``      PGD accuracy minus the transfer attack's (PGD on the surrogate, by
+                            default the full-precision parent); flagged above ``tol``
+``autoattack_above_pgd``    AutoAttack accuracy minus PGD's; flagged above ``tol``
+``integer_mismatch``        top-1 disagreement between the model and its integer execution
+                            (quantized models only); flagged above 1 %
+==========================  =====================================================================
+
+A check that could not run (no surrogate, AutoAttack switched off, a full-precision model for the
+integer check) has flag ``None``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from robquant.attacks.evaluate import evaluate
+from robquant.progress import NULL_PROGRESS, Progress
+
+CHECKS = ("zero_gradient", "pgd_weaker_than_fgsm", "pgd_not_converged", "no_collapse", "square_beats_pgd",
+          "transfer_beats_pgd", "autoattack_above_pgd", "integer_mismatch")
+
+
+def _check(value: float | None, threshold: float, detail: str) -> dict[str, Any]:
+    flag = None if value is None else bool(value > threshold)
+    return {"flag": flag, "value": value, "threshold": threshold, "detail": detail}
+
+
+def diagnose(model: nn.Module, dataset: Any, eps: float, *, n: int = 200, steps: int = 20,
+             surrogate: nn.Module | str | None = None, square_queries: int = 1000,
+             autoattack: Sequence[str] | None = ("apgd-ce",), collapse_eps: float = 64 / 255,
+             tol: float = 0.01, integer: bool = True, batch_size: int = 256,
+             device: torch.device | str = "cpu", seed: int = 0, progress: Progress = NULL_PROGRESS
+             ) -> dict[str, Any]:
+    """Run every check on the first ``n`` test examples at budget ``eps`` ([0, 1] units).
+
+    Args:
+        model: The model under evaluation (inputs in [0, 1]).
+        dataset: Test set.
+        eps: The budget the checks are run at (a study's main eps).
+        n: Examples.
+        steps: The reference PGD's steps (as in the evaluation).
+        surrogate: Model or checkpoint folder for the transfer attack; None skips that check.
+        square_queries: Square's query budget.
+        autoattack: AutoAttack sub-attacks to compare with PGD (e.g. the full standard list, or
+            ``["apgd-ce"]``); None skips that check.
+        collapse_eps: Budget at which accuracy should have collapsed.
+        tol: Tolerance, as a fraction, of the attack comparisons.
+        integer: Run the integer-execution check on quantized models.
+
+    Returns:
+        ``{"eps", "eps_255", "n", "accuracy": {attack: acc}, "checks": {name: {flag, value,
+        threshold, detail}}, "flags": [names of checks that fired], "seconds"}``.
+    """
+    from robquant.attacks import create_attack, zero_gradient_fraction
+
+    t0 = time.perf_counter()
+    device = torch.device(device)
+    attacks: list[Any] = [
+        ("pgd", {"steps": steps}),
+        ("pgd", {"steps": 2 * steps, "label": "pgd_2x_steps"}),
+        ("pgd", {"steps": steps, "restarts": 5, "label": "pgd_5_restarts"}),
+        "fgsm",
+        ("square", {"n_queries": square_queries}),
+    ]
+    if surrogate is not None:
+        attacks.append(("transfer", {"surrogate": surrogate, "steps": steps}))
+    if autoattack:
+        attacks.append(("autoattack", {"attacks": list(autoattack)}))
+    ev = evaluate(model, dataset, attacks, [eps], n=n, batch_size=batch_size, device=device, seed=seed,
+                  progress=progress)
+    acc = {label: ev.robust_accuracy[(label, eps)] for label, _ in ev.attack_params.items()}
+    collapse = evaluate(model, dataset, [("pgd", {"steps": steps})], [collapse_eps], n=n, batch_size=batch_size,
+                        device=device, seed=seed, progress=progress)
+
+    data = dataset.head(n)
+    x = data.images.float().div(255).to(device)
+    y = data.labels.to(device)
+    correct = ev.clean_correct.to(device)
+    zero = zero_gradient_fraction(model, x[correct], y[correct], batch_size) if bool(correct.any()) else 0.0
+    pgd = acc["pgd"]
+    checks = {
+        "zero_gradient": _check(zero, 0.0, "fraction of correct examples with an all-zero input gradient"),
+        "pgd_weaker_than_fgsm": _check(pgd - acc["fgsm"], 0.0, "PGD minus FGSM accuracy"),
+        "pgd_not_converged": _check(pgd - min(acc["pgd_2x_steps"], acc["pgd_5_restarts"]), tol,
+                                    "PGD minus the best of PGD with 2x steps / 5 restarts"),
+        "no_collapse": _check(collapse.robust_accuracy[("pgd", collapse_eps)], 0.05,
+                              f"PGD accuracy at {collapse_eps * 255:g}/255"),
+        "square_beats_pgd": _check(pgd - acc["square"], tol, "PGD minus Square accuracy"),
+        "transfer_beats_pgd": _check(pgd - acc["transfer"] if "transfer" in acc else None, tol,
+                                     "PGD minus transfer-attack accuracy"),
+        "autoattack_above_pgd": _check(acc["autoattack"] - pgd if "autoattack" in acc else None, tol,
+                                       "AutoAttack minus PGD accuracy"),
+        "integer_mismatch": _check(None, 0.01, "top-1 disagreement with integer execution"),
+    }
+    integer_result = None
+    if integer and _is_quantized(model):
+        from robquant.quant.integer import integer_agreement
+
+        x_adv = create_attack("pgd", model, eps, steps=steps)(x[correct], y[correct]) if bool(correct.any()) else None
+        integer_result = integer_agreement(model, x, x_adv)
+        worst = 1 - min(integer_result.get("clean_agreement", 1.0), integer_result.get("adversarial_agreement", 1.0))
+        checks["integer_mismatch"] = {**_check(worst, 0.01, "top-1 disagreement with integer execution"),
+                                      "integer": integer_result}
+    return {
+        "eps": eps, "eps_255": round(eps * 255, 6), "n": ev.n, "clean_accuracy": ev.clean_accuracy,
+        "accuracy": acc, "checks": checks, "flags": [k for k in CHECKS if checks[k]["flag"]],
+        "details": {f"{a}@{e * 255:g}": d for (a, e), d in ev.details.items()},
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def _is_quantized(model: nn.Module) -> bool:
+    from robquant.quant.modules import QuantConv2d, QuantLinear
+
+    return any(isinstance(m, (QuantConv2d, QuantLinear)) for m in model.modules())

@@ -1,0 +1,57 @@
+"""Transfer attack: PGD crafted on a surrogate model, judged on the target model."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+from robquant.attacks.base import Attack
+from robquant.attacks.pgd import PGD
+from robquant.errors import ConfigError
+
+
+class Transfer(Attack):
+    """Adversarial examples made by PGD on ``surrogate``, evaluated on ``model``.
+
+    For a quantized model the natural surrogate is its full-precision parent: it has the same
+    function up to rounding and honest gradients, so a transfer attack that beats the white-box
+    attack on the quantized model exposes masked gradients (ALGORITHMS sec. 8).
+
+    Args:
+        model: The target (only judged by the caller; never differentiated).
+        eps: Budget in [0, 1] units.
+        surrogate: A model, or the folder of a saved one.
+        steps, step_size, restarts, norm: The surrogate PGD's settings (see :class:`PGD`).
+    """
+
+    name = "transfer"
+
+    def __init__(self, model: nn.Module, eps: float, *, surrogate: nn.Module | str | os.PathLike | None = None,
+                 steps: int = 20, step_size: float | None = None, restarts: int = 1, norm: str = "linf",
+                 generator: torch.Generator | None = None, model_mode: str = "eval", fold_bn: bool = True) -> None:
+        # the target is never differentiated: no folded view of it
+        super().__init__(model, eps, norm=norm, model_mode=model_mode, generator=generator, fold_bn=False)
+        if surrogate is None:
+            raise ConfigError("attack transfer needs a surrogate (a model or a checkpoint folder)")
+        if isinstance(surrogate, nn.Module):
+            self.surrogate_id = type(surrogate).__name__
+            net = surrogate
+        else:
+            from robquant.checkpoint import load_model
+
+            self.surrogate_id = str(surrogate)
+            device = next(model.parameters()).device
+            net = load_model(surrogate, device)
+        self._pgd = PGD(net, eps, steps=steps, step_size=step_size, restarts=restarts, norm=norm,
+                        model_mode=model_mode, fold_bn=fold_bn)
+        self.steps, self.step_size, self.restarts = self._pgd.steps, self._pgd.step_size, self._pgd.restarts
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self._pgd.generator = self.generator
+        return self._pgd(x, y)
+
+    def report(self, n: int, n_correct: int) -> dict[str, Any]:
+        return {"surrogate": self.surrogate_id}
