@@ -31,3 +31,19 @@ def test_demo_covers_the_whole_grid():
     assert {c.strategy for c in cells if c.method == "qat"} == {"vanilla", "adversarial", "transfer", "fast_adversarial"}
     assert {"A2W2", "A4W4", "A8W8", "A32W32", "A32W4", "A4W32"} <= {c.precision for c in cells}
     assert len({c.fraction for c in cells}) == 2 and len(study.seeds) == 2
+
+
+def test_figure2_is_one_study_of_activation_and_weight_only_sweeps_with_pgd_and_autoattack():
+    study = load_study(CONFIGS / "paper" / "figure2.yaml")
+    cells, _ = study.expand()
+    precisions = {c.precision for c in cells}
+    act_only = {p for p in precisions if p.endswith("W32") and p != "A32W32"}
+    weight_only = {p for p in precisions if p.startswith("A32") and p != "A32W32"}
+    assert act_only == {"A2W32", "A4W32", "A6W32", "A8W32"} and weight_only == {"A32W2", "A32W4", "A32W6", "A32W8"}
+    assert study.evaluation.eps == [1, 2, 4, 8]
+    assert {a.name for a in study.evaluation.attacks} == {"pgd", "autoattack"}
+    plan = build_plan(study, lambda: 50_000)
+    evaluations = [s for s in plan.stages.values() if s.kind == "evaluate"]
+    assert len(evaluations) == len(cells) * len(study.seeds)
+    # random init: no full-precision parent to transfer from, so an evaluation depends on its model only
+    assert all(len(s.parents) == 1 for s in evaluations)

@@ -24,7 +24,9 @@ TINY = {
     "dataset": {"name": "digits"},
     "model": {"name": "resnet20", "width": 4},
     "seeds": [0],
-    "evaluation": {"attacks": [{"name": "pgd", "steps": 3}], "eps": [8, 32], "main_eps": 32, "n_test": 60},
+    "evaluation": {"attacks": [{"name": "pgd", "steps": 3}, {"name": "transfer", "steps": 3}], "eps": [8, 32],
+                   "main_eps": 32, "n_test": 60,
+                   "diagnostics": {"n": 30, "square_queries": 30, "autoattack": None, "collapse_eps": 96}},
     "fp": {"non_robust": {"epochs": 2, "lr": 0.05, "batch_size": 64, "schedule": "cosine"},
            "robust": {"epochs": 2, "lr": 0.05, "batch_size": 64, "schedule": "cosine"},
            "pgd": {"eps": 32, "step": 16, "steps": 2}},
@@ -88,6 +90,12 @@ BAD = [
     (_with(fp__non_robust__epochs=1.5), "fp.non_robust.epochs: Input should be a valid integer"),
     (_with(qat__finetune__lr=0), "qat.finetune.lr: Input should be greater than 0"),
     (_with(axes=DELETE), "needs axes (a grid) or cells"),
+    (_with(evaluation__attacks=[{"name": "cw"}]), "evaluation.attacks.0.name: Input should be 'pgd', 'fgsm'"),
+    (_with(evaluation__attacks=[{"name": "autoattack", "attacks": ["apgd-x"]}]),
+     "evaluation.attacks.0.attacks.0: Input should be 'apgd-ce', 'apgd-t', 'fab-t' or 'square'"),
+    (_with(evaluation__attacks=[{"name": "pgd", "attacks": ["apgd-ce"]}]), "attacks applies to autoattack and apgd"),
+    (_with(evaluation__attacks=[{"name": "pgd"}, {"name": "pgd", "steps": 40}]), "attack labels must be distinct"),
+    (_with(evaluation__diagnostics__n=0), "evaluation.diagnostics.n: Input should be greater than or equal to 1"),
     ("axes: [unclosed", "not valid YAML at line 1"),
     ("- just\n- a list\n", "a study file must be a YAML mapping"),
 ]
@@ -175,7 +183,7 @@ def _metrics(store_root):
     out = {}
     for key, kind, status, metrics in rows:
         m = json.loads(metrics) if metrics else {}
-        out[key] = (kind, status, {k: m.get(k) for k in ("clean_accuracy", "robust", "worst_case", "n_test")})
+        out[key] = (kind, status, {k: m.get(k) for k in ("clean_accuracy", "robust", "worst_case", "n_test", "robustness", "flags")})
     return out
 
 
@@ -188,6 +196,14 @@ def test_run_completes_records_everything_and_a_second_run_does_nothing(referenc
     assert not list((store / "work").iterdir())
     evaluated = [m for k, s, m in metrics.values() if k == "evaluate"]
     assert all(m["robust"] and 0 <= m["clean_accuracy"] <= 1 for m in evaluated)
+    for m in evaluated:  # every model: each attack's number, the worst case of record, the trust flags
+        by_attack = {r["attack"]: r["accuracy"] for r in m["robust"] if r["eps_255"] == 32}
+        assert set(by_attack) == {"pgd", "transfer"}
+        assert m["robustness"] <= min(by_attack.values()) and isinstance(m["flags"], list)
+    diag = [json.loads(p.read_text()).get("diagnostics") for p in (store / "stages").glob("*/stage.json")]
+    diag = [d for d in diag if d]
+    assert len(diag) == len(evaluated) and all(set(d["checks"]) >= {"zero_gradient", "integer_mismatch"} for d in diag)
+    assert all(d["checks"]["integer_mismatch"]["flag"] is False for d in diag)  # A4W4: integer execution agrees
     record = json.loads(next((store / "stages").glob("*/stage.json")).read_text())
     assert record["stage"]["planned_cost"] and record["stage"]["wall_s"] > 0 and record["env"]["torch"]
     code, again = cli("run", path, "--device", "cpu")
@@ -214,6 +230,10 @@ def test_killed_runs_resume_to_the_same_records(reference_run, tmp_path):
     assert kills >= 2
     code, text = cli("run", path, "--device", "cpu")
     assert code == 0, text
-    assert _metrics(store) == _metrics(reference_run[1])
+    ours, ref = _metrics(store), _metrics(reference_run[1])
+    for key in ref:
+        for field in ref[key][2]:
+            assert ours[key][2][field] == ref[key][2][field], (ref[key][0], field)
+    assert ours == ref
     assert not list((store / "work").iterdir())  # nothing half-done left behind
     assert len(list((store / "stages").iterdir())) == 14

@@ -44,7 +44,7 @@ def _check(value: float | None, threshold: float, detail: str) -> dict[str, Any]
 
 
 def diagnose(model: nn.Module, dataset: Any, eps: float, *, n: int = 200, steps: int = 20,
-             surrogate: nn.Module | str | None = None, square_queries: int = 1000,
+             surrogate: nn.Module | str | None = None, surrogate_id: str | None = None, square_queries: int = 1000,
              autoattack: Sequence[str] | None = ("apgd-ce",), collapse_eps: float = 64 / 255,
              tol: float = 0.01, integer: bool = True, batch_size: int = 256,
              device: torch.device | str = "cpu", seed: int = 0, progress: Progress = NULL_PROGRESS
@@ -58,6 +58,7 @@ def diagnose(model: nn.Module, dataset: Any, eps: float, *, n: int = 200, steps:
         n: Examples.
         steps: The reference PGD's steps (as in the evaluation).
         surrogate: Model or checkpoint folder for the transfer attack; None skips that check.
+        surrogate_id: How the record names the surrogate.
         square_queries: Square's query budget.
         autoattack: AutoAttack sub-attacks to compare with PGD (e.g. the full standard list, or
             ``["apgd-ce"]``); None skips that check.
@@ -81,7 +82,7 @@ def diagnose(model: nn.Module, dataset: Any, eps: float, *, n: int = 200, steps:
         ("square", {"n_queries": square_queries}),
     ]
     if surrogate is not None:
-        attacks.append(("transfer", {"surrogate": surrogate, "steps": steps}))
+        attacks.append(("transfer", {"surrogate": surrogate, "surrogate_id": surrogate_id, "steps": steps}))
     if autoattack:
         attacks.append(("autoattack", {"attacks": list(autoattack)}))
     ev = evaluate(model, dataset, attacks, [eps], n=n, batch_size=batch_size, device=device, seed=seed,
@@ -112,13 +113,18 @@ def diagnose(model: nn.Module, dataset: Any, eps: float, *, n: int = 200, steps:
     }
     integer_result = None
     if integer and _is_quantized(model):
-        from robquant.quant.integer import integer_agreement
+        from robquant.quant.integer import IntegerGridError, integer_agreement
 
         x_adv = create_attack("pgd", model, eps, steps=steps)(x[correct], y[correct]) if bool(correct.any()) else None
-        integer_result = integer_agreement(model, x, x_adv)
-        worst = 1 - min(integer_result.get("clean_agreement", 1.0), integer_result.get("adversarial_agreement", 1.0))
-        checks["integer_mismatch"] = {**_check(worst, 0.01, "top-1 disagreement with integer execution"),
-                                      "integer": integer_result}
+        try:
+            integer_result = integer_agreement(model, x, x_adv)
+        except IntegerGridError as exc:  # a weight tensor off its grid: the model cannot run in integers
+            checks["integer_mismatch"] = {"flag": True, "value": 1.0, "threshold": 0.01,
+                                          "detail": f"no integer execution: {exc}"}
+        else:
+            worst = 1 - min(integer_result.get("clean_agreement", 1.0), integer_result.get("adversarial_agreement", 1.0))
+            checks["integer_mismatch"] = {**_check(worst, 0.01, "top-1 disagreement with integer execution"),
+                                          "integer": integer_result}
     return {
         "eps": eps, "eps_255": round(eps * 255, 6), "n": ev.n, "clean_accuracy": ev.clean_accuracy,
         "accuracy": acc, "checks": checks, "flags": [k for k in CHECKS if checks[k]["flag"]],

@@ -24,14 +24,15 @@ class Transfer(Attack):
         model: The target (only judged by the caller; never differentiated).
         eps: Budget in [0, 1] units.
         surrogate: A model, or the folder of a saved one.
+        surrogate_id: How records name the surrogate (default: its folder, or its class).
         steps, step_size, restarts, norm: The surrogate PGD's settings (see :class:`PGD`).
     """
 
     name = "transfer"
 
     def __init__(self, model: nn.Module, eps: float, *, surrogate: nn.Module | str | os.PathLike | None = None,
-                 steps: int = 20, step_size: float | None = None, restarts: int = 1, norm: str = "linf",
-                 generator: torch.Generator | None = None, model_mode: str = "eval", fold_bn: bool = True) -> None:
+                 surrogate_id: str | None = None, steps: int = 20, step_size: float | None = None,
+                 restarts: int = 1, norm: str = "linf", generator: torch.Generator | None = None, model_mode: str = "eval", fold_bn: bool = True) -> None:
         # the target is never differentiated: no folded view of it
         super().__init__(model, eps, norm=norm, model_mode=model_mode, generator=generator, fold_bn=False)
         if surrogate is None:
@@ -45,6 +46,7 @@ class Transfer(Attack):
             self.surrogate_id = str(surrogate)
             device = next(model.parameters()).device
             net = load_model(surrogate, device)
+        self.surrogate_id = surrogate_id or self.surrogate_id
         self._pgd = PGD(net, eps, steps=steps, step_size=step_size, restarts=restarts, norm=norm,
                         model_mode=model_mode, fold_bn=fold_bn)
         self.steps, self.step_size, self.restarts = self._pgd.steps, self._pgd.step_size, self._pgd.restarts

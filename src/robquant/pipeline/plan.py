@@ -153,7 +153,7 @@ def evaluation_cost(study: Study) -> dict[str, float]:
         n = min(a.n or n_test, n_test)
         fwd, bwd = fwd + f * n * len(ev.eps), bwd + b * n * len(ev.eps)
     d = ev.diagnostics
-    if d.enabled:
+    if d.enabled:  # (an upper bound when only some seeds are checked)
         k = d.steps or ev.attack_steps()
         per = 1 + k * (1 + 2 + 5 + 1 + 1) + 100 * len(d.autoattack or [])  # fgsm, pgd x1/x2/x5, collapse, transfer
         fwd += d.n * (per + d.square_queries)

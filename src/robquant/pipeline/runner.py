@@ -63,11 +63,11 @@ def run_stage(stage: Stage, study: Study, store: Store, device: torch.device,
         surrogate = store.artifact_dir(stage.parents[1]) if len(stage.parents) > 1 else None
         attacks = [(a.name, a.kwargs()) for a in ev.attacks if a.name != "transfer" or surrogate is not None]
         skipped = [a.label or a.name for a in ev.attacks if a.name == "transfer" and surrogate is None]
-        diagnose = ev.diagnostics.options(ev.main_eps, ev.attack_steps()) if ev.diagnostics.enabled else None
+        diagnose = ev.diagnostics.options(ev.main_eps, ev.attack_steps()) if ev.diagnostics.applies(cfg["seed"]) else None
         record = attack_model(store.artifact_dir(stage.parents[0]), attacks=attacks, eps=[e / 255 for e in ev.eps],
                               n_test=ev.n_test, batch_size=ev.batch_size, seed=cfg["seed"], device=device,
                               out=out / "attack.json", surrogate=surrogate, diagnose=diagnose, progress=progress,
-                              **data)
+                              surrogate_id=f"stage {stage.parents[1]}" if surrogate is not None else None, **data)
         if skipped:
             record["skipped_attacks"] = {a: "no full-precision parent to transfer from (random init)" for a in skipped}
         parent = store.get(stage.parents[0]) or {}

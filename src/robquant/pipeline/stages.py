@@ -207,6 +207,7 @@ def attack_model(checkpoint: str | os.PathLike, *, attacks: Sequence[str | tuple
                  data_root: str | None = None, allow_unverified: bool = False,
                  device: str | torch.device = "cpu", batch_size: int = 256, seed: int = 0,
                  out: str | os.PathLike | None = None, surrogate: str | os.PathLike | None = None,
+                 surrogate_id: str | None = None,
                  diagnose: dict[str, Any] | None = None, progress: Progress = NULL_PROGRESS) -> dict[str, Any]:
     """Evaluate a saved model's clean and robust accuracy; write the result as JSON.
 
@@ -220,6 +221,7 @@ def attack_model(checkpoint: str | os.PathLike, *, attacks: Sequence[str | tuple
         out: JSON path; default ``<checkpoint>/attack.json``.
         surrogate: Model folder for transfer attacks (by default the checkpoint's recorded
             full-precision parent, when that folder exists).
+        surrogate_id: How records name the surrogate (default: its folder).
         diagnose: Run :func:`~robquant.attacks.diagnose.diagnose` with these options (``eps`` in
             [0, 1] units required) and record its checks under ``diagnostics``.
 
@@ -242,7 +244,7 @@ def attack_model(checkpoint: str | os.PathLike, *, attacks: Sequence[str | tuple
         if attack_name == "transfer" and "surrogate" not in kw:
             if surrogate is None:
                 raise ConfigError(f"attack transfer: {folder} records no full-precision parent; pass a surrogate")
-            kw["surrogate"] = str(surrogate)
+            kw.update(surrogate=str(surrogate), surrogate_id=surrogate_id)
         specs.append((attack_name, kw))
     test_set = create_dataset(name, data_root, "test", allow_unverified=allow_unverified)
     model = load_model(folder, device)
@@ -252,7 +254,8 @@ def attack_model(checkpoint: str | os.PathLike, *, attacks: Sequence[str | tuple
               "created": now_iso(), "data": test_set.provenance, "result": ev.to_dict(),
               "env": environment(device)}
     if diagnose is not None:
-        options = {"surrogate": str(surrogate) if surrogate is not None else None, **diagnose}
+        options = {"surrogate": str(surrogate) if surrogate is not None else None, "surrogate_id": surrogate_id,
+                   **diagnose}
         record["diagnostics"] = run_diagnostics(model, test_set, batch_size=batch_size, device=device, seed=seed,
                                                 progress=progress, **options)
     write_json(Path(out) if out is not None else folder / "attack.json", record)

@@ -106,6 +106,8 @@ class DiagnoseSpec(_Spec):
     """The trust checks of :func:`robquant.attacks.diagnose.diagnose`, run at the main eps."""
 
     enabled: bool = Field(True, description="run the checks on every evaluated model")
+    seeds: Optional[list[int]] = Field(None, min_length=1, description="check only the models of these seeds "
+                                       "(default: every model)")
     n: int = Field(200, ge=1, description="test examples the checks use")
     steps: Optional[int] = Field(None, ge=1, description="reference PGD steps (default: the first PGD attack's)")
     square_queries: int = Field(1000, ge=1, description="Square's query budget")
@@ -114,6 +116,9 @@ class DiagnoseSpec(_Spec):
     collapse_eps: float = Field(64, gt=0, description="budget (/255) by which accuracy must have collapsed")
     tol: float = Field(1.0, ge=0, description="tolerance of the attack comparisons, in accuracy points")
     integer: bool = Field(True, description="compare quantized models with their integer execution")
+
+    def applies(self, seed: int) -> bool:
+        return self.enabled and (self.seeds is None or seed in self.seeds)
 
     def options(self, main_eps: float, steps: int) -> dict[str, Any]:
         return {"eps": main_eps / 255, "n": self.n, "steps": self.steps or steps, "square_queries": self.square_queries,

@@ -31,9 +31,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from robquant.quant.modules import QuantConv2d, QuantLinear
-from robquant.quant.pact import PACT
+from robquant.quant.pact import PACT, DoReFaWeightQuantizer
 from robquant.quant.pwlq import PWLQWeightQuantizer
-from robquant.quant.uniform import UniformActQuant, uniform_qparams
+from robquant.quant.uniform import UniformActQuant, UniformWeightQuantizer, uniform_qparams
 
 Terms = list[tuple[torch.Tensor, torch.Tensor]]  # (integer-valued codes like W, per-channel scale (C,))
 
@@ -55,7 +55,7 @@ def _uniform_terms(w: torch.Tensor) -> Terms:
             codes.append(torch.zeros_like(row))
             continue
         base = (values[1:] - values[:-1]).min()
-        for k in range(1, 9):  # the smallest gap is a multiple of the step if a level is unused
+        for k in range(1, 257):  # the smallest gap is a multiple of the step if levels are unused
             step = base / k
             n = torch.round((row - lo) / step)
             if bool(((lo + n * step - row).abs() <= 1e-3 * step).all()):
@@ -99,9 +99,31 @@ def weight_terms(layer: QuantConv2d | QuantLinear) -> Terms | None:
         return None
     with torch.no_grad():
         w = layer.quantized_weight().float()
-    if layer.frozen and isinstance(layer.weight_quant, PWLQWeightQuantizer):
-        return _pwlq_terms(w, layer.weight_quant)
-    return _uniform_terms(w)
+    q = layer.weight_quant
+    if layer.frozen and isinstance(q, PWLQWeightQuantizer):
+        return _pwlq_terms(w, q)
+    if isinstance(q, DoReFaWeightQuantizer):  # w_q = (2/L) k - 1 per layer, k in 0..L
+        levels = 2**q.bits - 1
+        scale, n = 2.0 / levels, torch.round((w.double() + 1) * (levels / 2.0))
+        ones = torch.ones(w.shape[0], dtype=torch.float64)
+        terms = [(n, ones * scale), (torch.ones_like(n), -ones)]
+    elif isinstance(q, UniformWeightQuantizer) and not layer.frozen:  # the quantizer's own grid
+        latent = layer.weight.detach()
+        if q.per_channel:
+            flat, shape = latent.flatten(1), (-1,) + (1,) * (latent.dim() - 1)
+            lo, hi = flat.min(1).values.view(shape), flat.max(1).values.view(shape)
+        else:
+            lo, hi = latent.min(), latent.max()
+        scale, _, _, _ = uniform_qparams(lo, hi, q.bits, q.symmetric)  # w_q / scale = code - zero point
+        scale = scale.double().expand(w.shape[0], *([1] * (w.dim() - 1))).flatten()
+        n = torch.round(w.double() / scale.view(-1, *([1] * (w.dim() - 1))))
+        terms = [(n, scale)]
+    else:  # frozen uniform weights: the grid is found from the values
+        return _uniform_terms(w)
+    recon = sum(c * sc.view(-1, *([1] * (c.dim() - 1))) for c, sc in terms)
+    if bool(((recon - w.double()).abs() > 1e-5 * w.double().abs().max().clamp_min(1e-12)).any()):
+        raise IntegerGridError(f"{type(q).__name__} weights are not on their grid")
+    return terms
 
 
 class _Tape:
