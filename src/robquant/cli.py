@@ -250,8 +250,44 @@ def demo(
     console.print(f"ran {len(summary.ran)} stages in {summary.seconds:.1f} s ({len(summary.skipped)} were done, "
                   f"{len(summary.failed)} failed)")
     _print_summary(plan, st)
+    _print_report(plan, st, out / "report", list(FORMATS_ALL))
     if summary.failed or summary.blocked:
         raise typer.Exit(1)
+
+
+FORMATS_ALL = ("md", "latex", "csv", "html")
+
+
+def _print_report(plan: Any, st: Any, out: Path, formats: list[str]) -> None:
+    from robquant.report import write_report
+
+    result = write_report(plan, st, out, formats)
+    verdicts = ", ".join(f"{k} {v}" for k, v in result["paper_labels"].items())
+    console.print(f"report of {result['rows']} models written to {out} "
+                  f"({', '.join(sorted({p.suffix.lstrip('.') for p in result['files']}))}); "
+                  f"Table-1 labels vs the paper: {verdicts}")
+    html_path = out / "report.html"
+    if html_path.is_file():
+        console.print(f"open {html_path} in a browser")
+
+
+@app.command()
+@user_errors
+def report(
+    study_path: Path = typer.Argument(..., metavar="STUDY", help="study file (YAML)"),
+    out: Optional[Path] = typer.Option(None, help="output folder (default: report/ beside the store)"),
+    fmt: str = typer.Option("md,latex,csv,html", "--format", help="comma-separated: md, latex, csv, html"),
+    store: Optional[Path] = typer.Option(None, help="store folder (default: the study's)"),
+) -> None:
+    """The study's tables (paper Tables 1-5, cost, paper comparison) and figures, from the store alone."""
+    from robquant.pipeline.study import load_study
+
+    formats = [f.strip() for f in fmt.split(",") if f.strip()]
+    root = store or Path(load_study(study_path).store)
+    if not (root / "index.sqlite").is_file():
+        raise ConfigError(f"--store {str(root)!r} holds no study results: run `robquant run {study_path}` first")
+    study, plan, st = _plan(study_path, store, need_sizes=False)
+    _print_report(plan, st, out or Path(study.store).parent / "report", formats)
 
 
 def _plan(study_path: Path, store_dir: Optional[Path], need_sizes: bool = True):

@@ -1,0 +1,58 @@
+"""A study's results as flat rows, read from the store alone (no model is loaded, nothing is run)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from robquant.quant.precision import parse_precision
+
+
+def pipeline_label(method: str, strategy: str | None, init: str) -> str:
+    """``PTQ from robust``, ``QAT/adversarial from random``, ..."""
+    return f"{method.upper()}{'/' + strategy if strategy else ''} from {init}"
+
+
+def _record(store: Any, key: str) -> dict[str, Any]:
+    path = store.artifact_dir(key) / "stage.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def collect(plan: Any, store: Any) -> list[dict[str, Any]]:
+    """One row per (cell, seed) whose evaluation is finished.
+
+    Row fields: init, method, strategy, pipeline, precision, act_bits, weight_bits, bits (the common
+    bit-width when activations and weights share it, else None), fraction, seed, status
+    (``done``/``NC``), clean (accuracy), robustness (worst case at the main eps), worst
+    ``{eps_255: acc}``, robust ``{(attack, eps_255): acc}``, flags, wall_s and passes (of the
+    quantization stage), bytes (model size), key.
+    """
+    rows = []
+    for cell, seed, key in plan.cells:
+        row = store.get(key)
+        if row is None or row["status"] not in ("done", "NC"):
+            continue
+        ev = _record(store, key)
+        m = row["metrics"] or ev.get("metrics") or {}
+        quant_key = (ev.get("stage") or {}).get("parents", [None])[0]
+        q = _record(store, quant_key) if quant_key else {}
+        p = parse_precision(cell.precision)
+        train = q.get("train") or {}
+        planned = (q.get("stage") or {}).get("planned_cost") or {}
+        passes = train.get("passes_total")
+        if passes is None:  # PTQ: calibration forwards only
+            passes = planned.get("forward", 0) + planned.get("backward", 0)
+        rows.append({
+            "init": cell.init, "method": cell.method, "strategy": cell.strategy,
+            "pipeline": pipeline_label(cell.method, cell.strategy, cell.init),
+            "precision": cell.precision, "act_bits": p.act_bits, "weight_bits": p.weight_bits,
+            "bits": p.act_bits if p.act_bits == p.weight_bits else None,
+            "fraction": cell.fraction, "seed": seed, "status": row["status"],
+            "clean": m.get("clean_accuracy"), "robustness": m.get("robustness"),
+            "worst": {r["eps_255"]: r["accuracy"] for r in m.get("worst_case", [])},
+            "robust": {(r["attack"], r["eps_255"]): r["accuracy"] for r in m.get("robust", [])},
+            "flags": list(m.get("flags") or []),
+            "wall_s": (q.get("stage") or {}).get("wall_s"), "passes": passes,
+            "bytes": (q.get("size") or {}).get("bytes"), "key": key,
+        })
+    return rows

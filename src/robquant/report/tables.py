@@ -1,0 +1,219 @@
+"""The paper's tables from report rows, with mean +- 95 % t interval over seeds, and their renderings."""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from robquant.report.stats import t_interval, trend_label
+
+
+@dataclass
+class Table:
+    """A rendered-agnostic table: a title, column names, rows of strings and notes."""
+
+    name: str
+    title: str
+    columns: list[str]
+    rows: list[list[str]]
+    notes: list[str] = field(default_factory=list)
+
+    def markdown(self) -> str:
+        out = [f"### {self.title}", "", "| " + " | ".join(self.columns) + " |",
+               "|" + "|".join("---" for _ in self.columns) + "|"]
+        out += ["| " + " | ".join(r) + " |" for r in self.rows]
+        out += [""] + [f"{n}" for n in self.notes]
+        return "\n".join(out).rstrip() + "\n"
+
+    def csv(self) -> str:
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(self.columns)
+        writer.writerows(self.rows)
+        return buf.getvalue()
+
+    def latex(self) -> str:
+        def esc(s: str) -> str:
+            for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
+                         ("±", r"$\pm$"), ("~", r"$\sim$")):
+                s = s.replace(a, b)
+            return s
+
+        lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{esc(self.title)}}}",
+                 r"\begin{tabular}{" + "l" * len(self.columns) + "}", r"\toprule",
+                 " & ".join(esc(c) for c in self.columns) + r" \\", r"\midrule"]
+        lines += [" & ".join(esc(c) for c in r) + r" \\" for r in self.rows]
+        lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+        return "\n".join(lines) + "\n"
+
+    def html(self) -> str:
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in self.columns)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in self.rows)
+        notes = "".join(f"<p class='note'>{html.escape(n)}</p>" for n in self.notes)
+        return (f"<h3>{html.escape(self.title)}</h3><table><thead><tr>{head}</tr></thead>"
+                f"<tbody>{body}</tbody></table>{notes}")
+
+
+def _fmt(values: Sequence[float]) -> str:
+    mean, half, n = t_interval([100 * v for v in values])
+    if n == 0:
+        return ""
+    return f"{mean:.1f}" if math.isnan(half) else f"{mean:.1f} ± {half:.1f}"
+
+
+def _cell(runs: list[dict[str, Any]], metric: Callable[[dict[str, Any]], float | None], n_all: int,
+          mark: bool = True) -> str:
+    if not runs:
+        return ""
+    if any(r["status"] == "NC" for r in runs):
+        return "NC"
+    text = _fmt([v for v in (metric(r) for r in runs) if v is not None])
+    if len(runs) != n_all:
+        text += f" (n={len(runs)})"
+    return text + (" !" if mark and any(r["flags"] for r in runs) else "")
+
+
+def _seeds_note(rows: list[dict[str, Any]]) -> str:
+    n = len({r["seed"] for r in rows})
+    return (f"Cells: mean ± half-width of the 95 % t interval over seeds (n = {n} unless marked); "
+            "NC: a seed did not converge; !: a trust check fired (see the diagnostics).")
+
+
+def _precisions(rows: list[dict[str, Any]]) -> list[str]:
+    def order(p: str) -> tuple[int, int]:
+        r = next(r for r in rows if r["precision"] == p)
+        return (r["act_bits"] if r["act_bits"] == r["weight_bits"] else 100 + r["act_bits"], r["weight_bits"])
+    return sorted({r["precision"] for r in rows}, key=order)
+
+
+PIPELINE_ORDER = [(m, s, i) for m, s in (("ptq", None), ("qat", "vanilla"), ("qat", "adversarial"),
+                                         ("qat", "transfer"), ("qat", "fast_adversarial"))
+                  for i in ("random", "non_robust", "robust")]
+
+
+def _pipelines(rows: list[dict[str, Any]]) -> list[tuple[str, str | None, str]]:
+    present = {(r["method"], r["strategy"], r["init"]) for r in rows}
+    return [p for p in PIPELINE_ORDER if p in present] + sorted(present - set(PIPELINE_ORDER), key=str)
+
+
+def _at_fraction(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], float | None]:
+    if not rows:
+        return rows, None
+    top = max(r["fraction"] for r in rows)
+    return [r for r in rows if r["fraction"] == top], top
+
+
+def table2(rows: list[dict[str, Any]], main_eps: float) -> Table:
+    """Rows method x strategy x init, columns precision, cells 'accuracy / robustness' in %."""
+    rows, top = _at_fraction(rows)
+    n_all = len({r["seed"] for r in rows})
+    precisions = _precisions(rows)
+    out = []
+    for method, strategy, init in _pipelines(rows):
+        group = [r for r in rows if (r["method"], r["strategy"], r["init"]) == (method, strategy, init)]
+        line = [method.upper(), strategy or "", init]
+        for p in precisions:
+            runs = [r for r in group if r["precision"] == p]
+            acc, rob = _cell(runs, lambda r: r["clean"], n_all, False), _cell(runs, lambda r: r["robustness"], n_all)
+            line.append("NC" if acc == "NC" else (f"{acc} / {rob}" if runs else ""))
+        out.append(line)
+    return Table("table2", f"Table 2: accuracy / robustness (%, worst case over attacks at {main_eps:g}/255), "
+                 f"fraction {top:g}", ["method", "strategy", "init", *precisions], out, [_seeds_note(rows)])
+
+
+def table3(rows: list[dict[str, Any]], main_eps: float) -> Table | None:
+    """Data fraction x precision for QAT/transfer from robust (else the first pipeline with several fractions)."""
+    candidates = [p for p in _pipelines(rows) if len({r["fraction"] for r in rows
+                                                      if (r["method"], r["strategy"], r["init"]) == p}) > 1]
+    if not candidates:
+        return None
+    chosen = ("qat", "transfer", "robust") if ("qat", "transfer", "robust") in candidates else candidates[0]
+    group = [r for r in rows if (r["method"], r["strategy"], r["init"]) == chosen]
+    n_all = len({r["seed"] for r in group})
+    precisions = _precisions(group)
+    out = []
+    for frac in sorted({r["fraction"] for r in group}):
+        line = [f"{100 * frac:g}%"]
+        for p in precisions:
+            runs = [r for r in group if r["precision"] == p and r["fraction"] == frac]
+            acc, rob = _cell(runs, lambda r: r["clean"], n_all, False), _cell(runs, lambda r: r["robustness"], n_all)
+            line.append("NC" if acc == "NC" else (f"{acc} / {rob}" if runs else ""))
+        out.append(line)
+    from robquant.report.records import pipeline_label
+
+    return Table("table3", f"Table 3: {pipeline_label(*chosen)}, accuracy / robustness (%, {main_eps:g}/255) "
+                 "by data fraction", ["data", *precisions], out, [_seeds_note(group)])
+
+
+def table45(rows: list[dict[str, Any]], main_eps: float) -> list[Table]:
+    """Tables 4 (accuracy) and 5 (robustness) of QAT/transfer: init x precision."""
+    group, top = _at_fraction([r for r in rows if r["method"] == "qat" and r["strategy"] == "transfer"])
+    if not group:
+        return []
+    n_all = len({r["seed"] for r in group})
+    precisions = _precisions(group)
+    tables = []
+    for name, what, metric, mark in (("table4", "accuracy", lambda r: r["clean"], False),
+                                     ("table5", f"robustness at {main_eps:g}/255", lambda r: r["robustness"], True)):
+        out = []
+        for init in ("random", "non_robust", "robust"):
+            runs_init = [r for r in group if r["init"] == init]
+            if runs_init:
+                out.append([init, *[_cell([r for r in runs_init if r["precision"] == p], metric, n_all, mark)
+                                     for p in precisions]])
+        tables.append(Table(name, f"Table {name[-1]}: QAT with robust transfer, {what} (%), fraction {top:g}",
+                            ["init", *precisions], out, [_seeds_note(group)]))
+    return tables
+
+
+def trend_labels(rows: list[dict[str, Any]], eps_list: Sequence[float], main_eps: float,
+                 **kwargs: Any) -> dict[tuple[str, str | None, str], dict[str, tuple[str, dict[str, float]]]]:
+    """Table-1 labels per pipeline: ``{(method, strategy, init): {"weaker"|"normal": (label, info)}}``.
+
+    Weaker attack: the largest study eps <= 2/255; normal: the main eps. Robustness is the
+    worst case at that eps; bit-widths are the precisions with equal activation and weight bits
+    (full precision as 32); NC runs are left out.
+    """
+    rows, _ = _at_fraction(rows)
+    weak = max((e for e in eps_list if e <= 2), default=None)
+    strengths = {"weaker": weak, "normal": main_eps}
+    out: dict[tuple[str, str | None, str], dict[str, tuple[str, dict[str, float]]]] = {}
+    for pipe in _pipelines(rows):
+        group = [r for r in rows if (r["method"], r["strategy"], r["init"]) == pipe and r["bits"] is not None
+                 and r["status"] == "done"]
+        labels = {}
+        for strength, eps in strengths.items():
+            if eps is None:
+                continue
+            values: dict[int, list[float]] = {}
+            for r in group:
+                if eps in r["worst"]:
+                    values.setdefault(r["bits"], []).append(r["worst"][eps])
+            labels[strength] = trend_label(values, **kwargs)
+        out[pipe] = labels
+    return out
+
+
+def table1(labels: dict[tuple[str, str | None, str], dict[str, tuple[str, dict[str, float]]]],
+           eps_list: Sequence[float], main_eps: float) -> Table:
+    """Table 1 derived: rows = method/strategy, columns = init, cells 'weaker: x, normal: y'."""
+    weak = max((e for e in eps_list if e <= 2), default=None)
+    pipes = sorted({(m, s) for m, s, _ in labels}, key=lambda p: [q[:2] for q in PIPELINE_ORDER].index(p)
+                   if p in [q[:2] for q in PIPELINE_ORDER] else 99)
+    out = []
+    for m, s in pipes:
+        line = [f"{m.upper()}{' (' + s + ')' if s else ''}"]
+        for init in ("random", "non_robust", "robust"):
+            cell = labels.get((m, s, init))
+            line.append("" if cell is None else ", ".join(f"{k}: {v[0]}" for k, v in cell.items()))
+        out.append(line)
+    notes = [f"Robustness vs bit-width: + lower bits -> higher robustness, - the opposite, ~ a middle bit-width is "
+             f"best, n.s. not supported by the seeds (bootstrap over seeds of the Spearman rank correlation and "
+             f"of the peak position, 95 %). weaker = {'%g/255' % weak if weak is not None else 'none run'}, "
+             f"normal = {main_eps:g}/255."]
+    return Table("table1", "Table 1 (derived): trend of robustness vs bit-width", ["pipeline", "random", "non_robust",
+                                                                                   "robust"], out, notes)
