@@ -70,15 +70,17 @@ def figure2(rows: list[dict[str, Any]], out: Path, title: str = "") -> list[Path
 
 def pareto(rows: list[dict[str, Any]], out: Path) -> tuple[list[Path], list[dict[str, Any]]]:
     """Accuracy x robustness scatter (colour: quantization cost in passes, size: model bytes) with the
-    frontier of non-dominated pipelines; and per bit budget the recommended pipeline (highest mean
+    frontier of non-dominated pipelines (cells with an NC seed left out); and per bit budget the recommended pipeline (highest mean
     robustness, then accuracy). Returns the figure paths and the recommendations."""
     top = max((r["fraction"] for r in rows), default=1.0)
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in rows:
-        if r["fraction"] == top and r["status"] == "done":
+        if r["fraction"] == top:
             groups.setdefault((r["pipeline"], r["precision"]), []).append(r)
     points = []
     for (pipe, prec), runs in groups.items():
+        if any(r["status"] != "done" for r in runs):  # NC in some seed: not a candidate
+            continue
         points.append({"pipeline": pipe, "precision": prec, "bits": runs[0]["bits"],
                        "clean": t_interval([r["clean"] for r in runs])[0],
                        "robustness": t_interval([r["robustness"] for r in runs])[0],
