@@ -250,18 +250,15 @@ def demo(
     console.print(f"ran {len(summary.ran)} stages in {summary.seconds:.1f} s ({len(summary.skipped)} were done, "
                   f"{len(summary.failed)} failed)")
     _print_summary(plan, st)
-    _print_report(plan, st, out / "report", list(FORMATS_ALL))
+    _print_report(plan, st, out / "report")
     if summary.failed or summary.blocked:
         raise typer.Exit(1)
 
 
-FORMATS_ALL = ("md", "latex", "csv", "html")
+def _print_report(plan: Any, st: Any, out: Path, formats: list[str] | None = None) -> None:
+    from robquant.report import FORMATS, write_report
 
-
-def _print_report(plan: Any, st: Any, out: Path, formats: list[str]) -> None:
-    from robquant.report import write_report
-
-    result = write_report(plan, st, out, formats)
+    result = write_report(plan, st, out, formats or FORMATS)
     verdicts = ", ".join(f"{k} {v}" for k, v in result["paper_labels"].items())
     console.print(f"report of {result['rows']} models written to {out} "
                   f"({', '.join(sorted({p.suffix.lstrip('.') for p in result['files']}))}); "

@@ -97,6 +97,7 @@ def evaluate(model: nn.Module, dataset: Any, attacks: Sequence[AttackSpec], eps_
         ConfigError: for two attacks with one label, or a bad ``n``.
     """
     from robquant.attacks import create_attack
+    from robquant.data import DeviceLoader
 
     device = torch.device(device)
     specs = []
@@ -115,8 +116,6 @@ def evaluate(model: nn.Module, dataset: Any, attacks: Sequence[AttackSpec], eps_
                  for label, name, kw, _ in specs for eps in eps_list}
     limits = {label: limit for label, _, _, limit in specs}
     data = dataset.head(n)
-    from robquant.data import DeviceLoader
-
     loader = DeviceLoader(data, batch_size, device)
     clean, robust = [], {key: [] for key in attackers}
     timing = {label: 0.0 for label in labels}

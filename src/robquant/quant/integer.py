@@ -93,6 +93,16 @@ def _pwlq_terms(w: torch.Tensor, q: PWLQWeightQuantizer) -> Terms:
     return [(n.view_as(w), s.flatten()) for n, s in terms]
 
 
+def _per_channel(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``v`` (C,) shaped to broadcast over dim 0 of ``like`` (C, ...)."""
+    return v.view(-1, *([1] * (like.dim() - 1)))
+
+
+def reconstruct(terms: Terms) -> torch.Tensor:
+    """The weights the integer terms stand for: sum of codes x per-channel scale."""
+    return sum(n * _per_channel(s, n) for n, s in terms)
+
+
 def weight_terms(layer: QuantConv2d | QuantLinear) -> Terms | None:
     """The layer's quantized weights as integer terms, or None for full-precision weights."""
     if layer.weight_quant is None or getattr(layer.weight_quant, "bits", 32) >= 32:
@@ -108,20 +118,12 @@ def weight_terms(layer: QuantConv2d | QuantLinear) -> Terms | None:
         ones = torch.ones(w.shape[0], dtype=torch.float64)
         terms = [(n, ones * scale), (torch.ones_like(n), -ones)]
     elif isinstance(q, UniformWeightQuantizer) and not layer.frozen:  # the quantizer's own grid
-        latent = layer.weight.detach()
-        if q.per_channel:
-            flat, shape = latent.flatten(1), (-1,) + (1,) * (latent.dim() - 1)
-            lo, hi = flat.min(1).values.view(shape), flat.max(1).values.view(shape)
-        else:
-            lo, hi = latent.min(), latent.max()
-        scale, _, _, _ = uniform_qparams(lo, hi, q.bits, q.symmetric)  # w_q / scale = code - zero point
+        scale = q.qparams(layer.weight)[0]  # w_q / scale = code - zero point
         scale = scale.double().expand(w.shape[0], *([1] * (w.dim() - 1))).flatten()
-        n = torch.round(w.double() / scale.view(-1, *([1] * (w.dim() - 1))))
-        terms = [(n, scale)]
+        terms = [(torch.round(w.double() / _per_channel(scale, w)), scale)]
     else:  # frozen uniform weights: the grid is found from the values
         return _uniform_terms(w)
-    recon = sum(c * sc.view(-1, *([1] * (c.dim() - 1))) for c, sc in terms)
-    if bool(((recon - w.double()).abs() > 1e-5 * w.double().abs().max().clamp_min(1e-12)).any()):
+    if bool(((reconstruct(terms) - w.double()).abs() > 1e-5 * w.double().abs().max().clamp_min(1e-12)).any()):
         raise IntegerGridError(f"{type(q).__name__} weights are not on their grid")
     return terms
 
@@ -172,6 +174,7 @@ class _IntLayer(nn.Module):
         super().__init__()
         self.layer, self.tape, self.stats = layer, tape, stats
         self.terms = terms
+        self.weight: torch.Tensor | None = None  # float weights of the float path, set once in float64
 
     def _op(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         if isinstance(self.layer, QuantConv2d):
@@ -186,9 +189,7 @@ class _IntLayer(nn.Module):
         coded = self.tape.get(x)
         if self.terms is None or coded is None:
             self.stats["float"] += 1
-            w = self.layer.weight if self.terms is None else sum(n * self._channel(s, n).view(-1, *([1] * (n.dim() - 1)))
-                                                                    for n, s in self.terms)
-            y = self._op(x, w)
+            y = self._op(x, self.layer.weight if self.weight is None else self.weight)
         else:
             self.stats["integer"] += 1
             codes, s_in = coded
@@ -229,6 +230,7 @@ def integer_model(model: nn.Module) -> IntegerModel:
     for module in net.modules():
         if isinstance(module, _IntLayer) and module.terms is not None:
             module.terms = [(n.double(), s.double()) for n, s in module.terms]
+            module.weight = reconstruct(module.terms)
     return IntegerModel(net, stats)
 
 

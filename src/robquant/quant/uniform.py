@@ -51,16 +51,20 @@ class UniformWeightQuantizer(nn.Module):
     def storage_bits(self) -> int:
         return self.bits
 
-    def forward(self, w: torch.Tensor) -> torch.Tensor:
-        if self.bits >= 32:
-            return w
+    def qparams(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+        """Scale and zero point (broadcastable to ``w``) and integer range of ``w``'s grid."""
         if self.per_channel:
             flat = w.detach().flatten(1)
             shape = (-1,) + (1,) * (w.dim() - 1)
             lo, hi = flat.min(1).values.view(shape), flat.max(1).values.view(shape)
         else:
             lo, hi = w.detach().min(), w.detach().max()
-        scale, zp, qmin, qmax = uniform_qparams(lo, hi, self.bits, self.symmetric)
+        return uniform_qparams(lo, hi, self.bits, self.symmetric)
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        if self.bits >= 32:
+            return w
+        scale, zp, qmin, qmax = self.qparams(w)
         return fake_quant(w, scale, zp, qmin, qmax, self.ste)
 
     def extra_repr(self) -> str:

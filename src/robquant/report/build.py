@@ -28,6 +28,9 @@ def cost_table(rows: list[dict[str, Any]]) -> Table:
     def key(r: dict[str, Any]) -> tuple[Any, ...]:
         return (r["init"], r["precision"], r["fraction"], r["seed"])
 
+    def fmt(v: list[float]) -> str:
+        return f"{t_interval(v)[0]:.2f}x" if v else ""
+
     vanilla = {key(r): r for r in rows if r["method"] == "qat" and r["strategy"] == "vanilla"}
     out = []
     for pipe in dict.fromkeys(r["pipeline"] for r in rows):
@@ -37,7 +40,6 @@ def cost_table(rows: list[dict[str, Any]]) -> Table:
         base = [(r, vanilla.get(key(r))) for r in group]
         rel_wall = [r["wall_s"] / v["wall_s"] for r, v in base if v and r["wall_s"] and v["wall_s"]]
         rel_pass = [r["passes"] / v["passes"] for r, v in base if v and r["passes"] and v["passes"]]
-        fmt = (lambda v: "" if not v else f"{t_interval(v)[0]:.2f}x")
         out.append([pipe, f"{wall:.2f}", f"{passes:.3g}", fmt(rel_wall), fmt(rel_pass)])
     return Table("cost", "Cost of quantization (per model; relative to vanilla QAT, same init/precision/fraction)",
                  ["pipeline", "wall s", "fwd+bwd passes", "wall vs vanilla QAT", "passes vs vanilla QAT"], out,

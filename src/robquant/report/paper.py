@@ -36,14 +36,13 @@ def comparison(rows: list[dict[str, Any]], paper: dict[str, Any]) -> Table:
             if not runs:
                 continue
             nc = any(r["status"] == "NC" for r in runs)
-            ours = "NC" if nc else f"{100 * _mean([r['clean'] for r in runs]):.1f} / {100 * _mean([r['robustness'] for r in runs]):.1f}"
+            acc, rob = (100 * _mean([r[k] for r in runs]) for k in ("clean", "robustness"))
+            ours = "NC" if nc else f"{acc:.1f} / {rob:.1f}"
             paper_text = "NC" if theirs == "NC" else f"{theirs[0]:.1f} / {theirs[1]:.1f}"
             if nc or theirs == "NC":
                 diff = "both NC" if nc and theirs == "NC" else "NC differs"
             else:
-                da = 100 * _mean([r["clean"] for r in runs]) - theirs[0]
-                dr = 100 * _mean([r["robustness"] for r in runs]) - theirs[1]
-                diff = f"{da:+.1f} / {dr:+.1f}"
+                diff = f"{acc - theirs[0]:+.1f} / {rob - theirs[1]:+.1f}"
             out.append([key, precision, ours, paper_text, diff])
     return Table("paper_table2", "Ours vs the paper (Table 2 cells both have; accuracy / robustness, %)",
                  ["pipeline", "precision", "ours", "paper", "ours - paper"], out,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from robquant.quant.precision import parse_precision
@@ -11,11 +10,6 @@ from robquant.quant.precision import parse_precision
 def pipeline_label(method: str, strategy: str | None, init: str) -> str:
     """``PTQ from robust``, ``QAT/adversarial from random``, ..."""
     return f"{method.upper()}{'/' + strategy if strategy else ''} from {init}"
-
-
-def _record(store: Any, key: str) -> dict[str, Any]:
-    path = store.artifact_dir(key) / "stage.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def collect(plan: Any, store: Any) -> list[dict[str, Any]]:
@@ -32,10 +26,9 @@ def collect(plan: Any, store: Any) -> list[dict[str, Any]]:
         row = store.get(key)
         if row is None or row["status"] not in ("done", "NC"):
             continue
-        ev = _record(store, key)
-        m = row["metrics"] or ev.get("metrics") or {}
-        quant_key = (ev.get("stage") or {}).get("parents", [None])[0]
-        q = _record(store, quant_key) if quant_key else {}
+        m = row["metrics"] or {}
+        quant = store.get(row["parents"][0]) if row["parents"] else None
+        q = (quant or {}).get("record") or {}  # the index holds each stage's full record
         p = parse_precision(cell.precision)
         train = q.get("train") or {}
         planned = (q.get("stage") or {}).get("planned_cost") or {}
