@@ -12,12 +12,46 @@ EPS = 16 / 255  # the digits model is partly robust here: attacks have work to d
 
 def test_pgd_without_random_start_equals_torchattacks(clean_model, correct_batch):
     x, y = correct_batch
-    ours = PGD(clean_model, EPS, steps=10, step_size=EPS / 4, random_start=False, fold_bn=False)(x, y)
+    ours = PGD(clean_model, EPS, steps=10, step_size=EPS / 4, random_start=False, fold_bn=False,
+               keep_best=False)(x, y)
     ref = torchattacks.PGD(clean_model, eps=EPS, alpha=EPS / 4, steps=10, random_start=False)(x, y)
     assert torch.allclose(ours, ref, atol=1e-6)
     with torch.no_grad():
         fooled = (clean_model(ours).argmax(1) != y).float().mean()
     assert 0.05 < fooled < 0.95  # the attack did something, and the comparison is not trivial
+
+
+def test_best_iterate_pgd_breaks_what_the_last_iterate_misses_at_no_extra_passes(narrow_model, digits_test):
+    from robquant import load_model
+    from robquant.data import create_dataset
+    from robquant.quant import QuantConfig, quantize
+
+    train = create_dataset("digits", split="train")
+    q = quantize(load_model(narrow_model), QuantConfig(method="ptq", precision="A4W4"),
+                 calib_images=train.images[:256].float() / 255)
+    x, y = digits_test.images.float() / 255, digits_test.labels
+    with torch.no_grad():
+        keep = q(x).argmax(1) == y
+    x, y = x[keep], y[keep]
+    assert len(y) > 200
+    robust, passes = {}, {}
+    for best in (False, True):
+        seen = [0]
+        hook = q.register_forward_hook(lambda m, i, o: seen.__setitem__(0, seen[0] + len(o)))
+        try:
+            x_adv = PGD(q, 8 / 255, steps=20, generator=torch.Generator().manual_seed(0), keep_best=best)(x, y)
+        finally:
+            hook.remove()
+        passes[best] = seen[0]
+        with torch.no_grad():
+            robust[best] = q(x_adv).argmax(1) == y
+        assert ((x_adv - x).abs().amax() <= 8 / 255 + 1e-6) and x_adv.min() >= 0 and x_adv.max() <= 1
+    # the same trajectory: whatever the last iterate breaks, the best iterate breaks too
+    assert not bool((robust[True] & ~robust[False]).any())
+    # on a quantized model PGD oscillates: the last iterate overstates robustness by a lot
+    assert robust[True].float().mean() < robust[False].float().mean() - 0.05, (robust[True].float().mean(),
+                                                                              robust[False].float().mean())
+    assert passes[True] < passes[False]  # fooled examples leave the batch: fewer passes, never more
 
 
 @pytest.mark.parametrize("fold_bn", [False, True])
@@ -178,3 +212,23 @@ def test_worst_case_on_constructed_outcomes():
     worst = worst_case(masks)
     assert worst[0.1].tolist() == [t, f, f, f]
     assert worst[0.2].tolist() == [f, t, f, f]
+
+
+def test_cascade_gives_the_same_worst_case_for_less_work(clean_model, digits_test):
+    eps = [8 / 255, 32 / 255]
+    attacks = [("pgd", {"steps": 5}), ("fgsm", {"eps": [32 / 255]}), ("pgd", {"steps": 10, "label": "pgd10", "n": 60})]
+    full = evaluate(clean_model, digits_test, attacks, eps, n=100)
+    cheap = evaluate(clean_model, digits_test, attacks, eps, n=100, cascade=True)
+    assert ("fgsm", 8 / 255) not in full.robust_accuracy and ("fgsm", 32 / 255) in full.robust_accuracy
+    for e in eps:
+        assert torch.equal(worst_case(full.robust_correct)[e], worst_case(cheap.robust_correct)[e])
+        assert full.worst_case_n[e] == 60  # only the examples every attack covered
+        # cascaded attacks run only on what the earlier ones left robust
+        survivors = int(cheap.robust_correct[("pgd", e)][:60].sum())
+        assert cheap.attacked[("pgd10", e)] <= survivors < full.attacked[("pgd10", e)]
+    record = cheap.to_dict()
+    entry = next(w for w in record["worst_case"] if w["eps_255"] == 32)
+    assert entry["n"] == 60 and entry["attacks"] == ["pgd", "fgsm", "pgd10"]
+    assert entry["per_attack"]["pgd"] >= entry["accuracy"]
+    with pytest.raises(ConfigError, match="subset of the evaluation's eps"):
+        evaluate(clean_model, digits_test, [("fgsm", {"eps": [4 / 255]})], eps, n=8)

@@ -154,9 +154,14 @@ class AutoAttack(_PackageAttack):
             checks.check_square_sr(after, logger=adversary.logger)  # the package's own check, on the cascade
         return x_adv
 
-    def report(self, n: int, n_correct: int) -> dict[str, Any]:
-        """Robust accuracy after each sub-attack (cumulative, as the package reports it), version, warnings."""
-        left, after = n_correct, {}
+    def report(self, n: int, n_attacked: int) -> dict[str, Any]:
+        """Robust accuracy after each sub-attack (cumulative, as the package reports it), version, warnings.
+
+        Args:
+            n: Examples the attack covered.
+            n_attacked: Of those, how many it was run on (robust going in).
+        """
+        left, after = n_attacked, {}
         for attack in self.attacks:
             left -= self.fooled[attack]
             after[attack] = left / max(n, 1)
@@ -207,5 +212,5 @@ class Square(_PackageAttack):
                                   verbose=False, device=x.device, resc_schedule=False)
             return attack.perturb(x, y)
 
-    def report(self, n: int, n_correct: int) -> dict[str, Any]:
+    def report(self, n: int, n_attacked: int) -> dict[str, Any]:
         return {"package": self.package, "warnings": list(self.warnings)}

@@ -79,10 +79,16 @@ class Attack:
 
     def loss_grad(self, x_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Gradient of the summed cross-entropy with respect to the input."""
+        return self.loss_grad_logits(x_adv, y)[0]
+
+    def loss_grad_logits(self, x_adv: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gradient of the summed cross-entropy with respect to the input, and the logits of the
+        same forward pass (so an attack can judge its current iterate at no extra cost)."""
         x_adv = x_adv.detach().requires_grad_(True)
-        loss = F.cross_entropy(self._net(x_adv), y, reduction="sum")
+        logits = self._net(x_adv)
+        loss = F.cross_entropy(logits, y, reduction="sum")
         (grad,) = torch.autograd.grad(loss, x_adv)
-        return grad
+        return grad, logits.detach()
 
     def project(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Project onto the eps-ball around ``x`` intersected with [0, 1]."""

@@ -23,17 +23,22 @@ class EvalResult:
     Attributes:
         n: Examples evaluated.
         clean_accuracy: Fraction classified correctly without attack.
-        robust_accuracy: ``{(attack, eps): accuracy}`` over the attack's own examples.
+        robust_accuracy: ``{(attack, eps): accuracy}`` over the attack's own examples (with
+            ``cascade``, robust under this attack and every earlier one).
         worst_case: ``{eps: accuracy}``: per example, robust only if robust under every attack
-            run on it at that eps (the robust accuracy of record).
+            run at that eps, over the examples every one of them covered (the robust accuracy
+            of record).
+        worst_case_n: ``{eps: examples}`` the worst case is taken over.
         clean_correct: ``(n,)`` bool, per example.
         robust_correct: ``{(attack, eps): (n_attack,) bool}``, per example; an attack given a
             smaller ``n`` than the evaluation covers the first ``n_attack`` examples.
         attack_params: The hyperparameters of every attack run, by label.
         details: ``{(attack, eps): dict}``: what an attack reports about itself (AutoAttack: the
             package version, accuracy after each sub-attack, the package's warnings).
+        cascade: Whether each attack ran only on the examples the earlier ones left robust.
         seconds: Wall time.
         attack_seconds: Wall time per attack label.
+        attacked: ``{(attack, eps): examples}`` the attack was run on (its cost).
     """
 
     n: int
@@ -42,22 +47,36 @@ class EvalResult:
     worst_case: dict[float, float]
     clean_correct: torch.Tensor
     robust_correct: dict[tuple[str, float], torch.Tensor]
+    worst_case_n: dict[float, int] = field(default_factory=dict)
     attack_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     details: dict[tuple[str, float], dict[str, Any]] = field(default_factory=dict)
+    cascade: bool = False
     seconds: float = 0.0
     attack_seconds: dict[str, float] = field(default_factory=dict)
+    attacked: dict[tuple[str, float], int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready summary (eps in [0, 1] units and in /255 units)."""
+        """A JSON-ready summary (eps in [0, 1] units and in /255 units).
+
+        Each worst-case entry names the attacks it covers, the examples it is taken over (``n``)
+        and each attack's accuracy on those same examples (``per_attack``).
+        """
+        worst = []
+        for e, acc in self.worst_case.items():
+            m = self.worst_case_n[e]
+            per_attack = {a: self.robust_correct[(a, ee)][:m].float().mean().item() if m else float("nan")
+                          for (a, ee) in self.robust_correct if ee == e}
+            worst.append({"eps": e, "eps_255": round(e * 255, 6), "accuracy": acc, "n": m,
+                          "attacks": list(per_attack), "per_attack": per_attack})
         return {
             "n": self.n,
             "clean_accuracy": self.clean_accuracy,
+            "cascade": self.cascade,
             "robust": [{"attack": a, "eps": e, "eps_255": round(e * 255, 6), "accuracy": acc,
-                        "n": len(self.robust_correct[(a, e)]), **({"details": self.details[(a, e)]}
-                                                                   if (a, e) in self.details else {})}
+                        "n": len(self.robust_correct[(a, e)]), "attacked": self.attacked.get((a, e), 0),
+                        **({"details": self.details[(a, e)]} if (a, e) in self.details else {})}
                        for (a, e), acc in self.robust_accuracy.items()],
-            "worst_case": [{"eps": e, "eps_255": round(e * 255, 6), "accuracy": acc}
-                           for e, acc in self.worst_case.items()],
+            "worst_case": worst,
             "attack_params": self.attack_params,
             "seconds": self.seconds,
             "attack_seconds": self.attack_seconds,
@@ -67,9 +86,43 @@ class EvalResult:
 AttackSpec = str | tuple[str, dict[str, Any]]
 
 
+@dataclass(frozen=True)
+class _Planned:
+    """One attack of an evaluation: its label, registry name, options and where it runs."""
+
+    label: str
+    name: str
+    kwargs: dict[str, Any]
+    limit: int | None  # attack only the first ``limit`` examples
+    eps: tuple[float, ...] | None  # run only at these budgets
+
+    def runs_at(self, eps: float) -> bool:
+        return self.eps is None or any(abs(eps - e) < 1e-12 for e in self.eps)
+
+
+def _plan_attacks(attacks: Sequence[AttackSpec], eps_list: Sequence[float]) -> list[_Planned]:
+    planned = []
+    for a in attacks:
+        name, kw = (a, {}) if isinstance(a, str) else (a[0], dict(a[1]))
+        label, limit, only = kw.pop("label", name), kw.pop("n", None), kw.pop("eps", None)
+        if limit is not None:
+            check_range(f"attack {label!r} n", limit, 1)
+        if only is not None:
+            only = tuple(float(e) for e in only)
+            missing = [e for e in only if not any(abs(e - f) < 1e-12 for f in eps_list)]
+            if missing or not only:
+                raise ConfigError(f"attack {label!r} eps must be a non-empty subset of the evaluation's eps "
+                                  f"{[round(e * 255, 6) for e in eps_list]} (/255), got {[round(e * 255, 6) for e in only]}")
+        planned.append(_Planned(label, name, kw, limit, only))
+    labels = [p.label for p in planned]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"attack labels must be distinct, got {labels}: give repeated attacks a label")
+    return planned
+
+
 def evaluate(model: nn.Module, dataset: Any, attacks: Sequence[AttackSpec], eps_list: Sequence[float], *,
              batch_size: int = 256, n: int | None = None, device: torch.device | str = "cpu",
-             seed: int = 0, progress: Progress = NULL_PROGRESS) -> EvalResult:
+             seed: int = 0, cascade: bool = False, progress: Progress = NULL_PROGRESS) -> EvalResult:
     """Clean accuracy and robust accuracy per (attack, eps), batched.
 
     Only examples that are classified correctly clean are attacked (the others are not robust
@@ -79,61 +132,64 @@ def evaluate(model: nn.Module, dataset: Any, attacks: Sequence[AttackSpec], eps_
     Args:
         model: Classifier, inputs in [0, 1].
         dataset: An :class:`~robquant.data.ImageDataset` (test split).
-        attacks: Attack names, or ``(name, kwargs)`` pairs, from :func:`list_attacks`. Two
+        attacks: Attack names, or ``(name, kwargs)`` pairs, from :func:`list_attacks`. Three
             options are the evaluation's, not the attack's: ``label`` (the name results are
-            reported under, so one attack can run with several settings) and ``n`` (attack only
-            the first ``n`` examples: for expensive attacks such as AutoAttack).
+            reported under, so one attack can run with several settings), ``n`` (attack only
+            the first ``n`` examples: for expensive attacks such as AutoAttack) and ``eps``
+            (run only at these budgets, a subset of ``eps_list``).
         eps_list: Budgets in [0, 1] units.
         batch_size: Examples per batch.
         n: Evaluate the first ``n`` examples only.
         device: Where to run.
         seed: Seed for the attacks' random starts.
+        cascade: Run each attack only on the examples that every earlier attack (in the given
+            order) left robust at that eps, as AutoAttack's standard evaluation does. The worst
+            case is the same; later attacks cost only what can still change it, and their own
+            accuracies are cumulative (robust under them and every earlier attack).
         progress: Progress display.
 
     Returns:
         An :class:`EvalResult`.
 
     Raises:
-        ConfigError: for two attacks with one label, or a bad ``n``.
+        ConfigError: for two attacks with one label, a bad ``n`` or ``eps``.
     """
     from robquant.attacks import create_attack
     from robquant.data import DeviceLoader
 
     device = torch.device(device)
-    specs = []
-    for a in attacks:
-        name, kw = (a, {}) if isinstance(a, str) else (a[0], dict(a[1]))
-        label, limit = kw.pop("label", name), kw.pop("n", None)
-        if limit is not None:
-            check_range(f"attack {label!r} n", limit, 1)
-        specs.append((label, name, kw, limit))
-    labels = [s[0] for s in specs]
-    if len(set(labels)) != len(labels):
-        raise ConfigError(f"attack labels must be distinct, got {labels}: give repeated attacks a label")
     eps_list = [float(e) for e in eps_list]
+    planned = _plan_attacks(attacks, eps_list)
     # one attack object per (attack, eps), built (and validated) before any work
-    attackers = {(label, eps): create_attack(name, model, eps, **kw)
-                 for label, name, kw, _ in specs for eps in eps_list}
-    limits = {label: limit for label, _, _, limit in specs}
-    data = dataset.head(n)
-    loader = DeviceLoader(data, batch_size, device)
+    attackers = {(p.label, eps): create_attack(p.name, model, eps, **p.kwargs)
+                 for eps in eps_list for p in planned if p.runs_at(eps)}
+    loader = DeviceLoader(dataset.head(n), batch_size, device)
     clean, robust = [], {key: [] for key in attackers}
-    timing = {label: 0.0 for label in labels}
+    attacked = {key: 0 for key in attackers}
+    timing = {p.label: 0.0 for p in planned}
     start, seen = time.perf_counter(), 0
     with progress.task("evaluate", total=len(loader)) as task:
         for b, (x, y) in enumerate(loader):
             with torch.no_grad():
                 correct = model.eval()(x).argmax(1) == y
             clean.append(correct.cpu())
-            for (label, eps), attacker in attackers.items():
-                keep = len(y) if limits[label] is None else max(0, min(len(y), limits[label] - seen))
-                if keep == 0:
-                    continue
-                t0 = time.perf_counter()
-                attacker.generator = torch.Generator(device=device).manual_seed(seed * 100_003 + b)
-                idx = torch.nonzero(correct[:keep]).flatten()
-                robust[(label, eps)].append(_robust_mask(model, attacker, x[:keep], y[:keep], idx).cpu())
-                timing[label] += time.perf_counter() - t0
+            for eps in eps_list:
+                alive = correct.clone()  # robust under every attack so far (cascade)
+                for p in planned:
+                    if (p.label, eps) not in attackers:
+                        continue
+                    keep = len(y) if p.limit is None else max(0, min(len(y), p.limit - seen))
+                    if keep == 0:
+                        continue
+                    t0 = time.perf_counter()
+                    attacker = attackers[(p.label, eps)]
+                    attacker.generator = torch.Generator(device=device).manual_seed(seed * 100_003 + b)
+                    idx = torch.nonzero((alive if cascade else correct)[:keep]).flatten()
+                    mask = _robust_mask(model, attacker, x[:keep], y[:keep], idx)
+                    robust[(p.label, eps)].append(mask.cpu())
+                    attacked[(p.label, eps)] += len(idx)
+                    alive[:keep] &= mask
+                    timing[p.label] += time.perf_counter() - t0
             seen += len(y)
             task.advance()
     clean_correct = torch.cat(clean)
@@ -143,39 +199,42 @@ def evaluate(model: nn.Module, dataset: Any, attacks: Sequence[AttackSpec], eps_
     for key, attacker in attackers.items():
         report = getattr(attacker, "report", None)
         if report is not None:
-            m = len(robust_correct[key])
-            details[key] = report(m, int(clean_correct[:m].sum()))
+            details[key] = report(len(robust_correct[key]), attacked[key])
     return EvalResult(
         n=len(clean_correct),
         clean_accuracy=clean_correct.float().mean().item(),
         robust_accuracy={k: v.float().mean().item() if len(v) else float("nan") for k, v in robust_correct.items()},
-        worst_case={e: m.float().mean().item() for e, m in worst.items()},
+        worst_case={e: m.float().mean().item() if len(m) else float("nan") for e, m in worst.items()},
+        worst_case_n={e: len(m) for e, m in worst.items()},
         clean_correct=clean_correct, robust_correct=robust_correct,
         attack_params={label: _describe(attacker) for (label, _), attacker in attackers.items()},
-        details=details, seconds=time.perf_counter() - start, attack_seconds=timing,
+        details=details, cascade=cascade, seconds=time.perf_counter() - start, attack_seconds=timing,
+        attacked=attacked,
     )
 
 
 def worst_case(robust_correct: dict[tuple[str, float], torch.Tensor]) -> dict[float, torch.Tensor]:
     """Per eps, the per-example minimum over attacks: robust only if robust under every attack.
 
-    Masks may differ in length (an attack run on the first ``k`` examples only); an example
-    counts under the attacks that covered it. The result has the longest mask's length.
+    Masks may differ in length (an attack run on the first ``k`` examples only): the worst case
+    covers only the examples that every attack at that eps covered (the shortest mask), so that
+    a cheap attack on many examples never dilutes a strong one run on few.
 
     Args:
         robust_correct: ``{(attack, eps): (n_attack,) bool}``.
 
     Returns:
-        ``{eps: (n,) bool}``.
+        ``{eps: (n_common,) bool}``.
     """
     by_eps: dict[float, list[torch.Tensor]] = {}
     for (_, eps), mask in robust_correct.items():
         by_eps.setdefault(eps, []).append(mask)
     out = {}
     for eps, masks in by_eps.items():
-        worst = torch.ones(max(len(m) for m in masks), dtype=torch.bool)
+        common = min(len(m) for m in masks)
+        worst = torch.ones(common, dtype=torch.bool)
         for m in masks:
-            worst[: len(m)] &= m.cpu()
+            worst &= m[:common].cpu()
         out[eps] = worst
     return out
 

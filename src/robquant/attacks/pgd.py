@@ -16,6 +16,14 @@ class PGD(Attack):
     With several restarts, an example keeps the first restart's adversarial example that fools
     the model (else the last restart's).
 
+    **Best iterate** (``keep_best=True``, the default for evaluation): an example counts as broken
+    if *any* iterate fooled the model, the random start included. Each step's forward pass already
+    gives the logits of the current iterate, so this costs no extra pass; an example is dropped
+    from the batch at the first iterate that fools the model (its remaining steps cannot change
+    the outcome), so the attack gets cheaper as it succeeds. On quantized models PGD oscillates
+    between iterates, and the last iterate alone overstates robustness. ``keep_best=False``
+    returns Madry's last iterate for every example (adversarial training uses it).
+
     Args:
         model: Classifier returning logits.
         eps: Budget in [0, 1] units.
@@ -28,6 +36,7 @@ class PGD(Attack):
         generator: Random source for the start points (for reproducibility).
         model_mode: ``"eval"`` or ``"train"``.
         fold_bn: Follow the gradients of a BN-folded copy (see :class:`Attack`).
+        keep_best: Return the first iterate that fooled the model (else the last one).
     """
 
     name = "pgd"
@@ -35,9 +44,10 @@ class PGD(Attack):
     def __init__(self, model: nn.Module, eps: float, *, steps: int = 20, step_size: float | None = None,
                  norm: str = "linf", random_start: bool = True, restarts: int = 1,
                  generator: torch.Generator | None = None, model_mode: str = "eval",
-                 fold_bn: bool = True) -> None:
+                 fold_bn: bool = True, keep_best: bool = True) -> None:
         super().__init__(model, eps, norm=norm, model_mode=model_mode, generator=generator,
                          fold_bn=fold_bn)
+        self.keep_best = bool(keep_best)
         check_range("steps", steps, 0)
         check_range("restarts", restarts, 1)
         self.steps = int(steps)
@@ -61,10 +71,31 @@ class PGD(Attack):
 
     def _run(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         x_adv = self._start(x)
+        if not self.keep_best:
+            for _ in range(self.steps):
+                grad = self.loss_grad(x_adv, y)
+                x_adv = self.project(x_adv + self.step_size * self._direction(grad), x)
+            return x_adv
+        # in eval mode examples are independent, so fooled ones leave the batch; in train mode
+        # (BN batch statistics) they stay, or the others' gradients would change
+        drop = self.model_mode == "eval"
+        out = x_adv.clone()
+        alive = torch.arange(len(y), device=y.device)  # examples in the batch
+        open_ = torch.ones(len(y), dtype=torch.bool, device=y.device)  # of those, not yet fooled
         for _ in range(self.steps):
-            grad = self.loss_grad(x_adv, y)
+            grad, logits = self.loss_grad_logits(x_adv, y)
+            fooled = (logits.argmax(1) != y) & open_  # judges the iterate this pass was run on
+            if bool(fooled.any()):
+                out[alive[fooled]] = x_adv[fooled]
+                open_ = open_ & ~fooled
+                if drop:
+                    keep = open_
+                    alive, x_adv, x, y, grad, open_ = alive[keep], x_adv[keep], x[keep], y[keep], grad[keep], open_[keep]
+                if not bool(open_.any()):
+                    return out
             x_adv = self.project(x_adv + self.step_size * self._direction(grad), x)
-        return x_adv
+        out[alive[open_]] = x_adv[open_]  # never fooled before the last step: the last iterate
+        return out
 
     def _start(self, x: torch.Tensor) -> torch.Tensor:
         if not self.random_start:

@@ -55,5 +55,5 @@ class Transfer(Attack):
         self._pgd.generator = self.generator
         return self._pgd(x, y)
 
-    def report(self, n: int, n_correct: int) -> dict[str, Any]:
+    def report(self, n: int, n_attacked: int) -> dict[str, Any]:
         return {"surrogate": self.surrogate_id}

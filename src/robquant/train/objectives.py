@@ -92,7 +92,8 @@ class PGDAT(Objective):
                  gen: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         attack = PGD(model, self.cfg.eps, steps=self.cfg.steps, step_size=self.cfg.step_size,
                      random_start=self.cfg.random_start, generator=gen, model_mode=self.cfg.bn_mode,
-                     fold_bn=False)  # the weights change every step: a folded copy would not pay off
+                     fold_bn=False,  # the weights change every step: a folded copy would not pay off
+                     keep_best=False)  # Madry's recipe trains on the last iterate
         x_adv = attack(x, y)  # restores the model's train mode
         logits = model(x_adv)
         return F.cross_entropy(logits, y), logits
