@@ -183,7 +183,16 @@ def quantize(
     quantizer: Optional[str] = typer.Option(None, help="weights: pwlq|uniform (ptq), dorefa|uniform (qat)"),
     breakpoint: str = typer.Option("gauss", help="PWLQ breakpoint: gauss, laplace, exact or search"),
     first_last: bool = typer.Option(False, "--quantize-first-last", help="also quantize the first and last layer"),
-    calib_images: int = typer.Option(512, help="PTQ: calibration images from the training fraction"),
+    calib_images: int = typer.Option(512, help="calibration images from the training fraction (PTQ ranges, "
+                                     "QAT's PACT alpha)"),
+    calib_batch_size: int = typer.Option(4, help="images per calibration batch (PWLQ's code: 4)"),
+    act_placement: Optional[str] = typer.Option(None, help="PTQ activations: inputs (of every conv, linear and "
+                                                "pooling layer; PWLQ's code; default) or relu"),
+    pact_init: Optional[str] = typer.Option(None, help="QAT: PACT alpha from the data (a percentile of each "
+                                            "layer's activations) or fixed (--pact-alpha); default data, "
+                                            "fixed with --reinit"),
+    pact_alpha: float = typer.Option(10.0, help="QAT: PACT alpha when fixed (PACT's from-scratch 10)"),
+    pact_percentile: float = typer.Option(99.9, help="QAT: percentile of pact_init data"),
     fraction: float = typer.Option(1.0, help="fraction of the training set (calibration / fine-tuning)"),
     epochs: int = typer.Option(60, help="QAT: fine-tuning epochs"),
     objective: str = typer.Option("clean", help="QAT: clean or pgd_at"),
@@ -207,7 +216,9 @@ def quantize(
 
     check_range("--fraction", fraction, 0.0, 1.0, low_open=True)
     cfg = QuantConfig(method=method, precision=precision, weight_quantizer=quantizer, breakpoint=breakpoint,
-                      quantize_first_last=first_last, calib_images=calib_images)
+                      quantize_first_last=first_last, calib_images=calib_images, calib_batch_size=calib_batch_size,
+                      act_placement=act_placement, pact_alpha=pact_alpha,
+                      pact_init=pact_init or ("fixed" if reinit else "data"), pact_percentile=pact_percentile)
     train_cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                             schedule="cosine", seed=seed)
     obj_kw = ({"eps": pgd_eps / 255, "step_size": pgd_eps / 4 / 255, "steps": pgd_steps}

@@ -155,12 +155,14 @@ def quantize_model(checkpoint: str | os.PathLike | None, *, quant: QuantConfig, 
               "parent": {"path": str(checkpoint) if checkpoint else None, "metrics": parent.get("metrics"),
                          "config": parent.get("config")}}
     result = None
-    if quant.method == "ptq":
+    calib = None
+    if quant.needs_calibration:  # PTQ activation ranges, QAT's PACT alpha from the data
         gen = torch.Generator().manual_seed(seed)
         index = torch.randperm(len(train_set), generator=gen)[: quant.calib_images]
         calib = train_set.images[index].float().div_(255).to(device)
+        config["calibration"] = {"images": len(index), "batch_size": quant.calib_batch_size, "seed": seed}
+    if quant.method == "ptq":
         net = quantize(fp_model, quant, calib_images=calib)
-        config["calibration"] = {"images": len(index), "seed": seed}
     else:
         train = train or TrainConfig(epochs=60, lr=0.01, schedule="cosine", weight_decay=1e-4, seed=seed)
         kwargs = dict(objective_kwargs or {})
@@ -170,15 +172,23 @@ def quantize_model(checkpoint: str | os.PathLike | None, *, quant: QuantConfig, 
             kwargs.update(teacher=load_model(teacher, device), teacher_id=str(teacher),
                           student_dim=getattr(fp_model, "feature_dim", None))
         obj = create_objective(objective, **kwargs)
-        net = quantize(fp_model, quant)
+        net = quantize(fp_model, quant, calib_images=calib)
+        config["pact_alpha_start"] = pact_alphas(net)
         result = fit(net, train_set, obj, train, device=device, checkpoint_dir=Path(out) / "checkpoints",
                      progress=progress)
         net.eval()
-        config.update(objective=obj.config(), train=asdict(train))
+        config.update(objective=obj.config(), train=asdict(train), pact_alpha_end=pact_alphas(net))
     return _finish(net, out=out, spec=spec, kind=f"quantize-{quant.method}", config=config, seed=seed,
                    train_set=train_set, test_set=test_set, result=result, t0=t0,
                    t_train=time.perf_counter() - t0, device=device, progress=progress,
                    extra={"precision": quant.precision})
+
+
+def pact_alphas(model: torch.nn.Module) -> dict[str, float]:
+    """Each PACT layer's clipping level, by module name (recorded before and after QAT)."""
+    from robquant.quant import PACT
+
+    return {name: float(m.alpha.detach()) for name, m in model.named_modules() if isinstance(m, PACT) and m.bits < 32}
 
 
 def parse_eps(text: str | Sequence[float], field: str = "--eps") -> list[float]:

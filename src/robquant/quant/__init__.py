@@ -5,10 +5,10 @@ Example:
     >>> qat = quantize(model, QuantConfig(method="qat", precision="A4W4"))  # then train with fit()
 """
 
-from robquant.quant.convert import (ACT_QUANTIZERS, METHODS, WEIGHT_QUANTIZERS, QuantConfig, calibrate,
-                                    model_size, prepare_structure, quantize)
+from robquant.quant.convert import (ACT_PLACEMENTS, ACT_QUANTIZERS, METHODS, PACT_INITS, WEIGHT_QUANTIZERS,
+                                    QuantConfig, calibrate, calibrators, model_size, prepare_structure, quantize)
 from robquant.quant.fold import conv_bn_pairs, fold_batchnorm
-from robquant.quant.modules import QuantConv2d, QuantLinear
+from robquant.quant.modules import QuantConv2d, QuantInput, QuantLinear
 from robquant.quant.pact import PACT, DoReFaWeightQuantizer
 from robquant.quant.precision import ALLOWED_BITS, Precision, parse_precision
 from robquant.quant.pwlq import (PWLQWeightQuantizer, breakpoint_exact, breakpoint_gauss, breakpoint_laplace,
@@ -17,7 +17,7 @@ from robquant.quant.ste import clamp_ste, fake_quant, round_ste
 from robquant.quant.uniform import UniformActQuant, UniformWeightQuantizer, uniform_qparams
 
 __all__ = [
-    "ACT_QUANTIZERS", "ALLOWED_BITS", "DoReFaWeightQuantizer", "METHODS", "PACT", "PWLQWeightQuantizer",
+    "ACT_PLACEMENTS", "ACT_QUANTIZERS", "ALLOWED_BITS", "PACT_INITS", "QuantInput", "calibrators", "DoReFaWeightQuantizer", "METHODS", "PACT", "PWLQWeightQuantizer",
     "Precision", "QuantConfig", "QuantConv2d", "QuantLinear", "UniformActQuant", "UniformWeightQuantizer",
     "WEIGHT_QUANTIZERS", "breakpoint_exact", "breakpoint_gauss", "breakpoint_laplace", "calibrate",
     "clamp_ste", "conv_bn_pairs", "fake_quant", "fold_batchnorm", "model_size", "parse_precision",

@@ -1,9 +1,14 @@
 """One verb, :func:`quantize`: convert a trained model for PTQ or prepare it for QAT, by module swap.
 
-- PTQ: fold BN, quantize weights once (PWLQ by default, or uniform), replace every ReLU by a
-  calibrated uniform activation quantizer; returns an eval-ready model.
-- QAT: weights quantized on every forward (DoReFa by default), every ReLU replaced by PACT;
-  returns a trainable model for the ordinary training loop with any objective.
+- PTQ: fold BN, quantize weights once (PWLQ by default, or uniform), and quantize activations
+  with calibrated uniform per-layer quantizers: by default where PWLQ's code puts them, on the
+  input of every conv, linear and pooling layer (``act_placement="inputs"``: the pooled features
+  that feed the last linear layer are quantized too; the residual stream between blocks stays in
+  full precision); or in place of every ReLU (``"relu"``). Returns an eval-ready model.
+- QAT: weights quantized on every forward (DoReFa by default), every ReLU replaced by PACT (at
+  32 activation bits the ReLUs stay ReLUs); alpha set from calibration images when the QAT starts
+  from trained parameters (``pact_init="data"``). Returns a trainable model for the ordinary
+  training loop with any objective.
 
 Every rounding has a straight-through gradient, so attacks see real gradients (ALGORITHMS sec. 8).
 """
@@ -11,15 +16,16 @@ Every rounding has a straight-through gradient, so attacks see real gradients (A
 from __future__ import annotations
 
 import copy
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
 
 from robquant.errors import ConfigError, check_range
 from robquant.quant.fold import fold_batchnorm
-from robquant.quant.modules import QuantConv2d, QuantLinear
+from robquant.quant.modules import QuantConv2d, QuantInput, QuantLinear
 from robquant.quant.pact import PACT, DoReFaWeightQuantizer
 from robquant.quant.precision import FP_BITS, Precision, parse_precision
 from robquant.quant.pwlq import BREAKPOINTS, PWLQWeightQuantizer
@@ -28,6 +34,9 @@ from robquant.quant.uniform import CALIBRATIONS, UniformActQuant, UniformWeightQ
 METHODS = ("ptq", "qat")
 WEIGHT_QUANTIZERS = {"ptq": ("pwlq", "uniform"), "qat": ("dorefa", "uniform")}
 ACT_QUANTIZERS = {"ptq": ("uniform",), "qat": ("pact",)}
+ACT_PLACEMENTS = {"ptq": ("inputs", "relu"), "qat": ("relu",)}
+PACT_INITS = ("data", "fixed")
+POOLS = (nn.AdaptiveAvgPool2d, nn.AvgPool2d, nn.MaxPool2d, nn.AdaptiveMaxPool2d)
 
 
 @dataclass(frozen=True)
@@ -45,8 +54,19 @@ class QuantConfig:
         bias_correction: PWLQ per-channel mean/std correction.
         per_channel: Uniform weight quantizer per output channel (else per tensor).
         calibration: PTQ activation range rule: ``topk_median`` (PWLQ's) or ``minmax``.
-        calib_images: PTQ calibration images.
-        pact_alpha: Initial PACT clipping level.
+        calib_images: Calibration images (PTQ activation ranges; QAT's PACT alpha with
+            ``pact_init="data"``).
+        calib_batch_size: Images per calibration batch; statistics are taken per batch and
+            averaged over batches (4, as PWLQ's code: the batch size changes the ranges).
+        act_placement: Where PTQ quantizes activations: ``inputs`` (PWLQ's code: the input of
+            every conv, linear and pooling layer; the stem conv's input, the image, only with
+            ``quantize_first_last``) or ``relu`` (in place of every ReLU). QAT: ``relu`` (PACT).
+        pact_alpha: PACT's clipping level when it is not set from the data (10, PACT's
+            from-scratch value).
+        pact_init: ``data`` (alpha = the ``pact_percentile``-th percentile of the layer's ReLU
+            outputs on the calibration images; for QAT from trained parameters) or ``fixed``
+            (``pact_alpha``; for QAT from random parameters).
+        pact_percentile: Percentile of ``pact_init="data"``.
         straight_through: Straight-through gradients for every rounding; False builds a
             gradient-masked model (for testing the diagnostics only).
     """
@@ -61,7 +81,11 @@ class QuantConfig:
     per_channel: bool = True
     calibration: str = "topk_median"
     calib_images: int = 512
+    calib_batch_size: int = 4
+    act_placement: str | None = None
     pact_alpha: float = 10.0
+    pact_init: str = "data"
+    pact_percentile: float = 99.9
     straight_through: bool = True
 
     def __post_init__(self) -> None:
@@ -72,16 +96,29 @@ class QuantConfig:
             object.__setattr__(self, "weight_quantizer", WEIGHT_QUANTIZERS[self.method][0])
         if self.act_quantizer is None:
             object.__setattr__(self, "act_quantizer", ACT_QUANTIZERS[self.method][0])
+        if self.act_placement is None:
+            object.__setattr__(self, "act_placement", ACT_PLACEMENTS[self.method][0])
         _choice("weight_quantizer", self.weight_quantizer, WEIGHT_QUANTIZERS[self.method], self.method)
         _choice("act_quantizer", self.act_quantizer, ACT_QUANTIZERS[self.method], self.method)
+        _choice("act_placement", self.act_placement, ACT_PLACEMENTS[self.method], self.method)
+        _choice("pact_init", self.pact_init, PACT_INITS)
         _choice("breakpoint", self.breakpoint, BREAKPOINTS)
         _choice("calibration", self.calibration, CALIBRATIONS)
         check_range("calib_images", self.calib_images, 1)
+        check_range("calib_batch_size", self.calib_batch_size, 1)
         check_range("pact_alpha", self.pact_alpha, 0.0, low_open=True)
+        check_range("pact_percentile", self.pact_percentile, 0.0, 100.0, low_open=True)
 
     @property
     def bits(self) -> Precision:
         return parse_precision(self.precision)
+
+    @property
+    def needs_calibration(self) -> bool:
+        """Whether :func:`quantize` needs calibration images for this config."""
+        if self.method == "ptq":
+            return self.bits.quantizes_acts
+        return self.bits.quantizes_acts and self.pact_init == "data"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -93,42 +130,60 @@ def _choice(field: str, value: object, allowed: tuple[str, ...], method: str | N
         raise ConfigError(f"{field}{where} must be one of {', '.join(allowed)}, got {value!r}")
 
 
-def quantize(model: nn.Module, config: QuantConfig, calib_images: torch.Tensor | None = None,
-             batch_size: int = 128) -> nn.Module:
+def quantize(model: nn.Module, config: QuantConfig, calib_images: torch.Tensor | None = None) -> nn.Module:
     """Return a quantized copy of ``model`` (the original is left untouched).
 
     Args:
         model: A trained (or freshly initialised, for QAT from scratch) model.
         config: What to do.
-        calib_images: PTQ only: ``(N, C, H, W)`` images in [0, 1] for activation calibration
-            (the caller picks them from the configured data fraction); needed when activations
-            are quantized.
-        batch_size: Calibration batch size.
+        calib_images: ``(N, C, H, W)`` images in [0, 1] (the caller picks them from the
+            configured data fraction): PTQ's activation ranges, QAT's PACT alpha with
+            ``pact_init="data"``; needed when :attr:`QuantConfig.needs_calibration`.
 
     Returns:
         PTQ: the quantized model in eval mode. QAT: a trainable model in train mode.
 
     Raises:
-        ConfigError: if PTQ needs calibration images and none are given.
+        ConfigError: if calibration images are needed and none are given.
     """
     bits = config.bits
-    if config.method == "ptq" and bits.quantizes_acts and calib_images is None:
-        raise ConfigError(f"PTQ at {bits} quantizes activations and needs calibration images")
+    if config.needs_calibration and calib_images is None:
+        what = "activation ranges" if config.method == "ptq" else "PACT's alpha (pact_init='data')"
+        raise ConfigError(f"{config.method.upper()} at {bits} calibrates {what} and needs calibration images"
+                          + ("" if config.method == "ptq" else "; or set pact_init='fixed'"))
     qmodel = copy.deepcopy(model)
     if config.method == "ptq":
         qmodel.eval()
         fold_batchnorm(qmodel)
     _swap(qmodel, config)
-    if config.method == "qat":
-        return qmodel.train()
-    for layer in qmodel.modules():  # PTQ: quantize the weights once
-        if isinstance(layer, (QuantConv2d, QuantLinear)) and layer.weight_quant is not None:
-            with torch.no_grad():
-                layer.weight.copy_(layer.weight_quant(layer.weight))
-            layer.frozen = True
-    if bits.quantizes_acts:
-        calibrate(qmodel, calib_images, batch_size)
-    return qmodel.eval()
+    if config.method == "ptq":
+        for layer in qmodel.modules():  # quantize the weights once
+            if isinstance(layer, (QuantConv2d, QuantLinear)) and layer.weight_quant is not None:
+                with torch.no_grad():
+                    layer.weight.copy_(layer.weight_quant(layer.weight))
+                layer.frozen = True
+    if config.needs_calibration:
+        # QAT: alpha from the full-precision model's activations. DoReFa rescales the weights
+        # (max |w_q| = 1), which BN's running statistics do not know about until training starts
+        # (in training mode BN renormalises to the scale the FP model had), so calibrating through
+        # the quantized weights in eval mode would measure activations no training step sees.
+        with _weights_as_stored(qmodel):
+            calibrate(qmodel, calib_images, config.calib_batch_size)
+    return qmodel.train() if config.method == "qat" else qmodel.eval()
+
+
+@contextmanager
+def _weights_as_stored(model: nn.Module) -> Iterator[None]:
+    """Every quantized layer computes with its stored weights (as PTQ's frozen layers always do)."""
+    layers = [m for m in model.modules() if isinstance(m, (QuantConv2d, QuantLinear))]
+    frozen = [m.frozen for m in layers]
+    for m in layers:
+        m.frozen = True
+    try:
+        yield
+    finally:
+        for m, f in zip(layers, frozen):
+            m.frozen = f
 
 
 def prepare_structure(model: nn.Module, config: QuantConfig) -> nn.Module:
@@ -143,35 +198,50 @@ def prepare_structure(model: nn.Module, config: QuantConfig) -> nn.Module:
     return model
 
 
+def calibrators(model: nn.Module) -> list[nn.Module]:
+    """The modules of ``model`` that take statistics from calibration images."""
+    return [m for m in model.modules() if hasattr(m, "start_calibration") and getattr(m, "bits", 32) < 32]
+
+
 @torch.no_grad()
-def calibrate(model: nn.Module, images: torch.Tensor, batch_size: int = 128) -> None:
-    """Observe activation ranges on ``images`` and freeze every :class:`UniformActQuant`."""
-    quants = [m for m in model.modules() if isinstance(m, UniformActQuant)]
+def calibrate(model: nn.Module, images: torch.Tensor, batch_size: int = 4) -> None:
+    """Take every calibrated quantizer's statistics on ``images`` (in eval mode, batches of
+    ``batch_size``, averaged over batches) and freeze them; every module's mode is restored."""
+    quants = calibrators(model)
+    modes = [(m, m.training) for m in model.modules()]
     model.eval()
     device = next(model.parameters()).device
     for q in quants:
-        q.calibrating = True
-        q.batches.zero_()
+        q.start_calibration()
     try:
         for i in range(0, len(images), batch_size):
             model(images[i:i + batch_size].to(device))
     finally:
         for q in quants:
             q.finish_calibration()
+        for module, training in modes:
+            module.training = training
 
 
 def _swap(model: nn.Module, config: QuantConfig) -> None:
-    """Replace conv/linear layers and ReLUs by their quantized versions, in place."""
+    """Replace conv/linear layers, and ReLUs or pooling layers, by their quantized versions, in place."""
     bits = config.bits
     layers = [(n, m) for n, m in model.named_modules() if type(m) in (nn.Conv2d, nn.Linear)]
     convs = [n for n, m in layers if isinstance(m, nn.Conv2d)]
     linears = [n for n, m in layers if isinstance(m, nn.Linear)]
-    keep_fp = set() if config.quantize_first_last else {convs[0] if convs else None, linears[-1] if linears else None}
+    first = convs[0] if convs else None
+    keep_fp = set() if config.quantize_first_last else {first, linears[-1] if linears else None}
+    inputs = bits.quantizes_acts and config.act_placement == "inputs"
+    pools = [n for n, m in model.named_modules() if isinstance(m, POOLS)] if inputs else []
     for name, layer in layers:
         wq = None if (name in keep_fp or not bits.quantizes_weights) else _weight_quantizer(layer, config)
-        wrapper = QuantConv2d(layer, wq) if isinstance(layer, nn.Conv2d) else QuantLinear(layer, wq)
-        _set(model, name, wrapper)
-    if bits.quantizes_acts or config.method == "qat":
+        # the stem conv's input is the image itself: quantized only with the first/last layers
+        iq = _act_quantizer(config) if inputs and (name != first or config.quantize_first_last) else None
+        cls = QuantConv2d if isinstance(layer, nn.Conv2d) else QuantLinear
+        _set(model, name, cls(layer, wq, input_quant=iq))
+    for name in pools:
+        _set(model, name, QuantInput(model.get_submodule(name), _act_quantizer(config)))
+    if bits.quantizes_acts and config.act_placement == "relu":
         for name, module in list(model.named_modules()):
             if type(module) is nn.ReLU:
                 _set(model, name, _act_quantizer(config))
@@ -189,8 +259,8 @@ def _weight_quantizer(layer: nn.Module, config: QuantConfig) -> nn.Module:
 def _act_quantizer(config: QuantConfig) -> nn.Module:
     b = config.bits.act_bits
     if config.act_quantizer == "pact":
-        return PACT(b, config.pact_alpha, config.straight_through)
-    return UniformActQuant(b, config.calibration, ste=config.straight_through)
+        return PACT(b, config.pact_alpha, config.straight_through, config.pact_percentile)
+    return UniformActQuant(b, config.calibration, ste=config.straight_through, relu=config.act_placement == "relu")
 
 
 def _set(model: nn.Module, name: str, module: nn.Module) -> None:

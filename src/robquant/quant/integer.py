@@ -14,7 +14,8 @@ same network the way integer hardware would and says whether the two agree:
   per-channel multiplier ``s_in * s_w`` and adds the bias; the next quantized activation turns
   the result back into integer codes;
 - everything between quantized layers (BatchNorm of QAT models, residual additions, pooling)
-  runs in float64.
+  runs in float64; a layer with its own input quantizer (PWLQ's placement) turns its input into
+  codes first.
 
 Layers whose input is not on an activation grid (the full-precision first layer, weight-only
 precisions) run in float64 with their integer weights and are counted as such.
@@ -159,7 +160,8 @@ class _IntAct(nn.Module):
             codes = torch.round(x.clamp(min=0).clamp(max=alpha) / scale)
         else:
             scale, zp, qmin, qmax = uniform_qparams(q.range_lo, q.range_hi, q.bits, q.symmetric)
-            codes = (torch.round(torch.relu(x) * (1.0 / scale)) + zp).clamp(qmin, qmax) - zp
+            x = torch.relu(x) if q.relu else x
+            codes = (torch.round(x * (1.0 / scale)) + zp).clamp(qmin, qmax) - zp
         out = codes * scale
         self.tape.put(out, codes.to(torch.int64), scale)
         return out
@@ -173,6 +175,7 @@ class _IntLayer(nn.Module):
                  ) -> None:
         super().__init__()
         self.layer, self.tape, self.stats = layer, tape, stats
+        self.input_quant = _IntAct(layer.input_quant, tape) if layer.input_quant is not None else None
         self.terms = terms
         self.weight: torch.Tensor | None = None  # float weights of the float path, set once in float64
 
@@ -185,6 +188,8 @@ class _IntLayer(nn.Module):
         return v.view(1, -1, *([1] * (like.dim() - 2)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_quant is not None:
+            x = self.input_quant(x)
         bias = self.layer.bias
         coded = self.tape.get(x)
         if self.terms is None or coded is None:
@@ -218,10 +223,12 @@ def integer_model(model: nn.Module) -> IntegerModel:
     net = copy.deepcopy(model).cpu().eval()
     tape, stats = _Tape(), {"integer": 0, "float": 0}
     swaps: list[tuple[str, nn.Module]] = []
+    owned = set()  # input quantizers of conv/linear layers: their _IntLayer codes the input itself
     for name, module in net.named_modules():
         if isinstance(module, (QuantConv2d, QuantLinear)):
             swaps.append((name, _IntLayer(module, weight_terms(module), tape, stats)))
-        elif isinstance(module, (UniformActQuant, PACT)):
+            owned.add(id(module.input_quant))
+        elif isinstance(module, (UniformActQuant, PACT)) and id(module) not in owned:
             swaps.append((name, _IntAct(module, tape)))
     for name, wrapper in swaps:
         parent, _, attr = name.rpartition(".")

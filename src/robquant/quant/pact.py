@@ -34,25 +34,61 @@ class PACT(nn.Module):
     alpha is an ordinary parameter, so the optimizer's weight decay regularises it (as PACT's L2
     term on alpha with the weight-decay coefficient).
 
+    alpha's start: PACT's from-scratch value (10) suits training from random parameters. Fine-tuned
+    from a trained model, BN-normalised activations almost never reach 10, so alpha's gradient
+    1[x >= alpha] is almost always zero and alpha never moves: then set it from the data with
+    :meth:`start_calibration` / :meth:`finish_calibration`, which put alpha at the ``percentile``-th
+    percentile of the layer's ReLU outputs (per calibration batch, averaged over batches).
+
     Args:
-        bits: Bit-width k (32 = ReLU clipped at alpha, not rounded).
+        bits: Bit-width k (32 = a plain ReLU: nothing clipped or rounded).
         alpha: Initial clipping level (10).
         ste: Use PACT's gradient rule; False plants zero input gradients (plain rounding), for tests.
+        percentile: Where calibration puts alpha (99.9).
     """
 
-    def __init__(self, bits: int, alpha: float = 10.0, ste: bool = True) -> None:
+    def __init__(self, bits: int, alpha: float = 10.0, ste: bool = True, percentile: float = 99.9) -> None:
         super().__init__()
-        self.bits, self.ste = bits, ste
+        self.bits, self.ste, self.percentile = bits, ste, float(percentile)
         self.alpha = nn.Parameter(torch.tensor(float(alpha)))
+        self.calibrating = False
+        self._observed: list[torch.Tensor] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.bits >= 32:
-            return torch.minimum(torch.relu(x), self.alpha)
+            return torch.relu(x)
+        if self.calibrating:
+            y = torch.relu(x)
+            self._observe(y.detach())
+            return y
         if self.ste:
             return _PACTFn.apply(x, self.alpha, self.bits)
         levels = 2**self.bits - 1
         y = torch.minimum(torch.relu(x), self.alpha)
         return torch.round(y * (levels / self.alpha)) * (self.alpha / levels)
+
+    @torch.no_grad()
+    def _observe(self, y: torch.Tensor) -> None:
+        flat = y.flatten()
+        rank = max(1, min(flat.numel(), round(self.percentile / 100 * flat.numel())))
+        self._observed.append(flat.float().kthvalue(rank).values)
+
+    def start_calibration(self) -> None:
+        """Observe the next batches (the layer acts as a plain ReLU meanwhile)."""
+        self._observed = []
+        self.calibrating = True
+
+    @torch.no_grad()
+    def finish_calibration(self) -> None:
+        """Set alpha to the mean over batches of the per-batch percentile (at least 1e-3, so that a
+        layer that never fired keeps a usable grid); raises if no batch was observed."""
+        self.calibrating = False
+        if self.bits >= 32:
+            return
+        if not self._observed:
+            raise RuntimeError("PACT was never calibrated")
+        self.alpha.fill_(max(float(torch.stack(self._observed).mean()), 1e-3))
+        self._observed = []
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}"

@@ -72,34 +72,43 @@ class UniformWeightQuantizer(nn.Module):
 
 
 class UniformActQuant(nn.Module):
-    """ReLU followed by a calibrated uniform per-layer quantizer (PTQ activations).
+    """A calibrated uniform per-layer activation quantizer (PTQ activations).
 
-    Calibration (``calibrating = True``): each batch contributes a low and a high range estimate,
-    averaged over batches: ``topk_median`` takes the median of the k smallest and of the k largest
-    values (PWLQ's rule, k = 10), ``minmax`` the extremes. After :meth:`finish_calibration` the
-    grid is fixed: unsigned on [0, r_u] when r_l >= 0, else signed symmetric.
+    It either replaces a ReLU (``relu=True``: ReLU, then quantize) or quantizes a layer's input as
+    it is (``relu=False``: PWLQ's placement, in front of every conv, linear and pooling layer).
+
+    Calibration (between :meth:`start_calibration` and :meth:`finish_calibration`) passes values
+    through unchanged; each batch contributes a low and a high range estimate, averaged over
+    batches: ``topk_median`` takes the median of the k smallest and of the k largest values
+    (PWLQ's rule, k = 10; the lower median of the k, as ``torch.median``), ``minmax`` the extremes.
+    The batch size matters (the top-k of a larger batch reaches further into the tail): PWLQ's
+    code uses batches of 4 images. Afterwards the grid is fixed: unsigned on [0, r_u] when
+    r_l >= 0, else signed symmetric on +-max(|r_l|, r_u).
 
     Args:
-        bits: Bit-width (32 = plain ReLU).
+        bits: Bit-width (32 = no quantization).
         calibration: ``topk_median`` or ``minmax``.
         symmetric: Grid used if the calibrated range includes negatives.
         ste: Straight-through gradient (False plants zero gradients, for tests).
         topk: k of ``topk_median``.
+        relu: Apply a ReLU first (the quantizer replaces one).
     """
 
     def __init__(self, bits: int, calibration: str = "topk_median", symmetric: bool = True,
-                 ste: bool = True, topk: int = 10) -> None:
+                 ste: bool = True, topk: int = 10, relu: bool = True) -> None:
         super().__init__()
         if calibration not in CALIBRATIONS:
             raise ConfigError(f"calibration must be one of {', '.join(CALIBRATIONS)}, got {calibration!r}")
         self.bits, self.calibration, self.symmetric, self.ste, self.topk = bits, calibration, symmetric, ste, topk
+        self.relu = relu
         self.calibrating = False
         self.register_buffer("range_lo", torch.zeros(()))
         self.register_buffer("range_hi", torch.zeros(()))
         self.register_buffer("batches", torch.zeros((), dtype=torch.long))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.relu(x)
+        if self.relu:
+            x = torch.relu(x)
         if self.bits >= 32:
             return x
         if self.calibrating:
@@ -122,6 +131,13 @@ class UniformActQuant(nn.Module):
         self.range_hi.mul_(n / (n + 1)).add_(hi / (n + 1))
         self.batches += 1
 
+    def start_calibration(self) -> None:
+        """Forget earlier statistics and observe the next batches."""
+        self.range_lo.zero_()
+        self.range_hi.zero_()
+        self.batches.zero_()
+        self.calibrating = True
+
     def finish_calibration(self) -> None:
         """Freeze the grid; raises if no batch was observed."""
         if self.bits < 32 and self.batches.item() == 0:
@@ -129,4 +145,4 @@ class UniformActQuant(nn.Module):
         self.calibrating = False
 
     def extra_repr(self) -> str:
-        return f"bits={self.bits}, calibration={self.calibration}"
+        return f"bits={self.bits}, calibration={self.calibration}, relu={self.relu}"
