@@ -40,7 +40,7 @@ def test_pact_alpha_starts_at_a_high_percentile_of_each_layers_activations(clean
     pacts = {n: m for n, m in q.named_modules() if isinstance(m, PACT)}
     assert set(pacts) == set(acts) and len(pacts) == 19  # every ReLU site, the residual ones included
     for name, pact in pacts.items():
-        a, alpha = acts[name], float(pact.alpha)
+        a, alpha = acts[name], float(pact.alpha.detach())
         assert 0 < alpha <= float(a.max())  # inside the layer's activation range
         # about 1 % of the layer's activations lie above it (per-batch percentiles, averaged)
         assert 0.002 < float((a > alpha).float().mean()) < 0.03, name

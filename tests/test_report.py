@@ -9,20 +9,29 @@ import subprocess
 import numpy as np
 import pytest
 
-from robquant.report.figures import figure2, pareto
+from robquant.report.figures import figure2, figure2_series, pareto
+from robquant.report.findings import CONTRADICTED, NOT_RUN, NOT_SIGNIFICANT, REPRODUCED, findings
 from robquant.report.paper import label_comparison, paper_numbers
 from robquant.report.records import pipeline_label
 from robquant.report.stats import t_interval, trend_label
 from robquant.report.tables import table1, table2, table45, trend_labels
 
 
-def row(method, strategy, init, precision, seed, clean, rob, status="done", fraction=1.0, flags=(), worst=None):
+def row(method, strategy, init, precision, seed, clean, rob, status="done", fraction=1.0, flags=(), worst=None,
+        pgd=None, robust=None):
+    """A report row as :func:`robquant.report.records.collect` makes it; ``pgd`` is the paper's attack
+    alone at 8/255 (default: the worst case)."""
     a, w = precision[1:].split("W")
     a, w = int(a), int(w)
+    pgd = rob if pgd is None else pgd
     return {"init": init, "method": method, "strategy": strategy, "pipeline": pipeline_label(method, strategy, init),
             "precision": precision, "act_bits": a, "weight_bits": w, "bits": a if a == w else None,
             "fraction": fraction, "seed": seed, "status": status, "clean": clean, "robustness": rob,
-            "worst": worst or {8.0: rob}, "robust": {("pgd", 8.0): rob}, "flags": list(flags),
+            "robustness_n": 200, "reference": pgd, "reference_n": 500, "reference_attack": "pgd", "gap": pgd - rob,
+            "worst": worst or {8.0: rob}, "worst_n": {e: 200 for e in (worst or {8.0: rob})},
+            "worst_attacks": {e: ["pgd", "apgd"] for e in (worst or {8.0: rob})},
+            "robust": robust or {("pgd", 8.0): pgd}, "robust_n": {k: 500 for k in (robust or {("pgd", 8.0): pgd})},
+            "cascade": True, "flags": list(flags),
             "wall_s": 1.0, "passes": 100.0, "bytes": 1000, "key": f"{method}{strategy}{init}{precision}{seed}"}
 
 
@@ -102,6 +111,19 @@ def test_trend_labels_are_not_significant_under_planted_noise_or_one_seed():
     assert trend_label({2: [0.5, 0.5], 4: [0.4, 0.4]})[0] == "n.s."  # two bit-widths: no shape to test
 
 
+def test_paper_tables_3_to_5_beside_ours():
+    from robquant.report.paper import appendix_comparison
+
+    rows = [row("qat", "transfer", "robust", "A4W4", s, 0.70, 0.40, fraction=0.1) for s in range(2)]
+    rows += [row("qat", "transfer", "non_robust", "A3W3", s, 0.60, 0.20, fraction=1.0) for s in range(2)]
+    t3, t4, t5 = appendix_comparison(rows, paper_numbers())
+    assert t3.rows == [["10%", "A4W4", "70.0 / 40.0", "73.8 / 44.8", "-3.8 / -4.8"]]
+    assert t4.rows == [["non_robust", "A3W3", "60.0", "67.8", "-7.8"]]
+    assert t5.rows == [["non_robust", "A3W3", "20.0", "17.0", "+3.0"]]
+    assert paper_numbers()["table5"]["robust"] == {"A3W3": "NC", "A4W4": 45.10, "A6W6": 48.50, "A8W8": 48.16,
+                                                    "A32W32": 47.87}
+
+
 def test_table1_and_the_paper_comparison():
     labels = {("ptq", None, "robust"): {"weaker": ("n.s.", {}), "normal": ("-", {})},
               ("qat", "adversarial", "robust"): {"normal": ("+", {})}}
@@ -123,7 +145,8 @@ def test_figures_are_written_and_not_empty(tmp_path):
         for s in range(2):
             rows.append(row("qat", "vanilla", "random", prec, s, 0.8 + 0.01 * s, 0.3, worst={1.0: 0.6, 8.0: 0.3}))
     paths = figure2(rows, tmp_path)
-    assert {p.suffix for p in paths} == {".png", ".pdf"} and all(p.stat().st_size > 5000 for p in paths)
+    assert {p.suffix for p in paths} == {".png", ".pdf", ".csv"} and all(p.stat().st_size > 5000 for p in paths
+                                                                       if p.suffix != ".csv")
     paths, recommended = pareto(ROWS, tmp_path)
     assert all(p.stat().st_size > 5000 for p in paths)
     best4 = next(r for r in recommended if r["bits"] == 4)
@@ -165,3 +188,104 @@ def test_html_report_renders_in_headless_chromium(reference_run, tmp_path):
                    capture_output=True)
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
     assert pixels.std() > 10  # not blank: text, tables and figures
+
+
+def test_paired_trend_label_finds_a_planted_paired_trend_that_the_unpaired_one_misses():
+    # each seed shifts every bit-width alike (its own FP parent): +-10 points; the trend is 3 points a step
+    rng = np.random.default_rng(3)
+    offsets = {0: 0.10, 1: -0.08, 2: 0.01}
+    values = {b: {s: 0.45 - 0.03 * i + offsets[s] + rng.normal(0, 0.003) for s in offsets}
+              for i, b in enumerate((2, 4, 8, 32))}
+    paired, info = trend_label(values)
+    assert paired == "+" and info["paired"] is True
+    unpaired, info = trend_label(values, paired=False)
+    assert unpaired == "n.s." and info["paired"] is False
+
+
+def test_a_bit_width_with_one_converged_seed_is_dropped_not_fatal():
+    values = {2: {0: 0.9}, 4: {0: 0.50, 1: 0.51, 2: 0.49}, 8: {0: 0.40, 1: 0.41, 2: 0.39}, 32: {0: 0.30, 1: 0.31, 2: 0.29}}
+    label, info = trend_label(values)
+    assert label == "+" and info["dropped"] == [2] and info["n_bits"] == 3
+    # through the report rows: an NC seed leaves A2W2 with one value
+    rows = [row("qat", "vanilla", "random", "A2W2", 0, 0.9, 0.9, worst={2.0: 0.9, 8.0: 0.9}),
+            row("qat", "vanilla", "random", "A2W2", 1, 0.1, 0.1, status="NC", worst={2.0: 0.1, 8.0: 0.1})]
+    for prec, base in (("A4W4", 0.5), ("A8W8", 0.4), ("A32W32", 0.3)):
+        rows += [row("qat", "vanilla", "random", prec, s, 0.9, base + 0.01 * s, worst={2.0: base + 0.01 * s,
+                                                                                        8.0: base + 0.01 * s})
+                 for s in range(3)]
+    assert trend_labels(rows, [2, 8], 8)[("qat", "vanilla", "random")]["weaker"][0] == "+"
+
+
+def test_figure2_plots_each_attack_on_its_own_examples_and_the_worst_case_on_the_common_ones(tmp_path):
+    rows = []
+    for prec, (pgd, worst) in {"A2W32": (0.50, 0.40), "A4W32": (0.45, 0.37), "A8W32": (0.40, 0.33),
+                               "A32W32": (0.35, 0.30)}.items():
+        for s in range(3):
+            robust = {("pgd", 1.0): pgd + 0.01 * s, ("pgd", 8.0): 0.0, ("apgd", 1.0): worst, ("apgd", 8.0): 0.0}
+            rows.append(row("qat", "vanilla", "non_robust", prec, s, 0.7, 0.0, worst={1.0: worst + 0.01 * s, 8.0: 0.0},
+                            robust=robust, pgd=0.0))
+    pipeline, series = figure2_series(rows)
+    assert pipeline == "QAT/vanilla from non_robust" and {s["panel"] for s in series} == {"activation-only"}
+    for s in series:
+        runs = [r for r in rows if r["act_bits"] == s["bits"]]
+        if s["attack"] == "pgd":  # each value is the mean of the per-attack records
+            assert s["mean"] == pytest.approx(np.mean([r["robust"][("pgd", s["eps_255"])] for r in runs]))
+            assert s["n"] == 500 and s["seeds"] == 3
+        elif s["attack"] == "worst case":
+            assert s["mean"] == pytest.approx(np.mean([r["worst"][s["eps_255"]] for r in runs]))
+            assert s["n"] == 200
+    lines = {s["line"] for s in series}
+    assert "pgd, eps 1/255" in lines and "worst case of pgd + apgd, eps 1/255" in lines
+    assert not any(line.startswith("apgd") for line in lines)  # cascaded: apgd's own number is the worst case
+    paths = figure2(rows, tmp_path)
+    csv_text = (tmp_path / "figure2.csv").read_text()
+    assert "worst case of pgd + apgd, eps 1/255" in csv_text and len(paths) == 3
+
+
+def _finding_rows(vanilla_drop=0.25, adv_drop=0.0, ptq_drop=0.005, noise=0.004):
+    rng = np.random.default_rng(0)
+    rows = []
+    for s in range(3):
+        base = 0.45 + 0.02 * s  # the seed's FP reference
+        def r(v):
+            return float(v + rng.normal(0, noise))
+        rows.append(row("ptq", None, "robust", "A32W32", s, 0.75, base, pgd=base + 0.03))
+        for prec in ("A8W8", "A4W4"):
+            v = r(base - ptq_drop)
+            rows.append(row("ptq", None, "robust", prec, s, 0.75, v, pgd=v + 0.03))
+        v = r(base - vanilla_drop)
+        rows.append(row("qat", "vanilla", "robust", "A4W4", s, 0.85, v, pgd=v + 0.02))
+        v = r(base - adv_drop)
+        rows.append(row("qat", "adversarial", "robust", "A4W4", s, 0.74, v, pgd=v + 0.05))
+    return rows
+
+
+def test_findings_reproduced_contradicted_and_not_run():
+    found = {f.key: f for f in findings(_finding_rows(), [1, 8], 8)}
+    for key in ("ptq_keeps", "vanilla_qat_loses", "adversarial_qat_keeps"):
+        assert set(found[key].verdicts.values()) == {REPRODUCED}, (key, found[key].verdicts)
+        assert len(found[key].verdicts) == 2  # the paper's attack, and the worst case
+    assert set(found["activation_bits_weak"].verdicts.values()) == {NOT_RUN}
+    # adversarial QAT that loses 10 points contradicts "keeps"; noisy seeds leave PTQ not significant
+    found = {f.key: f for f in findings(_finding_rows(adv_drop=0.10), [1, 8], 8)}
+    assert set(found["adversarial_qat_keeps"].verdicts.values()) == {CONTRADICTED}
+    found = {f.key: f for f in findings(_finding_rows(ptq_drop=0.01, noise=0.05), [1, 8], 8)}
+    assert NOT_SIGNIFICANT in found["ptq_keeps"].verdicts.values()
+    # without the FP reference nothing can be judged
+    rows = [r for r in _finding_rows() if r["precision"] != "A32W32"]
+    f = findings(rows, [1, 8], 8)[0]
+    assert set(f.verdicts.values()) == {NOT_RUN} and "FP reference" in f.note
+
+
+def test_findings_activation_trend_under_both_measures():
+    rows = []
+    for prec, (pgd, worst) in {"A2W32": (0.50, 0.30), "A4W32": (0.42, 0.30), "A8W32": (0.36, 0.30),
+                               "A32W32": (0.30, 0.30)}.items():
+        for s in range(3):
+            robust = {("pgd", 1.0): pgd + 0.005 * s, ("pgd", 8.0): 0.0}
+            rows.append(row("qat", "vanilla", "non_robust", prec, s, 0.7, 0.0, pgd=0.0, robust=robust,
+                            worst={1.0: worst + 0.005 * s, 8.0: 0.0}))
+    f = findings(rows, [1, 8], 8)[3]
+    paper, worst = f.verdicts.values()
+    assert paper == REPRODUCED  # under PGD alone lower activation bits look more robust ...
+    assert worst == NOT_SIGNIFICANT  # ... under the worst case the trend is gone

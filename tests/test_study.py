@@ -96,6 +96,10 @@ BAD = [
     (_with(evaluation__attacks=[{"name": "pgd", "attacks": ["apgd-ce"]}]), "attacks applies to autoattack and apgd"),
     (_with(evaluation__attacks=[{"name": "pgd"}, {"name": "pgd", "steps": 40}]), "attack labels must be distinct"),
     (_with(evaluation__diagnostics__n=0), "evaluation.diagnostics.n: Input should be greater than or equal to 1"),
+    (_with(evaluation__attacks=[{"name": "pgd", "eps": [4]}]), "attack 'pgd' eps [4.0] must be among eps [8.0, 32.0]"),
+    (_with(fp__fraction=0), "fp.fraction: fraction must be in (0, 1], got 0"),
+    (_with(fp__robust__fraction=2), "fp.robust.fraction: fraction must be in (0, 1], got 2"),
+    (_with(quant__act_placement="outputs"), "quant.act_placement: Input should be 'inputs' or 'relu'"),
     ("axes: [unclosed", "not valid YAML at line 1"),
     ("- just\n- a list\n", "a study file must be a YAML mapping"),
 ]
@@ -165,12 +169,55 @@ def test_plan_shares_fp_models_and_keys_are_content_addresses():
     assert rb.cost["backward"] == 3 * nr.cost["backward"] == 3 * 2 * 1000
 
 
+def test_fp_models_on_a_subset_shared_by_every_seed_and_n_test_in_every_key():
+    study = parse_study(_with(seeds=[0, 1, 2], fp__fraction=0.25, fp__robust__fraction=0.5, fp__seed=7))
+    plan = build_plan(study, lambda: 1000)
+    fps = [s for s in plan.stages.values() if s.kind == "train_fp"]
+    assert len(fps) == 2  # shared by all three seeds
+    by_init = {s.config["init"]: s for s in fps}
+    assert by_init["non_robust"].config["fraction"] == 0.25 and by_init["robust"].config["fraction"] == 0.5
+    assert all(s.config["train"]["seed"] == 7 for s in fps)
+    assert by_init["robust"].cost["backward"] == 3 * 2 * 500  # (steps + 1) passes x epochs x its 500 images
+    quantized = [s for s in plan.stages.values() if s.kind == "quantize"]
+    assert {s.config["seed"] for s in quantized} == {0, 1, 2}
+    assert all(set(s.parents) <= {f.key for f in fps} for s in quantized)
+    # without fp.seed each seed trains its own FP models
+    assert sum(s.kind == "train_fp" for s in build_plan(parse_study(_with(seeds=[0, 1])), lambda: 1000).stages.values()) == 4
+    # n_test decides NC, so it is in every key: changing it never reuses a stale status
+    other = build_plan(parse_study(_with(evaluation__n_test=61)), lambda: 1000)
+    assert not set(other.stages) & set(build_plan(parse_study(TINY), lambda: 1000).stages)
+    # PACT's alpha: from the data for trained parameters, PACT's fixed 10 from random ones
+    grid = build_plan(parse_study(_with(axes__init=["random", "robust"])), lambda: 1000)
+    inits = {(s.config["init"], s.config["quant"]["pact_init"]) for s in grid.stages.values()
+             if s.kind == "quantize" and s.config["method"] == "qat"}
+    assert inits == {("random", "fixed"), ("robust", "data")}
+
+
+def test_time_estimate_counts_passes_times_measured_speeds():
+    from robquant.pipeline.estimate import ASSUMED_ACCURACY, Speeds, estimate_plan
+
+    speeds = Speeds(device="test", train_fp=1.0, train_q=2.0, grad_fp=0.5, grad_q=0.25, grad_view=0.1, fwd_fp=0.0,
+                    fwd_q=0.0, fwd_calib=0.0, load_train=0.0, load_test=0.0)
+    study = parse_study(_with(evaluation__diagnostics__enabled=False, evaluation__attacks=[{"name": "fgsm"}]))
+    plan = build_plan(study, lambda: 1000)
+    seconds = estimate_plan(plan, speeds, 1000)
+    by = {(s.kind, s.config.get("init"), s.config.get("method"), s.config.get("strategy")): seconds[k]
+          for k, s in plan.stages.items()}
+    assert by[("train_fp", "non_robust", None, None)] == 2 * 1000 * 1.0  # epochs x images x a training step
+    assert by[("train_fp", "robust", None, None)] == 2 * 1000 * (1.0 + 2 * 0.5)  # + 2 PGD steps
+    assert by[("quantize", "robust", "qat", "vanilla")] == 2 * 500 * 2.0  # fraction 0.5
+    assert by[("quantize", "robust", "ptq", None)] == 0.0
+    # FGSM: one gradient pass per correctly classified example, at each of the two eps
+    assert by[("evaluate", None, None, None)] == pytest.approx(2 * 60 * ASSUMED_ACCURACY * 0.25)
+
+
 def test_dry_run_prints_the_plan_and_writes_only_the_store(tmp_path):
     path = write(tmp_path, TINY)
     code, text = cli("run", path, "--dry-run", "--device", "cpu")
     assert code == 0, text
     assert "14 stages (2 train_fp, 6 quantize, 6 evaluate); 0 done, 14 to run" in text
     assert "cost to run" in text and "dropped 1 grid cell(s): PTQ has no training strategy" in text
+    assert "estimated wall time on cpu" in text
     assert not list((tmp_path / "runs" / "store" / "stages").iterdir())
 
 

@@ -269,7 +269,10 @@ def demo(
 def _print_report(plan: Any, st: Any, out: Path, formats: list[str] | None = None) -> None:
     from robquant.report import FORMATS, write_report
 
+    from robquant.display import report_table
+
     result = write_report(plan, st, out, formats or FORMATS)
+    console.print(report_table(result["findings"]))
     verdicts = ", ".join(f"{k} {v}" for k, v in result["paper_labels"].items())
     console.print(f"report of {result['rows']} models written to {out} "
                   f"({', '.join(sorted({p.suffix.lstrip('.') for p in result['files']}))}); "
@@ -316,6 +319,25 @@ def _plan(study_path: Path, store_dir: Optional[Path], need_sizes: bool = True):
 
     plan = build_plan(study, n_train)
     return study, plan, Store(study.store)
+
+
+def _estimate(plan: Any, store: Any, device: Any, todo: set[str]) -> float | None:
+    """Estimate every stage's wall time on ``device`` (speeds measured once per store and device),
+    print the total for the stages to run, and return it (None if the speeds cannot be measured)."""
+    from robquant.pipeline.estimate import ASSUMED_ACCURACY, ASSUMED_SURVIVAL, cached_speeds, estimate_plan
+
+    try:
+        speeds = cached_speeds(plan.study, device, store.root)
+    except RobquantError as exc:  # e.g. the data set is missing: the run will say so
+        console.print(f"no time estimate: {exc}")
+        return None
+    for key, seconds in estimate_plan(plan, speeds, plan.n_train()).items():
+        plan.stages[key].estimated_s = seconds
+    total = sum(plan.stages[k].estimated_s for k in todo)
+    console.print(f"estimated wall time on {speeds.device}: {total / 60:.1f} min for {len(todo)} stages (measured "
+                  f"speeds; attacks assume {100 * ASSUMED_ACCURACY:g} % clean accuracy and "
+                  f"{100 * ASSUMED_SURVIVAL:g} % of attacked examples surviving each attack)")
+    return total
 
 
 def _cell_results(plan: Any, store: Any) -> list[dict[str, Any]]:
@@ -366,6 +388,8 @@ def run(
     check_range("--gpus-per-stage", gpus_per_stage, 0.0, 1.0)
     study, plan, st = _plan(study_path, store)
     todo = {s.key for s in pending(plan, st)}
+    dev = _device(device)
+    estimate = _estimate(plan, st, dev, todo)
     kinds = {k: sum(1 for s in plan.stages.values() if s.kind == k) for k in ("train_fp", "quantize", "evaluate")}
     console.print(f"study [bold]{study.name}[/]: {len(plan.cells)} cells, {len(plan.stages)} stages "
                   f"({', '.join(f'{n} {k}' for k, n in kinds.items())}); {len(plan.stages) - len(todo)} done, "
@@ -387,7 +411,6 @@ def run(
         console.print(f"nothing to do: all {len(plan.stages)} stages are done")
         _print_summary(plan, st)
         return
-    dev = _device(device)
     with RichProgress(err_console) as progress:
         if executor == "ray":
             from robquant.pipeline.ray_executor import execute_ray
@@ -397,6 +420,10 @@ def run(
             summary = execute_local(plan, st, dev, progress=progress)
     console.print(f"ran {len(summary.ran)} stages in {summary.seconds:.1f} s; {len(summary.skipped)} were done; "
                   f"{len(summary.failed)} failed; {len(summary.blocked)} blocked by a failed parent")
+    if summary.ran and estimate and executor == "local":
+        planned = sum(plan.stages[k].estimated_s or 0 for k in summary.ran)
+        console.print(f"wall time {summary.seconds / 60:.1f} min; estimated {planned / 60:.1f} min for these stages "
+                      f"(measured / estimated = {summary.seconds / planned:.2f})")
     for key, err in summary.failed.items():
         console.print(f"  [red]failed[/] {key[:10]} {plan.stages[key].label}: {err}")
     _print_summary(plan, st)

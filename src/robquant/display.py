@@ -130,3 +130,14 @@ def diagnostics_table(diag: dict[str, Any]) -> Table:
     accs = ", ".join(f"{k} {100 * v:.1f}" for k, v in diag["accuracy"].items())
     table.caption = f"accuracy in % under each attack: {accs}"
     return table
+
+
+def report_table(table: Any) -> Table:
+    """A report table (:class:`robquant.report.tables.Table`) for the terminal, its notes as caption."""
+    out = Table(title=table.title, show_lines=True)
+    for col in table.columns:
+        out.add_column(col)
+    for row in table.rows:
+        out.add_row(*row)
+    out.caption = " ".join(table.notes)
+    return out

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from robquant.pipeline.study import Cell, Study, TrainSpec
 
-STAGE_VERSION = 1  # bump when a stage's computation changes meaning: old results stop matching
+STAGE_VERSION = 2  # bump when a stage's computation changes meaning: old results stop matching
 
 
 def canonical_json(obj: Any) -> str:
@@ -37,6 +37,7 @@ class Stage:
     parents: list[str]
     label: str
     cost: dict[str, float] = field(default_factory=dict)  # forward / backward passes
+    estimated_s: float | None = None  # wall time on this device (pipeline.estimate), when estimated
 
 
 @dataclass
@@ -47,19 +48,23 @@ class Plan:
     stages: dict[str, Stage]
     cells: list[tuple[Cell, int, str]]  # (cell, seed, evaluate-stage key)
     dropped: list[tuple[dict[str, Any], str]]
+    n_train: Callable[[], int] = field(default=lambda: 0)  # the training-set size (loaded once, on demand)
 
     def order(self) -> list[Stage]:
         return list(self.stages.values())  # inserted parents first
 
 
 def _train_cfg(spec: TrainSpec, seed: int) -> dict[str, Any]:
-    return {**spec.model_dump(), "seed": seed}
+    """The :class:`~robquant.train.TrainConfig` fields of a recipe (an FP recipe's fraction is the stage's)."""
+    return {**spec.model_dump(exclude={"fraction"}), "seed": seed}
 
 
 def build_plan(study: Study, n_train: Callable[[], int]) -> Plan:
     """Expand ``study`` into stages. ``n_train()`` gives the training-set size (for the cost)."""
     stages: dict[str, Stage] = {}
-    base = {"v": STAGE_VERSION, "dataset": study.dataset.name, "model": {"name": study.model.name, **study.model.kwargs()}}
+    # n_test decides the status (NC) of the models, so it is part of every stage's key
+    base = {"v": STAGE_VERSION, "dataset": study.dataset.name, "model": {"name": study.model.name, **study.model.kwargs()},
+            "n_test": study.evaluation.n_test}
     sizes: dict[str, int] = {}
 
     def size() -> int:
@@ -73,12 +78,13 @@ def build_plan(study: Study, n_train: Callable[[], int]) -> Plan:
         return key
 
     def fp(init: str, seed: int) -> str:
-        spec = study.fp.robust if init == "robust" else study.fp.non_robust
+        spec, fraction = study.fp.spec(init), study.fp.fraction_of(init)
+        seed = seed if study.fp.seed is None else study.fp.seed
         objective = {"name": "pgd_at", **study.fp.pgd.kwargs()} if init == "robust" else {"name": "clean"}
         passes = study.fp.pgd.steps + 1 if init == "robust" else 1
-        n = spec.epochs * size()
+        n = spec.epochs * max(1, round(size() * fraction))
         return add("train_fp", {**base, "kind": "train_fp", "init": init, "objective": objective,
-                                "train": _train_cfg(spec, seed)}, [],
+                                "fraction": fraction, "train": _train_cfg(spec, seed)}, [],
                    f"train {init} FP (seed {seed})", {"forward": n * passes, "backward": n * passes})
 
     cells, dropped = study.expand()
@@ -108,7 +114,7 @@ def build_plan(study: Study, n_train: Callable[[], int]) -> Plan:
                                         "seed": seed}, [quant_key, *surrogate], f"evaluate {cell.label} (seed {seed})",
                            evaluation_cost(study))
             planned.append((cell, seed, eval_key))
-    return Plan(study, stages, planned, dropped)
+    return Plan(study, stages, planned, dropped, size)
 
 
 def quant_config(study: Study, cell: Cell) -> dict[str, Any]:
@@ -119,7 +125,11 @@ def quant_config(study: Study, cell: Cell) -> dict[str, Any]:
     return QuantConfig(method=cell.method, precision=cell.precision,
                        weight_quantizer=q.ptq_weights if cell.method == "ptq" else q.qat_weights,
                        quantize_first_last=q.quantize_first_last, breakpoint=q.breakpoint,
-                       calib_images=q.calib_images, pact_alpha=q.pact_alpha).to_dict()
+                       calib_images=q.calib_images, calib_batch_size=q.calib_batch_size,
+                       act_placement=q.act_placement if cell.method == "ptq" else "relu",
+                       # PACT's from-scratch alpha for random parameters; from the data otherwise
+                       pact_alpha=q.pact_alpha, pact_init="fixed" if cell.init == "random" else q.pact_init,
+                       pact_percentile=q.pact_percentile).to_dict()
 
 
 def qat_objective(study: Study, cell: Cell) -> dict[str, Any]:

@@ -40,7 +40,7 @@ def run_stage(stage: Stage, study: Study, store: Store, device: torch.device,
         objective = dict(cfg["objective"])
         name = objective.pop("name")
         record = train_model(dataset=cfg["dataset"], model=cfg["model"]["name"], objective=name,
-                             train=_train_config(cfg["train"]), out=out, device=device,
+                             train=_train_config(cfg["train"]), out=out, device=device, fraction=cfg["fraction"],
                              model_kwargs={k: v for k, v in cfg["model"].items() if k != "name"},
                              objective_kwargs=objective, n_test=study.evaluation.n_test, progress=progress,
                              **data)
@@ -66,25 +66,39 @@ def run_stage(stage: Stage, study: Study, store: Store, device: torch.device,
         diagnose = ev.diagnostics.options(ev.main_eps, ev.attack_steps()) if ev.diagnostics.applies(cfg["seed"]) else None
         record = attack_model(store.artifact_dir(stage.parents[0]), attacks=attacks, eps=[e / 255 for e in ev.eps],
                               n_test=ev.n_test, batch_size=ev.batch_size, seed=cfg["seed"], device=device,
+                              cascade=ev.cascade,
                               out=out / "attack.json", surrogate=surrogate, diagnose=diagnose, progress=progress,
                               surrogate_id=f"stage {stage.parents[1]}" if surrogate is not None else None, **data)
         if skipped:
             record["skipped_attacks"] = {a: "no full-precision parent to transfer from (random init)" for a in skipped}
         parent = store.get(stage.parents[0]) or {}
-        result = record["result"]
-        main = ev.main_eps
-        record["metrics"] = {
-            "clean_accuracy": result["clean_accuracy"], "n": result["n"],
-            "robust": result["robust"], "worst_case": result["worst_case"],
-            "robustness": next(r["accuracy"] for r in result["worst_case"] if abs(r["eps_255"] - main) < 1e-9),
-            "main_eps_255": main,
-            "flags": (record.get("diagnostics") or {}).get("flags", []),
-        }
+        record["metrics"] = _metrics(record, ev)
         record["status"] = parent.get("status", "done")
     record["stage"] = {"key": stage.key, "kind": stage.kind, "label": stage.label, "parents": stage.parents,
-                       "planned_cost": stage.cost, "wall_s": time.perf_counter() - t0,
+                       "planned_cost": stage.cost, "estimated_s": stage.estimated_s,
+                       "wall_s": time.perf_counter() - t0,
                        "device": device_name(device)}
     return record
+
+
+def _metrics(record: dict[str, Any], ev: Any) -> dict[str, Any]:
+    """The evaluation's numbers of record: the worst case over attacks at the main eps (on the
+    examples every attack covered) and the paper's attack (the first PGD) beside it."""
+    result = record["result"]
+    main = next(r for r in result["worst_case"] if abs(r["eps_255"] - ev.main_eps) < 1e-9)
+    ref = ev.reference_attack()
+    ref_all = next((r for r in result["robust"] if r["attack"] == ref and abs(r["eps_255"] - ev.main_eps) < 1e-9),
+                   None)
+    return {
+        "clean_accuracy": result["clean_accuracy"], "n": result["n"],
+        "robust": result["robust"], "worst_case": result["worst_case"],
+        "robustness": main["accuracy"], "robustness_n": main["n"], "robustness_attacks": main["attacks"],
+        "main_eps_255": ev.main_eps,
+        "reference_attack": ref,
+        "reference": None if ref_all is None else {"accuracy": ref_all["accuracy"], "n": ref_all["n"],
+                                                   "accuracy_common": main["per_attack"].get(ref)},
+        "flags": (record.get("diagnostics") or {}).get("flags", []),
+    }
 
 
 @dataclass

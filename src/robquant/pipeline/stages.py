@@ -217,7 +217,7 @@ def attack_model(checkpoint: str | os.PathLike, *, attacks: Sequence[str | tuple
                  data_root: str | None = None, allow_unverified: bool = False,
                  device: str | torch.device = "cpu", batch_size: int = 256, seed: int = 0,
                  out: str | os.PathLike | None = None, surrogate: str | os.PathLike | None = None,
-                 surrogate_id: str | None = None,
+                 surrogate_id: str | None = None, cascade: bool = False,
                  diagnose: dict[str, Any] | None = None, progress: Progress = NULL_PROGRESS) -> dict[str, Any]:
     """Evaluate a saved model's clean and robust accuracy; write the result as JSON.
 
@@ -232,6 +232,8 @@ def attack_model(checkpoint: str | os.PathLike, *, attacks: Sequence[str | tuple
         surrogate: Model folder for transfer attacks (by default the checkpoint's recorded
             full-precision parent, when that folder exists).
         surrogate_id: How records name the surrogate (default: its folder).
+        cascade: Run each attack only on what the earlier ones left robust (see
+            :func:`~robquant.attacks.evaluate`).
         diagnose: Run :func:`~robquant.attacks.diagnose.diagnose` with these options (``eps`` in
             [0, 1] units required) and record its checks under ``diagnostics``.
 
@@ -259,7 +261,7 @@ def attack_model(checkpoint: str | os.PathLike, *, attacks: Sequence[str | tuple
     test_set = create_dataset(name, data_root, "test", allow_unverified=allow_unverified)
     model = load_model(folder, device)
     ev = evaluate(model, test_set, specs, eps, n=n_test, device=device, batch_size=batch_size,
-                  seed=seed, progress=progress)
+                  seed=seed, cascade=cascade, progress=progress)
     record = {"kind": "attack", "checkpoint": str(folder), "dataset": name, "seed": seed,
               "created": now_iso(), "data": test_set.provenance, "result": ev.to_dict(),
               "env": environment(device)}

@@ -76,6 +76,8 @@ class AttackSpec(_Spec):
                                                 description="autoattack/apgd: sub-attacks (default: standard / apgd-ce)")
     n_queries: int = Field(5000, ge=1, description="square: queries per example")
     n: Optional[int] = Field(None, ge=1, description="attack only the first n test examples (expensive attacks)")
+    eps: Optional[list[float]] = Field(None, min_length=1, description="run only at these budgets (/255; a subset "
+                                       "of evaluation.eps; default all)")
 
     @model_validator(mode="after")
     def _subsets(self) -> "AttackSpec":
@@ -99,6 +101,8 @@ class AttackSpec(_Spec):
             kw["label"] = self.label
         if self.n is not None:
             kw["n"] = self.n
+        if self.eps is not None:
+            kw["eps"] = [e / 255 for e in self.eps]
         return kw
 
 
@@ -132,6 +136,9 @@ class EvalSpec(_Spec):
     main_eps: float = Field(8, description="the budget tables report robustness at (/255)")
     n_test: Optional[int] = Field(1000, ge=1, description="test examples (None: all)")
     batch_size: int = Field(256, ge=1)
+    cascade: bool = Field(True, description="each attack runs only on the examples the earlier ones left robust "
+                          "(AutoAttack's standard evaluation): the same worst case for less work; later attacks' "
+                          "own accuracies are then cumulative")
     diagnostics: DiagnoseSpec = Field(default_factory=DiagnoseSpec)
 
     @field_validator("eps")
@@ -149,11 +156,19 @@ class EvalSpec(_Spec):
         labels = [a.label or a.name for a in self.attacks]
         if len(set(labels)) != len(labels):
             raise ValueError(f"attack labels must be distinct, got {labels}: give repeated attacks a label")
+        for a in self.attacks:
+            extra = [e for e in a.eps or [] if e not in self.eps]
+            if extra:
+                raise ValueError(f"attack {a.label or a.name!r} eps {extra} must be among eps {self.eps}")
         return self
 
     def attack_steps(self) -> int:
         """Steps of the first PGD attack (20 if there is none): the diagnostics' reference PGD."""
         return next((a.steps for a in self.attacks if a.name == "pgd"), 20)
+
+    def reference_attack(self) -> str | None:
+        """The label of the paper's attack, the first PGD attack (reported beside the worst case)."""
+        return next((a.label or a.name for a in self.attacks if a.name == "pgd"), None)
 
 
 class TrainSpec(_Spec):
@@ -176,11 +191,40 @@ class PGDSpec(_Spec):
         return {"eps": self.eps / 255, "step_size": self.step / 255, "steps": self.steps, "bn_mode": self.bn_mode}
 
 
+class FPTrainSpec(TrainSpec):
+    fraction: Optional[float] = Field(None, description="training data for this FP model (default fp.fraction)")
+
+    @field_validator("fraction")
+    @classmethod
+    def _frac(cls, v: Optional[float]) -> Optional[float]:
+        return None if v is None else _check_fraction(v)
+
+
 class FPSpec(_Spec):
-    non_robust: Optional[TrainSpec] = Field(default_factory=TrainSpec, description="clean training")
-    robust: Optional[TrainSpec] = Field(default_factory=lambda: TrainSpec(weight_decay=2e-4),
-                                        description="PGD adversarial training (the RRM teacher)")
+    non_robust: Optional[FPTrainSpec] = Field(default_factory=FPTrainSpec, description="clean training")
+    robust: Optional[FPTrainSpec] = Field(default_factory=lambda: FPTrainSpec(weight_decay=2e-4),
+                                          description="PGD adversarial training (the RRM teacher)")
     pgd: PGDSpec = Field(default_factory=PGDSpec)
+    fraction: float = Field(1.0, description="class-stratified, seeded fraction of the training set the FP models "
+                            "train on")
+    seed: Optional[int] = Field(None, description="null: each study seed trains its own FP models; a number: every "
+                                "seed's cells share the FP models trained with this seed (their intervals then "
+                                "cover quantization, fine-tuning and attack randomness given one FP model)")
+
+    @field_validator("fraction")
+    @classmethod
+    def _frac(cls, v: float) -> float:
+        return _check_fraction(v)
+
+    def spec(self, init: str) -> FPTrainSpec:
+        """The training recipe of the ``robust`` or ``non_robust`` FP model."""
+        spec = self.robust if init == "robust" else self.non_robust
+        assert spec is not None  # the study's validation guarantees it
+        return spec
+
+    def fraction_of(self, init: str) -> float:
+        f = self.spec(init).fraction
+        return self.fraction if f is None else f
 
 
 class QATSpec(_Spec):
@@ -197,8 +241,14 @@ class QuantSpec(_Spec):
     qat_weights: Literal["dorefa", "uniform"] = "dorefa"
     quantize_first_last: bool = False
     breakpoint: Literal["gauss", "laplace", "exact", "search"] = "gauss"
-    calib_images: int = Field(512, ge=1)
-    pact_alpha: float = Field(10.0, gt=0)
+    calib_images: int = Field(512, ge=1, description="calibration images (PTQ ranges, QAT's PACT alpha)")
+    calib_batch_size: int = Field(4, ge=1, description="images per calibration batch (PWLQ's code: 4)")
+    act_placement: Literal["inputs", "relu"] = Field("inputs", description="PTQ activations: inputs of every conv, "
+                                                     "linear and pooling layer (PWLQ's code) or ReLU outputs")
+    pact_alpha: float = Field(10.0, gt=0, description="PACT alpha of QAT from random parameters (PACT's 10)")
+    pact_init: Literal["data", "fixed"] = Field("data", description="QAT from trained parameters: alpha from the "
+                                                "data (a percentile of each layer's activations) or pact_alpha")
+    pact_percentile: float = Field(99.9, gt=0, le=100, description="percentile of pact_init data")
 
 
 def _check_precision(v: str) -> str:

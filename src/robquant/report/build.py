@@ -10,10 +10,11 @@ from typing import Any, Sequence
 from robquant.errors import ConfigError
 from robquant.provenance import now_iso
 from robquant.report.figures import figure2, pareto
-from robquant.report.paper import comparison, label_comparison, paper_numbers
+from robquant.report.findings import findings, findings_tables
+from robquant.report.paper import appendix_comparison, comparison, label_comparison, paper_numbers
 from robquant.report.records import collect
 from robquant.report.stats import t_interval
-from robquant.report.tables import Table, table1, table2, table3, table45, trend_labels
+from robquant.report.tables import Table, table1, table2, table2_reference, table3, table45, trend_labels
 
 FORMATS = ("md", "latex", "csv", "html")
 
@@ -59,7 +60,8 @@ def write_report(plan: Any, store: Any, out: str | Path, formats: Sequence[str] 
     """Render the study's report into ``out``.
 
     Returns:
-        ``{"files": [paths], "labels": Table-1 labels, "paper_labels": verdict counts, "rows": n}``.
+        ``{"files": [paths], "labels": Table-1 labels, "paper_labels": verdict counts, "rows": n,
+        "findings": the Findings table}``.
 
     Raises:
         ConfigError: for an unknown format, or a study with no finished evaluation.
@@ -77,12 +79,14 @@ def write_report(plan: Any, store: Any, out: str | Path, formats: Sequence[str] 
     labels = trend_labels(rows, ev.eps, ev.main_eps)
     paper = paper_numbers()
     label_table, verdicts = label_comparison(labels, paper)
-    tables = [table2(rows, ev.main_eps), table3(rows, ev.main_eps), *table45(rows, ev.main_eps),
-              table1(labels, ev.eps, ev.main_eps), label_table, comparison(rows, paper), cost_table(rows)]
+    found = findings_tables(findings(rows, ev.eps, ev.main_eps))
+    tables = [*found, table2(rows, ev.main_eps), table2_reference(rows, ev.main_eps), table3(rows, ev.main_eps),
+              *table45(rows, ev.main_eps), table1(labels, ev.eps, ev.main_eps), label_table,
+              comparison(rows, paper), *appendix_comparison(rows, paper), cost_table(rows)]
     fig2 = figure2(rows, out)
     pareto_paths, recommended = pareto(rows, out)
     tables.append(_recommend_table(recommended))
-    tables = [t for t in tables if t is not None]
+    tables = [t for t in tables if t is not None and (t.rows or t.name == "findings")]
     seeds = sorted({r["seed"] for r in rows})
     header = (f"Study {study.name}: {study.dataset.name}, {study.model.name}; {len(rows)} evaluated models, seeds "
               f"{seeds}; store {store.root}; written {now_iso()}.")
@@ -112,4 +116,4 @@ def write_report(plan: Any, store: Any, out: str | Path, formats: Sequence[str] 
         path = out / "report.html"
         path.write_text(page)
         files.append(path)
-    return {"files": files, "labels": labels, "paper_labels": verdicts, "rows": len(rows)}
+    return {"files": files, "labels": labels, "paper_labels": verdicts, "rows": len(rows), "findings": found[0]}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 from typing import Any
 
@@ -21,51 +22,105 @@ def _save(fig: Any, out: Path, stem: str) -> list[Path]:
     return paths
 
 
-def figure2(rows: list[dict[str, Any]], out: Path, title: str = "") -> list[Path]:
-    """For one pipeline (QAT/vanilla from random, the paper's, unless another has more sweep points),
-    two panels: activation-only (AxW32) and weight-only (A32Wx) precisions; accuracy and robustness
-    (worst case at each eps, one line per attack strength) vs bits, mean +- 95 % CI over seeds.
-    Returns the PNG and PDF paths, or [] when the study has neither sweep."""
-    top = max((r["fraction"] for r in rows), default=1.0)
-    rows = [r for r in rows if r["fraction"] == top and r["status"] == "done"]
-
+def figure2_pipeline(rows: list[dict[str, Any]]) -> str | None:
+    """The pipeline Figure 2 draws: the paper's QAT/vanilla from random when it has a sweep, else
+    QAT/vanilla from non-robust, then from robust parameters, else the pipeline with most sweep points."""
     def sweep_points(pipe: str) -> int:
         mine = [r for r in rows if r["pipeline"] == pipe]
         return len({r["precision"] for r in mine if r["act_bits"] == 32 or r["weight_bits"] == 32})
 
-    pipes = sorted({r["pipeline"] for r in rows}, key=lambda p: (-sweep_points(p), p != "QAT/vanilla from random", p))
-    if not pipes:
-        return []
-    pipeline = pipes[0]  # the paper's: QAT/vanilla from random, unless another pipeline has more sweep points
+    preferred = ["QAT/vanilla from random", "QAT/vanilla from non_robust", "QAT/vanilla from robust"]
+    pipes = sorted({r["pipeline"] for r in rows if sweep_points(r["pipeline"]) > 1},
+                   key=lambda p: (preferred.index(p) if p in preferred else len(preferred), -sweep_points(p), p))
+    return pipes[0] if pipes else None
+
+
+def figure2_series(rows: list[dict[str, Any]]) -> tuple[str | None, list[dict[str, Any]]]:
+    """The values Figure 2 plots (also written as ``figure2.csv``).
+
+    Per panel (activation-only AxW32, weight-only A32Wx; A32W32 belongs to both), per line
+    (clean accuracy; per eps, each attack on its own examples, and the worst case over the
+    attacks on the examples every one of them covered), per bit-width: mean, 95 % t half-width
+    and seeds over the converged models, with the examples each value is taken over. With a
+    cascaded evaluation a later attack's own accuracy is already cumulative, so only the first
+    attack and the worst case are drawn.
+
+    Returns:
+        ``(pipeline, [{"panel", "line", "attack", "eps_255", "bits", "mean", "half", "seeds", "n"}])``.
+    """
+    top = max((r["fraction"] for r in rows), default=1.0)
+    rows = [r for r in rows if r["fraction"] == top and r["status"] == "done"]
+    pipeline = figure2_pipeline(rows)
+    if pipeline is None:
+        return None, []
     rows = [r for r in rows if r["pipeline"] == pipeline]
-    panels = [("activation-only (weights FP)", [r for r in rows if r["weight_bits"] == 32], "act_bits"),
-              ("weight-only (activations FP)", [r for r in rows if r["act_bits"] == 32], "weight_bits")]
-    panels = [p for p in panels if len({r[p[2]] for r in p[1]}) > 1]
-    if not panels:
-        return []
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
-    for ax, (name, group, field) in zip(axes[0], panels):
+    series = []
+    for panel, field, group in (("activation-only", "act_bits", [r for r in rows if r["weight_bits"] == 32]),
+                                ("weight-only", "weight_bits", [r for r in rows if r["act_bits"] == 32])):
         bits = sorted({r[field] for r in group})
-        pos = list(range(len(bits)))
-
-        def line(metric: Any, label: str, style: str) -> None:
-            stats = [t_interval([metric(r) for r in group if r[field] == b and metric(r) is not None]) for b in bits]
-            means = [100 * s[0] for s in stats]
-            halves = [0 if s[1] != s[1] else 100 * s[1] for s in stats]
-            ax.errorbar(pos, means, yerr=halves, fmt=style, capsize=3, label=label)
-
-        line(lambda r: r["clean"], "clean accuracy", "k-o")
+        if len(bits) < 2:
+            continue
+        lines: list[tuple[str, str | None, float | None, Any, Any]] = [
+            ("clean accuracy", None, None, lambda r: r["clean"], lambda r: None)]
         for eps in sorted({e for r in group for e in r["worst"]}):
-            line(lambda r, e=eps: r["worst"].get(e), f"robust, eps {eps:g}/255", "-s")
-        ax.set_xticks(pos, [("FP" if b == 32 else str(b)) for b in bits])
-        ax.set_xlabel("bits")
+            attacks = list(dict.fromkeys(a for r in group for (a, e) in r["robust"] if e == eps))
+            cascade = any(r.get("cascade") for r in group)
+            for a in attacks[:1] if cascade else attacks:
+                lines.append((f"{a}, eps {eps:g}/255", a, eps, lambda r, a=a, e=eps: r["robust"].get((a, e)),
+                              lambda r, a=a, e=eps: (r.get("robust_n") or {}).get((a, e))))
+            if len(attacks) > 1:
+                lines.append((f"worst case of {' + '.join(attacks)}, eps {eps:g}/255", "worst case", eps,
+                              lambda r, e=eps: r["worst"].get(e), lambda r, e=eps: (r.get("worst_n") or {}).get(e)))
+        for line, attack, eps, value, n_of in lines:
+            for b in bits:
+                runs = [r for r in group if r[field] == b and value(r) is not None]
+                mean, half, seeds = t_interval([value(r) for r in runs])
+                ns = sorted({n_of(r) for r in runs if n_of(r) is not None})
+                series.append({"panel": panel, "line": line, "attack": attack, "eps_255": eps, "bits": b,
+                               "mean": mean, "half": half, "seeds": seeds, "n": ns[0] if len(ns) == 1 else ns})
+    return pipeline, series
+
+
+def figure2(rows: list[dict[str, Any]], out: Path, title: str = "") -> list[Path]:
+    """Figure 2 for one pipeline (see :func:`figure2_pipeline`): an activation-only and a weight-only
+    panel, accuracy and robustness vs bits, one line per attack and eps plus the worst case over the
+    examples every attack covered (n in the legend), mean +- 95 % CI over seeds. Writes PNG, PDF and
+    the plotted values as ``figure2.csv``; returns their paths, or [] when the study has no sweep."""
+    pipeline, series = figure2_series(rows)
+    if not series:
+        return []
+    panels = list(dict.fromkeys(s["panel"] for s in series))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.6), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        mine = [s for s in series if s["panel"] == panel]
+        bits = sorted({s["bits"] for s in mine})
+        for i, line in enumerate(dict.fromkeys(s["line"] for s in mine)):
+            pts = [s for s in mine if s["line"] == line]
+            pos = [bits.index(s["bits"]) for s in pts]
+            ns = sorted({str(n) for s in pts for n in (s["n"] if isinstance(s["n"], list) else [s["n"]])
+                         if n is not None})
+            style = "k-o" if line == "clean accuracy" else ("--" if pts[0]["attack"] == "worst case" else "-") + "s"
+            ax.errorbar(pos, [100 * s["mean"] for s in pts], yerr=[0 if s["half"] != s["half"] else 100 * s["half"]
+                                                                   for s in pts],
+                        fmt=style, capsize=3, label=line + (f" (n={'/'.join(ns)})" if ns else ""))
+        ax.set_xticks(range(len(bits)), [("FP" if b == 32 else str(b)) for b in bits])
+        ax.set_xlabel("activation bits (weights FP)" if panel == "activation-only" else "weight bits (activations FP)")
         ax.set_ylabel("accuracy (%)")
         ax.set_ylim(0, 100)
-        ax.set_title(name)
+        ax.set_title(panel)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
     fig.suptitle(title or f"Figure 2: {pipeline}, accuracy and robustness vs bits (mean ± 95 % CI over seeds)")
-    return _save(fig, out, "figure2")
+    paths = _save(fig, out, "figure2")
+    csv_path = out / "figure2.csv"
+    with csv_path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, ["pipeline", "panel", "line", "attack", "eps_255", "bits", "mean", "half",
+                                    "seeds", "n"])
+        writer.writeheader()
+        for s in series:
+            writer.writerow({"pipeline": pipeline, **s, "n": s["n"] if not isinstance(s["n"], list)
+                             else "/".join(map(str, s["n"]))})
+    return [*paths, csv_path]
 
 
 def pareto(rows: list[dict[str, Any]], out: Path) -> tuple[list[Path], list[dict[str, Any]]]:

@@ -3,24 +3,31 @@
 Trend label of robustness vs bit-width (one pipeline, one attack strength), from per-seed values at
 three or more bit-widths (full precision counts as 32 bits):
 
-- Draw ``n_boot`` plausible sets of means (a parametric bootstrap over seeds): at each bit-width,
-  mean + standard error x a Student-t variate with n - 1 degrees of freedom (the t interval's own
-  model; with 2-3 seeds it is wide, as it should be, where resampling the seeds would be overconfident).
-  In each draw compute the Spearman rank correlation rho between bit-width and mean robustness, and
+- A bit-width with fewer than 2 values (converged seeds) is dropped, not fatal; fewer than 3
+  bit-widths left is ``n.s.``.
+- Draw ``n_boot`` plausible sets of means (a parametric bootstrap over seeds). **Paired** (the
+  default, when at least 2 seeds have a value at every bit-width): the bit-widths of one seed share
+  their seed's FP parent, data order and attack starts, so the draws keep the seeds' covariance:
+  mean + sqrt((n-1)/chi2(n-1)) G R / sqrt(n (n-1)), R the seeds' residual vectors, G standard
+  normal (a multivariate t with n - 1 degrees of freedom; with one bit-width it is exactly the t
+  interval's model). A seed effect shared by all bit-widths then cancels in the comparisons.
+  **Unpaired**: at each bit-width independently, mean + standard error x a Student-t variate
+  with n - 1 degrees of freedom.
+  With 2-3 seeds both are wide, as they should be, where resampling the seeds would be overconfident.
+- In each draw compute the Spearman rank correlation rho between bit-width and mean robustness, and
   where the peak lies.
-- ``~`` (a middle bit-width is best): in >= ``level`` (95 %) of resamples the peak is at an interior
+- ``~`` (a middle bit-width is best): in >= ``level`` (95 %) of draws the peak is at an interior
   bit-width and beats both ends by more than ``min_effect`` (2 points: the smallest effect worth a label);
-- else ``+`` (lower bits -> higher robustness): rho < 0 in >= ``level`` of resamples and the means
+- else ``+`` (lower bits -> higher robustness): rho < 0 in >= ``level`` of draws and the means
   span more than ``min_effect``;
 - else ``-`` (lower bits -> lower robustness): rho > 0 likewise;
-- else ``n.s.``: the seeds support none of them. Fewer than 2 seeds at some bit-width, or fewer
-  than 3 bit-widths, is always ``n.s.``.
+- else ``n.s.``: the seeds support none of them.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from scipy import stats
@@ -40,37 +47,38 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, flo
     return float(v.mean()), float(half), n
 
 
-def trend_label(values: dict[int, Sequence[float]], *, n_boot: int = 2000, level: float = 0.95,
-                min_effect: float = 0.02, seed: int = 0) -> tuple[str, dict[str, float]]:
+def trend_label(values: Mapping[int, Sequence[float] | Mapping[int, float]], *, n_boot: int = 2000,
+                level: float = 0.95, min_effect: float = 0.02, seed: int = 0, paired: bool = True
+                ) -> tuple[str, dict[str, Any]]:
     """The trend label of robustness vs bit-width (see the module docstring).
 
     Args:
-        values: ``{bits: [robustness per seed]}`` (fractions).
+        values: ``{bits: {seed: robustness}}`` (fractions; pairing by seed), or ``{bits: [robustness,
+            ...]}`` (unpaired).
+        paired: Use the seeds' pairing when the values allow it.
 
     Returns:
-        ``(label, {"p_plus", "p_minus", "p_middle", "n_bits", "min_seeds"})``.
+        ``(label, {"p_plus", "p_minus", "p_middle", "n_bits", "min_seeds", "paired", "dropped"})``;
+        ``dropped`` lists the bit-widths left out for having fewer than 2 values.
     """
-    bits = sorted(values)
-    arrays = [np.asarray(values[b], dtype=float) for b in bits]
-    info = {"n_bits": float(len(bits)), "min_seeds": float(min((len(a) for a in arrays), default=0))}
-    if len(bits) < 3 or info["min_seeds"] < 2:
-        return "n.s.", {**info, "p_plus": math.nan, "p_minus": math.nan, "p_middle": math.nan}
+    by_seed = {b: dict(v) if isinstance(v, Mapping) else dict(enumerate(v)) for b, v in values.items()}
+    dropped = sorted(b for b, v in by_seed.items() if len(v) < 2)
+    bits = sorted(b for b in by_seed if b not in dropped)
+    info: dict[str, Any] = {"n_bits": float(len(bits)), "dropped": dropped, "paired": False,
+                            "min_seeds": float(min((len(by_seed[b]) for b in bits), default=0)),
+                            "p_plus": math.nan, "p_minus": math.nan, "p_middle": math.nan}
+    if len(bits) < 3:
+        return "n.s.", info
     rng = np.random.default_rng(seed)
-    means = np.stack([a.mean() + a.std(ddof=1) / np.sqrt(len(a)) * rng.standard_t(len(a) - 1, size=n_boot)
-                      for a in arrays], axis=1)
-    ranks = stats.rankdata(means, axis=1)
-    x = np.arange(len(bits), dtype=float)
-    rx = x - x.mean()
-    ry = ranks - ranks.mean(1, keepdims=True)
-    denom = np.sqrt((rx**2).sum() * (ry**2).sum(1))
-    rho = np.where(denom > 0, (ry * rx).sum(1) / np.where(denom > 0, denom, 1), 0.0)
-    span = means.max(1) - means.min(1)
-    peak = means.argmax(1)
-    interior = (peak > 0) & (peak < len(bits) - 1)
-    margin = means.max(1) - np.maximum(means[:, 0], means[:, -1])
-    p_middle = float((interior & (margin > min_effect)).mean())
-    p_plus = float(((rho < 0) & (span > min_effect)).mean())
-    p_minus = float(((rho > 0) & (span > min_effect)).mean())
+    common = sorted(set.intersection(*(set(by_seed[b]) for b in bits)))
+    if paired and all(isinstance(values[b], Mapping) for b in bits) and len(common) >= 2:
+        info["paired"] = True
+        means = _paired_draws(np.array([[by_seed[b][s] for b in bits] for s in common], dtype=float), n_boot, rng)
+    else:
+        arrays = [np.asarray(list(by_seed[b].values()), dtype=float) for b in bits]
+        means = np.stack([a.mean() + a.std(ddof=1) / np.sqrt(len(a)) * rng.standard_t(len(a) - 1, size=n_boot)
+                          for a in arrays], axis=1)
+    p_plus, p_minus, p_middle = _shape_probabilities(means, min_effect)
     info.update(p_plus=p_plus, p_minus=p_minus, p_middle=p_middle)
     if p_middle >= level:
         return "~", info
@@ -79,3 +87,27 @@ def trend_label(values: dict[int, Sequence[float]], *, n_boot: int = 2000, level
     if p_minus >= level:
         return "-", info
     return "n.s.", info
+
+
+def _paired_draws(y: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """(n_boot, k) draws of the mean vector of ``y`` (n seeds, k bit-widths), a multivariate t."""
+    n = len(y)
+    resid = y - y.mean(0)  # (n, k)
+    scale = np.sqrt((n - 1) / rng.chisquare(n - 1, size=n_boot))  # (n_boot,)
+    return y.mean(0) + scale[:, None] * (rng.standard_normal((n_boot, n)) @ resid) / np.sqrt(n * (n - 1))
+
+
+def _shape_probabilities(means: np.ndarray, min_effect: float) -> tuple[float, float, float]:
+    """Share of draws (rows of ``means``, bit-widths ascending) with a falling, rising or peaked trend."""
+    k = means.shape[1]
+    ranks = stats.rankdata(means, axis=1)
+    rx = np.arange(k, dtype=float) - (k - 1) / 2
+    ry = ranks - ranks.mean(1, keepdims=True)
+    denom = np.sqrt((rx**2).sum() * (ry**2).sum(1))
+    rho = np.where(denom > 0, (ry * rx).sum(1) / np.where(denom > 0, denom, 1), 0.0)
+    span = means.max(1) - means.min(1)
+    peak = means.argmax(1)
+    interior = (peak > 0) & (peak < k - 1)
+    margin = means.max(1) - np.maximum(means[:, 0], means[:, -1])
+    return (float(((rho < 0) & (span > min_effect)).mean()), float(((rho > 0) & (span > min_effect)).mean()),
+            float((interior & (margin > min_effect)).mean()))

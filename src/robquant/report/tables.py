@@ -125,6 +125,36 @@ def table2(rows: list[dict[str, Any]], main_eps: float) -> Table:
                  f"fraction {top:g}", ["method", "strategy", "init", *precisions], out, [_seeds_note(rows)])
 
 
+def table2_reference(rows: list[dict[str, Any]], main_eps: float) -> Table | None:
+    """Table 2 under the paper's attack alone (the first PGD) beside the gap to the worst case.
+
+    Cells: ``paper's attack / gap`` in %, the gap being the paper's attack minus the worst case on the
+    examples every attack covered (how much robustness the paper's attack alone would have claimed
+    that a stronger attack takes away). None when the study runs no PGD attack.
+    """
+    rows, top = _at_fraction(rows)
+    ref = next((r["reference_attack"] for r in rows if r.get("reference_attack")), None)
+    if ref is None:
+        return None
+    n_all = len({r["seed"] for r in rows})
+    precisions = _precisions(rows)
+    out = []
+    for method, strategy, init in _pipelines(rows):
+        group = [r for r in rows if (r["method"], r["strategy"], r["init"]) == (method, strategy, init)]
+        line = [method.upper(), strategy or "", init]
+        for p in precisions:
+            runs = [r for r in group if r["precision"] == p]
+            pgd, gap = _cell(runs, lambda r: r["reference"], n_all, False), _cell(runs, lambda r: r["gap"], n_all)
+            line.append("NC" if pgd == "NC" else (f"{pgd} / {gap}" if runs else ""))
+        out.append(line)
+    n_ref = sorted({r["reference_n"] for r in rows if r.get("reference_n")})
+    n_worst = sorted({r["robustness_n"] for r in rows if r.get("robustness_n")})
+    return Table("table2_paper_attack", f"Table 2 under the paper's attack ({ref} alone) / the gap to the worst case "
+                 f"(%, {main_eps:g}/255), fraction {top:g}", ["method", "strategy", "init", *precisions], out,
+                 [_seeds_note(rows) + f" {ref} alone on {'/'.join(map(str, n_ref))} test examples; gap = {ref} minus "
+                  f"the worst case on the {'/'.join(map(str, n_worst))} examples every attack covered."])
+
+
 def table3(rows: list[dict[str, Any]], main_eps: float) -> Table | None:
     """Data fraction x precision for QAT/transfer from robust (else the first pipeline with several fractions)."""
     candidates = [p for p in _pipelines(rows) if len({r["fraction"] for r in rows
@@ -189,10 +219,10 @@ def trend_labels(rows: list[dict[str, Any]], eps_list: Sequence[float], main_eps
         for strength, eps in strengths.items():
             if eps is None:
                 continue
-            values: dict[int, list[float]] = {}
+            values: dict[int, dict[int, float]] = {}
             for r in group:
                 if eps in r["worst"]:
-                    values.setdefault(r["bits"], []).append(r["worst"][eps])
+                    values.setdefault(r["bits"], {})[r["seed"]] = r["worst"][eps]
             labels[strength] = trend_label(values, **kwargs)
         out[pipe] = labels
     return out

@@ -1,0 +1,228 @@
+"""How long a plan will take on this device: the passes each stage counts, times seconds per pass
+measured here on the study's own model and data.
+
+The training and calibration passes are known exactly. An evaluation's passes depend on results
+not yet known: attacks run only on correctly classified examples, PGD drops an example at the first
+iterate that fools the model, and a cascaded attack sees only the survivors of the earlier ones.
+The estimate assumes :data:`ASSUMED_ACCURACY` and :data:`ASSUMED_SURVIVAL` (typical of CIFAR
+ResNet-20 models, robust or not, between 1/255 and 8/255).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from robquant.pipeline.plan import Plan, Stage
+from robquant.provenance import device_name
+
+ASSUMED_ACCURACY = 0.7  # share of test examples classified correctly (the ones attacked)
+ASSUMED_SURVIVAL = 0.5  # share of attacked examples an attack leaves robust
+BROKEN_AFTER = 0.3  # share of its steps PGD spends on an example it breaks
+APGD_ITERATIONS = {"apgd-ce": 100, "apgd-t": 900, "fab-t": 900, "square": 0}  # gradient passes per example
+SQUARE_QUERIES = 5000
+
+
+@dataclass(frozen=True)
+class Speeds:
+    """Seconds per image of each kind of pass (batch 128), and of loading the data, on one device.
+
+    Attributes:
+        device: Where they were measured.
+        train_fp / train_q: One training step (forward, backward, update) of the FP / QAT model.
+        grad_fp / grad_q: One input-gradient pass (an attack step) of the FP model as adversarial
+            training attacks it / of a quantized model.
+        grad_view: One attack step on the FP model's BN-folded attack view (evaluation).
+        fwd_fp / fwd_q: One forward pass without gradients.
+        fwd_calib: One calibration forward pass (batches of 4).
+        load_train / load_test: Seconds to load each split (once per stage that reads it).
+    """
+
+    device: str
+    train_fp: float
+    train_q: float
+    grad_fp: float
+    grad_q: float
+    grad_view: float
+    fwd_fp: float
+    fwd_q: float
+    fwd_calib: float
+    load_train: float
+    load_test: float
+
+
+def _per_image(fn: Callable[[], object], images: int, device: torch.device, repeats: int = 3) -> float:
+    def once() -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    once()  # warm-up
+    return statistics.median(once() for _ in range(repeats)) / images
+
+
+def measure_speeds(study: Any, device: torch.device) -> Speeds:
+    """Time each kind of pass on the study's model (random parameters, the QAT form at A4W4) and
+    the study's data (a few seconds on a CPU)."""
+    from robquant.attacks.view import attack_view
+    from robquant.data import create_dataset
+    from robquant.models import create_model
+    from robquant.quant import QuantConfig, quantize
+
+    ds = study.dataset
+    t0 = time.perf_counter()
+    train = create_dataset(ds.name, ds.root, "train", allow_unverified=ds.allow_unverified)
+    load_train = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    test = create_dataset(ds.name, ds.root, "test", allow_unverified=ds.allow_unverified)
+    load_test = time.perf_counter() - t0
+    batch = 128
+    x = test.images[:batch].float().div(255).to(device)
+    x = torch.cat([x] * (-(-batch // len(x))))[:batch]
+    y = torch.randint(0, test.num_classes, (batch,), device=device)
+    fp = create_model(study.model.name, test.num_classes, test.in_channels, **study.model.kwargs(),
+                      mean=list(test.mean), std=list(test.std)).to(device)
+    qat = quantize(fp, QuantConfig(method="qat", precision="A4W4", pact_init="fixed"))
+    view = attack_view(fp.eval())
+
+    def step(model: torch.nn.Module) -> Callable[[], None]:
+        opt = torch.optim.SGD(model.parameters(), lr=1e-6)
+
+        def run() -> None:
+            model.train()
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return run
+
+    def grad(model: torch.nn.Module) -> Callable[[], None]:
+        def run() -> None:
+            xa = x.clone().requires_grad_(True)
+            torch.autograd.grad(F.cross_entropy(model(xa), y), xa)
+        return run
+
+    def forward(model: torch.nn.Module, inputs: torch.Tensor) -> Callable[[], None]:
+        def run() -> None:
+            with torch.no_grad():
+                model(inputs)
+        return run
+
+    speeds = {"train_fp": _per_image(step(fp), batch, device), "train_q": _per_image(step(qat), batch, device)}
+    fp.eval()
+    qat.eval()
+    speeds.update(grad_fp=_per_image(grad(fp), batch, device), grad_q=_per_image(grad(qat), batch, device),
+                  grad_view=_per_image(grad(view), batch, device), fwd_fp=_per_image(forward(fp, x), batch, device),
+                  fwd_q=_per_image(forward(qat, x), batch, device),
+                  fwd_calib=_per_image(forward(qat, x[:4]), 4, device))
+    return Speeds(device=device_name(device), load_train=load_train, load_test=load_test, **speeds)
+
+
+def cached_speeds(study: Any, device: torch.device, store_root: str | Path) -> Speeds:
+    """:func:`measure_speeds`, kept in ``speeds.json`` of the store for the same device, torch
+    version, model and data set (re-measured when any of them changes)."""
+    ident = {"device": device_name(device), "torch": torch.__version__, "model": study.model.model_dump(),
+             "dataset": study.dataset.name}
+    key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+    path = Path(store_root) / "speeds.json"
+    try:
+        cache = json.loads(path.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    if key in cache:
+        return Speeds(**cache[key])
+    speeds = measure_speeds(study, device)
+    cache[key] = asdict(speeds)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(cache, indent=2))
+    tmp.replace(path)
+    return speeds
+
+
+def _training_seconds(cfg: dict[str, Any], images: int, speeds: Speeds, quantized: bool) -> float:
+    """Seconds of ``epochs`` over ``images`` with the stage's objective."""
+    objective = (cfg.get("objective") or {}).get("name", "clean")
+    per_image = speeds.train_q if quantized else speeds.train_fp
+    grad = speeds.grad_q if quantized else speeds.grad_fp
+    if objective == "pgd_at":
+        per_image += cfg["objective"]["steps"] * grad
+    elif objective == "fast_adversarial":
+        per_image += grad
+    elif objective == "transfer":
+        per_image += speeds.fwd_fp  # the teacher's forward
+    return cfg["train"]["epochs"] * images * per_image
+
+
+def _attack_passes(attack: Any, examples: float) -> float:
+    """Gradient passes (Square: forward passes, counted alike) of one attack on ``examples``."""
+    if attack.name in ("pgd", "transfer"):
+        steps = attack.steps * attack.restarts
+        return examples * steps * (ASSUMED_SURVIVAL + (1 - ASSUMED_SURVIVAL) * BROKEN_AFTER)
+    if attack.name == "fgsm":
+        return examples
+    if attack.name == "square":
+        return examples * attack.n_queries * 0.3  # a forward pass costs about a third of a gradient pass
+    subs = attack.attacks or (["apgd-ce"] if attack.name == "apgd" else list(APGD_ITERATIONS))
+    total, left = 0.0, examples
+    for sub in subs:  # AutoAttack's own cascade
+        total += left * (APGD_ITERATIONS[sub] or SQUARE_QUERIES * 0.3)
+        left *= ASSUMED_SURVIVAL
+    return total
+
+
+def _evaluation_seconds(ev: Any, speeds: Speeds, n_test: int) -> float:
+    seconds = speeds.load_test + n_test * speeds.fwd_q
+    for eps in ev.eps:
+        left = 1.0  # share of the correct examples the cascade still attacks
+        for a in ev.attacks:
+            if a.eps is not None and eps not in a.eps:
+                continue
+            examples = min(a.n or n_test, n_test) * ASSUMED_ACCURACY * (left if ev.cascade else 1.0)
+            grad = speeds.grad_view if a.name == "transfer" else speeds.grad_q
+            seconds += _attack_passes(a, examples) * grad
+            left *= ASSUMED_SURVIVAL
+    d = ev.diagnostics
+    if d.enabled:  # the reference PGD x (1 + 2x steps + 5 restarts), at the collapse eps, FGSM, Square, AutoAttack
+        k = d.steps or ev.attack_steps()
+        examples = d.n * ASSUMED_ACCURACY
+        seconds += examples * (9 * k + 1) * speeds.grad_q + examples * d.square_queries * speeds.fwd_q
+        seconds += examples * sum(APGD_ITERATIONS[s] for s in d.autoattack or []) * speeds.grad_q
+    return seconds
+
+
+def estimate_seconds(plan: Plan, stage: Stage, speeds: Speeds, n_train: int) -> float:
+    """Estimated wall time of one stage of ``plan`` on the device ``speeds`` were measured on."""
+    cfg, study = stage.config, plan.study
+    n_test = study.evaluation.n_test or 10_000
+    if stage.kind == "evaluate":
+        return _evaluation_seconds(study.evaluation, speeds, n_test)
+    seconds = speeds.load_train + speeds.load_test
+    images = max(1, round(n_train * cfg["fraction"]))
+    if stage.kind == "train_fp":
+        return seconds + _training_seconds(cfg, images, speeds, quantized=False) + n_test * speeds.fwd_fp
+    quant = cfg["quant"]
+    from robquant.quant import QuantConfig
+
+    if QuantConfig(**quant).needs_calibration:
+        seconds += quant["calib_images"] * speeds.fwd_calib
+    if cfg["method"] == "qat":
+        seconds += _training_seconds(cfg, images, speeds, quantized=True)
+    return seconds + n_test * speeds.fwd_q
+
+
+def estimate_plan(plan: Plan, speeds: Speeds, n_train: int) -> dict[str, float]:
+    """``{stage key: estimated seconds}`` for every stage of ``plan``."""
+    return {key: estimate_seconds(plan, stage, speeds, n_train) for key, stage in plan.stages.items()}
