@@ -100,6 +100,8 @@ BAD = [
     (_with(fp__fraction=0), "fp.fraction: fraction must be in (0, 1], got 0"),
     (_with(fp__robust__fraction=2), "fp.robust.fraction: fraction must be in (0, 1], got 2"),
     (_with(quant__act_placement="outputs"), "quant.act_placement: Input should be 'inputs' or 'relu'"),
+    (_with(cells=[{"init": "robust", "method": "ptq", "precision": "A8W8", "eps": [8]}]),
+     "eps [8.0] must be a subset of evaluation.eps [8.0, 32.0] that holds main_eps 32"),
     ("axes: [unclosed", "not valid YAML at line 1"),
     ("- just\n- a list\n", "a study file must be a YAML mapping"),
 ]
@@ -186,6 +188,10 @@ def test_fp_models_on_a_subset_shared_by_every_seed_and_n_test_in_every_key():
     # n_test decides NC, so it is in every key: changing it never reuses a stale status
     other = build_plan(parse_study(_with(evaluation__n_test=61)), lambda: 1000)
     assert not set(other.stages) & set(build_plan(parse_study(TINY), lambda: 1000).stages)
+    # a cell can be evaluated at some of the study's budgets only (holding the main one)
+    one = build_plan(parse_study(_with(axes=DELETE, cells=[{"init": "robust", "method": "ptq", "precision": "A8W8",
+                                                            "eps": [32]}])), lambda: 1000)
+    assert [s.config["eps"] for s in one.stages.values() if s.kind == "evaluate"] == [[32.0]]
     # PACT's alpha: from the data for trained parameters, PACT's fixed 10 from random ones
     grid = build_plan(parse_study(_with(axes__init=["random", "robust"])), lambda: 1000)
     inits = {(s.config["init"], s.config["quant"]["pact_init"]) for s in grid.stages.values()

@@ -183,9 +183,9 @@ def _attack_passes(attack: Any, examples: float) -> float:
     return total
 
 
-def _evaluation_seconds(ev: Any, speeds: Speeds, n_test: int) -> float:
+def _evaluation_seconds(ev: Any, eps_list: list[float], speeds: Speeds, n_test: int) -> float:
     seconds = speeds.load_test + n_test * speeds.fwd_q
-    for eps in ev.eps:
+    for eps in eps_list:
         left = 1.0  # share of the correct examples the cascade still attacks
         for a in ev.attacks:
             if a.eps is not None and eps not in a.eps:
@@ -208,7 +208,7 @@ def estimate_seconds(plan: Plan, stage: Stage, speeds: Speeds, n_train: int) -> 
     cfg, study = stage.config, plan.study
     n_test = study.evaluation.n_test or 10_000
     if stage.kind == "evaluate":
-        return _evaluation_seconds(study.evaluation, speeds, n_test)
+        return _evaluation_seconds(study.evaluation, cfg.get("eps", study.evaluation.eps), speeds, n_test)
     seconds = speeds.load_train + speeds.load_test
     images = max(1, round(n_train * cfg["fraction"]))
     if stage.kind == "train_fp":

@@ -110,9 +110,10 @@ def build_plan(study: Study, n_train: Callable[[], int]) -> Plan:
             ev = study.evaluation
             wants_surrogate = ev.diagnostics.enabled or any(a.name == "transfer" for a in ev.attacks)
             surrogate = [fp(cell.init, seed)] if wants_surrogate and cell.init != "random" else []
+            eps = sorted(cell.eps or ev.eps)
             eval_key = add("evaluate", {"v": STAGE_VERSION, "kind": "evaluate", "evaluation": ev.model_dump(),
-                                        "seed": seed}, [quant_key, *surrogate], f"evaluate {cell.label} (seed {seed})",
-                           evaluation_cost(study))
+                                        "eps": eps, "seed": seed}, [quant_key, *surrogate],
+                           f"evaluate {cell.label} (seed {seed})", evaluation_cost(study, eps))
             planned.append((cell, seed, eval_key))
     return Plan(study, stages, planned, dropped, size)
 
@@ -143,8 +144,9 @@ def qat_objective(study: Study, cell: Cell) -> dict[str, Any]:
     return {"name": "clean"}
 
 
-def evaluation_cost(study: Study) -> dict[str, float]:
-    """Forward/backward passes of one evaluate stage (attacks at every eps, plus the diagnostics)."""
+def evaluation_cost(study: Study, eps: list[float]) -> dict[str, float]:
+    """Forward/backward passes of one evaluate stage (attacks at each of ``eps`` where they run, plus
+    the diagnostics), counting every example as attacked for every step (an upper bound)."""
     ev = study.evaluation
     n_test = ev.n_test or 0
 
@@ -161,7 +163,8 @@ def evaluation_cost(study: Study) -> dict[str, float]:
     for a in ev.attacks:
         f, b = passes(a)
         n = min(a.n or n_test, n_test)
-        fwd, bwd = fwd + f * n * len(ev.eps), bwd + b * n * len(ev.eps)
+        k = sum(a.eps is None or e in a.eps for e in eps)
+        fwd, bwd = fwd + f * n * k, bwd + b * n * k
     d = ev.diagnostics
     if d.enabled:  # (an upper bound when only some seeds are checked)
         k = d.steps or ev.attack_steps()

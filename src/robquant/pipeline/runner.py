@@ -61,10 +61,13 @@ def run_stage(stage: Stage, study: Study, store: Store, device: torch.device,
     else:
         ev = study.evaluation
         surrogate = store.artifact_dir(stage.parents[1]) if len(stage.parents) > 1 else None
-        attacks = [(a.name, a.kwargs()) for a in ev.attacks if a.name != "transfer" or surrogate is not None]
+        eps = cfg["eps"]  # the cell's budgets
+        attacks = [(a.name, {**a.kwargs(), **({"eps": [e / 255 for e in a.eps if e in eps]} if a.eps else {})})
+                   for a in ev.attacks if (a.name != "transfer" or surrogate is not None)
+                   and (a.eps is None or set(a.eps) & set(eps))]
         skipped = [a.label or a.name for a in ev.attacks if a.name == "transfer" and surrogate is None]
         diagnose = ev.diagnostics.options(ev.main_eps, ev.attack_steps()) if ev.diagnostics.applies(cfg["seed"]) else None
-        record = attack_model(store.artifact_dir(stage.parents[0]), attacks=attacks, eps=[e / 255 for e in ev.eps],
+        record = attack_model(store.artifact_dir(stage.parents[0]), attacks=attacks, eps=[e / 255 for e in eps],
                               n_test=ev.n_test, batch_size=ev.batch_size, seed=cfg["seed"], device=device,
                               cascade=ev.cascade,
                               out=out / "attack.json", surrogate=surrogate, diagnose=diagnose, progress=progress,

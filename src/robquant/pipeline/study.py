@@ -290,6 +290,8 @@ class Cell(_Spec):
     strategy: Optional[Literal["vanilla", "adversarial", "transfer", "fast_adversarial"]] = None
     precision: str
     fraction: float = 1.0
+    eps: Optional[tuple[float, ...]] = Field(None, min_length=1, description="evaluate at these budgets only (/255; a "
+                                       "subset of evaluation.eps that holds main_eps; default all)")
 
     @field_validator("precision")
     @classmethod
@@ -334,6 +336,11 @@ class Study(_Spec):
             raise ValueError("init non_robust needs fp.non_robust")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be distinct, got {self.seeds}")
+        ev = self.evaluation
+        for c in self.cells or []:
+            if c.eps is not None and (not set(c.eps) <= set(ev.eps) or ev.main_eps not in c.eps):
+                raise ValueError(f"cell {c.label}: eps {c.eps} must be a subset of evaluation.eps {ev.eps} that "
+                                 f"holds main_eps {ev.main_eps:g}")
         return self
 
     def expand(self) -> tuple[list[Cell], list[tuple[dict[str, Any], str]]]:
