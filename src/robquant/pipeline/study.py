@@ -339,7 +339,7 @@ class Study(_Spec):
         ev = self.evaluation
         for c in self.cells or []:
             if c.eps is not None and (not set(c.eps) <= set(ev.eps) or ev.main_eps not in c.eps):
-                raise ValueError(f"cell {c.label}: eps {c.eps} must be a subset of evaluation.eps {ev.eps} that "
+                raise ValueError(f"cell {c.label}: eps {list(c.eps)} must be a subset of evaluation.eps {ev.eps} that "
                                  f"holds main_eps {ev.main_eps:g}")
         return self
 
