@@ -115,7 +115,8 @@ def diagnose(model: nn.Module, dataset: Any, eps: float, *, n: int = 200, steps:
     if integer and _is_quantized(model):
         from robquant.quant.integer import IntegerGridError, integer_agreement
 
-        x_adv = create_attack("pgd", model, eps, steps=steps)(x[correct], y[correct]) if bool(correct.any()) else None
+        pgd = create_attack("pgd", model, eps, steps=steps, generator=torch.Generator(device=device).manual_seed(seed))
+        x_adv = pgd(x[correct], y[correct]) if bool(correct.any()) else None
         try:
             integer_result = integer_agreement(model, x, x_adv)
         except IntegerGridError as exc:  # a weight tensor off its grid: the model cannot run in integers

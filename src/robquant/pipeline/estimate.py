@@ -75,7 +75,13 @@ def _per_image(fn: Callable[[], object], images: int, device: torch.device, repe
 
 def measure_speeds(study: Any, device: torch.device) -> Speeds:
     """Time each kind of pass on the study's model (random parameters, the QAT form at A4W4) and
-    the study's data (a few seconds on a CPU)."""
+    the study's data (a few seconds on a CPU). The global random state is left as it was."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        return _measure(study, device)
+
+
+def _measure(study: Any, device: torch.device) -> Speeds:
     from robquant.attacks.view import attack_view
     from robquant.data import create_dataset
     from robquant.models import create_model
