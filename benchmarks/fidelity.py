@@ -12,7 +12,9 @@ old way and the new way from the same parameters and seeds:
 - PGD: the last iterate (before) vs each example's best iterate, beside APGD-CE;
 - the worst case of PGD (all examples) and APGD-CE (the first ones) padded with PGD alone
   (before) vs over the examples both covered;
-- trend labels unpaired (before) vs paired over seeds, on the preset's activation-only sweep.
+- trend labels unpaired (before) vs paired over seeds, on the preset's activation-only sweep;
+- the activation-only sweep's trend at 1/255 under PGD-20 as the paper may have run it (last iterate,
+  step eps/4 or Madry's fixed 2/255) and as robquant runs it (best iterate): is finding (iv) the attack's?
 
 Prints one JSON line per measurement and a Markdown table at the end (docs/fidelity.md).
 
@@ -113,7 +115,7 @@ def qat_section(fps: dict[str, Path], train: Any, test: Any, args: argparse.Name
         for pact_init in ("fixed", "data"):
             for seed in args.seeds:
                 q = qat_model(model, precision, train, seed, args, pact_init=pact_init)
-                alphas = [float(m.alpha) for m in q.modules() if isinstance(m, PACT)]
+                alphas = [float(m.alpha.detach()) for m in q.modules() if isinstance(m, PACT)]
                 clean, rob = robust_at(q, test, 1, args.n_test, seed)
                 emit(fix="pact alpha", init="non_robust", precision=precision, pact_init=pact_init, seed=seed,
                      clean=clean, robust=rob, eps_255=1, mean_alpha_after=sum(alphas) / len(alphas))
@@ -170,6 +172,39 @@ def trend_section(args: argparse.Namespace) -> None:
                  p_plus=info["p_plus"], p_minus=info["p_minus"], seeds=info["min_seeds"])
 
 
+def sweep_section(args: argparse.Namespace) -> None:
+    from robquant.pipeline.plan import build_plan
+    from robquant.pipeline.store import Store
+    from robquant.pipeline.study import load_study
+    from robquant.report.stats import trend_label
+
+    study = load_study(args.study)
+    plan = build_plan(study, lambda: 0)
+    store = Store(args.store)
+    test = create_dataset("cifar10", args.data_root, "test", allow_unverified=True)
+    variants = {"last iterate, step eps/4": {"keep_best": False},
+                "last iterate, step 2/255": {"keep_best": False, "step_size": 2 / 255},
+                "best iterate, step eps/4 (robquant)": {}}
+    values: dict[str, dict[int, dict[int, float]]] = {v: {} for v in variants}
+    for cell, seed, key in plan.cells:
+        if (cell.method, cell.strategy, cell.init) != ("qat", "vanilla", "non_robust") or not cell.precision.endswith("W32"):
+            continue
+        row = store.get(key)
+        if row is None or row["status"] != "done":
+            continue
+        model = load_model(store.artifact_dir(row["parents"][0]))
+        bits = int(cell.precision[1:].split("W")[0])
+        for name, kw in variants.items():
+            ev = evaluate(model, test, [("pgd", {"steps": 20, **kw})], [1 / 255], n=args.n_test, seed=seed)
+            values[name].setdefault(bits, {})[seed] = ev.robust_accuracy[("pgd", 1 / 255)]
+            emit(fix="sweep attack", variant=name, precision=cell.precision, seed=seed, eps_255=1,
+                 clean=ev.clean_accuracy, robust=ev.robust_accuracy[("pgd", 1 / 255)])
+    for name in variants:
+        label, info = trend_label(values[name])
+        emit(fix="sweep trend", variant=name, eps_255=1, label=label, p_plus=info["p_plus"], p_minus=info["p_minus"],
+             means={b: sum(v.values()) / len(v) for b, v in sorted(values[name].items())})
+
+
 def markdown() -> str:
     """The before/after table of docs/fidelity.md, means over seeds."""
     def mean(rows: list[dict[str, Any]], key: str) -> str:
@@ -217,6 +252,11 @@ def markdown() -> str:
         lines.append(f"| worst case padded -> on common examples (n {wc[0]['n_padded']} -> {wc[0]['n_common']}) | "
                      f"PTQ A4W4 from robust | {mean(wc, 'padded')} | {mean(wc, 'common')} | robust % at 8/255 |")
     for r in ROWS:
+        if r["fix"] == "sweep trend":
+            means = ", ".join(f"{'FP' if b == 32 else b}: {100 * m:.1f}" for b, m in r["means"].items())
+            lines.append(f"| (iv) under PGD-20, {r['variant']} | QAT/vanilla AxW32 from non_robust, 1/255 | | "
+                         f"{r['label']} (P(+) {r['p_plus']:.2f}) | robust % by activation bits: {means} |")
+    for r in ROWS:
         if r["fix"] == "paired trend label" and r["paired"]:
             unpaired = next(u for u in ROWS if u["fix"] == r["fix"] and u["measure"] == r["measure"] and not u["paired"])
             lines.append(f"| trend label unpaired -> paired | activation-only sweep, {r['measure']} at "
@@ -235,7 +275,7 @@ def main() -> None:
     parser.add_argument("--qat-epochs", type=int, default=2)
     parser.add_argument("--n-test", type=int, default=500)
     parser.add_argument("--n-aa", type=int, default=200)
-    parser.add_argument("--sections", default="ptq,qat,attack,trend")
+    parser.add_argument("--sections", default="ptq,qat,attack,trend,sweep")
     args = parser.parse_args()
     args.seeds = [int(s) for s in args.seeds.split(",")]
     if not (Path(args.data_root) / "cifar-10-batches-py").is_dir():
@@ -251,8 +291,8 @@ def main() -> None:
     t0 = time.perf_counter()
     sections = {"ptq": ptq_section, "qat": qat_section, "attack": attack_section}
     for name in args.sections.split(","):
-        if name == "trend":
-            trend_section(args)
+        if name in ("trend", "sweep"):
+            (trend_section if name == "trend" else sweep_section)(args)
         else:
             sections[name](fps, train, test, args)
     print(json.dumps({"bench": "fidelity", "seconds": round(time.perf_counter() - t0, 1)}))
