@@ -33,3 +33,21 @@ def test_imagefolder_reads_the_jpeg_tree():
         pytest.skip("no .data/cifar10-jpeg")
     test = create_dataset("imagefolder", ROOT / "cifar10-jpeg", "test")
     assert len(test) == 10_000 and test.num_classes == 10 and test.provenance["classes"][0] == "airplane"
+
+
+def test_cifar10_cpu_preset_plans_within_its_budget_on_this_machine(tmp_path):
+    """The preset's own estimate (measured speeds here) stays within its 45-minute budget."""
+    import torch
+
+    from robquant.pipeline.estimate import cached_speeds, estimate_plan
+    from robquant.pipeline.plan import build_plan
+    from robquant.pipeline.study import load_study
+
+    study = load_study(Path(__file__).resolve().parents[1] / "configs" / "cifar10-cpu.yaml")
+    study = study.model_copy(update={"dataset": study.dataset.model_copy(update={"root": str(ROOT)})})
+    plan = build_plan(study, lambda: 50_000)
+    assert len(plan.stages) == 62 and len(study.seeds) == 3
+    assert sum(s.kind == "train_fp" for s in plan.stages.values()) == 2  # shared by every seed
+    speeds = cached_speeds(study, torch.device("cpu"), tmp_path)
+    total = sum(estimate_plan(plan, speeds, 50_000).values())
+    assert total < 45 * 60, f"estimated {total / 60:.1f} min"
