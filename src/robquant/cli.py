@@ -267,9 +267,8 @@ def demo(
 
 
 def _print_report(plan: Any, st: Any, out: Path, formats: list[str] | None = None) -> None:
-    from robquant.report import FORMATS, write_report
-
     from robquant.display import report_table
+    from robquant.report import FORMATS, write_report
 
     result = write_report(plan, st, out, formats or FORMATS)
     console.print(report_table(result["findings"]))

@@ -66,7 +66,9 @@ def robustness_table(title: str, result: dict[str, Any]) -> Table:
         table.add_row(attack, clean, *[f"{100 * row[e]:.2f}" for e in eps_values])
     if len(by_attack) > 1:
         worst = {r["eps_255"]: r["accuracy"] for r in result["worst_case"]}
-        table.add_row("worst case", clean, *[f"{100 * worst[e]:.2f}" for e in eps_values])
+        common = sorted({r.get("n", result["n"]) for r in result["worst_case"]})
+        label = "worst case" + ("" if common == [result["n"]] else f" (first {'/'.join(map(str, common))})")
+        table.add_row(label, clean, *[f"{100 * worst[e]:.2f}" if e in worst else "" for e in eps_values])
     table.caption = f"accuracy in % on {result['n']} test examples"
     return table
 

@@ -26,6 +26,7 @@ from robquant.data.safe_pickle import safe_loads
 from robquant.errors import DataError, DataIntegrityError
 
 log = logging.getLogger(__name__)
+_WARNED: set[tuple[str, tuple[str, ...]]] = set()  # unverified copies already reported
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,8 @@ def _verify(folder: Path, files: tuple[tuple[str, str], ...], allow_unverified: 
     if mismatched and not allow_unverified:
         raise DataIntegrityError(f"checksum mismatch in {folder} for {', '.join(mismatched)}: "
                                  f"corrupted, tampered or not the official copy; {UNVERIFIED_HINT}")
-    if mismatched:
+    if mismatched and (str(folder), tuple(mismatched)) not in _WARNED:  # once per process: a study loads it often
+        _WARNED.add((str(folder), tuple(mismatched)))
         log.warning("using unverified batch files %s from %s", mismatched, folder)
     return mismatched
 

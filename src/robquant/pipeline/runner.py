@@ -14,7 +14,7 @@ from robquant.errors import RobquantError
 from robquant.pipeline.plan import Plan, Stage
 from robquant.pipeline.stages import attack_model, quantize_model, train_model
 from robquant.pipeline.store import Store
-from robquant.pipeline.study import Study
+from robquant.pipeline.study import EvalSpec, Study
 from robquant.progress import NULL_PROGRESS, Progress
 from robquant.provenance import device_name
 from robquant.quant import QuantConfig
@@ -84,7 +84,7 @@ def run_stage(stage: Stage, study: Study, store: Store, device: torch.device,
     return record
 
 
-def _metrics(record: dict[str, Any], ev: Any) -> dict[str, Any]:
+def _metrics(record: dict[str, Any], ev: EvalSpec) -> dict[str, Any]:
     """The evaluation's numbers of record: the worst case over attacks at the main eps (on the
     examples every attack covered) and the paper's attack (the first PGD) beside it."""
     result = record["result"]

@@ -116,9 +116,7 @@ class QuantConfig:
     @property
     def needs_calibration(self) -> bool:
         """Whether :func:`quantize` needs calibration images for this config."""
-        if self.method == "ptq":
-            return self.bits.quantizes_acts
-        return self.bits.quantizes_acts and self.pact_init == "data"
+        return self.bits.quantizes_acts and (self.method == "ptq" or self.pact_init == "data")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -107,9 +107,9 @@ def _at_fraction(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], floa
     return [r for r in rows if r["fraction"] == top], top
 
 
-def table2(rows: list[dict[str, Any]], main_eps: float) -> Table:
-    """Rows method x strategy x init, columns precision, cells 'accuracy / robustness' in %."""
-    rows, top = _at_fraction(rows)
+def _pair_cells(rows: list[dict[str, Any]], first: str, second: str) -> tuple[list[str], list[list[str]]]:
+    """Rows method x strategy x init, columns precision, cells ``first / second`` (record fields, in %);
+    the second one marked ``!`` where a trust check fired."""
     n_all = len({r["seed"] for r in rows})
     precisions = _precisions(rows)
     out = []
@@ -118,9 +118,16 @@ def table2(rows: list[dict[str, Any]], main_eps: float) -> Table:
         line = [method.upper(), strategy or "", init]
         for p in precisions:
             runs = [r for r in group if r["precision"] == p]
-            acc, rob = _cell(runs, lambda r: r["clean"], n_all, False), _cell(runs, lambda r: r["robustness"], n_all)
-            line.append("NC" if acc == "NC" else (f"{acc} / {rob}" if runs else ""))
+            a, b = _cell(runs, lambda r: r[first], n_all, False), _cell(runs, lambda r: r[second], n_all)
+            line.append("NC" if a == "NC" else (f"{a} / {b}" if runs else ""))
         out.append(line)
+    return precisions, out
+
+
+def table2(rows: list[dict[str, Any]], main_eps: float) -> Table:
+    """Rows method x strategy x init, columns precision, cells 'accuracy / robustness' in %."""
+    rows, top = _at_fraction(rows)
+    precisions, out = _pair_cells(rows, "clean", "robustness")
     return Table("table2", f"Table 2: accuracy / robustness (%, worst case over attacks at {main_eps:g}/255), "
                  f"fraction {top:g}", ["method", "strategy", "init", *precisions], out, [_seeds_note(rows)])
 
@@ -136,17 +143,7 @@ def table2_reference(rows: list[dict[str, Any]], main_eps: float) -> Table | Non
     ref = next((r["reference_attack"] for r in rows if r.get("reference_attack")), None)
     if ref is None:
         return None
-    n_all = len({r["seed"] for r in rows})
-    precisions = _precisions(rows)
-    out = []
-    for method, strategy, init in _pipelines(rows):
-        group = [r for r in rows if (r["method"], r["strategy"], r["init"]) == (method, strategy, init)]
-        line = [method.upper(), strategy or "", init]
-        for p in precisions:
-            runs = [r for r in group if r["precision"] == p]
-            pgd, gap = _cell(runs, lambda r: r["reference"], n_all, False), _cell(runs, lambda r: r["gap"], n_all)
-            line.append("NC" if pgd == "NC" else (f"{pgd} / {gap}" if runs else ""))
-        out.append(line)
+    precisions, out = _pair_cells(rows, "reference", "gap")
     n_ref = sorted({r["reference_n"] for r in rows if r.get("reference_n")})
     n_worst = sorted({r["robustness_n"] for r in rows if r.get("robustness_n")})
     return Table("table2_paper_attack", f"Table 2 under the paper's attack ({ref} alone) / the gap to the worst case "
