@@ -94,7 +94,7 @@ def figure2(rows: list[dict[str, Any]], out: Path, title: str = "") -> list[Path
     for ax, panel in zip(axes[0], panels):
         mine = [s for s in series if s["panel"] == panel]
         bits = sorted({s["bits"] for s in mine})
-        for i, line in enumerate(dict.fromkeys(s["line"] for s in mine)):
+        for line in dict.fromkeys(s["line"] for s in mine):
             pts = [s for s in mine if s["line"] == line]
             pos = [bits.index(s["bits"]) for s in pts]
             ns = sorted({str(n) for s in pts for n in (s["n"] if isinstance(s["n"], list) else [s["n"]])

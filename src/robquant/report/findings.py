@@ -37,16 +37,22 @@ class Finding:
     note: str = ""
 
 
-def measures(rows: list[dict[str, Any]]) -> dict[str, Callable[[dict[str, Any]], float | None]]:
-    """The robustness measures at the main eps: the paper's attack alone, and the worst case."""
+def measures(rows: list[dict[str, Any]]) -> dict[str, str]:
+    """The robustness measures, ``{name: kind}``: the paper's attack alone (``paper``, when the study
+    runs a PGD attack) and the worst case over every attack (``worst``)."""
     ref = next((r["reference_attack"] for r in rows if r.get("reference_attack")), None)
     attacks = next((r.get("worst_attacks", {}) for r in rows if r.get("worst_attacks")), {})
-    out: dict[str, Callable[[dict[str, Any]], float | None]] = {}
-    if ref is not None:
-        out[f"paper's attack ({ref})"] = lambda r: r.get("reference")
     names = sorted({a for v in attacks.values() for a in (v or [])})
-    out[f"worst case ({', '.join(names) or 'all attacks'})"] = lambda r: r.get("robustness")
+    out = {f"paper's attack ({ref})": "paper"} if ref is not None else {}
+    out[f"worst case ({', '.join(names) or 'all attacks'})"] = "worst"
     return out
+
+
+def _value(r: dict[str, Any], kind: str, eps: float | None = None) -> float | None:
+    """A row's robustness under measure ``kind`` at ``eps`` (default: the main eps)."""
+    if eps is None:
+        return r.get("reference") if kind == "paper" else r.get("robustness")
+    return r["robust"].get((r.get("reference_attack"), eps)) if kind == "paper" else r["worst"].get(eps)
 
 
 def _interval(values: list[float], signed: bool = False) -> str:
@@ -100,7 +106,10 @@ def _against_reference(rows: list[dict[str, Any]], finding: Finding, pipe: tuple
         finding.verdicts = {m: NOT_RUN for m in measures(rows)}
         finding.note = "needs " + " and ".join(need)
         return
-    for measure, value in measures(rows).items():
+    for measure, kind in measures(rows).items():
+        def value(r: dict[str, Any]) -> float | None:
+            return _value(r, kind)
+
         base = [value(r) for r in ref.values() if value(r) is not None]
         finding.evidence.append([f"{'/'.join(p for p in REFERENCE[:3] if p)} A32W32 (FP reference)", measure,
                                  _interval(base), "", ""])
@@ -131,17 +140,12 @@ def _activation_trend(rows: list[dict[str, Any]], finding: Finding, weak_eps: fl
                         "needs QAT/vanilla at >= 3 activation-only precisions (AxW32, A32W32 included)")
         return
     label = f"QAT/vanilla from {pipe[2]}"
-    ref_attack = next((r["reference_attack"] for r in sweep[pipe] if r.get("reference_attack")), None)
-    for measure in measures(rows):
-        def value(r: dict[str, Any]) -> float | None:
-            if measure.startswith("paper's"):
-                return r["robust"].get((ref_attack, weak_eps))
-            return r["worst"].get(weak_eps)
-
+    for measure, kind in measures(rows).items():
         values: dict[int, dict[int, float]] = {}
         for r in sweep[pipe]:
-            if value(r) is not None:
-                values.setdefault(r["act_bits"], {})[r["seed"]] = value(r)
+            v = _value(r, kind, weak_eps)
+            if v is not None:
+                values.setdefault(r["act_bits"], {})[r["seed"]] = v
         label_, info = trend_label(values)
         verdict = (REPRODUCED if label_ == "+" else NOT_SIGNIFICANT if label_ == "n.s." else CONTRADICTED)
         finding.verdicts[measure] = verdict
