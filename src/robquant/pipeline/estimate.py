@@ -194,7 +194,7 @@ def _evaluation_seconds(ev: Any, eps_list: list[float], speeds: Speeds, n_test: 
     for eps in eps_list:
         left = 1.0  # share of the correct examples the cascade still attacks
         for a in ev.attacks:
-            if a.eps is not None and eps not in a.eps:
+            if not a.budgets([eps]):
                 continue
             examples = min(a.n or n_test, n_test) * ASSUMED_ACCURACY * (left if ev.cascade else 1.0)
             grad = speeds.grad_view if a.name == "transfer" else speeds.grad_q

@@ -163,7 +163,7 @@ def evaluation_cost(study: Study, eps: list[float]) -> dict[str, float]:
     for a in ev.attacks:
         f, b = passes(a)
         n = min(a.n or n_test, n_test)
-        k = sum(a.eps is None or e in a.eps for e in eps)
+        k = len(a.budgets(eps))
         fwd, bwd = fwd + f * n * k, bwd + b * n * k
     d = ev.diagnostics
     if d.enabled:  # (an upper bound when only some seeds are checked)

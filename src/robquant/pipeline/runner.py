@@ -62,9 +62,8 @@ def run_stage(stage: Stage, study: Study, store: Store, device: torch.device,
         ev = study.evaluation
         surrogate = store.artifact_dir(stage.parents[1]) if len(stage.parents) > 1 else None
         eps = cfg["eps"]  # the cell's budgets
-        attacks = [(a.name, {**a.kwargs(), **({"eps": [e / 255 for e in a.eps if e in eps]} if a.eps else {})})
-                   for a in ev.attacks if (a.name != "transfer" or surrogate is not None)
-                   and (a.eps is None or set(a.eps) & set(eps))]
+        attacks = [(a.name, a.kwargs(eps)) for a in ev.attacks
+                   if (a.name != "transfer" or surrogate is not None) and a.budgets(eps)]
         skipped = [a.label or a.name for a in ev.attacks if a.name == "transfer" and surrogate is None]
         diagnose = ev.diagnostics.options(ev.main_eps, ev.attack_steps()) if ev.diagnostics.applies(cfg["seed"]) else None
         record = attack_model(store.artifact_dir(stage.parents[0]), attacks=attacks, eps=[e / 255 for e in eps],

@@ -87,7 +87,13 @@ class AttackSpec(_Spec):
             raise ValueError(f"apgd attacks must be apgd-ce and/or apgd-t, got {self.attacks}")
         return self
 
-    def kwargs(self) -> dict[str, Any]:
+    def budgets(self, eps: list[float]) -> list[float]:
+        """Those of ``eps`` (/255) this attack runs at."""
+        return [e for e in eps if self.eps is None or e in self.eps]
+
+    def kwargs(self, eps: list[float] | None = None) -> dict[str, Any]:
+        """Options for :func:`robquant.attacks.evaluate`; with ``eps`` (an evaluation's budgets, /255),
+        the attack's own budgets restricted to them."""
         kw: dict[str, Any] = {}
         if self.name in ("pgd", "transfer"):
             kw = {"steps": self.steps, "restarts": self.restarts}
@@ -102,7 +108,7 @@ class AttackSpec(_Spec):
         if self.n is not None:
             kw["n"] = self.n
         if self.eps is not None:
-            kw["eps"] = [e / 255 for e in self.eps]
+            kw["eps"] = [e / 255 for e in (self.eps if eps is None else self.budgets(eps))]
         return kw
 
 
