@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 
 from robquant.cli import app
 from robquant.errors import ConfigError
-from robquant.pipeline.plan import build_plan, stage_key
+from robquant.pipeline.plan import build_plan
+from robquant.pipeline.specs import Budget, spec_key
 from robquant.pipeline.study import load_study, parse_study
 
 TINY = {
@@ -155,18 +156,19 @@ def test_plan_shares_fp_models_and_keys_are_content_addresses():
     kinds = [s.kind for s in plan.stages.values()]
     assert kinds.count("train_fp") == 2  # one per init, shared by every cell of that init
     assert kinds.count("quantize") == kinds.count("evaluate") == 6
-    transfer = [s for s in plan.stages.values() if s.kind == "quantize" and s.config.get("strategy") == "transfer"]
-    robust_fp = next(s.key for s in plan.stages.values() if s.kind == "train_fp" and s.config["init"] == "robust")
-    assert all(robust_fp in s.parents for s in transfer)  # the teacher is a parent
+    transfer = [s for s in plan.stages.values() if s.kind == "quantize" and s.spec.strategy == "transfer"]
+    robust_fp = next(s.key for s in plan.stages.values() if s.kind == "train_fp" and s.spec.init == "robust")
+    assert all(s.spec.teacher == robust_fp for s in transfer)  # the teacher is a named parent
     for s in plan.stages.values():
-        assert s.key == stage_key(s.config, s.parents)
+        assert s.key == spec_key(s.spec)
+        assert all(p in json.dumps(s.config) for p in s.parents)  # parents are keyed by their keys
     # another study over the same FP settings reuses the FP stages; another seed does not
     other = build_plan(parse_study({**TINY, "name": "other"}), lambda: 1000)
     assert set(other.stages) == set(plan.stages)
     seeded = build_plan(parse_study({**TINY, "seeds": [1]}), lambda: 1000)
     assert not set(seeded.stages) & set(plan.stages)
     # cost: adversarial FP training costs (steps + 1) passes per image
-    nr = next(s for s in plan.stages.values() if s.kind == "train_fp" and s.config["init"] == "non_robust")
+    nr = next(s for s in plan.stages.values() if s.kind == "train_fp" and s.spec.init == "non_robust")
     rb = next(s for s in plan.stages.values() if s.key == robust_fp)
     assert rb.cost["backward"] == 3 * nr.cost["backward"] == 3 * 2 * 1000
 
@@ -176,12 +178,12 @@ def test_fp_models_on_a_subset_shared_by_every_seed_and_n_test_in_every_key():
     plan = build_plan(study, lambda: 1000)
     fps = [s for s in plan.stages.values() if s.kind == "train_fp"]
     assert len(fps) == 2  # shared by all three seeds
-    by_init = {s.config["init"]: s for s in fps}
-    assert by_init["non_robust"].config["fraction"] == 0.25 and by_init["robust"].config["fraction"] == 0.5
-    assert all(s.config["train"]["seed"] == 7 for s in fps)
+    by_init = {s.spec.init: s for s in fps}
+    assert by_init["non_robust"].spec.fraction == 0.25 and by_init["robust"].spec.fraction == 0.5
+    assert all(s.spec.train.seed == 7 for s in fps)
     assert by_init["robust"].cost["backward"] == 3 * 2 * 500  # (steps + 1) passes x epochs x its 500 images
     quantized = [s for s in plan.stages.values() if s.kind == "quantize"]
-    assert {s.config["seed"] for s in quantized} == {0, 1, 2}
+    assert {s.spec.seed for s in quantized} == {0, 1, 2}
     assert all(set(s.parents) <= {f.key for f in fps} for s in quantized)
     # without fp.seed each seed trains its own FP models
     assert sum(s.kind == "train_fp" for s in build_plan(parse_study(_with(seeds=[0, 1])), lambda: 1000).stages.values()) == 4
@@ -191,11 +193,11 @@ def test_fp_models_on_a_subset_shared_by_every_seed_and_n_test_in_every_key():
     # a cell can be evaluated at some of the study's budgets only (holding the main one)
     one = build_plan(parse_study(_with(axes=DELETE, cells=[{"init": "robust", "method": "ptq", "precision": "A8W8",
                                                             "eps": [32]}])), lambda: 1000)
-    assert [s.config["eps"] for s in one.stages.values() if s.kind == "evaluate"] == [[32.0]]
+    assert [s.spec.budgets for s in one.stages.values() if s.kind == "evaluate"] == [(Budget(32 / 255, 32.0),)]
     # PACT's alpha: from the data for trained parameters, PACT's fixed 10 from random ones
     grid = build_plan(parse_study(_with(axes__init=["random", "robust"])), lambda: 1000)
-    inits = {(s.config["init"], s.config["quant"]["pact_init"]) for s in grid.stages.values()
-             if s.kind == "quantize" and s.config["method"] == "qat"}
+    inits = {(s.spec.init, s.spec.quant.pact_init) for s in grid.stages.values()
+             if s.kind == "quantize" and s.spec.method == "qat"}
     assert inits == {("random", "fixed"), ("robust", "data")}
 
 
@@ -207,8 +209,8 @@ def test_time_estimate_counts_passes_times_measured_speeds():
     study = parse_study(_with(evaluation__diagnostics__enabled=False, evaluation__attacks=[{"name": "fgsm"}]))
     plan = build_plan(study, lambda: 1000)
     seconds = estimate_plan(plan, speeds, 1000)
-    by = {(s.kind, s.config.get("init"), s.config.get("method"), s.config.get("strategy")): seconds[k]
-          for k, s in plan.stages.items()}
+    by = {(s.kind, getattr(s.spec, "init", None), getattr(s.spec, "method", None), getattr(s.spec, "strategy", None)):
+          seconds[k] for k, s in plan.stages.items()}
     assert by[("train_fp", "non_robust", None, None)] == 2 * 1000 * 1.0  # epochs x images x a training step
     assert by[("train_fp", "robust", None, None)] == 2 * 1000 * (1.0 + 2 * 0.5)  # + 2 PGD steps
     assert by[("quantize", "robust", "qat", "vanilla")] == 2 * 500 * 2.0  # fraction 0.5

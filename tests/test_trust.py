@@ -9,7 +9,7 @@ import torch
 
 from robquant import load_model
 from robquant.attacks import create_attack, evaluate, worst_case
-from robquant.attacks.diagnose import CHECKS, diagnose
+from robquant.attacks.trust import CHECKS, diagnose
 from robquant.data import create_dataset
 from robquant.errors import ConfigError
 from robquant.quant import QuantConfig, quantize

@@ -55,19 +55,19 @@ def train(
     dataset: str = typer.Option(..., help="data set name (see `robquant list`)"),
     model: str = typer.Option("resnet20", help="model name"),
     objective: str = typer.Option("clean", help="clean or pgd_at"),
-    epochs: int = typer.Option(200, help="training epochs"),
+    epochs: Optional[int] = typer.Option(None, help="training epochs (default 200, the paper's)"),
     out: Path = typer.Option(..., help="output folder (model, record, checkpoints)"),
     fraction: float = typer.Option(1.0, help="fraction of the training set, in (0, 1], class-stratified"),
     seed: int = typer.Option(0, help="seed for initialisation, data order and attacks"),
-    batch_size: int = typer.Option(128, help="examples per step"),
-    lr: float = typer.Option(0.1, help="initial learning rate"),
-    weight_decay: float = typer.Option(1e-4, help="L2 coefficient"),
-    schedule: str = typer.Option("multistep", help="multistep (x0.1 at 1/2, 3/4), cosine or constant"),
+    batch_size: Optional[int] = typer.Option(None, help="examples per step (default 128)"),
+    lr: Optional[float] = typer.Option(None, help="initial learning rate (default 0.1)"),
+    weight_decay: Optional[float] = typer.Option(None, help="L2 coefficient (default 1e-4)"),
+    schedule: Optional[str] = typer.Option(None, help="multistep (x0.1 at 1/2, 3/4; default), cosine or constant"),
     width: Optional[int] = typer.Option(None, help="model width (ResNet-20: 16)"),
-    pgd_eps: float = typer.Option(8.0, help="pgd_at: budget in /255 units"),
-    pgd_step: float = typer.Option(2.0, help="pgd_at: step in /255 units"),
-    pgd_steps: int = typer.Option(7, help="pgd_at: attack steps"),
-    bn_mode: str = typer.Option("eval", help="pgd_at: BN mode while generating (eval or train)"),
+    pgd_eps: Optional[float] = typer.Option(None, help="pgd_at: budget in /255 units (default 8)"),
+    pgd_step: Optional[float] = typer.Option(None, help="pgd_at: step in /255 units (default 2)"),
+    pgd_steps: Optional[int] = typer.Option(None, help="pgd_at: attack steps (default 7)"),
+    bn_mode: Optional[str] = typer.Option(None, help="pgd_at: BN mode while generating (eval, the default, or train)"),
     n_test: Optional[int] = typer.Option(None, help="test examples for the final accuracy (default all)"),
     data_root: Optional[Path] = typer.Option(None, help=DATA_ROOT_HELP),
     download: bool = typer.Option(False, help="download the data set if missing"),
@@ -77,15 +77,14 @@ def train(
     """Train a model (clean or PGD adversarial training); resumes from OUT/checkpoints."""
     from robquant.display import RichProgress
     from robquant.pipeline import resolve_device, train_model
-    from robquant.train import TrainConfig
+    from robquant.train import FP_TRAIN
 
     check_range("--fraction", fraction, 0.0, 1.0, low_open=True)
     if n_test is not None:
         check_range("--n-test", n_test, 1)
-    obj_kw = ({"eps": pgd_eps / 255, "step_size": pgd_step / 255, "steps": pgd_steps, "bn_mode": bn_mode}
-              if objective == "pgd_at" else {})
-    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                      schedule=schedule, seed=seed)
+    obj_kw = _pgd_at_options(pgd_eps, pgd_step, pgd_steps, bn_mode) if objective == "pgd_at" else {}
+    cfg = _recipe(FP_TRAIN, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                  schedule=schedule, seed=seed)
     dev = resolve_device(device)
     with RichProgress(err_console) as progress:
         record = train_model(dataset=dataset, model=model, objective=objective, train=cfg, out=out,
@@ -94,6 +93,26 @@ def train(
                              allow_unverified=allow_unverified_data, download=download, n_test=n_test,
                              progress=progress)
     _print_train(record, out)
+
+
+def _recipe(default: Any, **given: Any) -> Any:
+    """``default`` (a TrainConfig) with the options the user gave (not None)."""
+    from dataclasses import replace
+
+    return replace(default, **{k: v for k, v in given.items() if v is not None})
+
+
+def _pgd_at_options(eps: Optional[float], step: Optional[float], steps: Optional[int],
+                    bn_mode: Optional[str]) -> dict[str, Any]:
+    """PGD adversarial training's options: the given ones (eps and step in /255 units, converted
+    here) over :data:`robquant.train.PGD_AT`."""
+    from dataclasses import asdict
+
+    from robquant.train import PGD_AT
+
+    given = {"eps": None if eps is None else eps / 255, "step_size": None if step is None else step / 255,
+             "steps": steps, "bn_mode": bn_mode}
+    return {**asdict(PGD_AT), **{k: v for k, v in given.items() if v is not None}}
 
 
 def _print_train(record: dict[str, Any], out: Path) -> None:
@@ -194,14 +213,16 @@ def quantize(
     pact_alpha: float = typer.Option(10.0, help="QAT: PACT alpha when fixed (PACT's from-scratch 10)"),
     pact_percentile: float = typer.Option(99.9, help="QAT: percentile of pact_init data"),
     fraction: float = typer.Option(1.0, help="fraction of the training set (calibration / fine-tuning)"),
-    epochs: int = typer.Option(60, help="QAT: fine-tuning epochs"),
+    epochs: Optional[int] = typer.Option(None, help="QAT: fine-tuning epochs (default 60, the paper's)"),
     objective: str = typer.Option("clean", help="QAT: clean or pgd_at"),
-    lr: float = typer.Option(0.01, help="QAT: initial learning rate (cosine schedule)"),
-    batch_size: int = typer.Option(128, help="QAT: examples per step"),
-    weight_decay: float = typer.Option(1e-4, help="QAT: L2 coefficient (also regularises PACT's alpha)"),
+    lr: Optional[float] = typer.Option(None, help="QAT: initial learning rate (default 0.01, cosine schedule)"),
+    batch_size: Optional[int] = typer.Option(None, help="QAT: examples per step (default 128)"),
+    weight_decay: Optional[float] = typer.Option(None, help="QAT: L2 coefficient, also regularises PACT's alpha "
+                                                 "(default 1e-4)"),
     reinit: bool = typer.Option(False, help="QAT: start from random parameters (keep the architecture)"),
-    pgd_eps: float = typer.Option(8.0, help="pgd_at: budget in /255 units"),
-    pgd_steps: int = typer.Option(7, help="pgd_at: attack steps"),
+    pgd_eps: Optional[float] = typer.Option(None, help="pgd_at: budget in /255 units (default 8)"),
+    pgd_step: Optional[float] = typer.Option(None, help="pgd_at: step in /255 units (default 2)"),
+    pgd_steps: Optional[int] = typer.Option(None, help="pgd_at: attack steps (default 7)"),
     seed: int = typer.Option(0, help="seed for calibration images, data order and attacks"),
     n_test: Optional[int] = typer.Option(None, help="test examples for the final accuracy (default all)"),
     data_root: Optional[Path] = typer.Option(None, help=DATA_ROOT_HELP),
@@ -212,17 +233,16 @@ def quantize(
     from robquant.display import RichProgress
     from robquant.pipeline import quantize_model, resolve_device
     from robquant.quant import QuantConfig
-    from robquant.train import TrainConfig
+    from robquant.train import QAT_FINETUNE
 
     check_range("--fraction", fraction, 0.0, 1.0, low_open=True)
     cfg = QuantConfig(method=method, precision=precision, weight_quantizer=quantizer, breakpoint=breakpoint,
                       quantize_first_last=first_last, calib_images=calib_images, calib_batch_size=calib_batch_size,
                       act_placement=act_placement, pact_alpha=pact_alpha,
                       pact_init=pact_init or ("fixed" if reinit else "data"), pact_percentile=pact_percentile)
-    train_cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                            schedule="cosine", seed=seed)
-    obj_kw = ({"eps": pgd_eps / 255, "step_size": pgd_eps / 4 / 255, "steps": pgd_steps}
-              if objective == "pgd_at" else {})
+    train_cfg = _recipe(QAT_FINETUNE, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                        seed=seed)
+    obj_kw = _pgd_at_options(pgd_eps, pgd_step, pgd_steps, None) if objective == "pgd_at" else {}
     if reinit and method != "qat":
         raise ConfigError("--reinit needs --method qat (PTQ of random parameters is meaningless)")
     dev = resolve_device(device)
@@ -249,7 +269,7 @@ def demo(
     from importlib import resources
 
     from robquant.display import RichProgress
-    from robquant.pipeline.runner import execute_local
+    from robquant.pipeline.executor import execute_local
 
     path = study_path or Path(str(resources.files("robquant") / "configs" / "demo.yaml"))
     study, plan, st = _plan(path, out / "store")
@@ -290,18 +310,20 @@ def report(
     store: Optional[Path] = typer.Option(None, help="store folder (default: the study's)"),
 ) -> None:
     """The study's tables (paper Tables 1-5, cost, paper comparison) and figures, from the store alone."""
-    from robquant.pipeline.study import load_study
-
     formats = [f.strip() for f in fmt.split(",") if f.strip()]
-    root = store or Path(load_study(study_path).store)
+    study, plan, _ = _plan(study_path, store, open_store=False)
+    root = Path(study.store)
     if not (root / "index.sqlite").is_file():
         raise ConfigError(f"--store {str(root)!r} holds no study results: run `robquant run {study_path}` first")
-    study, plan, st = _plan(study_path, store, need_sizes=False)
+    from robquant.pipeline.store import Store
+
+    st = Store(root)
     _print_report(plan, st, out or Path(study.store).parent / "report", formats)
 
 
-def _plan(study_path: Path, store_dir: Optional[Path], need_sizes: bool = True):
-    from robquant.data import create_dataset
+def _plan(study_path: Path, store_dir: Optional[Path], open_store: bool = True):
+    """The study (its store replaced by ``store_dir`` when given), its plan and its store (None
+    without ``open_store``: opening creates the folder)."""
     from robquant.pipeline.plan import build_plan
     from robquant.pipeline.store import Store
     from robquant.pipeline.study import load_study
@@ -309,15 +331,7 @@ def _plan(study_path: Path, store_dir: Optional[Path], need_sizes: bool = True):
     study = load_study(study_path)
     if store_dir is not None:
         study = study.model_copy(update={"store": str(store_dir)})
-
-    def n_train() -> int:
-        if not need_sizes:
-            return 0
-        ds = study.dataset
-        return len(create_dataset(ds.name, ds.root, "train", allow_unverified=ds.allow_unverified))
-
-    plan = build_plan(study, n_train)
-    return study, plan, Store(study.store)
+    return study, build_plan(study), Store(study.store) if open_store else None
 
 
 def _estimate(plan: Any, store: Any, device: Any, todo: set[str]) -> float | None:
@@ -380,7 +394,7 @@ def run(
 ) -> None:
     """Plan a study as a dependency graph and run what is not done yet (resumable)."""
     from robquant.display import RichProgress, plan_table
-    from robquant.pipeline.runner import execute_local, pending
+    from robquant.pipeline.executor import execute_local, pending
 
     if executor not in ("local", "ray"):
         raise ConfigError(f"--executor must be local or ray, got {executor!r}")
@@ -437,7 +451,7 @@ def status(
     store: Optional[Path] = typer.Option(None, help="store folder (default: the study's)"),
 ) -> None:
     """Show a study's stages: done, NC, running, failed, pending."""
-    study, plan, st = _plan(study_path, store, need_sizes=False)
+    study, plan, st = _plan(study_path, store)
     rows = {r["key"]: r for r in st.rows()}
     counts: dict[str, int] = {}
     for key in plan.stages:

@@ -13,12 +13,12 @@ from typing import Any
 from torch import nn
 
 from robquant.attacks.autoattack import APGD, AutoAttack, Square
-from robquant.attacks.base import NORMS, Attack
-from robquant.attacks.diagnostics import input_gradients, zero_gradient_fraction
+from robquant.attacks.base import NORMS, Attack, Cost
 from robquant.attacks.evaluate import EvalResult, evaluate, worst_case
 from robquant.attacks.fgsm import FGSM
 from robquant.attacks.pgd import PGD
 from robquant.attacks.transfer import Transfer
+from robquant.attacks.trust import CHECKS, diagnose, diagnose_cost, input_gradients, zero_gradient_fraction
 from robquant.errors import ConfigError
 from robquant.registry import Registry
 
@@ -50,5 +50,5 @@ def list_attacks() -> list[str]:
     return ATTACKS.names()
 
 
-__all__ = ["APGD", "Attack", "AutoAttack", "EvalResult", "FGSM", "NORMS", "PGD", "Square", "Transfer",
+__all__ = ["APGD", "ATTACKS", "CHECKS", "Attack", "AutoAttack", "Cost", "diagnose", "diagnose_cost", "EvalResult", "FGSM", "NORMS", "PGD", "Square", "Transfer",
            "create_attack", "evaluate", "input_gradients", "list_attacks", "worst_case", "zero_gradient_fraction"]

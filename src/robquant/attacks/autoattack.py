@@ -23,12 +23,15 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch import nn
 
-from robquant.attacks.base import Attack
+from robquant.attacks.base import Attack, Cost
 from robquant.errors import ConfigError, check_range
 
 PACKAGE = "pyautoattack"
 STANDARD = ("apgd-ce", "apgd-t", "fab-t", "square")
 _NORMS = {"linf": "Linf", "l2": "L2"}
+# per example, at most: APGD 100 iterations (APGD-T and FAB-T: 9 targets x 100), Square 5000 queries
+GRADIENT_PASSES = {"apgd-ce": 100, "apgd-t": 900, "fab-t": 900, "square": 0}
+FORWARD_PASSES = {"apgd-ce": 0, "apgd-t": 0, "fab-t": 0, "square": 5000}
 
 
 def package_version() -> str:
@@ -125,6 +128,11 @@ class AutoAttack(_PackageAttack):
         self.version = "standard" if self.attacks == list(STANDARD) else "standard subset"
         self.fooled = {a: 0 for a in self.attacks}  # points each sub-attack fooled first, over all calls
 
+    @classmethod
+    def cost(cls, *, attacks: Sequence[str] | None = None, **options: object) -> Cost:
+        chosen = list(STANDARD if attacks is None else attacks)
+        return Cost(float(sum(GRADIENT_PASSES[a] for a in chosen)), float(sum(FORWARD_PASSES[a] for a in chosen)))
+
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         from pyautoattack import AutoAttack as PackageAutoAttack
 
@@ -173,6 +181,10 @@ class APGD(AutoAttack):
 
     name = "apgd"
 
+    @classmethod
+    def cost(cls, *, attacks: Sequence[str] | None = ("apgd-ce",), **options: object) -> Cost:
+        return super().cost(attacks=attacks)
+
     def __init__(self, model: nn.Module, eps: float, *, attacks: Sequence[str] = ("apgd-ce",), **kwargs: Any) -> None:
         bad = [a for a in attacks if a not in ("apgd-ce", "apgd-t")]
         if bad:
@@ -202,6 +214,10 @@ class Square(_PackageAttack):
         check_range("n_queries", n_queries, 1)
         check_range("restarts", restarts, 1)
         self.n_queries, self.p_init, self.restarts = int(n_queries), float(p_init), int(restarts)
+
+    @classmethod
+    def cost(cls, *, n_queries: int = 5000, restarts: int = 1, **options: object) -> Cost:
+        return Cost(0.0, float(n_queries * restarts))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         from pyautoattack.square import SquareAttack

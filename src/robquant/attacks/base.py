@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -10,6 +12,15 @@ from robquant.attacks.view import attack_view
 from robquant.errors import ConfigError, check_range
 
 NORMS = ("linf", "l2")
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Passes one attacked example costs at one budget: input-gradient passes and forward-only passes."""
+
+    gradients: float
+    forwards: float = 0.0
+    early_stop: bool = False  # an example leaves the attack once it is fooled
 
 
 class Attack:
@@ -51,6 +62,12 @@ class Attack:
         self.fold_bn = fold_bn
         self._net = model  # the module whose gradients the attack follows
         self._view: tuple[tuple[int, ...], nn.Module] | None = None  # (weights' versions, view)
+
+    @classmethod
+    def cost(cls, **options: object) -> Cost:
+        """What one attacked example costs at one budget with these options (an upper bound for
+        attacks that stop early); plans and time estimates ask this instead of naming attacks."""
+        return Cost(1.0)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Return adversarial versions of ``x`` (B, C, H, W) for labels ``y`` (B,)."""

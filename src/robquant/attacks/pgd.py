@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from robquant.attacks.base import Attack
+from robquant.attacks.base import Attack, Cost
 from robquant.errors import check_range
 
 
@@ -54,6 +54,10 @@ class PGD(Attack):
         self.step_size = float(eps) / 4 if step_size is None else float(check_range("step_size", step_size, 0.0))
         self.random_start = random_start
         self.restarts = int(restarts)
+
+    @classmethod
+    def cost(cls, *, steps: int = 20, restarts: int = 1, **options: object) -> Cost:
+        return Cost(float(steps * restarts), early_stop=True)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         best = self._run(x, y)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
 from torch import nn
 
-from robquant.attacks.base import Attack
+from robquant.attacks.base import Attack, Cost
 from robquant.attacks.pgd import PGD
 from robquant.errors import ConfigError
 
@@ -23,33 +22,28 @@ class Transfer(Attack):
     Args:
         model: The target (only judged by the caller; never differentiated).
         eps: Budget in [0, 1] units.
-        surrogate: A model, or the folder of a saved one.
-        surrogate_id: How records name the surrogate (default: its folder, or its class).
+        surrogate: The model the examples are crafted on (on the target's device).
+        surrogate_id: How records name the surrogate (default: its class).
         steps, step_size, restarts, norm: The surrogate PGD's settings (see :class:`PGD`).
     """
 
     name = "transfer"
 
-    def __init__(self, model: nn.Module, eps: float, *, surrogate: nn.Module | str | os.PathLike | None = None,
+    def __init__(self, model: nn.Module, eps: float, *, surrogate: nn.Module | None = None,
                  surrogate_id: str | None = None, steps: int = 20, step_size: float | None = None,
                  restarts: int = 1, norm: str = "linf", generator: torch.Generator | None = None, model_mode: str = "eval", fold_bn: bool = True) -> None:
         # the target is never differentiated: no folded view of it
         super().__init__(model, eps, norm=norm, model_mode=model_mode, generator=generator, fold_bn=False)
-        if surrogate is None:
-            raise ConfigError("attack transfer needs a surrogate (a model or a checkpoint folder)")
-        if isinstance(surrogate, nn.Module):
-            self.surrogate_id = type(surrogate).__name__
-            net = surrogate
-        else:
-            from robquant.checkpoint import load_model
-
-            self.surrogate_id = str(surrogate)
-            device = next(model.parameters()).device
-            net = load_model(surrogate, device)
-        self.surrogate_id = surrogate_id or self.surrogate_id
-        self._pgd = PGD(net, eps, steps=steps, step_size=step_size, restarts=restarts, norm=norm,
+        if not isinstance(surrogate, nn.Module):
+            raise ConfigError(f"attack transfer needs a surrogate model, got {type(surrogate).__name__}")
+        self.surrogate_id = surrogate_id or type(surrogate).__name__
+        self._pgd = PGD(surrogate, eps, steps=steps, step_size=step_size, restarts=restarts, norm=norm,
                         model_mode=model_mode, fold_bn=fold_bn)
         self.steps, self.step_size, self.restarts = self._pgd.steps, self._pgd.step_size, self._pgd.restarts
+
+    @classmethod
+    def cost(cls, *, steps: int = 20, restarts: int = 1, **options: object) -> Cost:
+        return Cost(float(steps * restarts), early_stop=True)  # on the surrogate
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         self._pgd.generator = self.generator

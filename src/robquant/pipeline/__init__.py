@@ -1,5 +1,10 @@
-"""Pipelines: stages that train, quantize and evaluate models, and (later) the study planner."""
+"""Pipelines: studies planned as DAGs of typed stages, executed locally or on Ray, and the commands
+that train, quantize and attack model folders."""
 
-from robquant.pipeline.stages import attack_model, parse_eps, quantize_model, resolve_device, train_model
+from robquant.pipeline.commands import attack_model, parse_eps, quantize_model, resolve_device, train_model
+from robquant.pipeline.executor import execute_local, stage_compute_seconds
+from robquant.pipeline.plan import build_plan
+from robquant.pipeline.study import load_study, parse_study
 
-__all__ = ["attack_model", "parse_eps", "quantize_model", "resolve_device", "train_model"]
+__all__ = ["attack_model", "build_plan", "execute_local", "load_study", "parse_eps", "parse_study", "quantize_model",
+           "resolve_device", "stage_compute_seconds", "train_model"]

@@ -22,13 +22,12 @@ import torch
 import torch.nn.functional as F
 
 from robquant.pipeline.plan import Plan, Stage
+from robquant.pipeline.specs import AttackRun, Evaluate, Quantize, TrainFP
 from robquant.provenance import device_name
 
 ASSUMED_ACCURACY = 0.7  # share of test examples classified correctly (the ones attacked)
 ASSUMED_SURVIVAL = 0.5  # share of attacked examples an attack leaves robust
 BROKEN_AFTER = 0.3  # share of its steps PGD spends on an example it breaks
-APGD_ITERATIONS = {"apgd-ce": 100, "apgd-t": 900, "fab-t": 900, "square": 0}  # gradient passes per example
-SQUARE_QUERIES = 5000
 
 
 @dataclass(frozen=True)
@@ -158,77 +157,61 @@ def cached_speeds(study: Any, device: torch.device, store_root: str | Path) -> S
     return speeds
 
 
-def _training_seconds(cfg: dict[str, Any], images: int, speeds: Speeds, quantized: bool) -> float:
-    """Seconds of ``epochs`` over ``images`` with the stage's objective."""
-    objective = (cfg.get("objective") or {}).get("name", "clean")
-    per_image = speeds.train_q if quantized else speeds.train_fp
+def _training_seconds(spec: TrainFP | Quantize, images: int, speeds: Speeds, quantized: bool) -> float:
+    """Seconds of the stage's epochs over ``images`` with its objective, from the passes the
+    objective declares: one training step, its extra gradient passes and extra forwards."""
+    assert spec.objective is not None and spec.train is not None
+    forwards, passes = spec.objective.cost()
+    step = speeds.train_q if quantized else speeds.train_fp
     grad = speeds.grad_q if quantized else speeds.grad_fp
-    if objective == "pgd_at":
-        per_image += cfg["objective"]["steps"] * grad
-    elif objective == "fast_adversarial":
-        per_image += grad
-    elif objective == "transfer":
-        per_image += speeds.fwd_fp  # the teacher's forward
-    return cfg["train"]["epochs"] * images * per_image
+    per_image = step + (passes - 1) * grad + (forwards - passes) * speeds.fwd_fp
+    return spec.train.epochs * images * per_image
 
 
-def _attack_passes(attack: Any, examples: float) -> float:
-    """Gradient passes (Square: forward passes, counted alike) of one attack on ``examples``."""
-    if attack.name in ("pgd", "transfer"):
-        steps = attack.steps * attack.restarts
-        return examples * steps * (ASSUMED_SURVIVAL + (1 - ASSUMED_SURVIVAL) * BROKEN_AFTER)
-    if attack.name == "fgsm":
-        return examples
-    if attack.name == "square":
-        return examples * attack.n_queries * 0.3  # a forward pass costs about a third of a gradient pass
-    subs = attack.attacks or (["apgd-ce"] if attack.name == "apgd" else list(APGD_ITERATIONS))
-    total, left = 0.0, examples
-    for sub in subs:  # AutoAttack's own cascade
-        total += left * (APGD_ITERATIONS[sub] or SQUARE_QUERIES * 0.3)
-        left *= ASSUMED_SURVIVAL
-    return total
+def _attack_seconds(attack: AttackRun, examples: float, speeds: Speeds) -> float:
+    """Seconds of one attack on ``examples`` at one budget, from the passes the attack declares
+    (an attack that stops early drops the examples it breaks, :data:`BROKEN_AFTER` of the way)."""
+    cost = attack.cost()
+    share = ASSUMED_SURVIVAL + (1 - ASSUMED_SURVIVAL) * BROKEN_AFTER if cost.early_stop else 1.0
+    grad = speeds.grad_view if attack.name == "transfer" else speeds.grad_q
+    return examples * (cost.gradients * share * grad + cost.forwards * speeds.fwd_q)
 
 
-def _evaluation_seconds(ev: Any, eps_list: list[float], speeds: Speeds, n_test: int) -> float:
+def _evaluation_seconds(spec: Evaluate, speeds: Speeds) -> float:
+    n_test = spec.data.n_test or 10_000
     seconds = speeds.load_test + n_test * speeds.fwd_q
-    for eps in eps_list:
+    for budget in spec.budgets:
         left = 1.0  # share of the correct examples the cascade still attacks
-        for a in ev.attacks:
-            if not a.budgets([eps]):
+        for a in spec.attacks:
+            if not a.runs_at(budget):
                 continue
-            examples = min(a.n or n_test, n_test) * ASSUMED_ACCURACY * (left if ev.cascade else 1.0)
-            grad = speeds.grad_view if a.name == "transfer" else speeds.grad_q
-            seconds += _attack_passes(a, examples) * grad
+            examples = min(a.n or n_test, n_test) * ASSUMED_ACCURACY * (left if spec.cascade else 1.0)
+            seconds += _attack_seconds(a, examples, speeds)
             left *= ASSUMED_SURVIVAL
-    d = ev.diagnostics
-    if d.enabled:  # the reference PGD x (1 + 2x steps + 5 restarts), at the collapse eps, FGSM, Square, AutoAttack
-        k = d.steps or ev.attack_steps()
-        examples = d.n * ASSUMED_ACCURACY
-        seconds += examples * (9 * k + 1) * speeds.grad_q + examples * d.square_queries * speeds.fwd_q
-        seconds += examples * sum(APGD_ITERATIONS[s] for s in d.autoattack or []) * speeds.grad_q
+    if spec.diagnose is not None:
+        cost = spec.diagnose.cost(spec.surrogate is not None)
+        examples = spec.diagnose.n * ASSUMED_ACCURACY
+        seconds += examples * (cost.gradients * speeds.grad_q + cost.forwards * speeds.fwd_q)
     return seconds
 
 
-def estimate_seconds(plan: Plan, stage: Stage, speeds: Speeds, n_train: int) -> float:
-    """Estimated wall time of one stage of ``plan`` on the device ``speeds`` were measured on."""
-    cfg, study = stage.config, plan.study
-    n_test = study.evaluation.n_test or 10_000
-    if stage.kind == "evaluate":
-        return _evaluation_seconds(study.evaluation, cfg.get("eps", study.evaluation.eps), speeds, n_test)
+def estimate_seconds(stage: Stage, speeds: Speeds, n_train: int) -> float:
+    """Estimated wall time of one stage on the device ``speeds`` were measured on."""
+    spec = stage.spec
+    if isinstance(spec, Evaluate):
+        return _evaluation_seconds(spec, speeds)
+    n_test = spec.data.n_test or 10_000
     seconds = speeds.load_train + speeds.load_test
-    images = max(1, round(n_train * cfg["fraction"]))
-    if stage.kind == "train_fp":
-        return seconds + _training_seconds(cfg, images, speeds, quantized=False) + n_test * speeds.fwd_fp
-    quant = cfg["quant"]
-    from robquant.quant import QuantConfig
-
-    if QuantConfig(**quant).needs_calibration:
-        seconds += quant["calib_images"] * speeds.fwd_calib
-    if cfg["method"] == "qat":
-        seconds += _training_seconds(cfg, images, speeds, quantized=True)
+    images = max(1, round(n_train * spec.fraction))
+    if isinstance(spec, TrainFP):
+        return seconds + _training_seconds(spec, images, speeds, quantized=False) + n_test * speeds.fwd_fp
+    if spec.quant.needs_calibration:
+        seconds += spec.quant.calib_images * speeds.fwd_calib
+    if spec.method == "qat":
+        seconds += _training_seconds(spec, images, speeds, quantized=True)
     return seconds + n_test * speeds.fwd_q
 
 
 def estimate_plan(plan: Plan, speeds: Speeds, n_train: int) -> dict[str, float]:
     """``{stage key: estimated seconds}`` for every stage of ``plan``."""
-    return {key: estimate_seconds(plan, stage, speeds, n_train) for key, stage in plan.stages.items()}
+    return {key: estimate_seconds(stage, speeds, n_train) for key, stage in plan.stages.items()}

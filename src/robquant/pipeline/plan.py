@@ -1,43 +1,50 @@
-"""The planner: a study becomes a DAG of content-addressed stages.
+"""The planner: a study becomes a DAG of typed, content-addressed stages.
 
-train_fp (per init and seed) -> quantize (PTQ or QAT; per cell and seed) -> evaluate. A stage's key
-is the sha256 of the canonical JSON of its config and its parents' keys, so an FP model shared by
-many cells (and by other studies using the same store) is trained once.
+train_fp (per init and FP seed) -> quantize (PTQ or QAT; per cell and seed) -> evaluate. Each
+stage is a frozen spec (:mod:`robquant.pipeline.specs`) keyed by its hash, so an FP model shared
+by many cells (and by other studies using the same store) is trained once. This module is the
+boundary where the study's units (/255) become [0, 1] units. A stage's planned cost is asked of the
+objects that run it: the objective's and each attack's declared passes.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from robquant.pipeline.specs import (AttackRun, Budget, DataRef, DiagnoseRun, Evaluate, ModelRef, ObjectiveRef,
+                                     Quantize, StageSpec, TrainFP, spec_config, spec_key)
 from robquant.pipeline.study import Cell, Study, TrainSpec
-
-STAGE_VERSION = 2  # bump when a stage's computation changes meaning: old results stop matching
-
-
-def canonical_json(obj: Any) -> str:
-    """Deterministic JSON: sorted keys, no spaces, floats as repr."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-
-
-def stage_key(config: dict[str, Any], parents: list[str]) -> str:
-    """sha256 of the canonical JSON of a stage's config and its parents' keys."""
-    return hashlib.sha256(canonical_json({"config": config, "parents": parents}).encode()).hexdigest()
+from robquant.quant import QuantConfig
+from robquant.train import TrainConfig
 
 
 @dataclass
 class Stage:
-    """One unit of work: its key, kind (train_fp, quantize, evaluate), config and parents."""
+    """One unit of work: its spec, key and planned cost (forward / backward image passes)."""
 
+    spec: StageSpec
     key: str
-    kind: str
-    config: dict[str, Any]
-    parents: list[str]
-    label: str
-    cost: dict[str, float] = field(default_factory=dict)  # forward / backward passes
+    cost: dict[str, float] = field(default_factory=dict)
     estimated_s: float | None = None  # wall time on this device (pipeline.estimate), when estimated
+
+    @property
+    def kind(self) -> str:
+        return self.spec.kind
+
+    @property
+    def label(self) -> str:
+        return self.spec.label
+
+    @property
+    def parents(self) -> list[str]:
+        """The parents' keys (distinct, in the spec's order)."""
+        return list(dict.fromkeys(self.spec.parents().values()))
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The keyed fields as JSON-ready data (what the store's index shows)."""
+        return spec_config(self.spec)
 
 
 @dataclass
@@ -54,74 +61,122 @@ class Plan:
         return list(self.stages.values())  # inserted parents first
 
 
-def _train_cfg(spec: TrainSpec, seed: int) -> dict[str, Any]:
-    """The :class:`~robquant.train.TrainConfig` fields of a recipe (an FP recipe's fraction is the stage's)."""
-    return {**spec.model_dump(exclude={"fraction"}), "seed": seed}
-
-
-def build_plan(study: Study, n_train: Callable[[], int]) -> Plan:
-    """Expand ``study`` into stages. ``n_train()`` gives the training-set size (for the cost)."""
-    stages: dict[str, Stage] = {}
-    # n_test decides the status (NC) of the models, so it is part of every stage's key
-    base = {"v": STAGE_VERSION, "dataset": study.dataset.name, "model": {"name": study.model.name, **study.model.kwargs()},
-            "n_test": study.evaluation.n_test}
+def training_set_size(study: Study) -> Callable[[], int]:
+    """``n_train()``: the study's training-set size, loaded on first call only."""
     sizes: dict[str, int] = {}
 
-    def size() -> int:
+    def n_train() -> int:
         if "n" not in sizes:
-            sizes["n"] = n_train()
+            from robquant.data import create_dataset
+
+            ds = study.dataset
+            sizes["n"] = len(create_dataset(ds.name, ds.root, "train", allow_unverified=ds.allow_unverified))
         return sizes["n"]
 
-    def add(kind: str, config: dict[str, Any], parents: list[str], label: str, cost: dict[str, float]) -> str:
-        key = stage_key(config, parents)
-        stages.setdefault(key, Stage(key, kind, config, parents, label, cost))
+    return n_train
+
+
+def train_config(spec: TrainSpec, seed: int) -> TrainConfig:
+    """The :class:`~robquant.train.TrainConfig` of a study recipe (an FP recipe's fraction is the stage's)."""
+    cfg = spec.model_dump(exclude={"fraction"})
+    if cfg.get("milestones") is not None:
+        cfg["milestones"] = tuple(cfg["milestones"])
+    return TrainConfig(**cfg, seed=seed)
+
+
+class _Planner:
+    def __init__(self, study: Study, n_train: Callable[[], int]) -> None:
+        self.study, self.n_train = study, n_train
+        ds, ev = study.dataset, study.evaluation
+        self.data = DataRef(ds.name, ev.n_test, ds.root, ds.allow_unverified)
+        self.model = ModelRef(study.model.name, study.model.kwargs())
+        self.stages: dict[str, Stage] = {}
+
+    def add(self, spec: StageSpec, cost: dict[str, float]) -> str:
+        key = spec_key(spec)
+        self.stages.setdefault(key, Stage(spec, key, cost))
         return key
 
-    def fp(init: str, seed: int) -> str:
+    def training_cost(self, objective: ObjectiveRef, epochs: int, fraction: float) -> dict[str, float]:
+        forwards, passes = objective.cost()
+        n = epochs * max(1, round(self.n_train() * fraction))
+        return {"forward": float(n * forwards), "backward": float(n * passes)}
+
+    def fp(self, init: str, seed: int) -> str:
+        study = self.study
         spec, fraction = study.fp.spec(init), study.fp.fraction_of(init)
         seed = seed if study.fp.seed is None else study.fp.seed
-        objective = {"name": "pgd_at", **study.fp.pgd.kwargs()} if init == "robust" else {"name": "clean"}
-        passes = study.fp.pgd.steps + 1 if init == "robust" else 1
-        n = spec.epochs * max(1, round(size() * fraction))
-        return add("train_fp", {**base, "kind": "train_fp", "init": init, "objective": objective,
-                                "fraction": fraction, "train": _train_cfg(spec, seed)}, [],
-                   f"train {init} FP (seed {seed})", {"forward": n * passes, "backward": n * passes})
+        objective = (ObjectiveRef("pgd_at", study.fp.pgd.kwargs()) if init == "robust" else ObjectiveRef("clean"))
+        stage = TrainFP(self.data, self.model, init, objective, fraction, train_config(spec, seed),
+                        label=f"train {init} FP (seed {seed})")
+        return self.add(stage, self.training_cost(objective, spec.epochs, fraction))
 
+    def quantize(self, cell: Cell, seed: int) -> str:
+        study = self.study
+        checkpoint = None if cell.init == "random" else self.fp(cell.init, seed)
+        quant = quant_config(study, cell)
+        label = f"{cell.label} (seed {seed})"
+        if cell.method == "ptq":
+            spec = Quantize(self.data, self.model, cell.init, "ptq", cell.precision, cell.fraction, seed, quant,
+                            checkpoint=checkpoint, label=label)
+            return self.add(spec, {"forward": float(quant.calib_images), "backward": 0.0})
+        recipe = study.qat.scratch if cell.init == "random" else study.qat.finetune
+        objective = qat_objective(study, cell)
+        teacher = self.fp("robust", seed) if cell.strategy == "transfer" else None
+        spec = Quantize(self.data, self.model, cell.init, "qat", cell.precision, cell.fraction, seed, quant,
+                        strategy=cell.strategy, train=train_config(recipe, seed), objective=objective,
+                        checkpoint=checkpoint, teacher=teacher, label=label)
+        cost = self.training_cost(objective, recipe.epochs, cell.fraction)
+        if quant.needs_calibration:
+            cost["forward"] += quant.calib_images
+        return self.add(spec, cost)
+
+    def evaluate(self, cell: Cell, seed: int, model: str) -> str:
+        ev = self.study.evaluation
+        attacks = attack_runs(self.study)
+        budgets = tuple(Budget.of(e) for e in sorted(cell.eps or ev.eps))
+        wants_surrogate = ev.diagnostics.enabled or any(a.name == "transfer" for a in attacks)
+        surrogate = self.fp(cell.init, seed) if wants_surrogate and cell.init != "random" else None
+        skipped = tuple((a.label, "no full-precision parent to transfer from (random init)") for a in attacks
+                        if a.name == "transfer" and surrogate is None)
+        attacks = tuple(a for a in attacks if any(a.runs_at(b) for b in budgets)  # runs at one of the cell's
+                        and (a.name != "transfer" or surrogate is not None))
+        d = ev.diagnostics
+        diagnose = None
+        if d.applies(seed):
+            diagnose = DiagnoseRun(ev.main_eps / 255, d.n, d.steps or ev.attack_steps(), d.square_queries,
+                                   tuple(d.autoattack) if d.autoattack else None, d.collapse_eps / 255, d.tol / 100,
+                                   d.integer)
+        spec = Evaluate(self.data, model, attacks, budgets, Budget.of(ev.main_eps), seed, ev.batch_size, ev.cascade,
+                        diagnose, surrogate, skipped, label=f"evaluate {cell.label} (seed {seed})")
+        return self.add(spec, evaluation_cost(spec))
+
+
+def build_plan(study: Study, n_train: Callable[[], int] | None = None) -> Plan:
+    """Expand ``study`` into stages. ``n_train()`` gives the training-set size (for the cost);
+    by default the training set is loaded once, when a cost first needs it."""
+    n_train = n_train or training_set_size(study)
+    planner = _Planner(study, n_train)
     cells, dropped = study.expand()
     planned = []
     for seed in study.seeds:
         for cell in cells:
-            parents = [] if cell.init == "random" else [fp(cell.init, seed)]
-            q = quant_config(study, cell)
-            config = {**base, "kind": "quantize", "init": cell.init, "method": cell.method,
-                      "precision": cell.precision, "fraction": cell.fraction, "quant": q, "seed": seed}
-            cost = {"forward": float(study.quant.calib_images if cell.method == "ptq" else 0), "backward": 0.0}
-            if cell.method == "qat":
-                spec = study.qat.scratch if cell.init == "random" else study.qat.finetune
-                objective = qat_objective(study, cell)
-                config.update(strategy=cell.strategy, train=_train_cfg(spec, seed), objective=objective)
-                if cell.strategy == "transfer":
-                    parents = parents + [fp("robust", seed)]  # the teacher
-                n = spec.epochs * max(1, round(size() * cell.fraction))
-                passes = {"vanilla": 1, "adversarial": study.qat.pgd.steps + 1, "fast_adversarial": 2, "transfer": 1}
-                k = passes[cell.strategy or "vanilla"]
-                cost = {"forward": n * (k + (cell.strategy == "transfer")), "backward": n * k}
-            quant_key = add("quantize", config, list(dict.fromkeys(parents)), f"{cell.label} (seed {seed})", cost)
-            ev = study.evaluation
-            wants_surrogate = ev.diagnostics.enabled or any(a.name == "transfer" for a in ev.attacks)
-            surrogate = [fp(cell.init, seed)] if wants_surrogate and cell.init != "random" else []
-            eps = sorted(cell.eps or ev.eps)
-            eval_key = add("evaluate", {"v": STAGE_VERSION, "kind": "evaluate", "evaluation": ev.model_dump(),
-                                        "eps": eps, "seed": seed}, [quant_key, *surrogate],
-                           f"evaluate {cell.label} (seed {seed})", evaluation_cost(study, eps))
-            planned.append((cell, seed, eval_key))
-    return Plan(study, stages, planned, dropped, size)
+            model = planner.quantize(cell, seed)
+            planned.append((cell, seed, planner.evaluate(cell, seed, model)))
+    return Plan(study, planner.stages, planned, dropped, n_train)
 
 
-def quant_config(study: Study, cell: Cell) -> dict[str, Any]:
-    """The :class:`~robquant.quant.QuantConfig` of a cell, as a dict."""
-    from robquant.quant import QuantConfig
+def attack_runs(study: Study) -> tuple[AttackRun, ...]:
+    """The study's attacks, in [0, 1] units."""
+    runs = []
+    for a in study.evaluation.attacks:
+        budgets = None if a.eps is None else tuple(Budget.of(e) for e in a.eps)
+        runs.append(AttackRun(a.name, a.label or a.name, a.options(), a.n, budgets))
+    return tuple(runs)
 
+
+def quant_config(study: Study, cell: Cell) -> QuantConfig:
+    """The :class:`~robquant.quant.QuantConfig` of a cell."""
     q = study.quant
     return QuantConfig(method=cell.method, precision=cell.precision,
                        weight_quantizer=q.ptq_weights if cell.method == "ptq" else q.qat_weights,
@@ -130,45 +185,31 @@ def quant_config(study: Study, cell: Cell) -> dict[str, Any]:
                        act_placement=q.act_placement if cell.method == "ptq" else "relu",
                        # PACT's from-scratch alpha for random parameters; from the data otherwise
                        pact_alpha=q.pact_alpha, pact_init="fixed" if cell.init == "random" else q.pact_init,
-                       pact_percentile=q.pact_percentile).to_dict()
+                       pact_percentile=q.pact_percentile)
 
 
-def qat_objective(study: Study, cell: Cell) -> dict[str, Any]:
-    """The training objective of a QAT cell's strategy, as a dict."""
+def qat_objective(study: Study, cell: Cell) -> ObjectiveRef:
+    """The training objective of a QAT cell's strategy."""
     if cell.strategy == "adversarial":
-        return {"name": "pgd_at", **study.qat.pgd.kwargs()}
+        return ObjectiveRef("pgd_at", study.qat.pgd.kwargs())
     if cell.strategy == "fast_adversarial":
-        return {"name": "fast_adversarial", "eps": study.qat.fast_eps / 255}
+        return ObjectiveRef("fast_adversarial", {"eps": study.qat.fast_eps / 255})
     if cell.strategy == "transfer":
-        return {"name": "transfer", "lam": study.qat.transfer_lambda}
-    return {"name": "clean"}
+        return ObjectiveRef("transfer", {"lam": study.qat.transfer_lambda})
+    return ObjectiveRef("clean")
 
 
-def evaluation_cost(study: Study, eps: list[float]) -> dict[str, float]:
-    """Forward/backward passes of one evaluate stage (attacks at each of ``eps`` where they run, plus
-    the diagnostics), counting every example as attacked for every step (an upper bound)."""
-    ev = study.evaluation
-    n_test = ev.n_test or 0
-
-    def passes(a: Any) -> tuple[float, float]:  # per example and eps: (forward, backward)
-        if a.name in ("pgd", "transfer"):
-            return a.steps * a.restarts, a.steps * a.restarts
-        if a.name == "fgsm":
-            return 1, 1
-        if a.name == "square":
-            return a.n_queries, 0
-        return 100 * len(a.attacks or ["apgd-ce"]), 100 * len(a.attacks or ["apgd-ce"])  # AutoAttack: ~100 per sub-attack
-
+def evaluation_cost(spec: Evaluate) -> dict[str, float]:
+    """Forward/backward passes of one evaluate stage (each attack at each of its budgets, plus the
+    trust checks), counting every example as attacked for every step (an upper bound)."""
+    n_test = spec.data.n_test or 0
     fwd = bwd = float(n_test)
-    for a in ev.attacks:
-        f, b = passes(a)
-        n = min(a.n or n_test, n_test)
-        k = len(a.budgets(eps))
-        fwd, bwd = fwd + f * n * k, bwd + b * n * k
-    d = ev.diagnostics
-    if d.enabled:  # (an upper bound when only some seeds are checked)
-        k = d.steps or ev.attack_steps()
-        per = 1 + k * (1 + 2 + 5 + 1 + 1) + 100 * len(d.autoattack or [])  # fgsm, pgd x1/x2/x5, collapse, transfer
-        fwd += d.n * (per + d.square_queries)
-        bwd += d.n * per
+    for a in spec.attacks:
+        c = a.cost()
+        n = min(a.n or n_test, n_test) * sum(a.runs_at(b) for b in spec.budgets)
+        fwd, bwd = fwd + (c.gradients + c.forwards) * n, bwd + c.gradients * n
+    if spec.diagnose is not None:
+        c = spec.diagnose.cost(spec.surrogate is not None)
+        fwd += spec.diagnose.n * (c.gradients + c.forwards)
+        bwd += spec.diagnose.n * c.gradients
     return {"forward": fwd, "backward": bwd}

@@ -1,6 +1,7 @@
 """The Ray executor: every stage a Ray task, dependencies as object refs, fractional GPUs.
 
-Each task runs its stage and commits it to the store itself (so its children, which Ray starts
+Each task runs the executor core (:func:`~robquant.pipeline.executor.execute_stage`) and commits its stage to
+the store itself (so its children, which Ray starts
 only once it has returned, find its artifacts in place); the store must therefore be on a file
 system every worker sees. Records are the same as the local executor's.
 """
@@ -9,34 +10,28 @@ from __future__ import annotations
 
 import os
 import time
-import traceback
 from typing import Any
 
 import torch
 
+from robquant.pipeline.executor import RunSummary, StageContext, execute_stage, pending
 from robquant.pipeline.plan import Plan, Stage
-from robquant.pipeline.runner import RunSummary, pending, run_stage
 from robquant.pipeline.store import Store
-from robquant.pipeline.study import Study
 from robquant.progress import NULL_PROGRESS, Progress
 
+_CONTEXTS: dict[tuple[str, str], StageContext] = {}  # per worker process: data and parents stay loaded
 
-def _ray_stage(stage: Stage, study: Study, store_root: str, device: str, threads: int,
-               *parents: dict[str, Any]) -> dict[str, Any]:
-    """Body of one Ray task: run and commit ``stage`` unless a parent did not finish."""
+
+def _ray_stage(stage: Stage, store_root: str, device: str, threads: int, *parents: dict[str, Any]) -> dict[str, Any]:
+    """Body of one Ray task: run and commit ``stage`` (the executor core) unless a parent did not finish."""
     if any(p["status"] != "ok" for p in parents):
         return {"key": stage.key, "status": "blocked"}
     torch.set_num_threads(threads)
-    store = Store(store_root)
-    store.mark_running(stage.key, stage.kind, stage.label, stage.config, stage.parents)
-    try:
-        record = run_stage(stage, study, store, torch.device(device))
-    except Exception as exc:  # reported to the driver, kept in the store
-        store.fail(stage.key, stage.kind, stage.label, stage.config, stage.parents,
-                   f"{exc}\n{traceback.format_exc(limit=5)}")
-        return {"key": stage.key, "status": "failed", "error": str(exc)}
-    store.commit(stage.key, stage.kind, stage.label, stage.config, stage.parents, record)
-    return {"key": stage.key, "status": "ok"}
+    ctx = _CONTEXTS.get((store_root, device))
+    if ctx is None:
+        ctx = _CONTEXTS[(store_root, device)] = StageContext(Store(store_root), torch.device(device))
+    error = execute_stage(stage, ctx)
+    return {"key": stage.key, "status": "ok"} if error is None else {"key": stage.key, "status": "failed", "error": error}
 
 
 def execute_ray(plan: Plan, store: Store, device: torch.device, *, address: str | None = None,
@@ -70,7 +65,7 @@ def execute_ray(plan: Plan, store: Store, device: torch.device, *, address: str 
         refs: dict[str, Any] = {}
         for stage in todo:  # dependency order: parents' refs exist before their children's
             deps = [refs[p] for p in stage.parents if p in refs]
-            refs[stage.key] = task.remote(stage, plan.study, str(store.root), device.type, cpus_per_stage, *deps)
+            refs[stage.key] = task.remote(stage, str(store.root), device.type, cpus_per_stage, *deps)
         waiting = list(refs.values())
         with progress.task(f"study {plan.study.name} (ray)", total=len(waiting)) as bar:
             while waiting:

@@ -17,7 +17,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any, Iterable
 
-from robquant.checkpoint import write_json
+from robquant.pipeline.checkpoint import write_json
 from robquant.provenance import environment, now_iso
 
 FINISHED = ("done", "NC")
@@ -89,10 +89,9 @@ class Store:
         """The keys whose stage is committed: a finished row and its artifact folder."""
         return {k for k, s in self.statuses(keys).items() if s in FINISHED and self.artifact_dir(k).is_dir()}
 
-    def _upsert(self, key: str, kind: str, label: str, status: str, config: dict[str, Any], parents: list[str],
-                **cols: Any) -> None:
-        values = {"key": key, "kind": kind, "label": label, "status": status,
-                  "config": json.dumps(config, sort_keys=True), "parents": json.dumps(parents),
+    def _upsert(self, stage: Any, status: str, **cols: Any) -> None:
+        values = {"key": stage.key, "kind": stage.kind, "label": stage.label, "status": status,
+                  "config": json.dumps(stage.config, sort_keys=True, default=str), "parents": json.dumps(stage.parents),
                   "updated": now_iso(), **cols}
         names = ", ".join(values)
         marks = ", ".join("?" * len(values))
@@ -101,30 +100,31 @@ class Store:
             con.execute(f"INSERT INTO stages ({names}) VALUES ({marks}) ON CONFLICT(key) DO UPDATE SET {updates}",
                         list(values.values()))
 
-    def mark_running(self, key: str, kind: str, label: str, config: dict[str, Any], parents: list[str]) -> Path:
-        """Record that the stage runs (in this process) and return its work folder."""
-        self._upsert(key, kind, label, "running", config, parents, pid=os.getpid())
-        work = self.work_dir(key)
+    def mark_running(self, stage: Any) -> Path:
+        """Record that ``stage`` (a :class:`~robquant.pipeline.plan.Stage`) runs in this process and
+        return its work folder."""
+        self._upsert(stage, "running", pid=os.getpid())
+        work = self.work_dir(stage.key)
         work.mkdir(parents=True, exist_ok=True)
         return work
 
-    def commit(self, key: str, kind: str, label: str, config: dict[str, Any], parents: list[str],
-               record: dict[str, Any]) -> None:
+    def commit(self, stage: Any, record: dict[str, Any]) -> None:
         """Move the work folder into place, then write the finished row (one transaction)."""
+        key = stage.key
         write_json(self.work_dir(key) / "stage.json", record)  # the full record, beside the artifacts
         final = self.artifact_dir(key)
         if final.exists():  # a leftover of a crash between the move and the row
             shutil.rmtree(final)
         os.replace(self.work_dir(key), final)
         status = record.get("status", "done")
-        self._upsert(key, kind, label, status if status in FINISHED else "done", config, parents,
+        self._upsert(stage, status if status in FINISHED else "done",
                      metrics=json.dumps(record.get("metrics"), default=str),
                      record=json.dumps(record, default=str), error=None,
                      versions=json.dumps(record.get("env") or environment()), pid=None)
 
-    def fail(self, key: str, kind: str, label: str, config: dict[str, Any], parents: list[str], error: str) -> None:
+    def fail(self, stage: Any, error: str) -> None:
         """Keep the error; the work folder stays for inspection and resumption."""
-        self._upsert(key, kind, label, "failed", config, parents, error=error, pid=None)
+        self._upsert(stage, "failed", error=error, pid=None)
 
     def rows(self) -> list[dict[str, Any]]:
         """Every row: key, kind, label, status, error (for listings)."""

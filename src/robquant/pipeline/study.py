@@ -17,11 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from robquant.errors import ConfigError
 from robquant.quant.precision import parse_precision
-
-INITS = ("random", "non_robust", "robust")
-METHODS = ("ptq", "qat")
-STRATEGIES = ("vanilla", "adversarial", "transfer", "fast_adversarial")
-
+from robquant.train import FP_TRAIN, PGD_AT, QAT_FINETUNE, QAT_SCRATCH, TrainConfig
 
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -87,13 +83,8 @@ class AttackSpec(_Spec):
             raise ValueError(f"apgd attacks must be apgd-ce and/or apgd-t, got {self.attacks}")
         return self
 
-    def budgets(self, eps: list[float]) -> list[float]:
-        """Those of ``eps`` (/255) this attack runs at."""
-        return [e for e in eps if self.eps is None or e in self.eps]
-
-    def kwargs(self, eps: list[float] | None = None) -> dict[str, Any]:
-        """Options for :func:`robquant.attacks.evaluate`; with ``eps`` (an evaluation's budgets, /255),
-        the attack's own budgets restricted to them."""
+    def options(self) -> dict[str, Any]:
+        """The attack's own options for :func:`robquant.attacks.create_attack`, in [0, 1] units."""
         kw: dict[str, Any] = {}
         if self.name in ("pgd", "transfer"):
             kw = {"steps": self.steps, "restarts": self.restarts}
@@ -103,17 +94,11 @@ class AttackSpec(_Spec):
             kw["attacks"] = list(self.attacks)
         elif self.name == "square":
             kw["n_queries"] = self.n_queries
-        if self.label is not None:
-            kw["label"] = self.label
-        if self.n is not None:
-            kw["n"] = self.n
-        if self.eps is not None:
-            kw["eps"] = [e / 255 for e in (self.eps if eps is None else self.budgets(eps))]
         return kw
 
 
 class DiagnoseSpec(_Spec):
-    """The trust checks of :func:`robquant.attacks.diagnose.diagnose`, run at the main eps."""
+    """The trust checks of :func:`robquant.attacks.trust.diagnose`, run at the main eps."""
 
     enabled: bool = Field(True, description="run the checks on every evaluated model")
     seeds: Optional[list[int]] = Field(None, min_length=1, description="check only the models of these seeds "
@@ -129,11 +114,6 @@ class DiagnoseSpec(_Spec):
 
     def applies(self, seed: int) -> bool:
         return self.enabled and (self.seeds is None or seed in self.seeds)
-
-    def options(self, main_eps: float, steps: int) -> dict[str, Any]:
-        return {"eps": main_eps / 255, "n": self.n, "steps": self.steps or steps, "square_queries": self.square_queries,
-                "autoattack": self.autoattack, "collapse_eps": self.collapse_eps / 255, "tol": self.tol / 100,
-                "integer": self.integer}
 
 
 class EvalSpec(_Spec):
@@ -178,20 +158,30 @@ class EvalSpec(_Spec):
 
 
 class TrainSpec(_Spec):
-    epochs: int = Field(200, ge=1)
-    lr: float = Field(0.1, gt=0)
-    batch_size: int = Field(128, ge=1)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(1e-4, ge=0)
-    schedule: Literal["multistep", "cosine", "constant"] = "multistep"
+    """A training recipe; the defaults are :data:`robquant.train.FP_TRAIN` (the paper's)."""
+
+    epochs: int = Field(FP_TRAIN.epochs, ge=1)
+    lr: float = Field(FP_TRAIN.lr, gt=0)
+    batch_size: int = Field(FP_TRAIN.batch_size, ge=1)
+    momentum: float = Field(FP_TRAIN.momentum, ge=0, lt=1)
+    weight_decay: float = Field(FP_TRAIN.weight_decay, ge=0)
+    schedule: Literal["multistep", "cosine", "constant"] = FP_TRAIN.schedule  # type: ignore[assignment]
     milestones: Optional[list[int]] = None
+
+    @classmethod
+    def of(cls, cfg: TrainConfig) -> "TrainSpec":
+        return cls(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, momentum=cfg.momentum,
+                   weight_decay=cfg.weight_decay, schedule=cfg.schedule,
+                   milestones=None if cfg.milestones is None else list(cfg.milestones))
 
 
 class PGDSpec(_Spec):
-    eps: float = Field(8, ge=0, description="/255 units")
-    step: float = Field(2, gt=0, description="/255 units")
-    steps: int = Field(7, ge=1)
-    bn_mode: Literal["eval", "train"] = "eval"
+    """PGD adversarial training; the defaults are :data:`robquant.train.PGD_AT` (Madry's PGD-7)."""
+
+    eps: float = Field(round(PGD_AT.eps * 255, 6), ge=0, description="/255 units")
+    step: float = Field(round(PGD_AT.step_size * 255, 6), gt=0, description="/255 units")
+    steps: int = Field(PGD_AT.steps, ge=1)
+    bn_mode: Literal["eval", "train"] = PGD_AT.bn_mode  # type: ignore[assignment]
 
     def kwargs(self) -> dict[str, Any]:
         return {"eps": self.eps / 255, "step_size": self.step / 255, "steps": self.steps, "bn_mode": self.bn_mode}
@@ -234,9 +224,8 @@ class FPSpec(_Spec):
 
 
 class QATSpec(_Spec):
-    finetune: TrainSpec = Field(default_factory=lambda: TrainSpec(epochs=60, lr=0.01, schedule="cosine"),
-                                description="QAT from FP parameters")
-    scratch: TrainSpec = Field(default_factory=TrainSpec, description="QAT from random parameters")
+    finetune: TrainSpec = Field(default_factory=lambda: TrainSpec.of(QAT_FINETUNE), description="QAT from FP parameters")
+    scratch: TrainSpec = Field(default_factory=lambda: TrainSpec.of(QAT_SCRATCH), description="QAT from random parameters")
     pgd: PGDSpec = Field(default_factory=PGDSpec, description="the adversarial strategy's attack")
     fast_eps: float = Field(8, ge=0, description="fast_adversarial budget (/255)")
     transfer_lambda: float = Field(0.005, ge=0, description="RRM cross-entropy weight")

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from robquant.train.loop import SCHEDULES, TrainConfig, TrainResult, fit, seed_everything
 from robquant.train.objectives import (OBJECTIVES, PGDAT, Clean, FastAdversarial, Objective, PGDATConfig,
-                                       Transfer, create_objective, list_objectives)
+                                       RRM, create_objective, list_objectives)
+
+# The defaults every entry point reads (studies, the CLI, the Python API): the paper's recipes.
+FP_TRAIN = TrainConfig()  # 200 epochs, SGD lr 0.1, x0.1 at epochs 100 and 150
+QAT_FINETUNE = TrainConfig(epochs=60, lr=0.01, schedule="cosine")  # QAT from trained FP parameters
+QAT_SCRATCH = TrainConfig()  # QAT from random parameters: the FP schedule
+PGD_AT = PGDATConfig()  # PGD-7, eps 8/255, step 2/255
 
 
 def convergence_status(accuracy: float, num_classes: int, margin: float = 0.05) -> tuple[str, str]:
@@ -15,6 +21,6 @@ def convergence_status(accuracy: float, num_classes: int, margin: float = 0.05) 
     return "done", ""
 
 
-__all__ = ["Clean", "FastAdversarial", "OBJECTIVES", "Transfer", "Objective", "PGDAT", "PGDATConfig", "SCHEDULES", "TrainConfig",
+__all__ = ["FP_TRAIN", "PGD_AT", "QAT_FINETUNE", "QAT_SCRATCH", "Clean", "FastAdversarial", "OBJECTIVES", "RRM", "Objective", "PGDAT", "PGDATConfig", "SCHEDULES", "TrainConfig",
            "TrainResult", "convergence_status", "create_objective", "fit", "list_objectives",
            "seed_everything"]

@@ -23,15 +23,24 @@ class Objective:
                  gen: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
+    @classmethod
+    def cost(cls, **options: Any) -> tuple[int, int]:
+        """``(forward passes, forward+backward passes)`` per training image with these options (the
+        cost unit of ALGORITHMS sec. 9): plans ask this before anything is built."""
+        return 1, 1
+
+    def _options(self) -> dict[str, Any]:
+        return {}
+
     @property
     def passes_per_image(self) -> int:
-        """Forward+backward passes per training image (the cost unit of ALGORITHMS sec. 9)."""
-        return 1
+        """Forward+backward passes per training image."""
+        return self.cost(**self._options())[1]
 
     @property
     def forwards_per_image(self) -> int:
         """Forward passes per training image (passes plus, e.g., a teacher's forward)."""
-        return self.passes_per_image
+        return self.cost(**self._options())[0]
 
     def parameters(self) -> list[nn.Parameter]:
         """Trainable parameters the objective owns (trained with the model), if any."""
@@ -98,9 +107,12 @@ class PGDAT(Objective):
         logits = model(x_adv)
         return F.cross_entropy(logits, y), logits
 
-    @property
-    def passes_per_image(self) -> int:
-        return 1 + self.cfg.steps
+    @classmethod
+    def cost(cls, *, steps: int = PGDATConfig.steps, **options: Any) -> tuple[int, int]:
+        return 1 + steps, 1 + steps
+
+    def _options(self) -> dict[str, Any]:
+        return {"steps": self.cfg.steps}
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, **asdict(self.cfg)}
@@ -129,15 +141,15 @@ class FastAdversarial(Objective):
         logits = model((x + delta).clamp(0, 1))
         return F.cross_entropy(logits, y), logits
 
-    @property
-    def passes_per_image(self) -> int:
-        return 2
+    @classmethod
+    def cost(cls, **options: Any) -> tuple[int, int]:
+        return 2, 2
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "eps": self.eps, "step_size": self.step_size}
 
 
-class Transfer(Objective):
+class RRM(Objective):
     """Robust representation matching (RRM; Vaishnavi et al., USENIX Security 2022).
 
     L = lambda CE(f_s(x), y) + (1 - mean cos(phi_s(x), phi_t(x))) on clean inputs only, phi the
@@ -174,9 +186,9 @@ class Transfer(Objective):
         cos = F.cosine_similarity(feats, target, dim=1, eps=1e-6).mean()
         return self.lam * F.cross_entropy(logits, y) + (1 - cos), logits
 
-    @property
-    def forwards_per_image(self) -> int:
-        return 2  # student + teacher
+    @classmethod
+    def cost(cls, **options: Any) -> tuple[int, int]:
+        return 2, 1  # student + teacher forwards, the student's backward
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "lam": self.lam, "teacher": self.teacher_id,
@@ -187,7 +199,7 @@ OBJECTIVES: Registry[Callable[..., Objective]] = Registry("objective")
 OBJECTIVES.register("clean")(Clean)
 OBJECTIVES.register("pgd_at")(PGDAT)
 OBJECTIVES.register("fast_adversarial")(FastAdversarial)
-OBJECTIVES.register("transfer")(Transfer)
+OBJECTIVES.register("transfer")(RRM)
 
 
 def create_objective(name: str, **kwargs: Any) -> Objective:

@@ -1,4 +1,5 @@
-"""Can a robust-accuracy number be trusted? The checks of ALGORITHMS sec. 8, each a flag plus its figure.
+"""Can a robust-accuracy number be trusted? The checks of ALGORITHMS sec. 8, each a flag plus its figure,
+and the gradient probes they use.
 
 Each check compares attacks run on the same examples at the same budget; a flag set means the
 white-box number is probably too high (masked gradients, a non-converged attack):
@@ -29,13 +30,73 @@ import time
 from typing import Any, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from robquant.attacks.base import Cost
 from robquant.attacks.evaluate import evaluate
 from robquant.progress import NULL_PROGRESS, Progress
 
 CHECKS = ("zero_gradient", "pgd_weaker_than_fgsm", "pgd_not_converged", "no_collapse", "square_beats_pgd",
           "transfer_beats_pgd", "autoattack_above_pgd", "integer_mismatch")
+
+
+def input_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-example gradient of the cross-entropy with respect to the input, in eval mode."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with torch.enable_grad():
+            x = x.detach().clone().requires_grad_(True)
+            loss = F.cross_entropy(model(x), y, reduction="sum")
+            (grad,) = torch.autograd.grad(loss, x)
+    finally:
+        for module, training in modes:
+            module.training = training
+    return grad
+
+
+def zero_gradient_fraction(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> float:
+    """Fraction of examples whose input gradient is exactly zero everywhere.
+
+    Rounding without a straight-through estimator gives exactly zero gradients, so a gradient
+    attack never moves and "robust accuracy" equals clean accuracy; this catches it.
+    """
+    zero = 0
+    for i in range(0, len(x), batch_size):
+        grad = input_gradients(model, x[i:i + batch_size], y[i:i + batch_size])
+        zero += int((grad.flatten(1).abs().amax(1) == 0).sum())
+    return zero / max(len(x), 1)
+
+
+def check_attacks(steps: int, square_queries: int, autoattack: Sequence[str] | None,
+                  surrogate: nn.Module | None = None, surrogate_id: str | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """The attacks :func:`diagnose` compares at the main budget, as ``(name, options)``."""
+    attacks: list[tuple[str, dict[str, Any]]] = [
+        ("pgd", {"steps": steps}),
+        ("pgd", {"steps": 2 * steps, "label": "pgd_2x_steps"}),
+        ("pgd", {"steps": steps, "restarts": 5, "label": "pgd_5_restarts"}),
+        ("fgsm", {}),
+        ("square", {"n_queries": square_queries}),
+    ]
+    if surrogate is not None:
+        attacks.append(("transfer", {"surrogate": surrogate, "surrogate_id": surrogate_id, "steps": steps}))
+    if autoattack:
+        attacks.append(("autoattack", {"attacks": list(autoattack)}))
+    return attacks
+
+
+def diagnose_cost(steps: int, square_queries: int, autoattack: Sequence[str] | None, surrogate: bool) -> Cost:
+    """What :func:`diagnose` costs per example (an upper bound): its attacks, the collapse PGD, the
+    zero-gradient probe and the integer check's PGD, each from the attack's own declared cost."""
+    from robquant.attacks import ATTACKS
+
+    attacks = check_attacks(steps, square_queries, autoattack, nn.Identity() if surrogate else None)
+    costs = [ATTACKS.get(name).cost(**{k: v for k, v in kw.items() if k not in ("surrogate", "surrogate_id", "label")})
+             for name, kw in attacks]
+    pgd = ATTACKS.get("pgd").cost(steps=steps)
+    grads = sum(c.gradients for c in costs) + 2 * pgd.gradients + 1
+    return Cost(grads, sum(c.forwards for c in costs) + 3)
 
 
 def _check(value: float | None, threshold: float, detail: str) -> dict[str, Any]:
@@ -44,7 +105,7 @@ def _check(value: float | None, threshold: float, detail: str) -> dict[str, Any]
 
 
 def diagnose(model: nn.Module, dataset: Any, eps: float, *, n: int = 200, steps: int = 20,
-             surrogate: nn.Module | str | None = None, surrogate_id: str | None = None, square_queries: int = 1000,
+             surrogate: nn.Module | None = None, surrogate_id: str | None = None, square_queries: int = 1000,
              autoattack: Sequence[str] | None = ("apgd-ce",), collapse_eps: float = 64 / 255,
              tol: float = 0.01, integer: bool = True, batch_size: int = 256,
              device: torch.device | str = "cpu", seed: int = 0, progress: Progress = NULL_PROGRESS
@@ -57,7 +118,7 @@ def diagnose(model: nn.Module, dataset: Any, eps: float, *, n: int = 200, steps:
         eps: The budget the checks are run at (a study's main eps).
         n: Examples.
         steps: The reference PGD's steps (as in the evaluation).
-        surrogate: Model or checkpoint folder for the transfer attack; None skips that check.
+        surrogate: Model the transfer attack crafts its examples on; None skips that check.
         surrogate_id: How the record names the surrogate.
         square_queries: Square's query budget.
         autoattack: AutoAttack sub-attacks to compare with PGD (e.g. the full standard list, or
@@ -70,21 +131,11 @@ def diagnose(model: nn.Module, dataset: Any, eps: float, *, n: int = 200, steps:
         ``{"eps", "eps_255", "n", "accuracy": {attack: acc}, "checks": {name: {flag, value,
         threshold, detail}}, "flags": [names of checks that fired], "seconds"}``.
     """
-    from robquant.attacks import create_attack, zero_gradient_fraction
+    from robquant.attacks import create_attack
 
     t0 = time.perf_counter()
     device = torch.device(device)
-    attacks: list[Any] = [
-        ("pgd", {"steps": steps}),
-        ("pgd", {"steps": 2 * steps, "label": "pgd_2x_steps"}),
-        ("pgd", {"steps": steps, "restarts": 5, "label": "pgd_5_restarts"}),
-        "fgsm",
-        ("square", {"n_queries": square_queries}),
-    ]
-    if surrogate is not None:
-        attacks.append(("transfer", {"surrogate": surrogate, "surrogate_id": surrogate_id, "steps": steps}))
-    if autoattack:
-        attacks.append(("autoattack", {"attacks": list(autoattack)}))
+    attacks = check_attacks(steps, square_queries, autoattack, surrogate, surrogate_id)
     ev = evaluate(model, dataset, attacks, [eps], n=n, batch_size=batch_size, device=device, seed=seed,
                   progress=progress)
     acc = {label: ev.robust_accuracy[(label, eps)] for label, _ in ev.attack_params.items()}

@@ -1,0 +1,221 @@
+"""Typed stage specs: everything a stage reads, frozen, with its parents named.
+
+Three kinds: :class:`TrainFP` (train a full-precision model), :class:`Quantize` (PTQ, or QAT
+fine-tuning from a ``checkpoint`` parent, with a ``teacher`` for RRM) and :class:`Evaluate`
+(attack a ``model`` parent, with a ``surrogate`` for transfer attacks and the trust checks). A
+stage's key is the sha256 of its spec's canonical JSON (parents by key): change anything a stage
+reads and its key changes; fields marked ``UNKEYED`` (where the data lives, the display label)
+do not change what a stage computes.
+
+Budgets are in [0, 1] units here; :class:`Budget` keeps the study's own label (/255) beside each,
+so results are keyed by what the user wrote, never by a float converted back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Union
+
+from robquant.quant import QuantConfig
+from robquant.train import TrainConfig
+
+STAGE_VERSION = 3  # bump when a stage's computation changes meaning: old results stop matching
+UNKEYED = {"keyed": False}
+
+
+def canonical_json(obj: Any) -> str:
+    """Deterministic JSON: sorted keys, no spaces, floats as repr."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def _keyed(obj: Any) -> Any:
+    """A spec as JSON-ready data, without its unkeyed fields."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _keyed(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.metadata.get("keyed", True)}
+    if isinstance(obj, dict):
+        return {str(k): _keyed(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_keyed(v) for v in obj]
+    return obj
+
+
+@dataclass(frozen=True)
+class DataRef:
+    """The data set a stage reads, and the test examples its clean accuracy (hence NC) is taken on."""
+
+    name: str
+    n_test: int | None
+    root: str | None = field(default=None, metadata=UNKEYED)
+    allow_unverified: bool = field(default=False, metadata=UNKEYED)
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A registered architecture and its options."""
+
+    name: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ObjectiveRef:
+    """A training objective by registry name, with its options ([0, 1] units)."""
+
+    name: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def cost(self) -> tuple[int, int]:
+        """``(forward passes, forward+backward passes)`` per training image, as the objective declares."""
+        from robquant.train.objectives import OBJECTIVES
+
+        return OBJECTIVES.get(self.name).cost(**self.kwargs)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One attack budget: ``eps`` in [0, 1] units and the study's own label for it (/255)."""
+
+    eps: float
+    label: float
+
+    @classmethod
+    def of(cls, value_255: float) -> "Budget":
+        return cls(value_255 / 255, value_255)
+
+
+@dataclass(frozen=True)
+class AttackRun:
+    """One attack of an evaluation: registry name, the label results are reported under, its
+    options ([0, 1] units), how many examples it covers and which of the budgets it runs at."""
+
+    name: str
+    label: str
+    options: dict[str, Any] = field(default_factory=dict)
+    n: int | None = None
+    budgets: tuple[Budget, ...] | None = None  # None: all of the evaluation's
+
+    def runs_at(self, budget: Budget) -> bool:
+        return self.budgets is None or budget in self.budgets
+
+    def cost(self):
+        """What one attacked example costs at one budget, as the attack class declares."""
+        from robquant.attacks import ATTACKS
+
+        return ATTACKS.get(self.name).cost(**self.options)
+
+    def for_evaluate(self, budgets: tuple[Budget, ...]) -> tuple[str, dict[str, Any]]:
+        """``(name, options)`` as :func:`robquant.attacks.evaluate` takes them."""
+        kw = {**self.options, "label": self.label}
+        if self.n is not None:
+            kw["n"] = self.n
+        if self.budgets is not None:
+            kw["eps"] = [b.eps for b in budgets if b in self.budgets]
+        return self.name, kw
+
+
+@dataclass(frozen=True)
+class TrainFP:
+    """Train a full-precision model (``init`` non_robust: clean; robust: PGD adversarial training)."""
+
+    kind: ClassVar[str] = "train_fp"
+    data: DataRef
+    model: ModelRef
+    init: str
+    objective: ObjectiveRef
+    fraction: float
+    train: TrainConfig
+    label: str = field(default="", metadata=UNKEYED)
+
+    def parents(self) -> dict[str, str]:
+        return {}
+
+
+@dataclass(frozen=True)
+class Quantize:
+    """PTQ of the ``checkpoint`` parent, or QAT from it (from random parameters without one)."""
+
+    kind: ClassVar[str] = "quantize"
+    data: DataRef
+    model: ModelRef
+    init: str
+    method: str
+    precision: str
+    fraction: float
+    seed: int
+    quant: QuantConfig
+    strategy: str | None = None
+    train: TrainConfig | None = None  # QAT
+    objective: ObjectiveRef | None = None  # QAT
+    checkpoint: str | None = None  # the FP parent's key (None: random parameters)
+    teacher: str | None = None  # RRM's robust FP model's key
+    label: str = field(default="", metadata=UNKEYED)
+
+    def parents(self) -> dict[str, str]:
+        return {k: v for k, v in (("checkpoint", self.checkpoint), ("teacher", self.teacher)) if v is not None}
+
+
+@dataclass(frozen=True)
+class DiagnoseRun:
+    """The trust checks' options (:func:`robquant.attacks.diagnose`), budgets in [0, 1] units."""
+
+    eps: float
+    n: int
+    steps: int
+    square_queries: int
+    autoattack: tuple[str, ...] | None
+    collapse_eps: float
+    tol: float
+    integer: bool
+
+    def options(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["autoattack"] = list(self.autoattack) if self.autoattack else None
+        return out
+
+    def cost(self, surrogate: bool):
+        from robquant.attacks import diagnose_cost
+
+        return diagnose_cost(self.steps, self.square_queries, self.autoattack, surrogate)
+
+
+@dataclass(frozen=True)
+class Evaluate:
+    """Clean and robust accuracy of the ``model`` parent under ``attacks`` at ``budgets``."""
+
+    kind: ClassVar[str] = "evaluate"
+    data: DataRef
+    model: str  # the quantize stage's key
+    attacks: tuple[AttackRun, ...]
+    budgets: tuple[Budget, ...]
+    main: Budget  # the budget of record
+    seed: int
+    batch_size: int
+    cascade: bool
+    diagnose: DiagnoseRun | None = None
+    surrogate: str | None = None  # the FP parent's key (transfer attacks, the trust checks)
+    skipped: tuple[tuple[str, str], ...] = field(default=(), metadata=UNKEYED)  # (attack label, why)
+    label: str = field(default="", metadata=UNKEYED)
+
+    def parents(self) -> dict[str, str]:
+        return {k: v for k, v in (("model", self.model), ("surrogate", self.surrogate)) if v is not None}
+
+    @property
+    def reference(self) -> str | None:
+        """The paper's attack: the first PGD (reported beside the worst case)."""
+        return next((a.label for a in self.attacks if a.name == "pgd"), None)
+
+
+StageSpec = Union[TrainFP, Quantize, Evaluate]
+
+
+def spec_config(spec: StageSpec) -> dict[str, Any]:
+    """What the key is taken over: the version, the kind and every keyed field (parents by key)."""
+    return {"v": STAGE_VERSION, "kind": spec.kind, **_keyed(spec)}
+
+
+def spec_key(spec: StageSpec) -> str:
+    """sha256 of the spec's canonical JSON."""
+    return hashlib.sha256(canonical_json(spec_config(spec)).encode()).hexdigest()
