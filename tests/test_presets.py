@@ -24,13 +24,28 @@ def test_preset_is_a_valid_study_with_a_plan(path):
     assert plan.cells and all(s.cost["forward"] >= 0 for s in plan.stages.values())
 
 
-def test_demo_covers_the_whole_grid():
-    study = load_study(CONFIGS / "demo.yaml")
+def test_demo_full_covers_the_whole_grid():
+    study = load_study(CONFIGS / "demo-full.yaml")
     cells, _ = study.expand()
     assert {c.init for c in cells} == {"random", "non_robust", "robust"}
     assert {c.strategy for c in cells if c.method == "qat"} == {"vanilla", "adversarial", "transfer", "fast_adversarial"}
     assert {"A2W2", "A4W4", "A8W8", "A32W32", "A32W4", "A4W32"} <= {c.precision for c in cells}
-    assert len({c.fraction for c in cells}) == 2 and len(study.seeds) == 2
+    assert len({c.fraction for c in cells}) == 2 and len(study.seeds) == 3
+
+
+def test_demo_holds_every_cell_its_findings_labels_and_figure_need_over_three_seeds():
+    study = load_study(CONFIGS / "demo.yaml")
+    cells, _ = study.expand()
+    have = {(c.method, c.strategy, c.init, c.precision) for c in cells}
+    equal_bits = {"A2W2", "A4W4", "A8W8", "A32W32"}
+    for pipe in (("ptq", None, "robust"), ("qat", "vanilla", "robust"), ("qat", "adversarial", "robust"),
+                 ("qat", "vanilla", "non_robust")):  # findings (i)-(iii) and the Table-1 trends: 4 bit-widths
+        assert {(*pipe, p) for p in equal_bits} <= have, pipe
+    sweep = {p for m, s, i, p in have if (m, s, i) == ("qat", "vanilla", "non_robust")}
+    assert {"A2W32", "A4W32", "A8W32", "A32W32"} <= sweep and {"A32W2", "A32W4", "A32W8", "A32W32"} <= sweep  # Figure 2
+    assert len(study.seeds) >= 3 and len({c.fraction for c in cells}) == 1
+    assert max(e for e in study.evaluation.eps if e <= 2) and study.evaluation.main_eps in study.evaluation.eps
+    assert [a.name for a in study.evaluation.attacks] == ["pgd", "apgd"]  # the robustness of record (ALGORITHMS 8)
 
 
 def test_figure2_is_one_study_of_activation_and_weight_only_sweeps_with_pgd_and_autoattack():

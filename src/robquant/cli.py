@@ -178,7 +178,8 @@ def attack(
         raise ConfigError("--attack needs at least one attack name")
     options = None
     if diagnose:
-        options = {"eps": max(eps_list), "n": diagnose_n, "steps": steps, "autoattack": sub or ["apgd-ce"],
+        options = {"eps": max(eps_list), "n": diagnose_n, "steps": steps, "restarts": restarts,
+                   "autoattack": sub or ["apgd-ce"],
                    "square_queries": square_queries}
     dev = resolve_device(device)
     with RichProgress(err_console) as progress:

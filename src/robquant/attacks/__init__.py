@@ -14,7 +14,7 @@ from torch import nn
 
 from robquant.attacks.autoattack import APGD, AutoAttack, Square
 from robquant.attacks.base import NORMS, Attack, Cost
-from robquant.attacks.evaluate import EvalResult, evaluate, worst_case
+from robquant.attacks.evaluate import EvalResult, evaluate, record_mask, worst_case
 from robquant.attacks.fgsm import FGSM
 from robquant.attacks.pgd import PGD
 from robquant.attacks.transfer import Transfer
@@ -51,4 +51,4 @@ def list_attacks() -> list[str]:
 
 
 __all__ = ["APGD", "ATTACKS", "CHECKS", "Attack", "AutoAttack", "Cost", "diagnose", "diagnose_cost", "EvalResult", "FGSM", "NORMS", "PGD", "Square", "Transfer",
-           "create_attack", "evaluate", "input_gradients", "list_attacks", "worst_case", "zero_gradient_fraction"]
+           "create_attack", "evaluate", "input_gradients", "list_attacks", "record_mask", "worst_case", "zero_gradient_fraction"]

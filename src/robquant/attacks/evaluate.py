@@ -239,6 +239,18 @@ def worst_case(robust_correct: dict[tuple[str, float], torch.Tensor]) -> dict[fl
     return out
 
 
+def record_mask(robust_correct: dict[tuple[str, float], torch.Tensor], eps: float) -> torch.Tensor | None:
+    """Per example, robust under every attack run at ``eps`` that covered it (attacks given a
+    smaller ``n`` cover a prefix): ``(n_longest,)`` bool, or None when no attack ran at ``eps``."""
+    masks = [m.cpu() for (_, e), m in robust_correct.items() if e == eps]
+    if not masks:
+        return None
+    out = torch.ones(max(len(m) for m in masks), dtype=torch.bool)
+    for m in masks:
+        out[: len(m)] &= m
+    return out
+
+
 def _robust_mask(model: nn.Module, attacker: Any, x: torch.Tensor, y: torch.Tensor,
                  idx: torch.Tensor) -> torch.Tensor:
     """(B,) bool: correct clean and under the attack (judged by ``model`` itself)."""

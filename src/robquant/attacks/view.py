@@ -12,6 +12,7 @@ known to trace faithfully; any other model (a quantized one, a user's own) is us
 
 from __future__ import annotations
 
+import copy
 import logging
 
 import torch
@@ -33,17 +34,42 @@ def foldable(model: nn.Module) -> bool:
     return all(type(m) in TRACE_SAFE for m in model.modules())
 
 
-def attack_view(model: nn.Module, channels_last: bool = True) -> nn.Module:
-    """An eval-mode copy of ``model`` with Conv2d->BatchNorm2d pairs folded and parameters frozen.
+def quantized_view(model: nn.Module) -> nn.Module:
+    """An eval-mode copy of a QAT model with every layer's quantized weights computed once and
+    stored (the layer frozen, as after PTQ), parameters frozen: bit for bit the same function,
+    without re-quantizing every weight in every forward pass of an attack. ``model`` itself when
+    it has no layer that quantizes its weights on the fly."""
+    from robquant.quant.modules import QuantConv2d, QuantLinear
 
-    Returns ``model`` itself when it cannot be folded safely (see module docstring).
+    def live(m: nn.Module) -> bool:
+        return isinstance(m, (QuantConv2d, QuantLinear)) and m.weight_quant is not None and not m.frozen
+
+    if not any(live(m) for m in model.modules()):
+        return model
+    was_training = model.training
+    view = copy.deepcopy(model.eval())
+    model.train(was_training)
+    view.eval().requires_grad_(False)
+    with torch.no_grad():
+        for m in view.modules():
+            if live(m):
+                m.weight.copy_(m.quantized_weight())
+                m.frozen = True
+    return view
+
+
+def attack_view(model: nn.Module, channels_last: bool = True) -> nn.Module:
+    """An eval-mode copy of ``model`` with Conv2d->BatchNorm2d pairs folded and parameters frozen;
+    for a QAT model, its :func:`quantized_view`.
+
+    Returns ``model`` itself when it can be neither folded safely (see module docstring) nor frozen.
 
     Args:
         model: The model (its mode is left unchanged).
         channels_last: Use channels-last memory layout.
     """
     if not foldable(model):
-        return model
+        return quantized_view(model)
     was_training = model.training
     try:
         view = fuse(model.eval(), inplace=False)

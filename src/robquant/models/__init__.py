@@ -26,6 +26,7 @@ def _cifar_resnet(n: int) -> Callable[..., nn.Module]:
     return make
 
 
+MODELS.register("resnet8")(_cifar_resnet(1))  # the family's smallest (6n + 2 layers): tiny demos
 MODELS.register("resnet20")(_cifar_resnet(3))
 MODELS.register("resnet32")(_cifar_resnet(5))
 MODELS.register("resnet56")(_cifar_resnet(9))

@@ -252,7 +252,6 @@ def attack_loaded(model: torch.nn.Module, test_set: ImageDataset, *,
                   diagnose: dict[str, Any] | None = None, progress: Progress = NULL_PROGRESS) -> dict[str, Any]:
     """Evaluate ``model`` under ``attacks`` (a ``transfer`` attack crafts on ``surrogate``) and,
     with ``diagnose`` options, run the trust checks; return the record (not written)."""
-    from robquant.attacks import diagnose as run_diagnostics
 
     specs = []
     for name, kw in attacks:
@@ -266,10 +265,32 @@ def attack_loaded(model: torch.nn.Module, test_set: ImageDataset, *,
     record = {"kind": "attack", "dataset": test_set.name, "seed": seed, "created": now_iso(),
               "data": test_set.provenance, "result": ev.to_dict(), "env": environment(device)}
     if diagnose is not None:
-        record["diagnostics"] = run_diagnostics(model, test_set, batch_size=batch_size, device=device, seed=seed,
-                                                progress=progress, surrogate=surrogate, surrogate_id=surrogate_id,
-                                                **diagnose)
+        record["diagnostics"] = _diagnose_after(ev, model, test_set, specs, diagnose, batch_size=batch_size,
+                                                device=device, seed=seed, surrogate=surrogate,
+                                                surrogate_id=surrogate_id, progress=progress)
     return record
+
+
+def _diagnose_after(ev: Any, model: torch.nn.Module, test_set: ImageDataset, attacks: list[tuple[str, dict[str, Any]]],
+                    options: dict[str, Any], **kw: Any) -> dict[str, Any]:
+    """The trust checks after an evaluation, judged against its robustness of record at the checks'
+    budget and reusing its reference PGD when that is the same attack run the same way."""
+    from robquant.attacks import diagnose, record_mask
+
+    eps, n = options["eps"], min(options.get("n", 200), ev.n)
+    kept = record_mask(ev.robust_correct, eps)  # per example: robust under every attack run at eps
+    reference = None
+    # the first PGD's own mask (cascaded, only the first attack's is its own)
+    first = next((i for i, (name, _) in enumerate(attacks) if name == "pgd"), None)
+    if first is not None and (first == 0 or not ev.cascade):
+        pgd = attacks[first][1]
+        same = (pgd.get("steps", 20) == options.get("steps", 20) and pgd.get("restarts", 1) == options.get("restarts", 1)
+                and set(pgd) <= {"steps", "restarts", "label", "n", "eps"})
+        mask = ev.robust_correct.get((pgd.get("label", "pgd"), eps))
+        if same and mask is not None and len(mask) >= n:
+            reference = mask[:n]
+    return diagnose(model, test_set, record=kept[:n] if kept is not None and len(kept) >= n else None,
+                    reference=reference, **kw, **{**options, "n": n})
 
 
 def attack_model(checkpoint: str | os.PathLike, *, attacks: Sequence[str | tuple[str, dict[str, Any]]],

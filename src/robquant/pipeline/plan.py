@@ -144,7 +144,9 @@ class _Planner:
         d = ev.diagnostics
         diagnose = None
         if d.applies(seed):
-            diagnose = DiagnoseRun(ev.main_eps / 255, d.n, d.steps or ev.attack_steps(), d.square_queries,
+            pgd = ev.reference_pgd()
+            diagnose = DiagnoseRun(ev.main_eps / 255, d.n, d.steps or (pgd.steps if pgd else 20),
+                                   pgd.restarts if pgd else 1, d.square_queries,
                                    tuple(d.autoattack) if d.autoattack else None, d.collapse_eps / 255, d.tol / 100,
                                    d.integer)
         spec = Evaluate(self.data, model, attacks, budgets, Budget.of(ev.main_eps), seed, ev.batch_size, ev.cascade,

@@ -164,6 +164,7 @@ class DiagnoseRun:
     eps: float
     n: int
     steps: int
+    restarts: int
     square_queries: int
     autoattack: tuple[str, ...] | None
     collapse_eps: float
@@ -178,7 +179,7 @@ class DiagnoseRun:
     def cost(self, surrogate: bool):
         from robquant.attacks import diagnose_cost
 
-        return diagnose_cost(self.steps, self.square_queries, self.autoattack, surrogate)
+        return diagnose_cost(self.steps, self.square_queries, self.autoattack, surrogate, self.restarts)
 
 
 @dataclass(frozen=True)

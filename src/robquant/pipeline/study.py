@@ -104,7 +104,8 @@ class DiagnoseSpec(_Spec):
     seeds: Optional[list[int]] = Field(None, min_length=1, description="check only the models of these seeds "
                                        "(default: every model)")
     n: int = Field(200, ge=1, description="test examples the checks use")
-    steps: Optional[int] = Field(None, ge=1, description="reference PGD steps (default: the first PGD attack's)")
+    steps: Optional[int] = Field(None, ge=1, description="reference PGD steps (default: the first PGD attack's; "
+                                 "its restarts are that attack's)")
     square_queries: int = Field(1000, ge=1, description="Square's query budget")
     autoattack: Optional[list[AA_ATTACKS]] = Field(["apgd-ce"], description="AutoAttack sub-attacks compared with PGD "
                                                    "(null: skip)")
@@ -148,9 +149,9 @@ class EvalSpec(_Spec):
                 raise ValueError(f"attack {a.label or a.name!r} eps {extra} must be among eps {self.eps}")
         return self
 
-    def attack_steps(self) -> int:
-        """Steps of the first PGD attack (20 if there is none): the diagnostics' reference PGD."""
-        return next((a.steps for a in self.attacks if a.name == "pgd"), 20)
+    def reference_pgd(self) -> "AttackSpec | None":
+        """The first PGD attack: the paper's attack, and the trust checks' reference PGD."""
+        return next((a for a in self.attacks if a.name == "pgd"), None)
 
     def reference_attack(self) -> str | None:
         """The label of the paper's attack, the first PGD attack (reported beside the worst case)."""

@@ -114,8 +114,16 @@ class UniformActQuant(nn.Module):
         if self.calibrating:
             self._observe(x.detach())
             return x
-        scale, zp, qmin, qmax = uniform_qparams(self.range_lo, self.range_hi, self.bits, self.symmetric)
+        scale, zp, qmin, qmax = self._qparams()
         return fake_quant(x, scale, zp, qmin, qmax, self.ste)
+
+    def _qparams(self) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+        """The frozen range's grid, computed again only when the range changed (in place or loaded)."""
+        state = (self.range_lo._version, self.range_hi._version, self.range_lo.data_ptr(), self.range_hi.data_ptr())
+        cached = getattr(self, "_grid", None)
+        if cached is None or cached[0] != state:
+            self._grid = (state, uniform_qparams(self.range_lo, self.range_hi, self.bits, self.symmetric))
+        return self._grid[1]
 
     @torch.no_grad()
     def _observe(self, x: torch.Tensor) -> None:
