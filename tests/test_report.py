@@ -13,7 +13,7 @@ from robquant.report.figures import figure2, figure2_series, pareto
 from robquant.report.findings import CONTRADICTED, NOT_RUN, NOT_SIGNIFICANT, REPRODUCED, findings
 from robquant.report.paper import label_comparison, paper_numbers
 from robquant.report.records import pipeline_label
-from robquant.report.stats import t_interval, trend_label
+from robquant.report.stats import bounded_interval, format_interval, t_interval, trend_label
 from robquant.report.tables import table1, table2, table45, trend_labels
 
 
@@ -46,6 +46,14 @@ ROWS = [
 ]
 
 
+def test_intervals_stay_within_what_a_share_can_take():
+    mean, lo, hi, n = bounded_interval([0.95, 1.0])
+    assert (mean, hi, n) == (pytest.approx(0.975), 1.0, 2) and lo == pytest.approx(0.975 - t_interval([0.95, 1.0])[1])
+    assert format_interval([0.95, 1.0]).endswith("–100.0)") and format_interval([0.4, 0.5, 0.45]).count("±") == 1
+    assert format_interval([-0.9, -0.8], signed=True, low=-1.0).startswith("-85.0 (-100.0–")  # a difference
+    assert format_interval([0.3]) == "30.0" and format_interval([]) == ""
+
+
 def test_t_interval_matches_the_known_value():
     mean, half, n = t_interval([1, 2, 3, 4, 5])
     assert (mean, n) == (3.0, 5)
@@ -59,13 +67,14 @@ def test_table2_from_hand_made_records_matches_exactly():
         "### Table 2: accuracy / robustness (%, worst case over attacks at 8/255), fraction 1\n\n"
         "| method | strategy | init | A2W2 | A4W4 | A32W32 |\n"
         "|---|---|---|---|---|---|\n"
-        "| PTQ |  | robust | NC | 85.0 ± 63.5 / 45.0 ± 63.5 | 92.0 ± 0.0 / 46.0 ± 12.7 |\n"
+        "| PTQ |  | robust | NC | 85.0 (21.5–100.0) / 45.0 (0.0–100.0) | 92.0 ± 0.0 / 46.0 ± 12.7 |\n"
         "| QAT | transfer | non_robust | 60.0 (n=1) / 10.0 (n=1) | 70.0 (n=1) / 20.0 (n=1) ! |  |\n\n"
-        "Cells: mean ± half-width of the 95 % t interval over seeds (n = 2 unless marked); NC: a seed did not "
-        "converge; !: a trust check fired (see the diagnostics).\n")
+        "Cells: mean ± half-width of the 95 % t interval over seeds (n = 2 unless marked), the interval clipped to "
+        "0-100 % where it would leave it, then shown as (low–high); NC: a seed did not converge; !: a trust check "
+        "fired (see the diagnostics).\n")
     assert t.csv().splitlines() == [
         "method,strategy,init,A2W2,A4W4,A32W32",
-        "PTQ,,robust,NC,85.0 ± 63.5 / 45.0 ± 63.5,92.0 ± 0.0 / 46.0 ± 12.7",
+        "PTQ,,robust,NC,85.0 (21.5–100.0) / 45.0 (0.0–100.0),92.0 ± 0.0 / 46.0 ± 12.7",
         "QAT,transfer,non_robust,60.0 (n=1) / 10.0 (n=1),70.0 (n=1) / 20.0 (n=1) !,",
     ]
     assert r"$\pm$" in t.latex() and "<td>NC</td>" in t.html()
@@ -137,6 +146,10 @@ def test_table1_and_the_paper_comparison():
     assert verdict[("qat/adversarial/robust", "normal")] == "disagree"
     assert verdict[("ptq/non_robust", "weaker")] == "not run"
     assert counts["agree"] == 1 and counts["disagree"] == 1
+    # Table 1 itself carries the paper's label and the verdict beside ours
+    t = table1(labels, [1, 2, 8], 8, paper["table1"])
+    assert t.rows[0] == ["PTQ", "", "", "weaker: n.s., normal: - (paper -: agree)"]
+    assert t.rows[1] == ["QAT (adversarial)", "", "", "normal: + (paper ~: disagree)"]
 
 
 def test_figures_are_written_and_not_empty(tmp_path):

@@ -8,7 +8,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import yaml
@@ -18,7 +17,7 @@ from robquant.cli import app
 from robquant.errors import ConfigError
 from robquant.pipeline.plan import build_plan
 from robquant.pipeline.specs import Budget, spec_key
-from robquant.pipeline.study import load_study, parse_study
+from robquant.pipeline.study import parse_study
 
 TINY = {
     "name": "tiny",

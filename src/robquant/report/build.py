@@ -81,7 +81,7 @@ def write_report(plan: Any, store: Any, out: str | Path, formats: Sequence[str] 
     label_table, verdicts = label_comparison(labels, paper)
     found = findings_tables(findings(rows, ev.eps, ev.main_eps))
     tables = [*found, table2(rows, ev.main_eps), table2_reference(rows, ev.main_eps), table3(rows, ev.main_eps),
-              *table45(rows, ev.main_eps), table1(labels, ev.eps, ev.main_eps), label_table,
+              *table45(rows, ev.main_eps), table1(labels, ev.eps, ev.main_eps, paper["table1"]), label_table,
               comparison(rows, paper), *appendix_comparison(rows, paper), cost_table(rows)]
     fig2 = figure2(rows, out)
     pareto_paths, recommended = pareto(rows, out)

@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from robquant.report.stats import t_interval  # noqa: E402
+from robquant.report.stats import bounded_interval, t_interval  # noqa: E402
 
 
 def _save(fig: Any, out: Path, stem: str) -> list[Path]:
@@ -40,13 +40,13 @@ def figure2_series(rows: list[dict[str, Any]]) -> tuple[str | None, list[dict[st
 
     Per panel (activation-only AxW32, weight-only A32Wx; A32W32 belongs to both), per line
     (clean accuracy; per eps, each attack on its own examples, and the worst case over the
-    attacks on the examples every one of them covered), per bit-width: mean, 95 % t half-width
-    and seeds over the converged models, with the examples each value is taken over. With a
+    attacks on the examples every one of them covered), per bit-width: mean, the 95 % t interval
+    over seeds clipped to [0, 1] (low, high; NaN with one seed), seeds over the converged models, with the examples each value is taken over. With a
     cascaded evaluation a later attack's own accuracy is already cumulative, so only the first
     attack and the worst case are drawn.
 
     Returns:
-        ``(pipeline, [{"panel", "line", "attack", "eps_255", "bits", "mean", "half", "seeds", "n"}])``.
+        ``(pipeline, [{"panel", "line", "attack", "eps_255", "bits", "mean", "low", "high", "seeds", "n"}])``.
     """
     top = max((r["fraction"] for r in rows), default=1.0)
     rows = [r for r in rows if r["fraction"] == top and r["status"] == "done"]
@@ -74,10 +74,11 @@ def figure2_series(rows: list[dict[str, Any]]) -> tuple[str | None, list[dict[st
         for line, attack, eps, value, n_of in lines:
             for b in bits:
                 runs = [r for r in group if r[field] == b and value(r) is not None]
-                mean, half, seeds = t_interval([value(r) for r in runs])
+                mean, lo, hi, seeds = bounded_interval([value(r) for r in runs])
                 ns = sorted({n_of(r) for r in runs if n_of(r) is not None})
                 series.append({"panel": panel, "line": line, "attack": attack, "eps_255": eps, "bits": b,
-                               "mean": mean, "half": half, "seeds": seeds, "n": ns[0] if len(ns) == 1 else ns})
+                               "mean": mean, "low": lo, "high": hi, "seeds": seeds,
+                               "n": ns[0] if len(ns) == 1 else ns})
     return pipeline, series
 
 
@@ -100,8 +101,9 @@ def figure2(rows: list[dict[str, Any]], out: Path, title: str = "") -> list[Path
             ns = sorted({str(n) for s in pts for n in (s["n"] if isinstance(s["n"], list) else [s["n"]])
                          if n is not None})
             style = "k-o" if line == "clean accuracy" else ("--" if pts[0]["attack"] == "worst case" else "-") + "s"
-            ax.errorbar(pos, [100 * s["mean"] for s in pts], yerr=[0 if s["half"] != s["half"] else 100 * s["half"]
-                                                                   for s in pts],
+            below = [0 if s["low"] != s["low"] else 100 * (s["mean"] - s["low"]) for s in pts]
+            above = [0 if s["high"] != s["high"] else 100 * (s["high"] - s["mean"]) for s in pts]
+            ax.errorbar(pos, [100 * s["mean"] for s in pts], yerr=[below, above],
                         fmt=style, capsize=3, label=line + (f" (n={'/'.join(ns)})" if ns else ""))
         ax.set_xticks(range(len(bits)), [("FP" if b == 32 else str(b)) for b in bits])
         ax.set_xlabel("activation bits (weights FP)" if panel == "activation-only" else "weight bits (activations FP)")
@@ -114,7 +116,7 @@ def figure2(rows: list[dict[str, Any]], out: Path, title: str = "") -> list[Path
     paths = _save(fig, out, "figure2")
     csv_path = out / "figure2.csv"
     with csv_path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, ["pipeline", "panel", "line", "attack", "eps_255", "bits", "mean", "half",
+        writer = csv.DictWriter(f, ["pipeline", "panel", "line", "attack", "eps_255", "bits", "mean", "low", "high",
                                     "seeds", "n"])
         writer.writeheader()
         for s in series:

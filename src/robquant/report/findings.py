@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
-from robquant.report.stats import t_interval, trend_label
+from robquant.report.stats import format_interval, t_interval, trend_label
 from robquant.report.tables import Table
 
 MARGIN = 0.02
@@ -56,12 +56,13 @@ def _value(r: dict[str, Any], kind: str, eps: float | None = None) -> float | No
 
 
 def _interval(values: list[float], signed: bool = False) -> str:
-    """``mean ± half (n=k)`` in points; signed for differences."""
-    mean, half, n = t_interval(values)
+    """``mean ± half (n=k)`` in points, the interval clipped to what the quantity can take (0-100 %,
+    a difference -100-+100 points); signed for differences."""
+    n = len([v for v in values if v is not None and not math.isnan(v)])
     if n == 0:
         return ""
-    text = f"{100 * mean:+.1f}" if signed else f"{100 * mean:.1f}"
-    return text + ("" if math.isnan(half) else f" ± {100 * half:.1f}") + f" (n={n})"
+    text = format_interval(values, signed=signed, low=-1.0 if signed else 0.0)
+    return f"{text} (n={n})"
 
 
 def _keeps_or_loses(diffs: list[float], want: str) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 
 from robquant.report.stats import t_interval
-from robquant.report.tables import Table
+from robquant.report.tables import Table, label_verdict
 
 
 def paper_numbers() -> dict[str, Any]:
@@ -96,12 +96,7 @@ def label_comparison(labels: dict[tuple[str, str | None, str], dict[str, tuple[s
         pipe = (parts[0], parts[1] if len(parts) == 3 else None, parts[-1])
         for strength, label in theirs.items():
             ours = (labels.get(pipe) or {}).get(strength)
-            if ours is None:
-                verdict = "not run"
-            elif ours[0] == "n.s.":
-                verdict = "not significant"
-            else:
-                verdict = "agree" if ours[0] == label else "disagree"
+            verdict = "not run" if ours is None else label_verdict(ours[0], label)
             counts[verdict] += 1
             out.append([key, strength, label, ours[0] if ours else "", verdict])
     note = ", ".join(f"{k}: {v}" for k, v in counts.items())

@@ -47,6 +47,31 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, flo
     return float(v.mean()), float(half), n
 
 
+def bounded_interval(values: Sequence[float], low: float = 0.0, high: float = 1.0,
+                     level: float = 0.95) -> tuple[float, float, float, int]:
+    """Mean, and the two-sided t interval intersected with ``[low, high]`` (a share cannot leave
+    it), and n: ``(mean, lo, hi, n)``; lo and hi are NaN when n < 2."""
+    mean, half, n = t_interval(values, level)
+    if n < 2 or math.isnan(half):
+        return mean, math.nan, math.nan, n
+    return mean, max(low, mean - half), min(high, mean + half), n
+
+
+def format_interval(values: Sequence[float], scale: float = 100.0, signed: bool = False,
+                    low: float = 0.0, high: float = 1.0) -> str:
+    """``m ± h`` (in units of ``1 / scale``), or ``m (lo–hi)`` when the interval was clipped to
+    ``[low, high]``; ``m`` alone for one value, empty for none."""
+    mean, lo, hi, n = bounded_interval(values, low, high)
+    if n == 0:
+        return ""
+    text = f"{scale * mean:+.1f}" if signed else f"{scale * mean:.1f}"
+    if math.isnan(lo):
+        return text
+    if math.isclose(mean - lo, hi - mean, rel_tol=1e-9, abs_tol=1e-12):
+        return f"{text} ± {scale * (hi - mean):.1f}"
+    return f"{text} ({scale * lo:.1f}–{scale * hi:.1f})"
+
+
 def trend_label(values: Mapping[int, Sequence[float] | Mapping[int, float]], *, n_boot: int = 2000,
                 level: float = 0.95, min_effect: float = 0.02, seed: int = 0, paired: bool = True
                 ) -> tuple[str, dict[str, Any]]:

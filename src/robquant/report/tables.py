@@ -5,11 +5,10 @@ from __future__ import annotations
 import csv
 import html
 import io
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from robquant.report.stats import t_interval, trend_label
+from robquant.report.stats import format_interval, trend_label
 
 
 @dataclass
@@ -59,10 +58,7 @@ class Table:
 
 
 def _fmt(values: Sequence[float]) -> str:
-    mean, half, n = t_interval([100 * v for v in values])
-    if n == 0:
-        return ""
-    return f"{mean:.1f}" if math.isnan(half) else f"{mean:.1f} ± {half:.1f}"
+    return format_interval(values)
 
 
 def _cell(runs: list[dict[str, Any]], metric: Callable[[dict[str, Any]], float | None], n_all: int,
@@ -79,7 +75,8 @@ def _cell(runs: list[dict[str, Any]], metric: Callable[[dict[str, Any]], float |
 
 def _seeds_note(rows: list[dict[str, Any]]) -> str:
     n = len({r["seed"] for r in rows})
-    return (f"Cells: mean ± half-width of the 95 % t interval over seeds (n = {n} unless marked); "
+    return (f"Cells: mean ± half-width of the 95 % t interval over seeds (n = {n} unless marked), the interval "
+            "clipped to 0-100 % where it would leave it, then shown as (low–high); "
             "NC: a seed did not converge; !: a trust check fired (see the diagnostics).")
 
 
@@ -226,8 +223,10 @@ def trend_labels(rows: list[dict[str, Any]], eps_list: Sequence[float], main_eps
 
 
 def table1(labels: dict[tuple[str, str | None, str], dict[str, tuple[str, dict[str, float]]]],
-           eps_list: Sequence[float], main_eps: float) -> Table:
-    """Table 1 derived: rows = method/strategy, columns = init, cells 'weaker: x, normal: y'."""
+           eps_list: Sequence[float], main_eps: float, paper: dict[str, dict[str, str]] | None = None) -> Table:
+    """Table 1 derived: rows = method/strategy, columns = init, cells 'weaker: x, normal: y', each
+    label followed by the paper's and the verdict when ``paper`` (``{"ptq/robust": {"weaker": "+"}}``,
+    as ``paper_numbers.yaml`` holds them) has it."""
     weak = max((e for e in eps_list if e <= 2), default=None)
     pipes = sorted({(m, s) for m, s, _ in labels}, key=lambda p: [q[:2] for q in PIPELINE_ORDER].index(p)
                    if p in [q[:2] for q in PIPELINE_ORDER] else 99)
@@ -236,11 +235,23 @@ def table1(labels: dict[tuple[str, str | None, str], dict[str, tuple[str, dict[s
         line = [f"{m.upper()}{' (' + s + ')' if s else ''}"]
         for init in ("random", "non_robust", "robust"):
             cell = labels.get((m, s, init))
-            line.append("" if cell is None else ", ".join(f"{k}: {v[0]}" for k, v in cell.items()))
+            theirs = (paper or {}).get("/".join(p for p in (m, s, init) if p), {})
+            line.append("" if cell is None else ", ".join(
+                f"{k}: {v[0]}" + (f" (paper {theirs[k]}: {label_verdict(v[0], theirs[k])})" if k in theirs else "")
+                for k, v in cell.items()))
         out.append(line)
     notes = [f"Robustness vs bit-width: + lower bits -> higher robustness, - the opposite, ~ a middle bit-width is "
              f"best, n.s. not supported by the seeds (bootstrap over seeds of the Spearman rank correlation and "
              f"of the peak position, 95 %). weaker = {'%g/255' % weak if weak is not None else 'none run'}, "
              f"normal = {main_eps:g}/255."]
+    if paper:
+        notes.append("(paper x: verdict): the paper's label; agree, disagree, or not significant (ours n.s.).")
     return Table("table1", "Table 1 (derived): trend of robustness vs bit-width", ["pipeline", "random", "non_robust",
                                                                                    "robust"], out, notes)
+
+
+def label_verdict(ours: str, theirs: str) -> str:
+    """Our Table-1 label against the paper's: agree, disagree, or not significant (ours n.s.)."""
+    if ours == "n.s.":
+        return "not significant"
+    return "agree" if ours == theirs else "disagree"
