@@ -40,7 +40,10 @@ TINY = {
 
 def write(tmp_path, study, name="study.yaml"):
     path = tmp_path / name
-    path.write_text(yaml.safe_dump(study) if not isinstance(study, str) else study)
+    if isinstance(study, bytes):
+        path.write_bytes(study)
+    else:
+        path.write_text(yaml.safe_dump(study) if not isinstance(study, str) else study)
     return path
 
 
@@ -104,6 +107,7 @@ BAD = [
      "eps [8.0] must be a subset of evaluation.eps [8.0, 32.0] that holds main_eps 32"),
     ("axes: [unclosed", "not valid YAML at line 1"),
     ("- just\n- a list\n", "a study file must be a YAML mapping"),
+    (b"\xff\xfe\x00\x89PNG binary", "a study file must be UTF-8 text (YAML); byte 0 is 0xff"),
 ]
 
 

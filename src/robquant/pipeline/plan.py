@@ -21,12 +21,19 @@ from robquant.train import TrainConfig
 
 @dataclass
 class Stage:
-    """One unit of work: its spec, key and planned cost (forward / backward image passes)."""
+    """One unit of work: its spec, key and planned cost (forward / backward image passes, counted
+    when first asked: training costs need the training set's size)."""
 
     spec: StageSpec
     key: str
-    cost: dict[str, float] = field(default_factory=dict)
+    count: Callable[[], dict[str, float]] = field(default=dict, repr=False)
     estimated_s: float | None = None  # wall time on this device (pipeline.estimate), when estimated
+
+    @property
+    def cost(self) -> dict[str, float]:
+        if not hasattr(self, "_cost"):
+            self._cost = self.count()
+        return self._cost
 
     @property
     def kind(self) -> str:
@@ -92,15 +99,18 @@ class _Planner:
         self.model = ModelRef(study.model.name, study.model.kwargs())
         self.stages: dict[str, Stage] = {}
 
-    def add(self, spec: StageSpec, cost: dict[str, float]) -> str:
+    def add(self, spec: StageSpec, count: Callable[[], dict[str, float]]) -> str:
         key = spec_key(spec)
-        self.stages.setdefault(key, Stage(spec, key, cost))
+        self.stages.setdefault(key, Stage(spec, key, count))
         return key
 
-    def training_cost(self, objective: ObjectiveRef, epochs: int, fraction: float) -> dict[str, float]:
-        forwards, passes = objective.cost()
-        n = epochs * max(1, round(self.n_train() * fraction))
-        return {"forward": float(n * forwards), "backward": float(n * passes)}
+    def training_cost(self, objective: ObjectiveRef, epochs: int, fraction: float,
+                      extra_forwards: float = 0.0) -> Callable[[], dict[str, float]]:
+        def count() -> dict[str, float]:
+            forwards, passes = objective.cost()
+            n = epochs * max(1, round(self.n_train() * fraction))
+            return {"forward": float(n * forwards + extra_forwards), "backward": float(n * passes)}
+        return count
 
     def fp(self, init: str, seed: int) -> str:
         study = self.study
@@ -119,17 +129,15 @@ class _Planner:
         if cell.method == "ptq":
             spec = Quantize(self.data, self.model, cell.init, "ptq", cell.precision, cell.fraction, seed, quant,
                             checkpoint=checkpoint, label=label)
-            return self.add(spec, {"forward": float(quant.calib_images), "backward": 0.0})
+            return self.add(spec, lambda: {"forward": float(quant.calib_images), "backward": 0.0})
         recipe = study.qat.scratch if cell.init == "random" else study.qat.finetune
         objective = qat_objective(study, cell)
         teacher = self.fp("robust", seed) if cell.strategy == "transfer" else None
         spec = Quantize(self.data, self.model, cell.init, "qat", cell.precision, cell.fraction, seed, quant,
                         strategy=cell.strategy, train=train_config(recipe, seed), objective=objective,
                         checkpoint=checkpoint, teacher=teacher, label=label)
-        cost = self.training_cost(objective, recipe.epochs, cell.fraction)
-        if quant.needs_calibration:
-            cost["forward"] += quant.calib_images
-        return self.add(spec, cost)
+        calib = quant.calib_images if quant.needs_calibration else 0
+        return self.add(spec, self.training_cost(objective, recipe.epochs, cell.fraction, calib))
 
     def evaluate(self, cell: Cell, seed: int, model: str) -> str:
         ev = self.study.evaluation
@@ -151,12 +159,12 @@ class _Planner:
                                    d.integer)
         spec = Evaluate(self.data, model, attacks, budgets, Budget.of(ev.main_eps), seed, ev.batch_size, ev.cascade,
                         diagnose, surrogate, skipped, label=f"evaluate {cell.label} (seed {seed})")
-        return self.add(spec, evaluation_cost(spec))
+        return self.add(spec, lambda: evaluation_cost(spec))
 
 
 def build_plan(study: Study, n_train: Callable[[], int] | None = None) -> Plan:
     """Expand ``study`` into stages. ``n_train()`` gives the training-set size (for the cost);
-    by default the training set is loaded once, when a cost first needs it."""
+    by default the training set is loaded once, when a stage's cost is first asked."""
     n_train = n_train or training_set_size(study)
     planner = _Planner(study, n_train)
     cells, dropped = study.expand()

@@ -400,13 +400,16 @@ def load_study(path: str | Path) -> Study:
     """Read and validate a study file.
 
     Raises:
-        ConfigError: if the file cannot be read, is not valid YAML, or fails validation.
+        ConfigError: if the file cannot be read, is not UTF-8 text, is not valid YAML, or fails validation.
     """
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read study file {str(path)!r}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: a study file must be UTF-8 text (YAML); byte {exc.start} is "
+                          f"0x{exc.object[exc.start]:02x}") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
