@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robquant.attacks.view import attack_view
+from robquant.models.surgery import modes_restored
 from robquant.errors import ConfigError, check_range
 
 NORMS = ("linf", "l2")
@@ -74,17 +75,14 @@ class Attack:
         raise NotImplementedError
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        modes = [(m, m.training) for m in self.model.modules()]  # restored module by module
-        self.model.train(self.model_mode == "train")
-        try:
-            if self.fold_bn and self.model_mode == "eval":
-                self._net = self._folded()
-            with torch.enable_grad():
-                x_adv = self.forward(x.detach(), y.detach())
-        finally:
-            for module, training in modes:
-                module.training = training
-            self._net = self.model
+        with modes_restored(self.model, training=self.model_mode == "train"):
+            try:
+                if self.fold_bn and self.model_mode == "eval":
+                    self._net = self._folded()
+                with torch.enable_grad():
+                    x_adv = self.forward(x.detach(), y.detach())
+            finally:
+                self._net = self.model
         return x_adv.detach()
 
     def _folded(self) -> nn.Module:

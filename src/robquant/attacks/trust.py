@@ -41,6 +41,7 @@ from torch import nn
 
 from robquant.attacks.base import Cost
 from robquant.attacks.evaluate import evaluate
+from robquant.models.surgery import modes_restored
 from robquant.progress import NULL_PROGRESS, Progress
 
 CHECKS = ("zero_gradient", "pgd_weaker_than_fgsm", "pgd_not_converged", "no_collapse", "square_beats_pgd",
@@ -49,16 +50,10 @@ CHECKS = ("zero_gradient", "pgd_weaker_than_fgsm", "pgd_not_converged", "no_coll
 
 def input_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Per-example gradient of the cross-entropy with respect to the input, in eval mode."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        with torch.enable_grad():
-            x = x.detach().clone().requires_grad_(True)
-            loss = F.cross_entropy(model(x), y, reduction="sum")
-            (grad,) = torch.autograd.grad(loss, x)
-    finally:
-        for module, training in modes:
-            module.training = training
+    with modes_restored(model, training=False), torch.enable_grad():
+        x = x.detach().clone().requires_grad_(True)
+        loss = F.cross_entropy(model(x), y, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, x)
     return grad
 
 

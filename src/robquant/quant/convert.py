@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from robquant.errors import ConfigError, check_range
+from robquant.models.surgery import modes_restored, replace_module
 from robquant.quant.fold import fold_batchnorm
 from robquant.quant.modules import QuantConv2d, QuantInput, QuantLinear
 from robquant.quant.pact import PACT, DoReFaWeightQuantizer
@@ -206,19 +207,16 @@ def calibrate(model: nn.Module, images: torch.Tensor, batch_size: int = 4) -> No
     """Take every calibrated quantizer's statistics on ``images`` (in eval mode, batches of
     ``batch_size``, averaged over batches) and freeze them; every module's mode is restored."""
     quants = calibrators(model)
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
     device = next(model.parameters()).device
     for q in quants:
         q.start_calibration()
-    try:
-        for i in range(0, len(images), batch_size):
-            model(images[i:i + batch_size].to(device))
-    finally:
-        for q in quants:
-            q.finish_calibration()
-        for module, training in modes:
-            module.training = training
+    with modes_restored(model, training=False):
+        try:
+            for i in range(0, len(images), batch_size):
+                model(images[i:i + batch_size].to(device))
+        finally:
+            for q in quants:
+                q.finish_calibration()
 
 
 def _swap(model: nn.Module, config: QuantConfig) -> None:
@@ -263,9 +261,7 @@ def _act_quantizer(config: QuantConfig) -> nn.Module:
 
 def _set(model: nn.Module, name: str, module: nn.Module) -> None:
     """Put ``module`` at ``name``, on the device of the model's parameters."""
-    device = next(model.parameters()).device
-    parent, _, attr = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, attr, module.to(device))
+    replace_module(model, name, module.to(next(model.parameters()).device))
 
 
 def model_size(model: nn.Module) -> dict[str, int]:

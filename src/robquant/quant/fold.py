@@ -6,6 +6,8 @@ import torch
 import torch.fx
 from torch import nn
 
+from robquant.models.surgery import replace_module
+
 
 def conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
     """Names of (Conv2d, BatchNorm2d) pairs where the BN reads only that conv's output.
@@ -41,6 +43,5 @@ def fold_batchnorm(model: nn.Module) -> list[tuple[str, str]]:
         bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
         conv.weight.mul_(factor.view(-1, 1, 1, 1))
         conv.bias = nn.Parameter(bn.bias + (bias - bn.running_mean) * factor)
-        parent_name, _, attr = bn_name.rpartition(".")
-        setattr(modules[parent_name] if parent_name else model, attr, nn.Identity())
+        replace_module(model, bn_name, nn.Identity())
     return pairs

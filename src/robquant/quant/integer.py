@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robquant.models.surgery import modes_restored, replace_module
 from robquant.quant.modules import QuantConv2d, QuantLinear
 from robquant.quant.pact import PACT, DoReFaWeightQuantizer
 from robquant.quant.pwlq import PWLQWeightQuantizer
@@ -231,8 +232,7 @@ def integer_model(model: nn.Module) -> IntegerModel:
         elif isinstance(module, (UniformActQuant, PACT)) and id(module) not in owned:
             swaps.append((name, _IntAct(module, tape)))
     for name, wrapper in swaps:
-        parent, _, attr = name.rpartition(".")
-        setattr(net.get_submodule(parent) if parent else net, attr, wrapper)
+        replace_module(net, name, wrapper)
     net.double()
     for module in net.modules():
         if isinstance(module, _IntLayer) and module.terms is not None:
@@ -257,11 +257,9 @@ def integer_agreement(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor | N
     """
     emulation = integer_model(model)
     device = next(model.parameters()).device
-    was = [(m, m.training) for m in model.modules()]
-    model.eval()
     out: dict[str, Any] = {}
     diff = 0.0
-    try:
+    with modes_restored(model, training=False):
         for key, inputs in (("clean", x), ("adversarial", x_adv)):
             if inputs is None or len(inputs) == 0:
                 continue
@@ -274,9 +272,6 @@ def integer_agreement(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor | N
                 agree += int((fq.argmax(1) == ints.argmax(1)).sum())
                 diff = max(diff, float((fq - ints).abs().max()))
             out[f"{key}_agreement"] = agree / len(inputs)
-    finally:
-        for module, training in was:
-            module.training = training
     out["max_logit_diff"] = diff
     out["layers"] = dict(emulation.stats)
     out["threshold"] = threshold
