@@ -277,8 +277,7 @@ def model_size(model: nn.Module) -> dict[str, int]:
     quantized = {}
     for layer in model.modules():
         if isinstance(layer, (QuantConv2d, QuantLinear)) and layer.weight_quant is not None:
-            b = getattr(layer.weight_quant, "bits", FP_BITS)
-            if b < FP_BITS:
+            if layer.weight_quant.bits < FP_BITS:  # each quantizer states its bits and storage bits
                 quantized[id(layer.weight)] = layer.weight_quant.storage_bits
     bits = fp = 0
     for t in [*model.parameters(), *model.buffers()]:

@@ -33,101 +33,18 @@ from torch import nn
 
 from robquant.models.surgery import modes_restored, replace_module
 from robquant.quant.modules import QuantConv2d, QuantLinear
-from robquant.quant.pact import PACT, DoReFaWeightQuantizer
-from robquant.quant.pwlq import PWLQWeightQuantizer
-from robquant.quant.uniform import UniformActQuant, UniformWeightQuantizer, uniform_qparams
+from robquant.quant.grid import IntegerGridError, Terms, reconstruct
 
-Terms = list[tuple[torch.Tensor, torch.Tensor]]  # (integer-valued codes like W, per-channel scale (C,))
-
-
-class IntegerGridError(ValueError):
-    """A weight tensor that should lie on an integer grid does not."""
-
-
-def _uniform_terms(w: torch.Tensor) -> Terms:
-    """``w`` (C, ...) as ``s N + o`` per channel, N integer; the step is found from the values."""
-    rows = w.detach().double().flatten(1)
-    scales, offsets, codes = [], [], []
-    for row in rows:
-        values = torch.unique(row)
-        lo = values[0]
-        if len(values) == 1:
-            scales.append(torch.ones((), dtype=torch.float64))
-            offsets.append(lo)
-            codes.append(torch.zeros_like(row))
-            continue
-        base = (values[1:] - values[:-1]).min()
-        for k in range(1, 257):  # the smallest gap is a multiple of the step if levels are unused
-            step = base / k
-            n = torch.round((row - lo) / step)
-            if bool(((lo + n * step - row).abs() <= 1e-3 * step).all()):
-                break
-        else:
-            raise IntegerGridError("weights are not on a uniform grid")
-        scales.append(step)
-        offsets.append(lo)
-        codes.append(n)
-    shape = w.shape
-    n = torch.stack(codes).view(shape)
-    return [(n, torch.stack(scales)), (torch.ones_like(n), torch.stack(offsets))]
-
-
-def _pwlq_terms(w: torch.Tensor, q: PWLQWeightQuantizer) -> Terms:
-    """Frozen PWLQ weights as four integer tensors: centre codes, signed tail codes, tail sign, ones."""
-    rows = w.detach().double().flatten(1)
-    p, m = q.p.double().view(-1, 1), q.m.double().view(-1, 1)
-    shift, ratio = q.shift.double().view(-1, 1), q.ratio.double().view(-1, 1)
-    grid = rows / ratio - shift
-    s_c = 2 * p / (2**q.bits - 1)
-    tail_levels = 2 ** (q.bits - 1) - 1
-    s_t = (m - p) / tail_levels
-    n_c = torch.round(grid / s_c).clamp(-(2 ** (q.bits - 1)), 2 ** (q.bits - 1) - 1)
-    n_t = torch.round((grid.abs() - p) / s_t).clamp(0, tail_levels)
-    sign = torch.sign(grid)
-    err_c = (n_c * s_c - grid).abs()
-    err_t = (sign * (p + n_t * s_t) - grid).abs()
-    tail = (err_t < err_c).double()
-    terms = [(n_c * (1 - tail), ratio * s_c), (sign * n_t * tail, ratio * s_t), (sign * tail, ratio * p),
-             (torch.ones_like(grid), ratio * shift)]
-    recon = sum(n * s for n, s in terms)
-    if bool(((recon - rows).abs() > 1e-4 * rows.abs().amax(1, keepdim=True).clamp_min(1e-12)).any()):
-        raise IntegerGridError("PWLQ weights do not match their recorded breakpoints")
-    return [(n.view_as(w), s.flatten()) for n, s in terms]
-
-
-def _per_channel(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """``v`` (C,) shaped to broadcast over dim 0 of ``like`` (C, ...)."""
-    return v.view(-1, *([1] * (like.dim() - 1)))
-
-
-def reconstruct(terms: Terms) -> torch.Tensor:
-    """The weights the integer terms stand for: sum of codes x per-channel scale."""
-    return sum(n * _per_channel(s, n) for n, s in terms)
-
+__all__ = ["IntegerGridError", "Terms", "integer_agreement", "integer_model", "reconstruct", "weight_terms"]
 
 def weight_terms(layer: QuantConv2d | QuantLinear) -> Terms | None:
-    """The layer's quantized weights as integer terms, or None for full-precision weights."""
-    if layer.weight_quant is None or getattr(layer.weight_quant, "bits", 32) >= 32:
+    """The layer's quantized weights as integer terms (the quantizer's own integer form), or None
+    for full-precision weights."""
+    q = layer.weight_quant
+    if q is None or q.bits >= 32:
         return None
     with torch.no_grad():
-        w = layer.quantized_weight().float()
-    q = layer.weight_quant
-    if layer.frozen and isinstance(q, PWLQWeightQuantizer):
-        return _pwlq_terms(w, q)
-    if isinstance(q, DoReFaWeightQuantizer):  # w_q = (2/L) k - 1 per layer, k in 0..L
-        levels = 2**q.bits - 1
-        scale, n = 2.0 / levels, torch.round((w.double() + 1) * (levels / 2.0))
-        ones = torch.ones(w.shape[0], dtype=torch.float64)
-        terms = [(n, ones * scale), (torch.ones_like(n), -ones)]
-    elif isinstance(q, UniformWeightQuantizer) and not layer.frozen:  # the quantizer's own grid
-        scale = q.qparams(layer.weight)[0]  # w_q / scale = code - zero point
-        scale = scale.double().expand(w.shape[0], *([1] * (w.dim() - 1))).flatten()
-        terms = [(torch.round(w.double() / _per_channel(scale, w)), scale)]
-    else:  # frozen uniform weights: the grid is found from the values
-        return _uniform_terms(w)
-    if bool(((reconstruct(terms) - w.double()).abs() > 1e-5 * w.double().abs().max().clamp_min(1e-12)).any()):
-        raise IntegerGridError(f"{type(q).__name__} weights are not on their grid")
-    return terms
+        return q.integer_terms(layer.quantized_weight().float(), layer.weight, layer.frozen)
 
 
 class _Tape:
@@ -155,14 +72,7 @@ class _IntAct(nn.Module):
         q = self.quant
         if q.bits >= 32:
             return q(x)
-        if isinstance(q, PACT):
-            alpha = q.alpha.detach()
-            scale = alpha / (2**q.bits - 1)
-            codes = torch.round(x.clamp(min=0).clamp(max=alpha) / scale)
-        else:
-            scale, zp, qmin, qmax = uniform_qparams(q.range_lo, q.range_hi, q.bits, q.symmetric)
-            x = torch.relu(x) if q.relu else x
-            codes = (torch.round(x * (1.0 / scale)) + zp).clamp(qmin, qmax) - zp
+        codes, scale = q.integer_codes(x)
         out = codes * scale
         self.tape.put(out, codes.to(torch.int64), scale)
         return out
@@ -229,7 +139,7 @@ def integer_model(model: nn.Module) -> IntegerModel:
         if isinstance(module, (QuantConv2d, QuantLinear)):
             swaps.append((name, _IntLayer(module, weight_terms(module), tape, stats)))
             owned.add(id(module.input_quant))
-        elif isinstance(module, (UniformActQuant, PACT)) and id(module) not in owned:
+        elif hasattr(module, "integer_codes") and id(module) not in owned:  # an activation quantizer
             swaps.append((name, _IntAct(module, tape)))
     for name, wrapper in swaps:
         replace_module(net, name, wrapper)

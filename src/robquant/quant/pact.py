@@ -6,6 +6,7 @@ import torch
 from torch import nn
 from torch.autograd import Function
 
+from robquant.quant.grid import Terms, checked
 from robquant.quant.ste import round_ste
 
 
@@ -66,6 +67,12 @@ class PACT(nn.Module):
         levels = 2**self.bits - 1
         y = torch.minimum(torch.relu(x), self.alpha)
         return torch.round(y * (levels / self.alpha)) * (self.alpha / levels)
+
+    def integer_codes(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(codes, scale)`` with ``codes * scale`` this layer's output: codes 0..2^bits - 1."""
+        alpha = self.alpha.detach()
+        scale = alpha / (2**self.bits - 1)
+        return torch.round(x.clamp(min=0).clamp(max=alpha) / scale), scale
 
     @torch.no_grad()
     def _observe(self, y: torch.Tensor) -> None:
@@ -143,6 +150,13 @@ class DoReFaWeightQuantizer(nn.Module):
     @property
     def storage_bits(self) -> int:
         return self.bits
+
+    def integer_terms(self, w_q: torch.Tensor, weight: torch.Tensor, frozen: bool) -> Terms:
+        """``w_q = (2 / L) k - 1`` per layer, k in 0..L (L = 2^bits - 1)."""
+        levels = 2**self.bits - 1
+        scale, n = 2.0 / levels, torch.round((w_q.double() + 1) * (levels / 2.0))
+        ones = torch.ones(w_q.shape[0], dtype=torch.float64)
+        return checked([(n, ones * scale), (torch.ones_like(n), -ones)], w_q, type(self).__name__)
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         if self.bits >= 32:

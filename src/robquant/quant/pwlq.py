@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from robquant.errors import ConfigError
+from robquant.quant.grid import Terms, pwlq_terms, uniform_terms
 
 BREAKPOINTS = ("gauss", "laplace", "exact", "search")
 
@@ -101,6 +102,11 @@ class PWLQWeightQuantizer(nn.Module):
         self.bits, self.breakpoint, self.bias_correction = bits, breakpoint, bias_correction
         for name in ("p", "m", "shift", "ratio"):
             self.register_buffer(name, torch.zeros(channels))
+
+    def integer_terms(self, w_q: torch.Tensor, weight: torch.Tensor, frozen: bool) -> Terms:
+        """Frozen (after PTQ): centre codes, signed tail codes, tail sign and the bias-correction
+        shift, each with its per-channel scale; live: the grid found from the values."""
+        return pwlq_terms(w_q, self) if frozen else uniform_terms(w_q)
 
     @property
     def storage_bits(self) -> int:

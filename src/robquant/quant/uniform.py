@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from robquant.errors import ConfigError
+from robquant.quant.grid import Terms, checked, per_channel, uniform_terms
 from robquant.quant.ste import fake_quant
 
 CALIBRATIONS = ("minmax", "topk_median")
@@ -50,6 +51,15 @@ class UniformWeightQuantizer(nn.Module):
     @property
     def storage_bits(self) -> int:
         return self.bits
+
+    def integer_terms(self, w_q: torch.Tensor, weight: torch.Tensor, frozen: bool) -> Terms:
+        """Live (QAT): this quantizer's own grid of ``weight``; frozen (stored after PTQ): the grid
+        found from the stored values."""
+        if frozen:
+            return uniform_terms(w_q)
+        scale = self.qparams(weight)[0]  # w_q / scale = code - zero point
+        scale = scale.double().expand(w_q.shape[0], *([1] * (w_q.dim() - 1))).flatten()
+        return checked([(torch.round(w_q.double() / per_channel(scale, w_q)), scale)], w_q, type(self).__name__)
 
     def qparams(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int, int]:
         """Scale and zero point (broadcastable to ``w``) and integer range of ``w``'s grid."""
@@ -116,6 +126,13 @@ class UniformActQuant(nn.Module):
             return x
         scale, zp, qmin, qmax = self._qparams()
         return fake_quant(x, scale, zp, qmin, qmax, self.ste)
+
+    def integer_codes(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(codes, scale)`` with ``codes * scale`` this quantizer's output (codes relative to the
+        zero point)."""
+        scale, zp, qmin, qmax = self._qparams()
+        x = torch.relu(x) if self.relu else x
+        return (torch.round(x * (1.0 / scale)) + zp).clamp(qmin, qmax) - zp, scale
 
     def _qparams(self) -> tuple[torch.Tensor, torch.Tensor, int, int]:
         """The frozen range's grid, computed again only when the range changed (in place or loaded)."""

@@ -1,0 +1,89 @@
+"""Integer forms of quantized tensors, shared by the quantizers (each gives its own) and the
+integer execution (:mod:`robquant.quant.integer`): weights as sums of integer codes times
+per-channel scales."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from robquant.quant.pwlq import PWLQWeightQuantizer
+
+Terms = list[tuple[torch.Tensor, torch.Tensor]]  # (integer-valued codes like W, per-channel scale (C,))
+
+
+class IntegerGridError(ValueError):
+    """A weight tensor that should lie on an integer grid does not."""
+
+
+def per_channel(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``v`` (C,) shaped to broadcast over dim 0 of ``like`` (C, ...)."""
+    return v.view(-1, *([1] * (like.dim() - 1)))
+
+
+def reconstruct(terms: Terms) -> torch.Tensor:
+    """The weights the integer terms stand for: sum of codes x per-channel scale."""
+    return sum(n * per_channel(s, n) for n, s in terms)
+
+
+def checked(terms: Terms, w: torch.Tensor, what: str, tol: float = 1e-5) -> Terms:
+    """``terms`` if they reconstruct ``w`` (relative to its largest magnitude), else IntegerGridError."""
+    w = w.double()
+    if bool(((reconstruct(terms) - w).abs() > tol * w.abs().max().clamp_min(1e-12)).any()):
+        raise IntegerGridError(f"{what} weights are not on their grid")
+    return terms
+
+
+def uniform_terms(w: torch.Tensor) -> Terms:
+    """``w`` (C, ...) as ``s N + o`` per channel, N integer; the step is found from the values."""
+    rows = w.detach().double().flatten(1)
+    scales, offsets, codes = [], [], []
+    for row in rows:
+        values = torch.unique(row)
+        lo = values[0]
+        if len(values) == 1:
+            scales.append(torch.ones((), dtype=torch.float64))
+            offsets.append(lo)
+            codes.append(torch.zeros_like(row))
+            continue
+        base = (values[1:] - values[:-1]).min()
+        for k in range(1, 257):  # the smallest gap is a multiple of the step if levels are unused
+            step = base / k
+            n = torch.round((row - lo) / step)
+            if bool(((lo + n * step - row).abs() <= 1e-3 * step).all()):
+                break
+        else:
+            raise IntegerGridError("weights are not on a uniform grid")
+        scales.append(step)
+        offsets.append(lo)
+        codes.append(n)
+    shape = w.shape
+    n = torch.stack(codes).view(shape)
+    return [(n, torch.stack(scales)), (torch.ones_like(n), torch.stack(offsets))]
+
+
+def pwlq_terms(w: torch.Tensor, q: "PWLQWeightQuantizer") -> Terms:
+    """Frozen PWLQ weights as four integer tensors: centre codes, signed tail codes, tail sign, ones."""
+    rows = w.detach().double().flatten(1)
+    p, m = q.p.double().view(-1, 1), q.m.double().view(-1, 1)
+    shift, ratio = q.shift.double().view(-1, 1), q.ratio.double().view(-1, 1)
+    grid = rows / ratio - shift
+    s_c = 2 * p / (2**q.bits - 1)
+    tail_levels = 2 ** (q.bits - 1) - 1
+    s_t = (m - p) / tail_levels
+    n_c = torch.round(grid / s_c).clamp(-(2 ** (q.bits - 1)), 2 ** (q.bits - 1) - 1)
+    n_t = torch.round((grid.abs() - p) / s_t).clamp(0, tail_levels)
+    sign = torch.sign(grid)
+    err_c = (n_c * s_c - grid).abs()
+    err_t = (sign * (p + n_t * s_t) - grid).abs()
+    tail = (err_t < err_c).double()
+    terms = [(n_c * (1 - tail), ratio * s_c), (sign * n_t * tail, ratio * s_t), (sign * tail, ratio * p),
+             (torch.ones_like(grid), ratio * shift)]
+    recon = sum(n * s for n, s in terms)
+    if bool(((recon - rows).abs() > 1e-4 * rows.abs().amax(1, keepdim=True).clamp_min(1e-12)).any()):
+        raise IntegerGridError("PWLQ weights do not match their recorded breakpoints")
+    return [(n.view_as(w), s.flatten()) for n, s in terms]
+
+
