@@ -161,19 +161,14 @@ def attack(
     if n_test is not None:
         check_range("--n-test", n_test, 1)
     check_range("--diagnose-n", diagnose_n, 1)
+    from robquant.attacks import ATTACKS
+
     sub = [a.strip() for a in aa_attacks.split(",") if a.strip()] if aa_attacks else None
-    specs = []
-    for name in [a.strip() for a in attack_name.split(",") if a.strip()]:
-        kw: dict[str, Any] = {"norm": norm} if name in ("pgd", "transfer", "autoattack", "apgd", "square") else {}
-        if name in ("pgd", "transfer"):
-            kw.update(steps=steps, restarts=restarts)
-            if step_size is not None:
-                kw["step_size"] = check_range("--step-size", step_size, 0.0) / 255
-        elif name == "autoattack" and sub:
-            kw["attacks"] = sub
-        elif name == "square":
-            kw["n_queries"] = check_range("--square-queries", square_queries, 1)
-        specs.append((name, kw))
+    given = {"steps": steps, "restarts": restarts, "norm": norm, "attacks": sub,
+             "step_size": None if step_size is None else check_range("--step-size", step_size, 0.0) / 255,
+             "n_queries": check_range("--square-queries", square_queries, 1)}
+    specs = [(name, ATTACKS.get(name).select_options(given))  # each attack takes the options it declares
+             for name in [a.strip() for a in attack_name.split(",") if a.strip()]]
     if not specs:
         raise ConfigError("--attack needs at least one attack name")
     options = None

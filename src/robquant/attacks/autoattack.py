@@ -114,6 +114,7 @@ class AutoAttack(_PackageAttack):
     """
 
     name = "autoattack"
+    OPTIONS = ("attacks", "norm")
 
     def __init__(self, model: nn.Module, eps: float, *, attacks: Sequence[str] | None = None, norm: str = "linf",
                  seed: int = 0, generator: torch.Generator | None = None, model_mode: str = "eval",
@@ -204,6 +205,7 @@ class Square(_PackageAttack):
     """
 
     name = "square"
+    OPTIONS = ("n_queries", "norm")
 
     def __init__(self, model: nn.Module, eps: float, *, n_queries: int = 5000, p_init: float = 0.8,
                  restarts: int = 1, norm: str = "linf", seed: int = 0, generator: torch.Generator | None = None,

@@ -46,6 +46,13 @@ class Attack:
     """
 
     name = "attack"
+    OPTIONS: tuple[str, ...] = ()  # the options an attack of this kind takes (beyond model and eps)
+
+    @classmethod
+    def select_options(cls, given: dict[str, object]) -> dict[str, object]:
+        """Of the options a user gave (None: not given), those this attack takes: the CLI and study
+        files offer one set of options, and each attack picks its own."""
+        return {k: v for k, v in given.items() if k in cls.OPTIONS and v is not None}
 
     def __init__(self, model: nn.Module, eps: float, *, norm: str = "linf",
                  model_mode: str = "eval", generator: torch.Generator | None = None,

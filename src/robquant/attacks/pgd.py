@@ -40,6 +40,7 @@ class PGD(Attack):
     """
 
     name = "pgd"
+    OPTIONS = ("steps", "restarts", "step_size", "norm")
 
     def __init__(self, model: nn.Module, eps: float, *, steps: int = 20, step_size: float | None = None,
                  norm: str = "linf", random_start: bool = True, restarts: int = 1,

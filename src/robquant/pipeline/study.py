@@ -84,17 +84,13 @@ class AttackSpec(_Spec):
         return self
 
     def options(self) -> dict[str, Any]:
-        """The attack's own options for :func:`robquant.attacks.create_attack`, in [0, 1] units."""
-        kw: dict[str, Any] = {}
-        if self.name in ("pgd", "transfer"):
-            kw = {"steps": self.steps, "restarts": self.restarts}
-            if self.step_size is not None:
-                kw["step_size"] = self.step_size / 255
-        elif self.name in ("autoattack", "apgd") and self.attacks is not None:
-            kw["attacks"] = list(self.attacks)
-        elif self.name == "square":
-            kw["n_queries"] = self.n_queries
-        return kw
+        """The options this attack takes (it says which: ``Attack.OPTIONS``), in [0, 1] units."""
+        from robquant.attacks import ATTACKS
+
+        given = {"steps": self.steps, "restarts": self.restarts,
+                 "step_size": None if self.step_size is None else self.step_size / 255,
+                 "attacks": None if self.attacks is None else list(self.attacks), "n_queries": self.n_queries}
+        return ATTACKS.get(self.name).select_options(given)
 
 
 class DiagnoseSpec(_Spec):
