@@ -164,53 +164,67 @@ def evaluate(model: nn.Module, dataset: Any, attacks: Sequence[AttackSpec], eps_
     attackers = {(p.label, eps): create_attack(p.name, model, eps, **p.kwargs)
                  for eps in eps_list for p in planned if p.runs_at(eps)}
     loader = DeviceLoader(dataset.head(n), batch_size, device)
-    clean, robust = [], {key: [] for key in attackers}
-    attacked = {key: 0 for key in attackers}
-    timing = {p.label: 0.0 for p in planned}
+    tally = _Tally(attackers, planned)
     start, seen = time.perf_counter(), 0
     with progress.task("evaluate", total=len(loader)) as task:
         for b, (x, y) in enumerate(loader):
             with torch.no_grad():
                 correct = model.eval()(x).argmax(1) == y
-            clean.append(correct.cpu())
+            tally.clean.append(correct.cpu())
             for eps in eps_list:
-                alive = correct.clone()  # robust under every attack so far (cascade)
-                for p in planned:
-                    if (p.label, eps) not in attackers:
-                        continue
-                    keep = len(y) if p.limit is None else max(0, min(len(y), p.limit - seen))
-                    if keep == 0:
-                        continue
-                    t0 = time.perf_counter()
-                    attacker = attackers[(p.label, eps)]
-                    attacker.generator = torch.Generator(device=device).manual_seed(seed * 100_003 + b)
-                    idx = torch.nonzero((alive if cascade else correct)[:keep]).flatten()
-                    mask = _robust_mask(model, attacker, x[:keep], y[:keep], idx)
-                    robust[(p.label, eps)].append(mask.cpu())
-                    attacked[(p.label, eps)] += len(idx)
-                    alive[:keep] &= mask
-                    timing[p.label] += time.perf_counter() - t0
+                _attack_batch(model, x, y, correct, eps, planned, tally, seen, cascade, seed * 100_003 + b)
             seen += len(y)
             task.advance()
-    clean_correct = torch.cat(clean)
-    robust_correct = {k: torch.cat(v) if v else torch.zeros(0, dtype=torch.bool) for k, v in robust.items()}
-    worst = worst_case(robust_correct)
-    details = {}
-    for key, attacker in attackers.items():
-        report = getattr(attacker, "report", None)
-        if report is not None:
-            details[key] = report(len(robust_correct[key]), attacked[key])
-    return EvalResult(
-        n=len(clean_correct),
-        clean_accuracy=clean_correct.float().mean().item(),
-        robust_accuracy={k: v.float().mean().item() if len(v) else float("nan") for k, v in robust_correct.items()},
-        worst_case={e: m.float().mean().item() if len(m) else float("nan") for e, m in worst.items()},
-        worst_case_n={e: len(m) for e, m in worst.items()},
-        clean_correct=clean_correct, robust_correct=robust_correct,
-        attack_params={label: _describe(attacker) for (label, _), attacker in attackers.items()},
-        details=details, cascade=cascade, seconds=time.perf_counter() - start, attack_seconds=timing,
-        attacked=attacked,
-    )
+    return tally.result(cascade, time.perf_counter() - start)
+
+
+class _Tally:
+    """Per-example outcomes of an evaluation as its batches come in."""
+
+    def __init__(self, attackers: dict[tuple[str, float], Any], planned: list[_Planned]) -> None:
+        self.attackers = attackers
+        self.clean: list[torch.Tensor] = []
+        self.robust: dict[tuple[str, float], list[torch.Tensor]] = {key: [] for key in attackers}
+        self.attacked = {key: 0 for key in attackers}
+        self.timing = {p.label: 0.0 for p in planned}
+
+    def result(self, cascade: bool, seconds: float) -> EvalResult:
+        clean_correct = torch.cat(self.clean)
+        robust_correct = {k: torch.cat(v) if v else torch.zeros(0, dtype=torch.bool) for k, v in self.robust.items()}
+        worst = worst_case(robust_correct)
+        details = {key: a.report(len(robust_correct[key]), self.attacked[key])
+                   for key, a in self.attackers.items() if getattr(a, "report", None) is not None}
+        return EvalResult(
+            n=len(clean_correct),
+            clean_accuracy=clean_correct.float().mean().item(),
+            robust_accuracy={k: v.float().mean().item() if len(v) else float("nan") for k, v in robust_correct.items()},
+            worst_case={e: m.float().mean().item() if len(m) else float("nan") for e, m in worst.items()},
+            worst_case_n={e: len(m) for e, m in worst.items()},
+            clean_correct=clean_correct, robust_correct=robust_correct,
+            attack_params={label: _describe(a) for (label, _), a in self.attackers.items()},
+            details=details, cascade=cascade, seconds=seconds, attack_seconds=self.timing, attacked=self.attacked)
+
+
+def _attack_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, correct: torch.Tensor, eps: float,
+                  planned: list[_Planned], tally: _Tally, seen: int, cascade: bool, seed: int) -> None:
+    """Every attack at ``eps`` on one batch (``seen`` examples came before it), in order; with
+    ``cascade`` each only on what the earlier ones left robust."""
+    alive = correct.clone()  # robust under every attack so far
+    for p in planned:
+        if (p.label, eps) not in tally.attackers:
+            continue
+        keep = len(y) if p.limit is None else max(0, min(len(y), p.limit - seen))
+        if keep == 0:
+            continue
+        t0 = time.perf_counter()
+        attacker = tally.attackers[(p.label, eps)]
+        attacker.generator = torch.Generator(device=x.device).manual_seed(seed)  # each attack's own stream
+        idx = torch.nonzero((alive if cascade else correct)[:keep]).flatten()
+        mask = _robust_mask(model, attacker, x[:keep], y[:keep], idx)
+        tally.robust[(p.label, eps)].append(mask.cpu())
+        tally.attacked[(p.label, eps)] += len(idx)
+        alive[:keep] &= mask
+        tally.timing[p.label] += time.perf_counter() - t0
 
 
 def worst_case(robust_correct: dict[tuple[str, float], torch.Tensor]) -> dict[float, torch.Tensor]:

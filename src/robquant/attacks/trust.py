@@ -147,45 +147,27 @@ def diagnose(model: nn.Module, dataset: Any, eps: float, *, n: int = 200, steps:
     data = dataset.head(n)
     n = len(data)
     kw = {"batch_size": batch_size, "device": device, "seed": seed, "progress": progress}
-    if reference is None:
-        ref = evaluate(model, data, [("pgd", {"steps": steps, "restarts": restarts})], [eps], **kw)
-        reference, clean = ref.robust_correct[("pgd", eps)], ref.clean_correct
-    else:
-        clean = evaluate(model, data, [], [], **kw).clean_correct
-    record = reference if record is None else record
-    reference, record = reference[:n].cpu(), record[:n].cpu()
-    if len(record) != n or len(reference) != n:
-        raise ValueError(f"record / reference cover {len(record)} / {len(reference)} examples, the checks {n}")
+    clean, reference, record = _record(model, data, eps, steps, restarts, reference, record, kw)
     robust = torch.nonzero(record).flatten()
-    kept = data.select(robust) if len(robust) else None
     acc: dict[str, float] = {"pgd": reference.float().mean().item()}
-    overstated: dict[str, float] = {}
-    details: dict[str, Any] = {}
     probes, compared = probe_attacks(steps, restarts, square_queries, surrogate, surrogate_id)
-    for name, options in probes:  # only where the record says robust: what they break, it overstated
-        label, broken = options["label"], 0
-        if kept is not None:
-            ev = evaluate(model, kept, [(name, options)], [eps], **kw)
-            broken = int((~ev.robust_correct[(label, eps)]).sum())
-        overstated[label] = broken / max(n, 1)
-        acc[label] = (len(robust) - broken) / max(n, 1)
+    broken = _probe(model, data.select(robust) if len(robust) else None, probes, eps, kw)
+    overstated = {label: k / max(n, 1) for label, k in broken.items()}
+    acc.update({label: (len(robust) - k) / max(n, 1) for label, k in broken.items()})
     if autoattack:
         compared.append(("autoattack", {"attacks": list(autoattack)}))
-    if compared:  # on every example: a black-box attack stronger overall than the record signals masking
+    details: dict[str, Any] = {}
+    if compared:  # on every example: a black-box attack stronger overall than white-box PGD signals masking
         ev = evaluate(model, data, compared, [eps], **kw)
         acc.update({label: ev.robust_accuracy[(label, eps)] for label in ev.attack_params})
         details.update({f"{a}@{e * 255:g}": d for (a, e), d in ev.details.items()})
-    record_acc = len(robust) / max(n, 1)
     collapse = evaluate(model, data, [("pgd", {"steps": steps})], [collapse_eps], **kw)
-
-    x = data.images.float().div(255).to(device)
-    y = data.labels.to(device)
-    correct = clean.to(device)
+    x, y, correct = data.images.float().div(255).to(device), data.labels.to(device), clean.to(device)
     zero = zero_gradient_fraction(model, x[correct], y[correct], batch_size) if bool(correct.any()) else 0.0
     checks = {
         "zero_gradient": _check(zero, 0.0, "fraction of correct examples with an all-zero input gradient"),
         "pgd_weaker_than_fgsm": _check(acc["pgd"] - acc["fgsm"], 0.0, "PGD minus FGSM accuracy"),
-        "pgd_not_converged": _check(max(overstated["pgd_2x_steps"], overstated["pgd_more_restarts"]), tol,
+        "pgd_not_converged": _check(max(overstated.values()), tol,
                                     "share robust on record that PGD with 2x steps / more restarts breaks"),
         "no_collapse": _check(collapse.robust_accuracy[("pgd", collapse_eps)], 0.05,
                               f"PGD accuracy at {collapse_eps * 255:g}/255"),
@@ -200,10 +182,41 @@ def diagnose(model: nn.Module, dataset: Any, eps: float, *, n: int = 200, steps:
         checks["integer_mismatch"] = _integer_check(model, x, y, correct, eps, steps, seed)
     return {
         "eps": eps, "eps_255": round(eps * 255, 6), "n": n, "clean_accuracy": clean.float().mean().item(),
-        "record_accuracy": record_acc, "accuracy": acc, "checks": checks,
+        "record_accuracy": len(robust) / max(n, 1), "accuracy": acc, "checks": checks,
         "flags": [k for k in CHECKS if checks[k]["flag"]], "details": details,
         "seconds": time.perf_counter() - t0,
     }
+
+
+def _record(model: nn.Module, data: Any, eps: float, steps: int, restarts: int, reference: torch.Tensor | None,
+            record: torch.Tensor | None, kw: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(clean, reference, record)`` masks over ``data``: the reference PGD's run here unless given,
+    and the record (the reference when none is given)."""
+    n = len(data)
+    if reference is None:
+        ref = evaluate(model, data, [("pgd", {"steps": steps, "restarts": restarts})], [eps], **kw)
+        reference, clean = ref.robust_correct[("pgd", eps)], ref.clean_correct
+    else:
+        clean = evaluate(model, data, [], [], **kw).clean_correct
+    record = reference if record is None else record
+    reference, record = reference[:n].cpu(), record[:n].cpu()
+    if len(record) != n or len(reference) != n:
+        raise ValueError(f"record / reference cover {len(record)} / {len(reference)} examples, the checks {n}")
+    return clean, reference, record
+
+
+def _probe(model: nn.Module, kept: Any, probes: list[tuple[str, dict[str, Any]]], eps: float,
+           kw: dict[str, Any]) -> dict[str, int]:
+    """Each probe on the examples the record keeps (``kept``, None for none): how many of them it
+    breaks (robustness the record overstates), by probe label."""
+    out = {}
+    for name, options in probes:
+        label, broken = options["label"], 0
+        if kept is not None:
+            ev = evaluate(model, kept, [(name, options)], [eps], **kw)
+            broken = int((~ev.robust_correct[(label, eps)]).sum())
+        out[label] = broken
+    return out
 
 
 def _integer_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, correct: torch.Tensor, eps: float,
