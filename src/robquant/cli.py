@@ -349,24 +349,11 @@ def _estimate(plan: Any, store: Any, device: Any, todo: set[str]) -> float | Non
     return total
 
 
-def _cell_results(plan: Any, store: Any) -> list[dict[str, Any]]:
-    out = []
-    for cell, seed, key in plan.cells:
-        row = store.get(key)
-        if row is None or row["status"] not in ("done", "NC"):
-            continue
-        m = row["metrics"] or {}
-        out.append({"init": cell.init, "method": cell.method, "strategy": cell.strategy,
-                    "precision": cell.precision, "fraction": cell.fraction, "seed": seed, "status": row["status"],
-                    "clean_accuracy": m.get("clean_accuracy", 0.0), "robustness": m.get("robustness", 0.0),
-                    "flags": m.get("flags", [])})
-    return out
-
-
 def _print_summary(plan: Any, store: Any) -> None:
     from robquant.display import summary_table
+    from robquant.report import collect
 
-    results = _cell_results(plan, store)
+    results = collect(plan, store)
     if not results:
         return
     top = max(r["fraction"] for r in results)

@@ -86,13 +86,13 @@ def plan_table(rows: list[dict[str, Any]], limit: int = 40) -> Table:
 
 
 def summary_table(title: str, cells: list[dict[str, Any]]) -> Table:
-    """Table-2 layout: rows = method/strategy/init, columns = precision, cells 'accuracy / robustness'
-    in %, mean over seeds; NC where any seed did not converge."""
+    """Table-2 layout: rows = pipelines, columns = precision, cells 'accuracy / robustness' in %,
+    mean over seeds; NC where any seed did not converge. ``cells`` are the report's rows
+    (:func:`robquant.report.collect`)."""
     precisions = list(dict.fromkeys(c["precision"] for c in cells))
     groups: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for c in cells:
-        row = f"{c['method'].upper()}{'/' + c['strategy'] if c['strategy'] else ''} from {c['init']}"
-        groups.setdefault(row, {}).setdefault(c["precision"], []).append(c)
+        groups.setdefault(c["pipeline"], {}).setdefault(c["precision"], []).append(c)
     table = Table(title=title)
     table.add_column("pipeline")
     for p in precisions:
@@ -106,7 +106,7 @@ def summary_table(title: str, cells: list[dict[str, Any]]) -> Table:
             elif any(r["status"] == "NC" for r in runs):
                 values.append("NC")
             else:
-                acc = sum(r["clean_accuracy"] for r in runs) / len(runs)
+                acc = sum(r["clean"] for r in runs) / len(runs)
                 rob = sum(r["robustness"] for r in runs) / len(runs)
                 mark = " !" if any(r.get("flags") for r in runs) else ""
                 values.append(f"{100 * acc:.1f} / {100 * rob:.1f}{mark}")
