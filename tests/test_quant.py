@@ -239,3 +239,14 @@ def test_quant_config_validation():
     with pytest.raises(ConfigError, match="calib_images"):
         QuantConfig(calib_images=0)
     assert math.isfinite(QuantConfig().pact_alpha)
+
+
+def test_qat_trains_every_parameter_whatever_the_source_model_says():
+    """A model shared in memory (a stage's parent, an RRM teacher) may have frozen parameters; the
+    QAT copy trains them all, and the source keeps its flags."""
+    fp = create_model("resnet8", 10, 1, width=4).requires_grad_(False)
+    from robquant.quant import quantize
+
+    q = quantize(fp, QuantConfig(method="qat", precision="A4W4", pact_init="fixed"))
+    assert all(p.requires_grad for p in q.parameters())
+    assert not any(p.requires_grad for p in fp.parameters())

@@ -159,6 +159,7 @@ def test_transfer_loss_is_lambda_ce_plus_cosine_distance():
     ce = torch.nn.functional.cross_entropy(logits, y)
     assert loss.item() == pytest.approx(0.005 * ce.item(), abs=1e-5)  # identical features: cos = 1
     assert obj.passes_per_image == 1 and obj.forwards_per_image == 2 and obj.config()["teacher"] == "t"
+    assert all(p.requires_grad for p in teacher.parameters())  # a teacher shared in memory is left as it was
 
 
 def test_transfer_training_aligns_features_and_leaves_the_teacher_alone():

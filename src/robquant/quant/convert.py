@@ -154,6 +154,8 @@ def quantize(model: nn.Module, config: QuantConfig, calib_images: torch.Tensor |
     if config.method == "ptq":
         qmodel.eval()
         fold_batchnorm(qmodel)
+    else:  # QAT trains every parameter, whatever the source model's flags
+        qmodel.requires_grad_(True)
     _swap(qmodel, config)
     if config.method == "ptq":
         for layer in qmodel.modules():  # quantize the weights once

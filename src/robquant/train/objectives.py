@@ -166,7 +166,7 @@ class RRM(Objective):
     name = "transfer"
 
     def __init__(self, teacher: nn.Module, lam: float = 0.005, teacher_id: str = "", student_dim: int | None = None) -> None:
-        self.teacher = teacher.eval().requires_grad_(False)
+        self.teacher = teacher.eval()  # its forward runs without gradients; its parameters are left as they are
         self.lam = float(check_range("transfer.lam", lam, 0.0))
         self.teacher_id = teacher_id
         t_dim = getattr(teacher, "feature_dim", None)
