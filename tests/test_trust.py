@@ -56,7 +56,7 @@ def test_evaluate_reports_worst_case_beside_each_attack(clean_model, digits_test
 
 def test_autoattack_is_at_most_pgd_and_deterministic(narrow_model, digits_test):
     model = load_model(narrow_model)
-    eps = [16 / 255, 32 / 255]
+    eps = [16 / 255]  # one budget, where every sub-attack of the standard AutoAttack gets to run
     runs = [evaluate(model, digits_test, [("pgd", {"steps": 20}), ("autoattack", {"n": 10})], eps, n=10, seed=3)
             for _ in range(2)]
     a, b = runs
