@@ -47,6 +47,7 @@ class Attack:
 
     name = "attack"
     OPTIONS: tuple[str, ...] = ()  # the options an attack of this kind takes (beyond model and eps)
+    NEEDS_SURROGATE = False  # crafts its examples on another model (given as ``surrogate``)
 
     @classmethod
     def select_options(cls, given: dict[str, object]) -> dict[str, object]:

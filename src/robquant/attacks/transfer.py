@@ -29,6 +29,7 @@ class Transfer(Attack):
 
     name = "transfer"
     OPTIONS = ("steps", "restarts", "step_size", "norm")
+    NEEDS_SURROGATE = True
 
     def __init__(self, model: nn.Module, eps: float, *, surrogate: nn.Module | None = None,
                  surrogate_id: str | None = None, steps: int = 20, step_size: float | None = None,

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import torch
 
-from robquant.attacks import evaluate
+from robquant.attacks import ATTACKS, evaluate
 from robquant.pipeline.checkpoint import RECORD, build_model, load_model, read_record, save_model, write_json
 from robquant.data import ImageDataset, create_dataset
 from robquant.errors import ConfigError
@@ -255,9 +255,9 @@ def attack_loaded(model: torch.nn.Module, test_set: ImageDataset, *,
 
     specs = []
     for name, kw in attacks:
-        if name == "transfer" and "surrogate" not in kw:
+        if ATTACKS.get(name).NEEDS_SURROGATE and "surrogate" not in kw:
             if surrogate is None:
-                raise ConfigError("attack transfer: the model records no full-precision parent; pass a surrogate")
+                raise ConfigError(f"attack {name}: the model records no full-precision parent; pass a surrogate")
             kw = {**kw, "surrogate": surrogate, "surrogate_id": surrogate_id}
         specs.append((name, kw))
     ev = evaluate(model, test_set, specs, eps, n=n_test, device=device, batch_size=batch_size,

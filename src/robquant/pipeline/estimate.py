@@ -173,7 +173,7 @@ def _attack_seconds(attack: AttackRun, examples: float, speeds: Speeds) -> float
     (an attack that stops early drops the examples it breaks, :data:`BROKEN_AFTER` of the way)."""
     cost = attack.cost()
     share = ASSUMED_SURVIVAL + (1 - ASSUMED_SURVIVAL) * BROKEN_AFTER if cost.early_stop else 1.0
-    grad = speeds.grad_view if attack.name == "transfer" else speeds.grad_q
+    grad = speeds.grad_view if attack.needs_surrogate else speeds.grad_q  # the FP surrogate's attack view
     return examples * (cost.gradients * share * grad + cost.forwards * speeds.fwd_q)
 
 

@@ -143,12 +143,12 @@ class _Planner:
         ev = self.study.evaluation
         attacks = attack_runs(self.study)
         budgets = tuple(Budget.of(e) for e in sorted(cell.eps or ev.eps))
-        wants_surrogate = ev.diagnostics.enabled or any(a.name == "transfer" for a in attacks)
+        wants_surrogate = ev.diagnostics.enabled or any(a.needs_surrogate for a in attacks)
         surrogate = self.fp(cell.init, seed) if wants_surrogate and cell.init != "random" else None
         skipped = tuple((a.label, "no full-precision parent to transfer from (random init)") for a in attacks
-                        if a.name == "transfer" and surrogate is None)
+                        if a.needs_surrogate and surrogate is None)
         attacks = tuple(a for a in attacks if any(a.runs_at(b) for b in budgets)  # runs at one of the cell's
-                        and (a.name != "transfer" or surrogate is not None))
+                        and (not a.needs_surrogate or surrogate is not None))
         d = ev.diagnostics
         diagnose = None
         if d.applies(seed):

@@ -106,6 +106,13 @@ class AttackRun:
 
         return ATTACKS.get(self.name).cost(**self.options)
 
+    @property
+    def needs_surrogate(self) -> bool:
+        """Whether it crafts its examples on another model, as the attack class declares."""
+        from robquant.attacks import ATTACKS
+
+        return ATTACKS.get(self.name).NEEDS_SURROGATE
+
     def for_evaluate(self, budgets: tuple[Budget, ...]) -> tuple[str, dict[str, Any]]:
         """``(name, options)`` as :func:`robquant.attacks.evaluate` takes them."""
         kw = {**self.options, "label": self.label}
