@@ -53,7 +53,9 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="log progr
 @user_errors
 def train(
     dataset: str = typer.Option(..., help="data set name (see `robquant list`)"),
-    model: str = typer.Option("resnet20", help="model name"),
+    model: str = typer.Option("resnet20", help="a registered model (see `robquant list`) or your own, "
+                              "package.module:factory (importable, called with --model-kwargs)"),
+    model_kwargs: Optional[str] = typer.Option(None, help="your own model's factory options, as JSON"),
     objective: str = typer.Option("clean", help="clean or pgd_at"),
     epochs: Optional[int] = typer.Option(None, help="training epochs (default 200, the paper's)"),
     out: Path = typer.Option(..., help="output folder (model, record, checkpoints)"),
@@ -83,16 +85,39 @@ def train(
     if n_test is not None:
         check_range("--n-test", n_test, 1)
     obj_kw = _pgd_at_options(pgd_eps, pgd_step, pgd_steps, bn_mode) if objective == "pgd_at" else {}
+    options = _user_model(model, model_kwargs)
+    if width:
+        options["width"] = width
     cfg = _recipe(FP_TRAIN, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                   schedule=schedule, seed=seed)
     dev = resolve_device(device)
     with RichProgress(err_console) as progress:
         record = train_model(dataset=dataset, model=model, objective=objective, train=cfg, out=out,
                              fraction=fraction, data_root=_opt_str(data_root), device=dev,
-                             model_kwargs={"width": width} if width else {}, objective_kwargs=obj_kw,
+                             model_kwargs=options, objective_kwargs=obj_kw,
                              allow_unverified=allow_unverified_data, download=download, n_test=n_test,
                              progress=progress)
     _print_train(record, out)
+
+
+def _user_model(model: Optional[str], kwargs_json: Optional[str]) -> dict[str, Any]:
+    """Let a model the user names (package.module:factory) be imported; its options from JSON."""
+    import json
+
+    from robquant.models import external
+
+    if model is not None and external.is_reference(model):
+        external.resolve(model)
+        external.allow(model)
+    if not kwargs_json:
+        return {}
+    try:
+        options = json.loads(kwargs_json)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--model-kwargs must be a JSON object, got {kwargs_json!r} ({exc.msg})") from None
+    if not isinstance(options, dict):
+        raise ConfigError(f"--model-kwargs must be a JSON object, got {kwargs_json!r}")
+    return options
 
 
 def _recipe(default: Any, **given: Any) -> Any:
@@ -129,6 +154,8 @@ def _print_train(record: dict[str, Any], out: Path) -> None:
 @user_errors
 def attack(
     checkpoint: Path = typer.Argument(..., help="model folder written by `robquant train`"),
+    model: Optional[str] = typer.Option(None, help="your own model (package.module:factory) when the folder holds "
+                                        "one: loading it imports that code, so it must be named"),
     attack_name: str = typer.Option("pgd", "--attack", help="attack name(s), comma-separated: pgd, fgsm, autoattack, "
                                     "apgd, square, transfer"),
     eps: str = typer.Option("1,2,4,8", help="budgets in /255 units, comma-separated"),
@@ -157,6 +184,7 @@ def attack(
     from robquant.display import RichProgress, diagnostics_table, robustness_table
     from robquant.pipeline import attack_model, parse_eps, resolve_device
 
+    _user_model(model, None)
     eps_list = parse_eps(eps)
     if n_test is not None:
         check_range("--n-test", n_test, 1)
@@ -192,6 +220,8 @@ def attack(
 @user_errors
 def quantize(
     checkpoint: Path = typer.Argument(..., help="full-precision model folder written by `robquant train`"),
+    model: Optional[str] = typer.Option(None, help="your own model (package.module:factory) when the folder holds "
+                                        "one: loading it imports that code, so it must be named"),
     method: str = typer.Option(..., help="ptq (post-training, PWLQ weights) or qat (quantization-aware, PACT/DoReFa)"),
     precision: str = typer.Option(..., help="AxWy: activation bits x, weight bits y, each 2..8, 16 or 32"),
     out: Path = typer.Option(..., help="output folder"),
@@ -231,6 +261,7 @@ def quantize(
     from robquant.quant import QuantConfig
     from robquant.train import QAT_FINETUNE
 
+    _user_model(model, None)
     check_range("--fraction", fraction, 0.0, 1.0, low_open=True)
     cfg = QuantConfig(method=method, precision=precision, weight_quantizer=quantizer, breakpoint=breakpoint,
                       quantize_first_last=first_last, calib_images=calib_images, calib_batch_size=calib_batch_size,
@@ -327,7 +358,24 @@ def _plan(study_path: Path, store_dir: Optional[Path], open_store: bool = True):
     study = load_study(study_path)
     if store_dir is not None:
         study = study.model_copy(update={"store": str(store_dir)})
-    return study, build_plan(study), Store(study.store) if open_store else None
+    plan = build_plan(study)
+    if open_store:  # about to run: a user's own model is checked before any work
+        _check_model(plan)
+    return study, plan, Store(study.store) if open_store else None
+
+
+def _check_model(plan: Any) -> None:
+    from robquant.data import create_dataset
+    from robquant.pipeline.commands import check_user_model
+    from robquant.pipeline.specs import Quantize
+
+    model, ds = plan.study.model, plan.study.dataset
+    if ":" not in model.name:
+        return
+    test = create_dataset(ds.name, ds.root, "test", allow_unverified=ds.allow_unverified)
+    quants = {s.spec.quant.method + s.spec.quant.act_placement: s.spec.quant for s in plan.stages.values()
+              if isinstance(s.spec, Quantize)}
+    check_user_model(model.name, model.options(), test, list(quants.values()))
 
 
 def _estimate(plan: Any, store: Any, device: Any, todo: set[str]) -> float | None:

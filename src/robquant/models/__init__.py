@@ -12,6 +12,7 @@ from typing import Any, Callable
 from torch import nn
 
 from robquant.errors import ConfigError
+from robquant.models import external
 from robquant.models.profile import count_macs, count_parameters
 from robquant.models.resnet import CifarResNet, Normalize, PreActResNet18
 from robquant.registry import Registry
@@ -37,7 +38,8 @@ def create_model(name: str, num_classes: int = 10, in_channels: int = 3, **kwarg
     """Build model ``name``.
 
     Args:
-        name: One of :func:`list_models`.
+        name: One of :func:`list_models`, or ``package.module:factory`` (see
+            :mod:`robquant.models.external`: called with ``kwargs`` only).
         num_classes: Output classes.
         in_channels: Input channels.
         **kwargs: Model options: ``width``, ``shortcut`` ("A" or "B", CIFAR ResNets), ``mean``, ``std``.
@@ -46,6 +48,8 @@ def create_model(name: str, num_classes: int = 10, in_channels: int = 3, **kwarg
         UnknownNameError: for an unknown name (the message lists the known ones).
         ConfigError: for an invalid option.
     """
+    if external.is_reference(name):  # the user's own: built by their factory with their options
+        return external.build(name, kwargs)
     factory = MODELS.get(name)
     if num_classes < 2:
         raise ConfigError(f"num_classes must be >= 2, got {num_classes}")

@@ -16,10 +16,11 @@ from robquant.attacks import ATTACKS, evaluate
 from robquant.pipeline.checkpoint import RECORD, build_model, load_model, read_record, save_model, write_json
 from robquant.data import ImageDataset, create_dataset
 from robquant.errors import ConfigError
-from robquant.models import create_model
+from robquant.models import external
 from robquant.progress import NULL_PROGRESS, Progress
 from robquant.provenance import environment, now_iso
 from robquant.quant import QuantConfig, model_size, quantize
+from robquant.quant.coverage import check_coverage
 from robquant.train import (QAT_FINETUNE, Objective, TrainConfig, TrainResult, convergence_status, create_objective,
                             fit, seed_everything)
 
@@ -54,9 +55,37 @@ def load_splits(dataset: str, data_root: str | None, fraction: float, seed: int,
 
 
 def architecture_spec(name: str, kwargs: dict[str, Any], train_set: ImageDataset) -> dict[str, Any]:
-    """How a model folder's record says to rebuild a model of architecture ``name`` for this data."""
-    return {"name": name, "num_classes": train_set.num_classes, "in_channels": train_set.in_channels,
-            "kwargs": {**kwargs, "mean": list(train_set.mean), "std": list(train_set.std)}}
+    """How a model folder's record says to rebuild a model of architecture ``name`` for this data: a
+    registered model gets the data's normalisation; a user's own (``package.module:factory``) its
+    options as given and the hash of its source file."""
+    spec = {"name": name, "num_classes": train_set.num_classes, "in_channels": train_set.in_channels}
+    if external.is_reference(name):
+        return {**spec, "kwargs": dict(kwargs), "source": external.source_hash(name)}
+    return {**spec, "kwargs": {**kwargs, "mean": list(train_set.mean), "std": list(train_set.std)}}
+
+
+def build_architecture(spec: dict[str, Any], train_set: ImageDataset, device: torch.device) -> torch.nn.Module:
+    """A model of ``spec`` with fresh parameters, checked to take the data's images and give its classes."""
+    net = build_model(spec).to(device)
+    if external.is_reference(spec["name"]):
+        external.check_shape(net, spec["name"], train_set.in_channels, train_set.image_size, train_set.num_classes)
+    return net
+
+
+def check_user_model(name: str, options: dict[str, Any], dataset: ImageDataset,
+                     quant_configs: Sequence[QuantConfig] = ()) -> None:
+    """Before any work: a user's own model (``package.module:factory``) builds, takes the data's
+    images, gives its classes, and can be quantized the ways a study asks (see
+    :mod:`robquant.quant.coverage`). Registered models pass at once.
+
+    Raises:
+        ConfigError: one message naming what is wrong.
+    """
+    if not external.is_reference(name):
+        return
+    net = external.build(name, options)
+    external.check_shape(net, name, dataset.in_channels, dataset.image_size, dataset.num_classes)
+    check_coverage(net, list(quant_configs), dataset.images[:2].float().div(255))
 
 
 def _finish(net: torch.nn.Module, *, out: str | os.PathLike, spec: dict[str, Any], kind: str,
@@ -94,7 +123,7 @@ def train_new(spec: dict[str, Any], *, train_set: ImageDataset, test_set: ImageD
     (resuming from ``out/checkpoints``), save it with its record, and return the record."""
     t0 = time.perf_counter()
     seed_everything(train.seed)
-    net = create_model(spec["name"], spec["num_classes"], spec["in_channels"], **spec["kwargs"]).to(device)
+    net = build_architecture(spec, train_set, device)
     result = fit(net, train_set, objective, train, device=device, checkpoint_dir=Path(out) / "checkpoints",
                  progress=progress)
     return _finish(net, out=out, spec=spec, kind="train", config=config, seed=train.seed, train_set=train_set,
@@ -144,6 +173,8 @@ def quantize_loaded(fp_model: torch.nn.Module, spec: dict[str, Any], *, quant: Q
     if quant.needs_calibration:  # PTQ activation ranges, QAT's PACT alpha from the data
         calib = calibration_images(train_set, quant, seed, device)
         config["calibration"] = {"images": len(calib), "batch_size": quant.calib_batch_size, "seed": seed}
+    if calib is None:  # quantize() checks on its calibration images; else on two training images here
+        check_coverage(fp_model, quant, train_set.images[:2].float().div(255).to(device))
     t_cal = time.perf_counter()
     net = quantize(fp_model, quant, calib_images=calib)
     timings["calibrate_s"] = time.perf_counter() - t_cal
@@ -196,7 +227,7 @@ def quantize_model(checkpoint: str | os.PathLike | None, *, quant: QuantConfig, 
     if checkpoint is None or reinit:
         seed_everything(seed)
         spec = architecture_spec(model_spec["name"], model_spec.get("kwargs", {}), train_set)
-        fp_model = build_model(spec).to(device)
+        fp_model = build_architecture(spec, train_set, device)
     else:
         spec = model_spec
         fp_model = load_model(checkpoint, device)

@@ -97,8 +97,10 @@ def _measure(study: Any, device: torch.device) -> Speeds:
     x = test.images[:batch].float().div(255).to(device)
     x = torch.cat([x] * (-(-batch // len(x))))[:batch]
     y = torch.randint(0, test.num_classes, (batch,), device=device)
-    fp = create_model(study.model.name, test.num_classes, test.in_channels, **study.model.kwargs(),
-                      mean=list(test.mean), std=list(test.std)).to(device)
+    from robquant.models import external
+
+    extra = {} if external.is_reference(study.model.name) else {"mean": list(test.mean), "std": list(test.std)}
+    fp = create_model(study.model.name, test.num_classes, test.in_channels, **study.model.options(), **extra).to(device)
     qat = quantize(fp, QuantConfig(method="qat", precision="A4W4", pact_init="fixed"))
     view = attack_view(fp.eval())
 

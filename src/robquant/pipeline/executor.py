@@ -23,10 +23,11 @@ from torch import nn
 from robquant.data import ImageDataset, create_dataset
 from robquant.errors import RobquantError
 from robquant.pipeline.checkpoint import load_model
-from robquant.pipeline.commands import (architecture_spec, attack_loaded, quantize_loaded, read_record,
-                                        train_new)
+from robquant.pipeline.commands import (architecture_spec, attack_loaded, build_architecture, quantize_loaded,
+                                        read_record, train_new)
 from robquant.pipeline.plan import Plan, Stage
-from robquant.pipeline.specs import DataRef, Evaluate, Quantize, TrainFP
+from robquant.models import external
+from robquant.pipeline.specs import DataRef, Evaluate, Quantize, TrainFP, architecture_of
 from robquant.pipeline.store import Store
 from robquant.progress import NULL_PROGRESS, Progress
 from robquant.provenance import device_name
@@ -93,9 +94,7 @@ def run_quantize(spec: Quantize, ctx: StageContext, out: os.PathLike) -> dict[st
     if spec.checkpoint is None:  # QAT from random parameters
         seed_everything(spec.seed)
         model_spec = architecture_spec(spec.model.name, spec.model.kwargs, train_set)
-        from robquant.pipeline.checkpoint import build_model
-
-        fp_model = build_model(model_spec).to(ctx.device)
+        fp_model = build_architecture(model_spec, train_set, ctx.device)
         parent: dict[str, Any] = {}
     else:
         parent = ctx.record(spec.checkpoint)
@@ -175,6 +174,9 @@ def stage_compute_seconds(record: dict[str, Any]) -> float:
 def run_stage(stage: Stage, ctx: StageContext) -> dict[str, Any]:
     """Do one stage's work in its work folder and return its record (not yet committed)."""
     t0 = time.perf_counter()
+    arch = architecture_of(stage.spec)
+    if arch is not None and external.is_reference(arch.name):  # named by the user's study (also in Ray workers)
+        external.allow(arch.name)
     record = HANDLERS[type(stage.spec)](stage.spec, ctx, ctx.store.work_dir(stage.key))
     record["stage"] = {"key": stage.key, "kind": stage.kind, "label": stage.label, "parents": stage.spec.parents(),
                        "planned_cost": stage.cost, "estimated_s": stage.estimated_s,

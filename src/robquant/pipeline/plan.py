@@ -96,7 +96,7 @@ class _Planner:
         self.study, self.n_train = study, n_train
         ds, ev = study.dataset, study.evaluation
         self.data = DataRef(ds.name, ev.n_test, ds.root, ds.allow_unverified)
-        self.model = ModelRef(study.model.name, study.model.kwargs())
+        self.model = ModelRef(study.model.name, study.model.options(), study.model.source())
         self.stages: dict[str, Stage] = {}
 
     def add(self, spec: StageSpec, count: Callable[[], dict[str, float]]) -> str:
@@ -158,7 +158,7 @@ class _Planner:
                                    tuple(d.autoattack) if d.autoattack else None, d.collapse_eps / 255, d.tol / 100,
                                    d.integer)
         spec = Evaluate(self.data, model, attacks, budgets, Budget.of(ev.main_eps), seed, ev.batch_size, ev.cascade,
-                        diagnose, surrogate, skipped, label=f"evaluate {cell.label} (seed {seed})")
+                        diagnose, surrogate, skipped, self.model, label=f"evaluate {cell.label} (seed {seed})")
         return self.add(spec, lambda: evaluation_cost(spec))
 
 

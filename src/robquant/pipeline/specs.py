@@ -54,10 +54,12 @@ class DataRef:
 
 @dataclass(frozen=True)
 class ModelRef:
-    """A registered architecture and its options."""
+    """A registered architecture, or a user's own (``package.module:factory``, with the sha256 of
+    its source file: changed code, new key), and its options."""
 
     name: str
     kwargs: dict[str, Any] = field(default_factory=dict)
+    source: str | None = None
 
 
 @dataclass(frozen=True)
@@ -205,6 +207,7 @@ class Evaluate:
     diagnose: DiagnoseRun | None = None
     surrogate: str | None = None  # the FP parent's key (transfer attacks, the trust checks)
     skipped: tuple[tuple[str, str], ...] = field(default=(), metadata=UNKEYED)  # (attack label, why)
+    architecture: ModelRef | None = field(default=None, metadata=UNKEYED)  # the study's model (its parents' own)
     label: str = field(default="", metadata=UNKEYED)
 
     def parents(self) -> dict[str, str]:
@@ -217,6 +220,11 @@ class Evaluate:
 
 
 StageSpec = Union[TrainFP, Quantize, Evaluate]
+
+
+def architecture_of(spec: StageSpec) -> ModelRef | None:
+    """The study's model a stage builds or loads."""
+    return spec.architecture if isinstance(spec, Evaluate) else spec.model
 
 
 def spec_config(spec: StageSpec) -> dict[str, Any]:

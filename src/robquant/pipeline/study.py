@@ -39,24 +39,50 @@ class DatasetSpec(_Spec):
 
 
 class ModelSpec(_Spec):
-    name: str = Field("resnet20", description="model name")
+    name: str = Field("resnet20", description="a registered model (see `robquant list`) or your own, "
+                      "'package.module:factory' (importable; called with kwargs)")
     width: Optional[int] = Field(None, ge=1, description="base width (ResNet-20: 16)")
     shortcut: Literal["A", "B"] = Field("A", description="CIFAR ResNet shortcut option")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="your own model's factory options")
 
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
-        from robquant.models import list_models
+        from robquant.models import external, list_models
 
-        if v not in list_models():
-            raise ValueError(f"unknown model {v!r}; known: {', '.join(list_models())}")
+        if external.is_reference(v):
+            external.resolve(v)  # importable and callable, or one message (ConfigError -> the field's error)
+            external.allow(v)
+        elif v not in list_models():
+            raise ValueError(f"unknown model {v!r}; known: {', '.join(list_models())}, or 'package.module:factory'")
         return v
 
-    def kwargs(self) -> dict[str, Any]:
+    @model_validator(mode="after")
+    def _options_fit(self) -> "ModelSpec":
+        from robquant.models import external
+
+        if external.is_reference(self.name) and (self.width is not None or self.shortcut != "A"):
+            raise ValueError("width and shortcut are options of robquant's ResNets; give your own model's in kwargs")
+        if not external.is_reference(self.name) and self.kwargs:
+            raise ValueError(f"kwargs are for your own model ('package.module:factory'), not {self.name!r}")
+        return self
+
+    def options(self) -> dict[str, Any]:
+        """The options the model is built with."""
+        from robquant.models import external
+
+        if external.is_reference(self.name):
+            return dict(self.kwargs)
         kw: dict[str, Any] = {} if self.width is None else {"width": self.width}
         if self.name.startswith("resnet") and self.shortcut != "A":
             kw["shortcut"] = self.shortcut
         return kw
+
+    def source(self) -> str | None:
+        """The sha256 of your own model's source file (None for a registered model)."""
+        from robquant.models import external
+
+        return external.source_hash(self.name)["sha256"] if external.is_reference(self.name) else None
 
 
 AA_ATTACKS = Literal["apgd-ce", "apgd-t", "fab-t", "square"]

@@ -25,6 +25,7 @@ from torch import nn
 
 from robquant.errors import ConfigError, check_range
 from robquant.models.surgery import modes_restored, replace_module
+from robquant.quant.coverage import check_coverage
 from robquant.quant.fold import fold_batchnorm
 from robquant.quant.modules import QuantConv2d, QuantInput, QuantLinear
 from robquant.quant.pact import PACT, DoReFaWeightQuantizer
@@ -150,6 +151,8 @@ def quantize(model: nn.Module, config: QuantConfig, calib_images: torch.Tensor |
         what = "activation ranges" if config.method == "ptq" else "PACT's alpha (pact_init='data')"
         raise ConfigError(f"{config.method.upper()} at {bits} calibrates {what} and needs calibration images"
                           + ("" if config.method == "ptq" else "; or set pact_init='fixed'"))
+    if calib_images is not None and len(calib_images):
+        check_coverage(model, config, calib_images[:2].to(next(model.parameters()).device))
     qmodel = copy.deepcopy(model)
     if config.method == "ptq":
         qmodel.eval()
