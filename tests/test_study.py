@@ -105,6 +105,8 @@ BAD = [
     (_with(quant__act_placement="outputs"), "quant.act_placement: Input should be 'inputs' or 'relu'"),
     (_with(cells=[{"init": "robust", "method": "ptq", "precision": "A8W8", "eps": [8]}]),
      "eps [8.0] must be a subset of evaluation.eps [8.0, 32.0] that holds main_eps 32"),
+    (_with(fp__robust={"checkpoint": "no_such_weights.pt"}), "fp.robust.checkpoint: no such file or folder"),
+    (_with(fp__robust={"checkpoint": "x.pt", "epochs": 3}), "fp.robust.epochs: unknown key (not a study field)"),
     ("axes: [unclosed", "not valid YAML at line 1"),
     ("- just\n- a list\n", "a study file must be a YAML mapping"),
     (b"\xff\xfe\x00\x89PNG binary", "a study file must be UTF-8 text (YAML); byte 0 is 0xff"),

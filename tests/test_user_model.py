@@ -127,3 +127,68 @@ def test_a_record_never_imports_a_model_the_user_did_not_name():
         external.build("test_user_model:DefinitelyUnnamed", {})
     external.allow("test_user_model:TinyNet")
     assert isinstance(create_model("test_user_model:TinyNet", width=4), TinyNet)
+
+
+# ---------------------------------------------------------------- your own weights
+
+class Payload:
+    """What a malicious weights file could hold: unpickling it would run a command."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_your_weights_are_the_fp_parents_and_a_pickled_payload_is_refused(tmp_path, demo_models):
+    from safetensors.torch import save_file
+
+    from robquant.attacks import evaluate
+    from robquant.data import create_dataset
+    from robquant.pipeline.checkpoint import load_model
+
+    folder, _ = demo_models["non_robust"]
+    state = load_model(folder).state_dict()
+    save_file(state, tmp_path / "mine.safetensors")
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, tmp_path / "mine.pt")  # DataParallel
+    study = {**STUDY, "model": {"name": "resnet20", "width": 8}, "seeds": [0, 1],
+             "evaluation": {**STUDY["evaluation"], "n_test": 100, "diagnostics": {"enabled": False}},
+             "fp": {"non_robust": {"checkpoint": "mine.pt"}, "robust": {"checkpoint": "mine.safetensors"}},
+             "axes": {"init": ["non_robust", "robust"], "method": ["ptq"], "precision": ["A8W8"]}}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study))
+    code, text = cli("run", path, "--device", "cpu")
+    assert code == 0, text
+    assert "0 train_fp, 2 import_fp" in text  # one import per file, shared by the seeds; no training
+    records = [json.loads(p.read_text()) for p in (tmp_path / "runs" / "store" / "stages").glob("*/record.json")]
+    imported = [r for r in records if r["kind"] == "import"]
+    assert len(imported) == 2
+    expected = evaluate(load_model(folder), create_dataset("digits", split="test"), [], [], n=100).clean_accuracy
+    for r in imported:  # the very model: the same clean accuracy on the same test examples
+        assert r["metrics"]["clean_accuracy"] == expected
+        assert r["config"]["sha256"] == hashlib.sha256(Path(r["config"]["source"]).read_bytes()).hexdigest()
+
+    marker = tmp_path / "PAYLOAD_RAN"
+    torch.save({"conv1.weight": state["conv1.weight"], "extra": Payload(marker)}, tmp_path / "mine.pt")
+    code, text = cli("run", path, "--device", "cpu")  # a new file: a new key, imported again, and refused
+    assert code == 1 and "mine.pt is refused: it is not a weights-only PyTorch file" in text, text
+    assert not marker.exists()
+
+
+def test_weights_that_do_not_fit_name_the_keys(tmp_path):
+    from robquant.data import create_dataset
+    from robquant.errors import CheckpointError
+    from robquant.pipeline.checkpoint import read_weights
+    from robquant.pipeline.commands import architecture_spec, import_weights
+
+    torch.save([1, 2, 3], tmp_path / "list.pt")
+    with pytest.raises(CheckpointError, match="does not hold a state_dict"):
+        read_weights(tmp_path / "list.pt")
+    torch.save({"fc.weight": torch.zeros(10, 8)}, tmp_path / "partial.pt")
+    data = create_dataset("digits", split="test")
+    spec = architecture_spec("resnet8", {"width": 8}, data)
+    with pytest.raises(CheckpointError, match=r"does not fit resnet8: missing \['conv1.weight'"):
+        import_weights(tmp_path / "partial.pt", spec, train_set=data, test_set=data, out=tmp_path / "out",
+                       device=torch.device("cpu"), config={})
+    assert not (tmp_path / "out").exists()

@@ -434,7 +434,9 @@ def run(
     todo = {s.key for s in pending(plan, st)}
     dev = _device(device)
     estimate = _estimate(plan, st, dev, todo)
-    kinds = {k: sum(1 for s in plan.stages.values() if s.kind == k) for k in ("train_fp", "quantize", "evaluate")}
+    kinds = {k: sum(1 for s in plan.stages.values() if s.kind == k)
+             for k in ("train_fp", "import_fp", "quantize", "evaluate")}
+    kinds = {k: n for k, n in kinds.items() if n or k != "import_fp"}
     console.print(f"study [bold]{study.name}[/]: {len(plan.cells)} cells, {len(plan.stages)} stages "
                   f"({', '.join(f'{n} {k}' for k, n in kinds.items())}); {len(plan.stages) - len(todo)} done, "
                   f"{len(todo)} to run; store {st.root}")

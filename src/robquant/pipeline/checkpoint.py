@@ -118,3 +118,48 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> n
     except RuntimeError as exc:
         raise CheckpointError(f"{folder / WEIGHTS} does not match its model spec: {exc}") from None
     return model.to(device).eval()
+
+
+def weights_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a weights file (of ``model.safetensors`` in a model folder)."""
+    import hashlib
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / WEIGHTS
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A state dict from a safetensors file, a robquant model folder, or a file written by
+    ``torch.save(model.state_dict())``, read weights-only: no code is executed, and a file holding
+    anything but tensors (a pickled object) is refused. A dict under ``state_dict`` or ``model``
+    (a training checkpoint) is taken, and a ``module.`` prefix (DataParallel) dropped.
+
+    Raises:
+        CheckpointError: naming the file and why it is refused.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / WEIGHTS
+    if path.suffix == ".safetensors":
+        try:
+            return load_file(str(path))
+        except Exception as exc:
+            raise CheckpointError(f"cannot read {path} as safetensors: {exc}") from None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # the weights-only unpickler refuses anything that is not tensors and containers
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path} is refused: it is not a weights-only PyTorch file (a pickled object would run "
+                              f"code when loaded); save model.state_dict() or use safetensors ({first})") from None
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path} does not hold a state_dict (a mapping of names to tensors)")
+    return {k.removeprefix("module."): v for k, v in state.items()}

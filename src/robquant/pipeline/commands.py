@@ -13,9 +13,10 @@ from typing import Any, Sequence
 import torch
 
 from robquant.attacks import ATTACKS, evaluate
-from robquant.pipeline.checkpoint import RECORD, build_model, load_model, read_record, save_model, write_json
+from robquant.pipeline.checkpoint import (RECORD, build_model, load_model, read_record, read_weights, save_model,
+                                          write_json)
 from robquant.data import ImageDataset, create_dataset
-from robquant.errors import ConfigError
+from robquant.errors import CheckpointError, ConfigError
 from robquant.models import external
 from robquant.progress import NULL_PROGRESS, Progress
 from robquant.provenance import environment, now_iso
@@ -128,6 +129,40 @@ def train_new(spec: dict[str, Any], *, train_set: ImageDataset, test_set: ImageD
                  progress=progress)
     return _finish(net, out=out, spec=spec, kind="train", config=config, seed=train.seed, train_set=train_set,
                    test_set=test_set, result=result, t0=t0, timings={}, device=device, progress=progress)
+
+
+def import_weights(source: str | os.PathLike, spec: dict[str, Any], *, train_set: ImageDataset,
+                   test_set: ImageDataset, out: str | os.PathLike, device: torch.device, config: dict[str, Any],
+                   progress: Progress = NULL_PROGRESS) -> dict[str, Any]:
+    """The user's trained weights (see :func:`~robquant.pipeline.checkpoint.read_weights`) in a model
+    of ``spec`` (a robquant model folder brings its own spec), saved as a model folder with its
+    record (clean accuracy, status) like a trained one.
+
+    Raises:
+        CheckpointError: weights refused, or not matching the model (naming the keys).
+    """
+    t0 = time.perf_counter()
+    folder = Path(source)
+    if folder.is_dir() and (folder / RECORD).is_file():
+        spec = read_record(folder)[1]["model"]
+        if spec.get("quant"):
+            raise CheckpointError(f"{folder} holds a quantized model; an FP model is needed")
+    net = build_architecture(spec, train_set, device)
+    state = read_weights(source)
+    own = net.state_dict()
+    # robquant's models normalise inside: weights trained elsewhere keep the data's statistics
+    missing = [k for k in own if k not in state and not k.startswith("normalize.")]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        raise CheckpointError(f"{source} does not fit {spec['name']}: missing {missing[:5]}"
+                              f"{' ...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
+                              f"{' ...' if len(unexpected) > 5 else ''}")
+    try:
+        net.load_state_dict({**own, **state})
+    except RuntimeError as exc:
+        raise CheckpointError(f"{source} does not fit {spec['name']}: {str(exc).splitlines()[-1].strip()}") from None
+    return _finish(net.to(device).eval(), out=out, spec=spec, kind="import", config=config, seed=0, train_set=train_set,
+                   test_set=test_set, result=None, t0=t0, timings={}, device=device, progress=progress)
 
 
 def train_model(*, dataset: str, model: str, objective: str, train: TrainConfig, out: str | os.PathLike,

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from robquant.pipeline.plan import Plan, Stage
-from robquant.pipeline.specs import AttackRun, Evaluate, Quantize, TrainFP
+from robquant.pipeline.specs import AttackRun, Evaluate, ImportFP, Quantize, TrainFP
 from robquant.provenance import device_name
 
 ASSUMED_ACCURACY = 0.7  # share of test examples classified correctly (the ones attacked)
@@ -202,6 +202,8 @@ def estimate_seconds(stage: Stage, speeds: Speeds, n_train: int) -> float:
     spec = stage.spec
     if isinstance(spec, Evaluate):
         return _evaluation_seconds(spec, speeds)
+    if isinstance(spec, ImportFP):  # load the data, then the clean accuracy
+        return speeds.load_train + speeds.load_test + (spec.data.n_test or 10_000) * speeds.fwd_fp
     n_test = spec.data.n_test or 10_000
     seconds = speeds.load_train + speeds.load_test
     images = max(1, round(n_train * spec.fraction))

@@ -21,13 +21,13 @@ import torch
 from torch import nn
 
 from robquant.data import ImageDataset, create_dataset
-from robquant.errors import RobquantError
-from robquant.pipeline.checkpoint import load_model
-from robquant.pipeline.commands import (architecture_spec, attack_loaded, build_architecture, quantize_loaded,
-                                        read_record, train_new)
+from robquant.errors import CheckpointError, RobquantError
+from robquant.pipeline.checkpoint import load_model, weights_sha256
+from robquant.pipeline.commands import (architecture_spec, attack_loaded, build_architecture, import_weights,
+                                        quantize_loaded, read_record, train_new)
 from robquant.pipeline.plan import Plan, Stage
 from robquant.models import external
-from robquant.pipeline.specs import DataRef, Evaluate, Quantize, TrainFP, architecture_of
+from robquant.pipeline.specs import DataRef, Evaluate, ImportFP, Quantize, TrainFP, architecture_of
 from robquant.pipeline.store import Store
 from robquant.progress import NULL_PROGRESS, Progress
 from robquant.provenance import device_name
@@ -87,6 +87,17 @@ def run_train_fp(spec: TrainFP, ctx: StageContext, out: os.PathLike) -> dict[str
     return train_new(architecture_spec(spec.model.name, spec.model.kwargs, train_set), train_set=train_set,
                      test_set=test_set, objective=objective, train=spec.train, out=out, device=ctx.device,
                      config=config, progress=ctx.progress)
+
+
+def run_import_fp(spec: ImportFP, ctx: StageContext, out: os.PathLike) -> dict[str, Any]:
+    if weights_sha256(spec.source) != spec.sha256:
+        raise CheckpointError(f"{spec.source} changed since the study was planned: plan it again")
+    train_set, test_set = ctx.splits(spec.data, 1.0, 0)
+    config = {"dataset": spec.data.name, "init": spec.init, "source": spec.source, "sha256": spec.sha256,
+              "n_test": spec.data.n_test}
+    return import_weights(spec.source, architecture_spec(spec.model.name, spec.model.kwargs, train_set),
+                          train_set=train_set, test_set=test_set, out=out, device=ctx.device, config=config,
+                          progress=ctx.progress)
 
 
 def run_quantize(spec: Quantize, ctx: StageContext, out: os.PathLike) -> dict[str, Any]:
@@ -159,7 +170,7 @@ def evaluation_metrics(record: dict[str, Any], spec: Evaluate) -> dict[str, Any]
 
 
 HANDLERS: dict[type, Callable[[Any, StageContext, os.PathLike], dict[str, Any]]] = {
-    TrainFP: run_train_fp, Quantize: run_quantize, Evaluate: run_evaluate}
+    TrainFP: run_train_fp, ImportFP: run_import_fp, Quantize: run_quantize, Evaluate: run_evaluate}
 
 
 def stage_compute_seconds(record: dict[str, Any]) -> float:

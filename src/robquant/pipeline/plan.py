@@ -10,11 +10,13 @@ objects that run it: the objective's and each attack's declared passes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
-from robquant.pipeline.specs import (AttackRun, Budget, DataRef, DiagnoseRun, Evaluate, ModelRef, ObjectiveRef,
-                                     Quantize, StageSpec, TrainFP, spec_config, spec_key)
-from robquant.pipeline.study import Cell, Study, TrainSpec
+from robquant.pipeline.checkpoint import weights_sha256
+from robquant.pipeline.specs import (AttackRun, Budget, DataRef, DiagnoseRun, Evaluate, ImportFP, ModelRef,
+                                     ObjectiveRef, Quantize, StageSpec, TrainFP, spec_config, spec_key)
+from robquant.pipeline.study import Cell, FPWeightsSpec, Study, TrainSpec
 from robquant.quant import QuantConfig
 from robquant.train import TrainConfig
 
@@ -115,6 +117,11 @@ class _Planner:
     def fp(self, init: str, seed: int) -> str:
         study = self.study
         spec, fraction = study.fp.spec(init), study.fp.fraction_of(init)
+        if isinstance(spec, FPWeightsSpec):  # the user's weights: one stage whatever the seed
+            digest = weights_sha256(spec.checkpoint)
+            return self.add(ImportFP(self.data, self.model, init, digest, spec.checkpoint,
+                                     label=f"import {init} FP weights ({Path(spec.checkpoint).name})"),
+                            lambda: {"forward": 0.0, "backward": 0.0})
         seed = seed if study.fp.seed is None else study.fp.seed
         objective = (ObjectiveRef("pgd_at", study.fp.pgd.kwargs()) if init == "robust" else ObjectiveRef("clean"))
         stage = TrainFP(self.data, self.model, init, objective, fraction, train_config(spec, seed),

@@ -143,6 +143,22 @@ class TrainFP:
 
 
 @dataclass(frozen=True)
+class ImportFP:
+    """The user's trained weights as an FP model (no training): keyed by the file's sha256."""
+
+    kind: ClassVar[str] = "import_fp"
+    data: DataRef
+    model: ModelRef
+    init: str
+    sha256: str
+    source: str = field(default="", metadata=UNKEYED)  # where the weights are (a copy elsewhere is the same stage)
+    label: str = field(default="", metadata=UNKEYED)
+
+    def parents(self) -> dict[str, str]:
+        return {}
+
+
+@dataclass(frozen=True)
 class Quantize:
     """PTQ of the ``checkpoint`` parent, or QAT from it (from random parameters without one)."""
 
@@ -219,7 +235,7 @@ class Evaluate:
         return next((a.label for a in self.attacks if a.name == "pgd"), None)
 
 
-StageSpec = Union[TrainFP, Quantize, Evaluate]
+StageSpec = Union[TrainFP, ImportFP, Quantize, Evaluate]
 
 
 def architecture_of(spec: StageSpec) -> ModelRef | None:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator,
+                      model_validator)
 
 from robquant.errors import ConfigError
 from robquant.quant.precision import parse_precision
@@ -219,10 +220,33 @@ class FPTrainSpec(TrainSpec):
         return None if v is None else _check_fraction(v)
 
 
+class FPWeightsSpec(_Spec):
+    """Your own trained weights as the FP model: no FP training runs."""
+
+    checkpoint: str = Field(..., min_length=1, description="a safetensors file, a robquant model folder, or a "
+                            "PyTorch state_dict saved with torch.save (read weights-only); relative to the study file")
+
+    @field_validator("checkpoint")
+    @classmethod
+    def _exists(cls, v: str) -> str:
+        if not Path(v).exists():
+            raise ValueError(f"no such file or folder: {v!r}")
+        return v
+
+
+def _fp_kind(v: Any) -> str:
+    """A training recipe, or (with ``checkpoint``) your own weights."""
+    return "<weights>" if isinstance(v, FPWeightsSpec) or (isinstance(v, dict) and "checkpoint" in v) else "<recipe>"
+
+
+FPModel = Annotated[Union[Annotated[FPTrainSpec, Tag("<recipe>")], Annotated[FPWeightsSpec, Tag("<weights>")]],
+                    Discriminator(_fp_kind)]
+
+
 class FPSpec(_Spec):
-    non_robust: Optional[FPTrainSpec] = Field(default_factory=FPTrainSpec, description="clean training")
-    robust: Optional[FPTrainSpec] = Field(default_factory=lambda: FPTrainSpec(weight_decay=2e-4),
-                                          description="PGD adversarial training (the RRM teacher)")
+    non_robust: Optional[FPModel] = Field(default_factory=FPTrainSpec, description="clean training, or your weights")
+    robust: Optional[FPModel] = Field(default_factory=lambda: FPTrainSpec(weight_decay=2e-4),
+                                      description="PGD adversarial training (the RRM teacher), or your weights")
     pgd: PGDSpec = Field(default_factory=PGDSpec)
     fraction: float = Field(1.0, description="class-stratified, seeded fraction of the training set the FP models "
                             "train on")
@@ -235,14 +259,15 @@ class FPSpec(_Spec):
     def _frac(cls, v: float) -> float:
         return _check_fraction(v)
 
-    def spec(self, init: str) -> FPTrainSpec:
-        """The training recipe of the ``robust`` or ``non_robust`` FP model."""
+    def spec(self, init: str) -> FPTrainSpec | FPWeightsSpec:
+        """The training recipe, or the user's weights, of the ``robust`` or ``non_robust`` FP model."""
         spec = self.robust if init == "robust" else self.non_robust
         assert spec is not None  # the study's validation guarantees it
         return spec
 
     def fraction_of(self, init: str) -> float:
-        f = self.spec(init).fraction
+        spec = self.spec(init)
+        f = spec.fraction if isinstance(spec, FPTrainSpec) else None
         return self.fraction if f is None else f
 
 
@@ -394,7 +419,7 @@ class Study(_Spec):
 def _format_errors(path: str, exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
+        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-after", "<")))
         msg = err["msg"].removeprefix("Value error, ")
         value = err.get("input")
         shown = "" if isinstance(value, dict) or "got " in msg else f" (got {value!r})"
@@ -438,6 +463,11 @@ def load_study(path: str | Path) -> Study:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    for init in ("non_robust", "robust"):  # your weights are found beside the study file
+        fp = (data.get("fp") or {}) if isinstance(data, dict) else {}
+        spec = fp.get(init) if isinstance(fp, dict) else None
+        if isinstance(spec, dict) and isinstance(spec.get("checkpoint"), str):
+            spec["checkpoint"] = str((path.resolve().parent / spec["checkpoint"]).resolve())
     study = parse_study(data, str(path))
     if study.store is None:
         study = study.model_copy(update={"store": str(path.resolve().parent / "runs" / "store")})
