@@ -366,16 +366,16 @@ def _plan(study_path: Path, store_dir: Optional[Path], open_store: bool = True):
 
 def _check_model(plan: Any) -> None:
     from robquant.data import create_dataset
+    from robquant.models import external
     from robquant.pipeline.commands import check_user_model
     from robquant.pipeline.specs import Quantize
 
     model, ds = plan.study.model, plan.study.dataset
-    if ":" not in model.name:
+    if not external.is_reference(model.name):
         return
     test = create_dataset(ds.name, ds.root, "test", allow_unverified=ds.allow_unverified)
-    quants = {s.spec.quant.method + s.spec.quant.act_placement: s.spec.quant for s in plan.stages.values()
-              if isinstance(s.spec, Quantize)}
-    check_user_model(model.name, model.options(), test, list(quants.values()))
+    check_user_model(model.name, model.options(), test,
+                     [s.spec.quant for s in plan.stages.values() if isinstance(s.spec, Quantize)])
 
 
 def _estimate(plan: Any, store: Any, device: Any, todo: set[str]) -> float | None:

@@ -83,7 +83,6 @@ def measure_speeds(study: Any, device: torch.device) -> Speeds:
 def _measure(study: Any, device: torch.device) -> Speeds:
     from robquant.attacks.view import attack_view
     from robquant.data import create_dataset
-    from robquant.models import create_model
     from robquant.quant import QuantConfig, quantize
 
     ds = study.dataset
@@ -97,10 +96,10 @@ def _measure(study: Any, device: torch.device) -> Speeds:
     x = test.images[:batch].float().div(255).to(device)
     x = torch.cat([x] * (-(-batch // len(x))))[:batch]
     y = torch.randint(0, test.num_classes, (batch,), device=device)
-    from robquant.models import external
+    from robquant.pipeline.checkpoint import build_model
+    from robquant.pipeline.commands import architecture_spec
 
-    extra = {} if external.is_reference(study.model.name) else {"mean": list(test.mean), "std": list(test.std)}
-    fp = create_model(study.model.name, test.num_classes, test.in_channels, **study.model.options(), **extra).to(device)
+    fp = build_model(architecture_spec(study.model.name, study.model.options(), test)).to(device)
     qat = quantize(fp, QuantConfig(method="qat", precision="A4W4", pact_init="fixed"))
     view = attack_view(fp.eval())
 
