@@ -153,7 +153,11 @@ def _print_train(record: dict[str, Any], out: Path) -> None:
 @app.command()
 @user_errors
 def attack(
-    checkpoint: Path = typer.Argument(..., help="model folder written by `robquant train`"),
+    checkpoint: Path = typer.Argument(..., help="model folder written by `robquant train`, or an .onnx file "
+                                      "written by `robquant export` (evaluated on --runtime)"),
+    runtime: Optional[str] = typer.Option(None, help="an .onnx model's runtime: onnxruntime (the default for .onnx)"),
+    reference: Optional[Path] = typer.Option(None, help=".onnx: the fake-quantized model folder it was exported "
+                                             "from (default: the one its metadata names)"),
     model: Optional[str] = typer.Option(None, help="your own model (package.module:factory) when the folder holds "
                                         "one: loading it imports that code, so it must be named"),
     attack_name: str = typer.Option("pgd", "--attack", help="attack name(s), comma-separated: pgd, fgsm, autoattack, "
@@ -168,7 +172,8 @@ def attack(
     square_queries: int = typer.Option(5000, help="square: queries per example"),
     surrogate: Optional[Path] = typer.Option(None, help="transfer / diagnostics: surrogate model folder (default: "
                                              "the recorded full-precision parent)"),
-    n_test: Optional[int] = typer.Option(None, help="evaluate the first N test examples (default all)"),
+    n_test: Optional[int] = typer.Option(None, help="evaluate the first N test examples (default all; 200 for an "
+                                         ".onnx model)"),
     diagnose: bool = typer.Option(False, "--diagnose", help="also run the trust checks (masking, convergence, "
                                   "black-box, AutoAttack, integer execution) at the largest eps"),
     diagnose_n: int = typer.Option(200, help="--diagnose: test examples"),
@@ -188,6 +193,11 @@ def attack(
     eps_list = parse_eps(eps)
     if n_test is not None:
         check_range("--n-test", n_test, 1)
+    if runtime is not None or checkpoint.suffix == ".onnx":
+        _attack_deployed(checkpoint, runtime or "onnxruntime", reference, eps_list, n_test or 200, steps, restarts,
+                         check_range("--square-queries", square_queries, 1), dataset, data_root,
+                         allow_unverified_data, seed, batch_size, out, device)
+        return
     check_range("--diagnose-n", diagnose_n, 1)
     from robquant.attacks import ATTACKS
 
@@ -214,6 +224,60 @@ def attack(
     if "diagnostics" in record:
         console.print(diagnostics_table(record["diagnostics"]))
     console.print(f"written to {out or Path(checkpoint) / 'attack.json'}")
+
+
+def _attack_deployed(path: Path, runtime: str, reference: Optional[Path], eps: list[float], n: int, steps: int,
+                     restarts: int, square_queries: int, dataset: Optional[str], data_root: Optional[Path],
+                     allow_unverified: bool, seed: int, batch_size: int, out: Optional[Path], device: str) -> None:
+    from robquant.display import deployed_table
+    from robquant.pipeline import resolve_device
+    from robquant.pipeline.deployment import attack_onnx
+
+    if path.suffix != ".onnx":
+        raise ConfigError(f"--runtime evaluates an exported .onnx file, got {path} (write one with `robquant export`)")
+    with err_console.status(f"attacking {path} on {runtime}"):
+        record = attack_onnx(path, eps=eps, runtime=runtime, reference=_opt_str(reference), dataset=dataset,
+                             data_root=_opt_str(data_root), allow_unverified=allow_unverified, n=n, steps=steps,
+                             restarts=restarts, square_queries=square_queries, seed=seed, batch_size=batch_size,
+                             device=resolve_device(device), out=out)
+    console.print(deployed_table(f"{path} on {runtime} (reference {record['reference']})", record["results"]))
+    console.print(f"written to {out or path.with_name(path.name + '.attack.json')}")
+
+
+@app.command()
+@user_errors
+def export(
+    checkpoint: Path = typer.Argument(..., help="model folder (quantized or not) written by robquant"),
+    model: Optional[str] = typer.Option(None, help="your own model (package.module:factory) when the folder holds "
+                                        "one: loading it imports that code, so it must be named"),
+    format: str = typer.Option("onnx", "--format", help="onnx (QuantizeLinear/DequantizeLinear)"),
+    out: Path = typer.Option(..., help="the file to write, e.g. model.onnx"),
+    opset: int = typer.Option(17, help="ONNX opset, 13-20"),
+    check_n: int = typer.Option(256, help="test images on which ONNX Runtime is compared with the model (0: skip)"),
+    data_root: Optional[Path] = typer.Option(None, help=DATA_ROOT_HELP),
+    allow_unverified_data: bool = typer.Option(False, help="accept a data copy whose checksums differ"),
+) -> None:
+    """Export a model as ONNX with integer (QDQ) weights and activations, checked by onnx.checker."""
+    from robquant.pipeline.deployment import export_model
+
+    _user_model(model, None)
+    check_range("--check-n", check_n, 0)
+    with err_console.status(f"exporting {checkpoint}"):
+        info = export_model(checkpoint, out, format=format, opset=opset, data_root=_opt_str(data_root),
+                            allow_unverified=allow_unverified_data, check_n=check_n)
+    branches = sorted(set(info["layers"].values()) - {0})
+    qdq = sum(1 for v in info["layers"].values() if v)
+    console.print(f"wrote {info['path']} ({info['bytes'] / 1024:.0f} KiB, opset {info['opset']}, "
+                  f"{info['seconds']:.2f} s), checked by onnx.checker")
+    console.print(f"  {qdq} of {len(info['layers'])} conv/linear layers with integer weights"
+                  + (f" ({'/'.join(map(str, branches))} branches per layer)" if branches else "")
+                  + f"; {len(info['activations'])} quantized activations: "
+                  + (", ".join(sorted(set(info["activations"].values()))) or "none"))
+    if info["agreement"] is not None:
+        console.print(f"  ONNX Runtime agrees with the model on {100 * info['agreement']:.1f} % of {info['n']} "
+                      "test images (top-1)")
+    else:
+        console.print("  (install onnxruntime to compare the export with the model)")
 
 
 @app.command()

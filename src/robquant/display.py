@@ -134,6 +134,26 @@ def diagnostics_table(diag: dict[str, Any]) -> Table:
     return table
 
 
+def deployed_table(title: str, results: list[dict[str, Any]]) -> Table:
+    """A deployed model's robustness on its runtime, per budget, beside the fake-quantized model's."""
+    table = Table(title=title)
+    for col in ("eps /255", "n", "clean %", "transfer %", "square %", "robust %", "fake-quant PGD %",
+                "fake-quant square %", "agree clean %", "agree adv %", "flag"):
+        table.add_column(col, justify="right")
+    for r in results:
+        acc = r["accuracy"]
+        table.add_row(f"{r['eps_255']:g}", str(r["n"]), f"{100 * r['clean_accuracy']:.1f}",
+                      f"{100 * acc['transfer']:.1f}", f"{100 * acc['square']:.1f}", f"{100 * r['robustness']:.1f}",
+                      f"{100 * acc['reference_pgd']:.1f}", f"{100 * acc['reference_square']:.1f}",
+                      f"{100 * r['clean_agreement']:.1f}",
+                      f"{100 * r['adversarial_agreement']:.1f}", "FLAG" if r["flag"] else "ok")
+    table.caption = (f"{results[0]['runtime'] if results else ''}: transfer = PGD crafted on the fake-quantized "
+                     "model; square = gradient-free on the runtime (and, same seed, on the fake-quantized model); robust = "
+                     "under both; agreement = top-1 with the fake-quantized model; FLAG: a mismatch above "
+                     f"{100 * results[0]['threshold'] if results else 1:g} points")
+    return table
+
+
 def report_table(table: Any) -> Table:
     """A report table (:class:`robquant.report.tables.Table`) for the terminal, its notes as caption."""
     out = Table(title=table.title, show_lines=True)

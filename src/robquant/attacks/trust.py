@@ -24,6 +24,11 @@ means the number of record is probably too high:
                             examples; flagged above ``tol``
 ``integer_mismatch``        top-1 disagreement between the model and its integer execution
                             (quantized models only); flagged above 1 %
+``deployed_mismatch``       with a deployed evaluation (:mod:`robquant.deploy`, run by the
+                            pipeline): top-1 disagreement between the exported model on its
+                            runtime and the fake-quantized model, clean or adversarial, above
+                            1 %, or the deployed model's robustness (transfer + Square) below the
+                            robustness of record by more than ``tol``
 ==========================  =====================================================================
 
 A check that could not run (no surrogate, AutoAttack switched off, a full-precision model for the
@@ -45,7 +50,7 @@ from robquant.models.surgery import modes_restored
 from robquant.progress import NULL_PROGRESS, Progress
 
 CHECKS = ("zero_gradient", "pgd_weaker_than_fgsm", "pgd_not_converged", "no_collapse", "square_beats_pgd",
-          "transfer_beats_pgd", "autoattack_above_pgd", "integer_mismatch")
+          "transfer_beats_pgd", "autoattack_above_pgd", "integer_mismatch", "deployed_mismatch")
 
 
 def input_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -177,6 +182,7 @@ def diagnose(model: nn.Module, dataset: Any, eps: float, *, n: int = 200, steps:
         "autoattack_above_pgd": _check(acc["autoattack"] - acc["pgd"] if "autoattack" in acc else None, tol,
                                        "AutoAttack minus reference PGD accuracy"),
         "integer_mismatch": _check(None, 0.01, "top-1 disagreement with integer execution"),
+        "deployed_mismatch": _check(None, 0.01, "top-1 disagreement with the deployed model (not evaluated)"),
     }
     if integer and _is_quantized(model):
         checks["integer_mismatch"] = _integer_check(model, x, y, correct, eps, steps, seed)

@@ -315,9 +315,12 @@ def attack_loaded(model: torch.nn.Module, test_set: ImageDataset, *,
                   attacks: Sequence[tuple[str, dict[str, Any]]], eps: Sequence[float], n_test: int | None = None,
                   device: torch.device, batch_size: int = 256, seed: int = 0, cascade: bool = False,
                   surrogate: torch.nn.Module | None = None, surrogate_id: str | None = None,
-                  diagnose: dict[str, Any] | None = None, progress: Progress = NULL_PROGRESS) -> dict[str, Any]:
+                  diagnose: dict[str, Any] | None = None, deployed: dict[str, Any] | None = None,
+                  out: str | os.PathLike | None = None, progress: Progress = NULL_PROGRESS) -> dict[str, Any]:
     """Evaluate ``model`` under ``attacks`` (a ``transfer`` attack crafts on ``surrogate``) and,
-    with ``diagnose`` options, run the trust checks; return the record (not written)."""
+    with ``diagnose`` options, run the trust checks; with ``deployed`` options, export the model to
+    ``out/model.onnx`` and evaluate it on its runtime (:func:`deployed_after`). Returns the record
+    (not written)."""
 
     specs = []
     for name, kw in attacks:
@@ -334,7 +337,33 @@ def attack_loaded(model: torch.nn.Module, test_set: ImageDataset, *,
         record["diagnostics"] = _diagnose_after(ev, model, test_set, specs, diagnose, batch_size=batch_size,
                                                 device=device, seed=seed, surrogate=surrogate,
                                                 surrogate_id=surrogate_id, progress=progress)
+    if deployed is not None:
+        if out is None:
+            raise ConfigError("a deployed evaluation needs a folder to export the model to")
+        record["deployed"] = deployed_after(ev, model, test_set, deployed, out, device=device, seed=seed,
+                                            batch_size=batch_size)
+        if "diagnostics" in record:  # the trust checks list it beside their own
+            diag = record["diagnostics"]
+            diag["checks"]["deployed_mismatch"] = record["deployed"]["check"]
+            diag["flags"] = [k for k, c in diag["checks"].items() if c["flag"]]
     return record
+
+
+def deployed_after(ev: Any, model: torch.nn.Module, test_set: ImageDataset, options: dict[str, Any],
+                   out: str | os.PathLike, **kw: Any) -> dict[str, Any]:
+    """The deployed evaluation after an evaluation (:mod:`robquant.deploy`), with the trust check
+    ``deployed_mismatch`` judged against the evaluation's robustness of record on the same examples."""
+    from robquant.attacks import record_mask
+    from robquant.deploy import mismatch_check
+    from robquant.pipeline.deployment import deployed_for_stage
+
+    result, info = deployed_for_stage(model, test_set, out, options, **kw)
+    kept = record_mask(ev.robust_correct, options["eps"])
+    n = result["n"]
+    record_accuracy = kept[:n].float().mean().item() if kept is not None and len(kept) >= n else None
+    result.update(record_accuracy=record_accuracy, export=info.to_dict(),
+                  check=mismatch_check(result, record_accuracy))
+    return result
 
 
 def _diagnose_after(ev: Any, model: torch.nn.Module, test_set: ImageDataset, attacks: list[tuple[str, dict[str, Any]]],

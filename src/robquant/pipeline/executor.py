@@ -134,7 +134,8 @@ def run_evaluate(spec: Evaluate, ctx: StageContext, out: os.PathLike) -> dict[st
         seed=spec.seed, cascade=spec.cascade,
         surrogate=ctx.model(spec.surrogate) if spec.surrogate is not None else None,
         surrogate_id=f"stage {spec.surrogate}" if spec.surrogate is not None else None,
-        diagnose=spec.diagnose.options() if spec.diagnose is not None else None, progress=ctx.progress)
+        diagnose=spec.diagnose.options() if spec.diagnose is not None else None,
+        deployed=spec.deployed.options() if spec.deployed is not None else None, out=out, progress=ctx.progress)
     _label_budgets(record["result"], spec)
     if spec.skipped:
         record["skipped_attacks"] = dict(spec.skipped)
@@ -165,8 +166,28 @@ def evaluation_metrics(record: dict[str, Any], spec: Evaluate) -> dict[str, Any]
         "reference_attack": ref,
         "reference": None if ref_all is None else {"accuracy": ref_all["accuracy"], "n": ref_all["n"],
                                                    "accuracy_common": worst["per_attack"].get(ref)},
-        "flags": (record.get("diagnostics") or {}).get("flags", []),
+        "flags": _flags(record),
+        "deployed": _deployed_metrics(record.get("deployed")),
     }
+
+
+def _flags(record: dict[str, Any]) -> list[str]:
+    """The trust checks that fired (the deployed check too, when the trust checks did not run)."""
+    flags = list((record.get("diagnostics") or {}).get("flags", []))
+    check = (record.get("deployed") or {}).get("check") or {}
+    if check.get("flag") and "deployed_mismatch" not in flags:
+        flags.append("deployed_mismatch")
+    return flags
+
+
+def _deployed_metrics(deployed: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The deployed model's numbers of record (None when it was not evaluated)."""
+    if deployed is None:
+        return None
+    keys = ("runtime", "n", "clean_accuracy", "robustness", "record_accuracy", "clean_agreement",
+            "adversarial_agreement", "accuracy")
+    return {**{k: deployed.get(k) for k in keys}, "export_s": deployed["export"]["seconds"],
+            "bytes": deployed["export"]["bytes"]}
 
 
 HANDLERS: dict[type, Callable[[Any, StageContext, os.PathLike], dict[str, Any]]] = {

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from robquant.pipeline.checkpoint import weights_sha256
-from robquant.pipeline.specs import (AttackRun, Budget, DataRef, DiagnoseRun, Evaluate, ImportFP, ModelRef,
+from robquant.pipeline.specs import (AttackRun, Budget, DataRef, DeployedRun, DiagnoseRun, Evaluate, ImportFP, ModelRef,
                                      ObjectiveRef, Quantize, StageSpec, TrainFP, spec_config, spec_key)
 from robquant.pipeline.study import Cell, FPWeightsSpec, Study, TrainSpec
 from robquant.quant import QuantConfig
+from robquant.quant.precision import parse_precision
 from robquant.train import TrainConfig
 
 
@@ -164,8 +165,14 @@ class _Planner:
                                    pgd.restarts if pgd else 1, d.square_queries,
                                    tuple(d.autoattack) if d.autoattack else None, d.collapse_eps / 255, d.tol / 100,
                                    d.integer)
+        deployed = None
+        if ev.deployed.applies(seed) and not parse_precision(cell.precision).is_fp:
+            pgd = ev.reference_pgd()
+            dep = ev.deployed
+            deployed = DeployedRun(ev.main_eps / 255, dep.n, pgd.steps if pgd else 20, pgd.restarts if pgd else 1,
+                                   dep.square_queries, dep.opset, dep.tol / 100, dep.runtime)
         spec = Evaluate(self.data, model, attacks, budgets, Budget.of(ev.main_eps), seed, ev.batch_size, ev.cascade,
-                        diagnose, surrogate, skipped, self.model, label=f"evaluate {cell.label} (seed {seed})")
+                        diagnose, surrogate, deployed, skipped, self.model, label=f"evaluate {cell.label} (seed {seed})")
         return self.add(spec, lambda: evaluation_cost(spec))
 
 
@@ -229,4 +236,8 @@ def evaluation_cost(spec: Evaluate) -> dict[str, float]:
         c = spec.diagnose.cost(spec.surrogate is not None)
         fwd += spec.diagnose.n * (c.gradients + c.forwards)
         bwd += spec.diagnose.n * c.gradients
+    if spec.deployed is not None:
+        c = spec.deployed.cost()
+        fwd += spec.deployed.n * (c.gradients + c.forwards)
+        bwd += spec.deployed.n * c.gradients
     return {"forward": fwd, "backward": bwd}

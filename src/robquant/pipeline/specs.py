@@ -24,6 +24,7 @@ from robquant.train import TrainConfig
 
 STAGE_VERSION = 3  # bump when a stage's computation changes meaning: old results stop matching
 UNKEYED = {"keyed": False}
+KEYED_IF_SET = {"keyed": "if_set"}  # a later addition: left out of the key while None, so older keys still match
 
 
 def canonical_json(obj: Any) -> str:
@@ -34,7 +35,9 @@ def canonical_json(obj: Any) -> str:
 def _keyed(obj: Any) -> Any:
     """A spec as JSON-ready data, without its unkeyed fields."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: _keyed(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.metadata.get("keyed", True)}
+        return {f.name: _keyed(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                if f.metadata.get("keyed", True) is True
+                or (f.metadata.get("keyed") == "if_set" and getattr(obj, f.name) is not None)}
     if isinstance(obj, dict):
         return {str(k): _keyed(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -208,6 +211,31 @@ class DiagnoseRun:
 
 
 @dataclass(frozen=True)
+class DeployedRun:
+    """The deployed evaluation's options (:func:`robquant.deploy.deployed_evaluation`), at ``eps``
+    ([0, 1] units), with the reference PGD's ``steps`` and ``restarts`` for the transfer."""
+
+    eps: float
+    n: int
+    steps: int
+    restarts: int
+    square_queries: int
+    opset: int
+    tol: float
+    runtime: str = "onnxruntime"
+
+    def options(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def cost(self):
+        """Per example: the transfer PGD (gradients) and Square's queries (forwards on the runtime)."""
+        from robquant.attacks import ATTACKS
+
+        pgd = ATTACKS.get("pgd").cost(steps=self.steps, restarts=self.restarts)
+        return type(pgd)(pgd.gradients, pgd.forwards + self.square_queries + 4)
+
+
+@dataclass(frozen=True)
 class Evaluate:
     """Clean and robust accuracy of the ``model`` parent under ``attacks`` at ``budgets``."""
 
@@ -222,6 +250,7 @@ class Evaluate:
     cascade: bool
     diagnose: DiagnoseRun | None = None
     surrogate: str | None = None  # the FP parent's key (transfer attacks, the trust checks)
+    deployed: DeployedRun | None = field(default=None, metadata=KEYED_IF_SET)  # exported and run on a runtime
     skipped: tuple[tuple[str, str], ...] = field(default=(), metadata=UNKEYED)  # (attack label, why)
     architecture: ModelRef | None = field(default=None, metadata=UNKEYED)  # the study's model (its parents' own)
     label: str = field(default="", metadata=UNKEYED)

@@ -140,6 +140,30 @@ class DiagnoseSpec(_Spec):
         return self.enabled and (self.seeds is None or seed in self.seeds)
 
 
+class DeployedSpec(_Spec):
+    """Every quantized model exported to ONNX (QDQ) and attacked on ONNX Runtime at the main eps
+    (:mod:`robquant.deploy`): transfer from the fake-quantized model, Square on the runtime, top-1
+    agreement, and the trust check ``deployed_mismatch``. ``deployed: true`` turns it on with the defaults."""
+
+    enabled: bool = Field(False, description="evaluate the deployed (ONNX Runtime) model of every quantized model")
+    runtime: Literal["onnxruntime"] = Field("onnxruntime", description="the runtime")
+    n: int = Field(200, ge=1, description="test examples")
+    square_queries: int = Field(1000, ge=1, description="Square's queries per example on the runtime")
+    opset: int = Field(17, ge=13, le=20, description="ONNX opset of the export")
+    tol: float = Field(1.0, ge=0, description="deployed_mismatch: the largest top-1 disagreement with the "
+                       "fake-quantized model, or Square accuracy difference, in accuracy points, not flagged")
+    seeds: Optional[list[int]] = Field(None, min_length=1, description="evaluate only the models of these seeds "
+                                       "(default: every model)")
+
+    def applies(self, seed: int) -> bool:
+        return self.enabled and (self.seeds is None or seed in self.seeds)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _switch(cls, value: Any) -> Any:
+        return {"enabled": value} if isinstance(value, bool) else value
+
+
 class EvalSpec(_Spec):
     attacks: list[AttackSpec] = Field(default_factory=lambda: [AttackSpec()], min_length=1)
     eps: list[float] = Field([1, 2, 4, 8], min_length=1, description="budgets in /255 units")
@@ -150,6 +174,8 @@ class EvalSpec(_Spec):
                           "(AutoAttack's standard evaluation): the same worst case for less work; later attacks' "
                           "own accuracies are then cumulative")
     diagnostics: DiagnoseSpec = Field(default_factory=DiagnoseSpec)
+    deployed: DeployedSpec = Field(default_factory=DeployedSpec, description="true, or the deployed evaluation's "
+                                   "options")
 
     @field_validator("eps")
     @classmethod

@@ -4,6 +4,7 @@ per-channel scales."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -12,6 +13,24 @@ if TYPE_CHECKING:
     from robquant.quant.pwlq import PWLQWeightQuantizer
 
 Terms = list[tuple[torch.Tensor, torch.Tensor]]  # (integer-valued codes like W, per-channel scale (C,))
+
+
+@dataclass(frozen=True)
+class ActGrid:
+    """A per-tensor activation grid, as an activation quantizer applies it:
+    ``y = (clamp(round(x / scale) + zero_point, qmin, qmax) - zero_point) * scale``, after a ReLU
+    when ``relu``. What an export writes as one QuantizeLinear/DequantizeLinear pair."""
+
+    scale: float
+    zero_point: int
+    qmin: int
+    qmax: int
+    relu: bool
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """The smallest and largest values the grid represents."""
+        return (self.qmin - self.zero_point) * self.scale, (self.qmax - self.zero_point) * self.scale
 
 
 class IntegerGridError(ValueError):

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.autograd import Function
 
-from robquant.quant.grid import Terms, checked
+from robquant.quant.grid import ActGrid, Terms, checked
 from robquant.quant.ste import round_ste
 
 
@@ -73,6 +73,11 @@ class PACT(nn.Module):
         alpha = self.alpha.detach()
         scale = alpha / (2**self.bits - 1)
         return torch.round(x.clamp(min=0).clamp(max=alpha) / scale), scale
+
+    def act_grid(self) -> ActGrid:
+        """The grid of this layer's output: 0..2^bits - 1 steps of alpha / (2^bits - 1)."""
+        levels = 2**self.bits - 1
+        return ActGrid(float(self.alpha.detach() / levels), 0, 0, levels, relu=True)
 
     @torch.no_grad()
     def _observe(self, y: torch.Tensor) -> None:

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from robquant.errors import ConfigError
-from robquant.quant.grid import Terms, checked, per_channel, uniform_terms
+from robquant.quant.grid import ActGrid, Terms, checked, per_channel, uniform_terms
 from robquant.quant.ste import fake_quant
 
 CALIBRATIONS = ("minmax", "topk_median")
@@ -133,6 +133,11 @@ class UniformActQuant(nn.Module):
         scale, zp, qmin, qmax = self._qparams()
         x = torch.relu(x) if self.relu else x
         return (torch.round(x * (1.0 / scale)) + zp).clamp(qmin, qmax) - zp, scale
+
+    def act_grid(self) -> ActGrid:
+        """The frozen range's grid (after calibration)."""
+        scale, zp, qmin, qmax = self._qparams()
+        return ActGrid(float(scale), int(zp), qmin, qmax, relu=self.relu)
 
     def _qparams(self) -> tuple[torch.Tensor, torch.Tensor, int, int]:
         """The frozen range's grid, computed again only when the range changed (in place or loaded)."""

@@ -1,0 +1,176 @@
+"""Robustness measured on the deployed model: an exported ONNX model run by ONNX Runtime.
+
+The runtime gives no gradients, so the deployed model is attacked two ways:
+
+- **transfer** from the fake-quantized PyTorch model it was exported from: PGD examples crafted
+  on that model (the evaluation's own white-box attack) are fed to the runtime;
+- **Square** (gradient-free, through ``pyautoattack``) queries the runtime itself.
+
+Beside them, top-1 agreement of the runtime with the fake-quantized model on clean and on the
+transferred adversarial inputs says whether the two are the same classifier: fake quantization
+and the integer model can disagree (rounding of ties, accumulation order, a runtime's own kernels).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from robquant.errors import CheckpointError, ConfigError
+
+RUNTIMES = ("onnxruntime",)
+DEFAULT_THRESHOLD = 0.01  # top-1 disagreement above 1 % is flagged
+
+
+def needs_onnxruntime() -> Any:
+    """The ``onnxruntime`` package, or a ConfigError naming the install command."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ConfigError("evaluating an ONNX model needs onnxruntime: pip install 'robquant[onnx]' "
+                          "(onnx and onnxruntime)") from None
+    return onnxruntime
+
+
+def runtime_version() -> str:
+    return f"onnxruntime {needs_onnxruntime().__version__}"
+
+
+class RuntimeModel(nn.Module):
+    """An ONNX model run by ONNX Runtime (CPU), as a module: [0, 1] images in, logits out, as torch
+    tensors on the input's device. It has no parameters and no gradients (forward passes only).
+
+    Args:
+        path: The ``.onnx`` file.
+        threads: Intra-op threads (default: the runtime's, every core).
+    """
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        super().__init__()
+        ort = needs_onnxruntime()
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"{path}: no such ONNX model")
+        options = ort.SessionOptions()
+        # the runtime's threads would otherwise spin after each run, taking the cores from the
+        # PyTorch work (attacks on the fake-quantized model) that alternates with it
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # the runtime's own errors name the problem
+            raise CheckpointError(f"ONNX Runtime cannot load {path}: {exc}") from None
+        self.path = path
+        self.input_name = self.session.get_inputs()[0].name
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.session.run(None, {self.input_name: np.ascontiguousarray(x.detach().cpu().float().numpy())})[0]
+        return torch.from_numpy(out).to(x.device)
+
+
+def _logits(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            out.append(model(x[i:i + batch_size].to(device)).float().cpu())
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def deployed_evaluation(runtime: nn.Module, reference: nn.Module, dataset: Any, eps: float, *, n: int = 200,
+                        steps: int = 20, restarts: int = 1, square_queries: int = 1000, seed: int = 0,
+                        batch_size: int = 256, device: torch.device | str = "cpu",
+                        threshold: float = DEFAULT_THRESHOLD) -> dict[str, Any]:
+    """Clean and robust accuracy of the deployed model, and its agreement with the fake-quantized one.
+
+    Args:
+        runtime: The deployed model (a :class:`RuntimeModel`).
+        reference: The fake-quantized PyTorch model it was exported from.
+        dataset: Test set; its first ``n`` examples are used.
+        eps: Budget in [0, 1] units.
+        steps, restarts: The PGD crafted on ``reference`` (transfer).
+        square_queries: Square's queries per example on the runtime.
+        threshold: A mismatch (``mismatch``: top-1 disagreement, clean or adversarial, or the
+            difference of Square accuracy on the two models with the same seed) above this
+            fraction is flagged (``flag``).
+
+    Returns:
+        ``clean_accuracy`` (runtime), ``reference_clean_accuracy``, ``clean_agreement``,
+        ``adversarial_agreement`` (on the transferred PGD examples), ``accuracy`` (runtime under
+        ``transfer`` and ``square``; fake-quant under ``reference_pgd`` and ``reference_square``),
+        ``robustness`` (runtime, robust under both), ``max_logit_diff`` (clean), ``mismatch``,
+        ``flag``, ``seconds``.
+    """
+    from robquant.attacks import create_attack
+
+    t0 = time.perf_counter()
+    device = torch.device(device)
+    data = dataset.head(n)
+    n = len(data)
+    if n == 0:
+        raise ConfigError("deployed evaluation needs at least one test example")
+    x, y = data.images.float().div(255), data.labels
+    ref_clean, run_clean = _logits(reference.eval(), x, batch_size, device), _logits(runtime, x, batch_size, device)
+    correct = run_clean.argmax(1) == y
+    generator = torch.Generator(device=device).manual_seed(seed)
+    pgd = create_attack("pgd", reference, eps, steps=steps, restarts=restarts, generator=generator)
+    x_adv = torch.cat([pgd(x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)).cpu()
+                       for i in range(0, n, batch_size)])
+    ref_adv, run_adv = _logits(reference, x_adv, batch_size, device), _logits(runtime, x_adv, batch_size, device)
+    transfer_ok = correct & (run_adv.argmax(1) == y)
+    # Square with the same seed on both models, on the examples the runtime classifies correctly:
+    # the same classifier gives the same queries and the same result
+    square_ok, square_ref_ok = correct.clone(), ref_clean.argmax(1) == y
+    idx = torch.nonzero(correct).flatten()
+    if len(idx):
+        for model, ok in ((runtime, square_ok), (reference, square_ref_ok)):
+            square = create_attack("square", model, eps, n_queries=square_queries, seed=seed, fold_bn=False)
+            x_sq = torch.cat([square(x[idx[i:i + batch_size]].to(device), y[idx[i:i + batch_size]].to(device)).cpu()
+                              for i in range(0, len(idx), batch_size)])
+            ok[idx] &= _logits(model, x_sq, batch_size, device).argmax(1) == y[idx]
+    clean_agree = (ref_clean.argmax(1) == run_clean.argmax(1)).float().mean().item()
+    adv_agree = (ref_adv.argmax(1) == run_adv.argmax(1)).float().mean().item()
+    square_gap = abs(square_ok.float().mean().item() - square_ref_ok.float().mean().item())
+    return {
+        "runtime": runtime_version(), "n": n, "eps": eps, "eps_255": round(eps * 255, 6),
+        "clean_accuracy": correct.float().mean().item(),
+        "reference_clean_accuracy": (ref_clean.argmax(1) == y).float().mean().item(),
+        "clean_agreement": clean_agree, "adversarial_agreement": adv_agree,
+        "accuracy": {"transfer": transfer_ok.float().mean().item(), "square": square_ok.float().mean().item(),
+                     "reference_pgd": (ref_adv.argmax(1) == y).float().mean().item(),
+                     "reference_square": square_ref_ok.float().mean().item()},
+        "robustness": (transfer_ok & square_ok).float().mean().item(),
+        "robust_mask": (transfer_ok & square_ok).tolist(),
+        "max_logit_diff": float((ref_clean - run_clean).abs().max()),
+        "attacks": {"transfer": {"steps": steps, "restarts": restarts, "crafted_on": "fake-quantized model"},
+                    "square": {"n_queries": square_queries}},
+        "mismatch": max(1 - clean_agree, 1 - adv_agree, square_gap),
+        "threshold": threshold, "flag": bool(max(1 - clean_agree, 1 - adv_agree, square_gap) > threshold),
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def mismatch_check(deployed: dict[str, Any], record_accuracy: float | None = None) -> dict[str, Any]:
+    """The trust check ``deployed_mismatch``: is the deployed model the model the record measured?
+    Its value is the largest of the top-1 disagreement with the fake-quantized model on clean
+    inputs, on the transferred PGD inputs, and the difference in Square accuracy (the same seed
+    on both); flagged above the threshold (1 point). The deployed model's robustness beside the
+    robustness of record (``record_accuracy``, same examples) is reported as ``robustness_gap``:
+    the deployed model meets weaker attacks (no gradients), so the gap is not part of the flag.
+
+    Args:
+        deployed: A :func:`deployed_evaluation` result.
+        record_accuracy: The evaluation's robustness of record on the same examples (None: unknown).
+    """
+    gap = None if record_accuracy is None else record_accuracy - deployed["robustness"]
+    return {"flag": bool(deployed["flag"]), "value": deployed["mismatch"], "threshold": deployed["threshold"],
+            "robustness_gap": gap,
+            "detail": "deployed vs fake-quantized model: worst of clean and adversarial top-1 disagreement "
+                      "and Square accuracy difference"}

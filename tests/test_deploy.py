@@ -1,0 +1,232 @@
+"""Export to ONNX (QDQ) and robustness on ONNX Runtime: the exported model is the fake-quantized one."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from robquant import load_model  # noqa: E402
+from robquant.attacks import create_attack  # noqa: E402
+from robquant.deploy import (ExportError, RuntimeModel, branches, deployed_evaluation, export_graph,  # noqa: E402
+                             export_onnx, mismatch_check)
+from robquant.pipeline import quantize_model  # noqa: E402
+from robquant.quant import DoReFaWeightQuantizer, QuantConfig, QuantConv2d, quantize  # noqa: E402
+from robquant.quant.integer import weight_terms  # noqa: E402
+from robquant.train import TrainConfig  # noqa: E402
+from test_study import cli, write  # noqa: E402
+
+EPS = 32 / 255  # digits' coarse grey levels: small budgets barely move a prediction
+SHAPE = (1, 8, 8)
+
+
+@pytest.fixture(scope="module")
+def deployed(demo_models, tmp_path_factory):
+    """The digits ResNet-20 at PTQ A8W8 and at QAT A4W4 (fine-tuned 2 epochs): {name: folder}."""
+    root = tmp_path_factory.mktemp("deploy")
+    fp = demo_models["non_robust"][0]
+    quantize_model(fp, quant=QuantConfig(method="ptq", precision="A8W8"), out=root / "ptq_a8w8")
+    quantize_model(fp, quant=QuantConfig(method="qat", precision="A4W4"), out=root / "qat_a4w4",
+                   train=TrainConfig(epochs=2, batch_size=64, lr=0.01, schedule="cosine"))
+    return {"ptq_a8w8": root / "ptq_a8w8", "qat_a4w4": root / "qat_a4w4"}
+
+
+def _top1(model, x):
+    with torch.no_grad():
+        return model(x).argmax(1)
+
+
+@pytest.mark.parametrize("name", ["ptq_a8w8", "qat_a4w4"])
+def test_exported_model_agrees_with_fake_quant_on_clean_and_adversarial_images(deployed, digits_test, tmp_path,
+                                                                               name):
+    model = load_model(deployed[name])
+    path = tmp_path / f"{name}.onnx"
+    info = export_onnx(model, path, SHAPE)
+    onnx.checker.check_model(str(path), full_check=True)
+    x, y = digits_test.images.float() / 255, digits_test.labels
+    fake = _top1(model, x)
+    assert (fake == y).float().mean() > 0.85  # a working classifier: agreeing with it says something
+    runtime = RuntimeModel(path)
+    assert (_top1(runtime, x) == fake).float().mean() >= 0.99
+    x_adv = create_attack("pgd", model, EPS, steps=5)(x, y)
+    assert (_top1(model, x_adv) == y).float().mean() < 0.5  # the attack moved the model
+    assert (_top1(runtime, x_adv) == _top1(model, x_adv)).float().mean() >= 0.99
+    # integer weights and QDQ activations in the file, no float copy of a quantized weight
+    proto = onnx.load(str(path))
+    ops = [n.op_type for n in proto.graph.node]
+    inits = {i.name: i for i in proto.graph.initializer}
+    integer = [i for i in inits.values() if i.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
+               and len(i.dims) in (2, 4)]
+    assert len(integer) == sum(info.layers.values()) > 0
+    assert ops.count("QuantizeLinear") == len(info.activations) > 0
+    assert ops.count("DequantizeLinear") == len(info.activations) + len(integer)
+    quantized = [m for m in model.modules() if isinstance(m, QuantConv2d) and m.weight_quant is not None]
+    float_weights = [i for i in inits.values() if i.data_type == onnx.TensorProto.FLOAT and len(i.dims) == 4
+                     and i.dims[0] > 1]  # conv weights (not the 1x1x1x1 normalisation constants)
+    assert len(float_weights) == sum(1 for m in model.modules() if isinstance(m, QuantConv2d)) - len(quantized)
+    assert {p.key: p.value for p in proto.metadata_props} == {}
+    assert info.seconds < 30
+
+
+def test_export_graph_in_pytorch_is_the_fake_quantized_model(deployed, digits_test):
+    model = load_model(deployed["qat_a4w4"])
+    x = digits_test.images.float()[:200] / 255
+    with torch.no_grad():
+        ours, theirs = export_graph(model).net(x), model(x)
+    # the same numbers up to float rounding (codes x 1/L vs DoReFa's 2 k / L - 1), which can move
+    # an activation that sits on a rounding tie by one step in a few images
+    close = ((ours - theirs).abs().amax(1) < 1e-4).float().mean()
+    assert close >= 0.95 and (ours.argmax(1) == theirs.argmax(1)).float().mean() >= 0.99
+
+
+def test_the_batch_size_is_free(deployed, tmp_path, digits_test):
+    path = tmp_path / "m.onnx"
+    export_onnx(load_model(deployed["ptq_a8w8"]), path, SHAPE)
+    runtime = RuntimeModel(path)
+    x = digits_test.images.float()[:7] / 255
+    whole = runtime(x)
+    one = torch.cat([runtime(x[i:i + 1]) for i in range(7)])
+    assert whole.shape == (7, 10) and torch.allclose(whole, one, atol=1e-5)
+
+
+def _layer(bits):
+    torch.manual_seed(0)
+    layer = QuantConv2d(torch.nn.Conv2d(4, 6, 3), DoReFaWeightQuantizer(bits))
+    return layer, weight_terms(layer)
+
+
+def test_dorefa_merges_into_one_int8_tensor_up_to_7_bits():
+    layer, terms = _layer(4)
+    (branch,) = branches(terms, "conv")
+    levels = 2**4 - 1
+    assert torch.allclose(branch.scale, torch.full((6,), 1 / levels, dtype=torch.float64))
+    codes = branch.codes
+    assert torch.equal(codes, codes.round()) and codes.abs().max() <= levels
+    assert bool(((codes + levels) % 2 == 0).all())  # 2k - L: the grid 2k/L - 1
+    assert torch.allclose(branch.value().float(), layer.quantized_weight().detach(), atol=1e-6)
+
+
+def test_dorefa_at_8_bits_is_two_exact_branches():
+    layer, terms = _layer(8)
+    parts = branches(terms, "conv")
+    assert [p.storage for p in parts] == [(0, 255), (-128, 127)]  # codes 0..255, then the offset -1
+    assert torch.allclose(sum(p.value() for p in parts).float(), layer.quantized_weight().detach(), atol=1e-6)
+
+
+def test_pwlq_exports_exactly_as_branches(clean_model, digits_test):
+    calib = digits_test.images.float()[:64] / 255
+    q = quantize(clean_model, QuantConfig(method="ptq", precision="A4W4"), calib_images=calib)
+    layer = next(m for m in q.modules() if isinstance(m, QuantConv2d) and m.weight_quant is not None)
+    parts = branches(weight_terms(layer), "conv")
+    assert 2 <= len(parts) <= 4  # centre, tail, breakpoint, bias-correction shift
+    assert torch.allclose(sum(p.value() for p in parts).float(), layer.weight.detach(), atol=1e-6)
+
+
+def test_16_bit_grids_are_refused_with_the_reason(clean_model, digits_test, tmp_path):
+    calib = digits_test.images.float()[:64] / 255
+    q = quantize(clean_model, QuantConfig(method="ptq", precision="A16W8"), calib_images=calib)
+    with pytest.raises(ExportError, match="16-bit activations need opset 21"):
+        export_onnx(q, tmp_path / "m.onnx", SHAPE)
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_deployed_evaluation_matches_and_square_attacks_the_runtime(deployed, digits_test, tmp_path):
+    model = load_model(deployed["ptq_a8w8"])
+    export_onnx(model, tmp_path / "m.onnx", SHAPE)
+    runtime = RuntimeModel(tmp_path / "m.onnx")
+    r = deployed_evaluation(runtime, model, digits_test, 64 / 255, n=60, steps=5, square_queries=50)
+    assert r["clean_agreement"] == 1.0 and r["adversarial_agreement"] >= 0.98
+    assert r["accuracy"]["square"] == r["accuracy"]["reference_square"]  # same seed, same classifier
+    assert r["accuracy"]["square"] < r["clean_accuracy"] - 0.2  # Square found examples on the runtime
+    assert r["flag"] is False and mismatch_check(r)["flag"] is False
+
+
+def test_deployed_mismatch_fires_when_the_runtime_is_another_model(deployed, demo_models, digits_test, tmp_path):
+    export_onnx(load_model(demo_models["robust"][0]), tmp_path / "other.onnx", SHAPE)
+    r = deployed_evaluation(RuntimeModel(tmp_path / "other.onnx"), load_model(deployed["ptq_a8w8"]), digits_test,
+                            EPS, n=60, steps=5, square_queries=20)
+    check = mismatch_check(r, record_accuracy=0.5)
+    assert check["flag"] is True and check["value"] > 0.01
+    assert check["robustness_gap"] == pytest.approx(0.5 - r["robustness"])
+
+
+def test_cli_export_then_attack_the_onnx_model(deployed, tmp_path):
+    path = tmp_path / "m.onnx"
+    code, text = cli("export", deployed["ptq_a8w8"], "--format", "onnx", "--out", path)
+    assert code == 0, text
+    assert "checked by onnx.checker" in text and "agrees with the model on 100.0 % of 256" in text
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert meta["robquant.source"] == str(deployed["ptq_a8w8"].resolve()) and meta["robquant.precision"] == "A8W8"
+    code, text = cli("attack", path, "--runtime", "onnxruntime", "--eps", "32", "--n-test", "40",
+                     "--square-queries", "20", "--steps", "5")
+    assert code == 0, text
+    record = json.loads((tmp_path / "m.onnx.attack.json").read_text())
+    (result,) = record["results"]
+    assert result["n"] == 40 and result["clean_agreement"] == 1.0
+    assert record["reference"] == str(deployed["ptq_a8w8"].resolve())
+
+
+def test_cli_bad_input_one_message(deployed, tmp_path):
+    code, text = cli("export", deployed["ptq_a8w8"], "--format", "tflite", "--out", tmp_path / "m.tflite")
+    assert code == 2 and "--format must be one of onnx, got 'tflite'" in text
+    code, text = cli("export", deployed["ptq_a8w8"], "--opset", "21", "--out", tmp_path / "m.onnx")
+    assert code == 2 and "opset must be one of 13, 14" in text
+    code, text = cli("attack", deployed["ptq_a8w8"], "--runtime", "onnxruntime")
+    assert code == 2 and "--runtime evaluates an exported .onnx file" in text
+    code, text = cli("attack", tmp_path / "missing.onnx")
+    assert code == 2 and "no such ONNX model" in text
+    export_onnx(load_model(deployed["ptq_a8w8"]), tmp_path / "bare.onnx", SHAPE)  # no metadata: no reference
+    code, text = cli("attack", tmp_path / "bare.onnx", "--runtime", "tensorrt")
+    assert code == 2 and "--runtime must be one of onnxruntime, got 'tensorrt'" in text
+    code, text = cli("attack", tmp_path / "bare.onnx")
+    assert code == 2 and "records no source model folder: pass --reference" in text
+    assert not list(tmp_path.glob("*.attack.json"))
+
+
+DEPLOYED_STUDY = {
+    "name": "deployed", "dataset": {"name": "digits"}, "model": {"name": "resnet20", "width": 4}, "seeds": [0],
+    "evaluation": {"attacks": [{"name": "pgd", "steps": 3}], "eps": [32], "main_eps": 32, "n_test": 60,
+                   "diagnostics": {"n": 30, "square_queries": 20, "autoattack": None, "collapse_eps": 96},
+                   "deployed": True},
+    "fp": {"non_robust": {"epochs": 2, "lr": 0.05, "batch_size": 64, "schedule": "cosine"}},
+    "quant": {"calib_images": 64},
+    "axes": {"init": ["non_robust"], "method": ["ptq"], "precision": ["A4W4", "A32W32"], "fraction": [1.0]},
+}
+
+
+def test_study_with_deployed_evaluation(tmp_path):
+    from robquant.pipeline import build_plan, load_study
+    from robquant.pipeline.specs import spec_config
+    from robquant.pipeline.store import Store
+
+    study = json.loads(json.dumps(DEPLOYED_STUDY))
+    study["evaluation"]["deployed"] = {"enabled": True, "n": 40, "square_queries": 30}
+    path = write(tmp_path, study)
+    code, text = cli("run", path, "--device", "cpu")
+    assert code == 0, text
+    plan = build_plan(load_study(path))
+    store = Store(tmp_path / "runs" / "store")
+    evaluations = {cell.precision: key for cell, _, key in plan.cells}
+    a4w4 = store.get(evaluations["A4W4"])["record"]
+    dep = a4w4["deployed"]
+    assert dep["n"] == 40 and dep["clean_agreement"] == 1.0 and dep["export"]["checked"]
+    assert (store.artifact_dir(evaluations["A4W4"]) / "model.onnx").is_file()
+    assert a4w4["diagnostics"]["checks"]["deployed_mismatch"]["flag"] is False
+    assert a4w4["metrics"]["deployed"]["robustness"] == dep["robustness"]
+    fp = store.get(evaluations["A32W32"])["record"]
+    assert "deployed" not in fp and fp["diagnostics"]["checks"]["deployed_mismatch"]["flag"] is None
+    # without deployed, the keys are what they were before the option existed
+    off = build_plan(load_study(write(tmp_path, DEPLOYED_STUDY | {"evaluation": {
+        **DEPLOYED_STUDY["evaluation"], "deployed": False}}, "off.yaml")))
+    assert all("deployed" not in spec_config(s.spec) for s in off.stages.values())
+
+
+def test_study_deployed_bad_input(tmp_path):
+    study = json.loads(json.dumps(DEPLOYED_STUDY))
+    study["evaluation"]["deployed"] = {"enabled": True, "runtime": "tflite"}
+    code, text = cli("run", write(tmp_path, study), "--device", "cpu")
+    assert code == 2 and "evaluation.deployed.runtime" in text and "onnxruntime" in text
