@@ -230,3 +230,29 @@ def test_study_deployed_bad_input(tmp_path):
     study["evaluation"]["deployed"] = {"enabled": True, "runtime": "tflite"}
     code, text = cli("run", write(tmp_path, study), "--device", "cpu")
     assert code == 2 and "evaluation.deployed.runtime" in text and "onnxruntime" in text
+
+
+def test_evaluations_run_without_tf32(clean_model, digits_test):
+    """TF32 convolutions move low-bit activations across rounding ties (on a GPU), so the
+    evaluations switch it off while they run, and restore the user's setting afterwards."""
+    from robquant.attacks import evaluate
+
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = clean_model
+
+        def forward(self, x):
+            seen.append(torch.backends.cudnn.allow_tf32)
+            return self.net(x)
+
+    before = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = True
+    try:
+        evaluate(Spy(), digits_test, [("pgd", {"steps": 2})], [EPS], n=8)
+        assert seen and not any(seen)
+        assert torch.backends.cudnn.allow_tf32 is True
+    finally:
+        torch.backends.cudnn.allow_tf32 = before

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from robquant.errors import ConfigError, check_range
+from robquant.quant.ste import exact_float32
 from robquant.progress import NULL_PROGRESS, Progress
 
 
@@ -166,7 +167,7 @@ def evaluate(model: nn.Module, dataset: Any, attacks: Sequence[AttackSpec], eps_
     loader = DeviceLoader(dataset.head(n), batch_size, device)
     tally = _Tally(attackers, planned)
     start, seen = time.perf_counter(), 0
-    with progress.task("evaluate", total=len(loader)) as task:
+    with progress.task("evaluate", total=len(loader)) as task, exact_float32():  # no TF32 (see exact_float32)
         for b, (x, y) in enumerate(loader):
             with torch.no_grad():
                 correct = model.eval()(x).argmax(1) == y

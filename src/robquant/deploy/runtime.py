@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from robquant.errors import CheckpointError, ConfigError
+from robquant.quant.ste import exact_float32
 
 RUNTIMES = ("onnxruntime",)
 DEFAULT_THRESHOLD = 0.01  # top-1 disagreement above 1 % is flagged
@@ -84,6 +85,7 @@ def _logits(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.de
     return torch.cat(out) if out else torch.zeros(0)
 
 
+@exact_float32()  # the fake-quantized model as a deployment computes it (no TF32)
 def deployed_evaluation(runtime: nn.Module, reference: nn.Module, dataset: Any, eps: float, *, n: int = 200,
                         steps: int = 20, restarts: int = 1, square_queries: int = 1000, seed: int = 0,
                         batch_size: int = 256, device: torch.device | str = "cpu",

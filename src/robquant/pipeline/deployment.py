@@ -16,6 +16,7 @@ from robquant.deploy import (DEFAULT_OPSET, RUNTIMES, ExportInfo, RuntimeModel, 
 from robquant.errors import CheckpointError, ConfigError
 from robquant.pipeline.checkpoint import RECORD, load_model, read_record, weights_sha256, write_json
 from robquant.provenance import environment, now_iso
+from robquant.quant import exact_float32
 
 FORMATS = ("onnx",)
 SOURCE_KEY = "robquant.source"  # metadata: the model folder an ONNX file was exported from
@@ -33,6 +34,7 @@ def export_metadata(folder: Path | None, record: dict[str, Any], dataset: str | 
     return meta
 
 
+@exact_float32()
 def runtime_agreement(path: str | Path, model: torch.nn.Module, x: torch.Tensor, batch_size: int = 256) -> float:
     """Top-1 agreement of the exported file run by ONNX Runtime with ``model`` on ``x``."""
     runtime = RuntimeModel(path)

@@ -34,6 +34,7 @@ from torch import nn
 from robquant.models.surgery import modes_restored, replace_module
 from robquant.quant.modules import QuantConv2d, QuantLinear
 from robquant.quant.grid import IntegerGridError, Terms, reconstruct
+from robquant.quant.ste import exact_float32
 
 __all__ = ["IntegerGridError", "Terms", "integer_agreement", "integer_model", "reconstruct", "weight_terms"]
 
@@ -151,6 +152,7 @@ def integer_model(model: nn.Module) -> IntegerModel:
     return IntegerModel(net, stats)
 
 
+@exact_float32()  # the fake-quantized model in full float32 (no TF32 on CUDA)
 def integer_agreement(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor | None = None,
                       batch_size: int = 256, threshold: float = 0.01) -> dict[str, Any]:
     """Compare ``model`` (fake quantization, as used for accuracy) with its integer execution.
