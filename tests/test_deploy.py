@@ -204,7 +204,7 @@ def test_study_with_deployed_evaluation(tmp_path):
     from robquant.pipeline.store import Store
 
     study = json.loads(json.dumps(DEPLOYED_STUDY))
-    study["evaluation"]["deployed"] = {"enabled": True, "n": 40, "square_queries": 30}
+    study["evaluation"]["deployed"] = {"n": 40, "square_queries": 30}  # options given: on
     path = write(tmp_path, study)
     code, text = cli("run", path, "--device", "cpu")
     assert code == 0, text
@@ -219,6 +219,11 @@ def test_study_with_deployed_evaluation(tmp_path):
     assert a4w4["metrics"]["deployed"]["robustness"] == dep["robustness"]
     fp = store.get(evaluations["A32W32"])["record"]
     assert "deployed" not in fp and fp["diagnostics"]["checks"]["deployed_mismatch"]["flag"] is None
+    code, text = cli("report", path)
+    assert code == 0, text
+    report = (tmp_path / "runs" / "report" / "report.md").read_text()
+    assert "Deployed models on onnxruntime" in report
+    assert str(store.artifact_dir(evaluations["A4W4"]) / "model.onnx") in report
     # without deployed, the keys are what they were before the option existed
     off = build_plan(load_study(write(tmp_path, DEPLOYED_STUDY | {"evaluation": {
         **DEPLOYED_STUDY["evaluation"], "deployed": False}}, "off.yaml")))
@@ -256,3 +261,17 @@ def test_evaluations_run_without_tf32(clean_model, digits_test):
         assert torch.backends.cudnn.allow_tf32 is True
     finally:
         torch.backends.cudnn.allow_tf32 = before
+
+
+def test_runtime_qdq_fusion_quantizes_float_weights_beside_quantized_activations(clean_model, digits_test, tmp_path):
+    """Activation-only (A4W32): the graph holds float weights, and ONNX Runtime's QDQ fusion quantizes
+    them to int8 to run integer kernels; with fusion off the graph runs as written."""
+    calib = digits_test.images.float()[:64] / 255
+    q = quantize(clean_model, QuantConfig(method="ptq", precision="A4W32"), calib_images=calib)
+    export_onnx(q, tmp_path / "a4w32.onnx", SHAPE)
+    x = digits_test.images.float()[:200] / 255
+    with torch.no_grad():
+        fake = q(x)
+        plain, fused = RuntimeModel(tmp_path / "a4w32.onnx", fusion=False)(x), RuntimeModel(tmp_path / "a4w32.onnx")(x)
+    assert (plain - fake).abs().max() < 1e-3
+    assert (fused - fake).abs().max() > 1e-2  # int8 weights now

@@ -158,6 +158,8 @@ def attack(
     runtime: Optional[str] = typer.Option(None, help="an .onnx model's runtime: onnxruntime (the default for .onnx)"),
     reference: Optional[Path] = typer.Option(None, help=".onnx: the fake-quantized model folder it was exported "
                                              "from (default: the one its metadata names)"),
+    fusion: bool = typer.Option(True, "--fusion/--no-fusion", help=".onnx: the runtime's QDQ fusion, on as it ships "
+                                "(it also quantizes float weights beside quantized activations to int8)"),
     model: Optional[str] = typer.Option(None, help="your own model (package.module:factory) when the folder holds "
                                         "one: loading it imports that code, so it must be named"),
     attack_name: str = typer.Option("pgd", "--attack", help="attack name(s), comma-separated: pgd, fgsm, autoattack, "
@@ -196,7 +198,7 @@ def attack(
     if runtime is not None or checkpoint.suffix == ".onnx":
         _attack_deployed(checkpoint, runtime or "onnxruntime", reference, eps_list, n_test or 200, steps, restarts,
                          check_range("--square-queries", square_queries, 1), dataset, data_root,
-                         allow_unverified_data, seed, batch_size, out, device)
+                         allow_unverified_data, seed, batch_size, out, device, fusion)
         return
     check_range("--diagnose-n", diagnose_n, 1)
     from robquant.attacks import ATTACKS
@@ -228,7 +230,8 @@ def attack(
 
 def _attack_deployed(path: Path, runtime: str, reference: Optional[Path], eps: list[float], n: int, steps: int,
                      restarts: int, square_queries: int, dataset: Optional[str], data_root: Optional[Path],
-                     allow_unverified: bool, seed: int, batch_size: int, out: Optional[Path], device: str) -> None:
+                     allow_unverified: bool, seed: int, batch_size: int, out: Optional[Path], device: str,
+                     fusion: bool = True) -> None:
     from robquant.display import deployed_table
     from robquant.pipeline import resolve_device
     from robquant.pipeline.deployment import attack_onnx
@@ -239,7 +242,7 @@ def _attack_deployed(path: Path, runtime: str, reference: Optional[Path], eps: l
         record = attack_onnx(path, eps=eps, runtime=runtime, reference=_opt_str(reference), dataset=dataset,
                              data_root=_opt_str(data_root), allow_unverified=allow_unverified, n=n, steps=steps,
                              restarts=restarts, square_queries=square_queries, seed=seed, batch_size=batch_size,
-                             device=resolve_device(device), out=out)
+                             device=resolve_device(device), fusion=fusion, out=out)
     console.print(deployed_table(f"{path} on {runtime} (reference {record['reference']})", record["results"]))
     console.print(f"written to {out or path.with_name(path.name + '.attack.json')}")
 
@@ -270,7 +273,8 @@ def export(
     console.print(f"wrote {info['path']} ({info['bytes'] / 1024:.0f} KiB, opset {info['opset']}, "
                   f"{info['seconds']:.2f} s), checked by onnx.checker")
     console.print(f"  {qdq} of {len(info['layers'])} conv/linear layers with integer weights"
-                  + (f" ({'/'.join(map(str, branches))} branches per layer)" if branches else "")
+                  + (f" ({'/'.join(map(str, branches))} branch{'es' if branches != [1] else ''} per layer)"
+                     if branches else "")
                   + f"; {len(info['activations'])} quantized activations: "
                   + (", ".join(sorted(set(info["activations"].values()))) or "none"))
     if info["agreement"] is not None:

@@ -49,9 +49,13 @@ class RuntimeModel(nn.Module):
     Args:
         path: The ``.onnx`` file.
         threads: Intra-op threads (default: the runtime's, every core).
+        fusion: The runtime's QDQ fusion, on by default as it ships: it runs quantized patterns with
+            integer kernels and, in doing so, quantizes to int8 the float weights of layers whose
+            input is quantized (an activation-only model, AxW32, runs with int8 weights). Off
+            (``session.disable_quant_qdq``): the graph runs as written.
     """
 
-    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+    def __init__(self, path: str | Path, threads: int | None = None, fusion: bool = True) -> None:
         super().__init__()
         ort = needs_onnxruntime()
         path = Path(path)
@@ -62,6 +66,9 @@ class RuntimeModel(nn.Module):
         # PyTorch work (attacks on the fake-quantized model) that alternates with it
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        if not fusion:
+            options.add_session_config_entry("session.disable_quant_qdq", "1")
+        self.fusion = fusion
         if threads is not None:
             options.intra_op_num_threads = threads
         try:
@@ -108,7 +115,8 @@ def deployed_evaluation(runtime: nn.Module, reference: nn.Module, dataset: Any, 
         ``adversarial_agreement`` (on the transferred PGD examples), ``accuracy`` (runtime under
         ``transfer`` and ``square``; fake-quant under ``reference_pgd`` and ``reference_square``),
         ``robustness`` (runtime, robust under both), ``max_logit_diff`` (clean), ``mismatch``,
-        ``flag``, ``seconds``.
+        ``flag``, ``seconds``; ``unfused``: when the runtime (with QDQ fusion) disagrees, the
+        agreement of the same file with fusion off, which says whether the fusion is the cause.
     """
     from robquant.attacks import create_attack
 
@@ -139,9 +147,17 @@ def deployed_evaluation(runtime: nn.Module, reference: nn.Module, dataset: Any, 
             ok[idx] &= _logits(model, x_sq, batch_size, device).argmax(1) == y[idx]
     clean_agree = (ref_clean.argmax(1) == run_clean.argmax(1)).float().mean().item()
     adv_agree = (ref_adv.argmax(1) == run_adv.argmax(1)).float().mean().item()
+    unfused = None  # where they disagree: is it the runtime's QDQ fusion?
+    if getattr(runtime, "fusion", False) and min(clean_agree, adv_agree) < 1 - threshold:
+        plain = RuntimeModel(runtime.path, fusion=False)
+        unfused = {"clean_agreement": (_logits(plain, x, batch_size, device).argmax(1) == ref_clean.argmax(1))
+                   .float().mean().item(),
+                   "adversarial_agreement": (_logits(plain, x_adv, batch_size, device).argmax(1) == ref_adv.argmax(1))
+                   .float().mean().item()}
     square_gap = abs(square_ok.float().mean().item() - square_ref_ok.float().mean().item())
     return {
-        "runtime": runtime_version(), "n": n, "eps": eps, "eps_255": round(eps * 255, 6),
+        "runtime": runtime_version(), "fusion": getattr(runtime, "fusion", None), "unfused": unfused,
+        "n": n, "eps": eps, "eps_255": round(eps * 255, 6),
         "clean_accuracy": correct.float().mean().item(),
         "reference_clean_accuracy": (ref_clean.argmax(1) == y).float().mean().item(),
         "clean_agreement": clean_agree, "adversarial_agreement": adv_agree,
@@ -173,6 +189,6 @@ def mismatch_check(deployed: dict[str, Any], record_accuracy: float | None = Non
     """
     gap = None if record_accuracy is None else record_accuracy - deployed["robustness"]
     return {"flag": bool(deployed["flag"]), "value": deployed["mismatch"], "threshold": deployed["threshold"],
-            "robustness_gap": gap,
+            "robustness_gap": gap, "unfused": deployed.get("unfused"),
             "detail": "deployed vs fake-quantized model: worst of clean and adversarial top-1 disagreement "
                       "and Square accuracy difference"}

@@ -88,7 +88,7 @@ def attack_onnx(path: str | os.PathLike, *, eps: Sequence[float], runtime: str =
                 reference: str | os.PathLike | None = None, dataset: str | None = None,
                 data_root: str | None = None, allow_unverified: bool = False, n: int = 200, steps: int = 20,
                 restarts: int = 1, square_queries: int = 1000, seed: int = 0, batch_size: int = 256,
-                device: torch.device | str = "cpu", threads: int | None = None,
+                device: torch.device | str = "cpu", threads: int | None = None, fusion: bool = True,
                 out: str | os.PathLike | None = None) -> dict[str, Any]:
     """Robustness of a deployed ONNX model on ONNX Runtime at each budget: clean accuracy, PGD
     transferred from the fake-quantized model, Square on the runtime, and top-1 agreement with
@@ -99,6 +99,7 @@ def attack_onnx(path: str | os.PathLike, *, eps: Sequence[float], runtime: str =
         eps: Budgets in [0, 1] units.
         reference: The model folder it was exported from (default: the one its metadata names).
         dataset: Test data set (default: the one its metadata names).
+        fusion: The runtime's QDQ fusion (see :class:`~robquant.deploy.RuntimeModel`).
         out: JSON path (default ``<path>.attack.json``).
 
     Raises:
@@ -107,7 +108,7 @@ def attack_onnx(path: str | os.PathLike, *, eps: Sequence[float], runtime: str =
     if runtime not in RUNTIMES:
         raise ConfigError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
     path = Path(path)
-    model = RuntimeModel(path, threads)
+    model = RuntimeModel(path, threads, fusion)
     meta = model.metadata
     if reference is None:
         if SOURCE_KEY not in meta:
@@ -142,7 +143,8 @@ def deployed_for_stage(model: torch.nn.Module, test_set: ImageDataset, out: str 
     path = Path(out) / "model.onnx"
     info = export_onnx(model, path, (test_set.in_channels, *test_set.image_size), opset=options.get("opset", DEFAULT_OPSET),
                        metadata={"robquant.version": __version__, "robquant.dataset": test_set.name})
-    result = deployed_evaluation(RuntimeModel(path, options.get("threads")), model, test_set, options["eps"],
+    runtime = RuntimeModel(path, options.get("threads"), options.get("fusion", True))
+    result = deployed_evaluation(runtime, model, test_set, options["eps"],
                                  n=options["n"], steps=options["steps"], restarts=options["restarts"],
                                  square_queries=options["square_queries"], seed=seed, batch_size=batch_size,
                                  device=device, threshold=options["tol"])

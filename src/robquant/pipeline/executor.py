@@ -184,8 +184,8 @@ def _deployed_metrics(deployed: dict[str, Any] | None) -> dict[str, Any] | None:
     """The deployed model's numbers of record (None when it was not evaluated)."""
     if deployed is None:
         return None
-    keys = ("runtime", "n", "clean_accuracy", "robustness", "record_accuracy", "clean_agreement",
-            "adversarial_agreement", "accuracy")
+    keys = ("runtime", "fusion", "n", "clean_accuracy", "robustness", "record_accuracy", "clean_agreement",
+            "adversarial_agreement", "unfused", "accuracy")
     return {**{k: deployed.get(k) for k in keys}, "export_s": deployed["export"]["seconds"],
             "bytes": deployed["export"]["bytes"]}
 

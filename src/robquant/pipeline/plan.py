@@ -170,7 +170,7 @@ class _Planner:
             pgd = ev.reference_pgd()
             dep = ev.deployed
             deployed = DeployedRun(ev.main_eps / 255, dep.n, pgd.steps if pgd else 20, pgd.restarts if pgd else 1,
-                                   dep.square_queries, dep.opset, dep.tol / 100, dep.runtime)
+                                   dep.square_queries, dep.opset, dep.tol / 100, dep.runtime, dep.fusion)
         spec = Evaluate(self.data, model, attacks, budgets, Budget.of(ev.main_eps), seed, ev.batch_size, ev.cascade,
                         diagnose, surrogate, deployed, skipped, self.model, label=f"evaluate {cell.label} (seed {seed})")
         return self.add(spec, lambda: evaluation_cost(spec))

@@ -223,6 +223,7 @@ class DeployedRun:
     opset: int
     tol: float
     runtime: str = "onnxruntime"
+    fusion: bool = True  # the runtime's QDQ fusion, as it ships
 
     def options(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

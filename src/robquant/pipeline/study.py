@@ -150,6 +150,8 @@ class DeployedSpec(_Spec):
     n: int = Field(200, ge=1, description="test examples")
     square_queries: int = Field(1000, ge=1, description="Square's queries per example on the runtime")
     opset: int = Field(17, ge=13, le=20, description="ONNX opset of the export")
+    fusion: bool = Field(True, description="the runtime's QDQ fusion, on as it ships (it quantizes float weights "
+                         "beside quantized activations to int8); false runs the graph as written")
     tol: float = Field(1.0, ge=0, description="deployed_mismatch: the largest top-1 disagreement with the "
                        "fake-quantized model, or Square accuracy difference, in accuracy points, not flagged")
     seeds: Optional[list[int]] = Field(None, min_length=1, description="evaluate only the models of these seeds "
@@ -161,7 +163,10 @@ class DeployedSpec(_Spec):
     @model_validator(mode="before")
     @classmethod
     def _switch(cls, value: Any) -> Any:
-        return {"enabled": value} if isinstance(value, bool) else value
+        """``true``/``false`` switch it; giving its options switches it on unless they say otherwise."""
+        if isinstance(value, bool):
+            return {"enabled": value}
+        return {"enabled": True, **value} if isinstance(value, dict) else value
 
 
 class EvalSpec(_Spec):

@@ -14,7 +14,8 @@ from robquant.report.findings import findings, findings_tables
 from robquant.report.paper import appendix_comparison, comparison, label_comparison, paper_numbers
 from robquant.report.records import collect
 from robquant.report.stats import t_interval
-from robquant.report.tables import Table, table1, table2, table2_reference, table3, table45, trend_labels
+from robquant.report.tables import (Table, deployed_table, table1, table2, table2_reference, table3, table45,
+                                    trend_labels)
 
 FORMATS = ("md", "latex", "csv", "html")
 
@@ -82,7 +83,8 @@ def write_report(plan: Any, store: Any, out: str | Path, formats: Sequence[str] 
     found = findings_tables(findings(rows, ev.eps, ev.main_eps))
     tables = [*found, table2(rows, ev.main_eps), table2_reference(rows, ev.main_eps), table3(rows, ev.main_eps),
               *table45(rows, ev.main_eps), table1(labels, ev.eps, ev.main_eps, paper["table1"]), label_table,
-              comparison(rows, paper), *appendix_comparison(rows, paper), cost_table(rows)]
+              comparison(rows, paper), *appendix_comparison(rows, paper), cost_table(rows),
+              deployed_table(rows, ev.main_eps)]
     fig2 = figure2(rows, out)
     pareto_paths, recommended = pareto(rows, out)
     tables.append(_recommend_table(recommended))

@@ -24,7 +24,8 @@ def collect(plan: Any, store: Any) -> list[dict[str, Any]]:
     ``{eps_255: acc}``, worst_n ``{eps_255: n}``, worst_attacks ``{eps_255: [labels]}``, robust
     ``{(attack, eps_255): acc}`` and robust_n ``{(attack, eps_255): n}`` (each attack on its own
     examples; cumulative when the evaluation cascaded), cascade, flags, wall_s and passes (of the
-    quantization stage), bytes (model size), key.
+    quantization stage), bytes (model size), key, deployed (the deployed model's numbers on its
+    runtime, None unless the study asked for them) and onnx (the exported file, or None).
     """
     rows = []
     for cell, seed, key in plan.cells:
@@ -62,5 +63,12 @@ def collect(plan: Any, store: Any) -> list[dict[str, Any]]:
             "flags": list(m.get("flags") or []),
             "wall_s": (q.get("stage") or {}).get("wall_s"), "passes": passes,
             "bytes": (q.get("size") or {}).get("bytes"), "key": key,
+            "deployed": m.get("deployed"), "onnx": _onnx(store, key),
         })
     return rows
+
+
+def _onnx(store: Any, key: str) -> str | None:
+    """The ONNX file an evaluation exported (a deployed evaluation), if any."""
+    path = store.artifact_dir(key) / "model.onnx"
+    return str(path) if path.is_file() else None

@@ -255,3 +255,43 @@ def label_verdict(ours: str, theirs: str) -> str:
     if ours == "n.s.":
         return "not significant"
     return "agree" if ours == theirs else "disagree"
+
+
+def deployed_table(rows: list[dict[str, Any]], main_eps: float) -> Table | None:
+    """The deployed models (``evaluation.deployed``): per pipeline and precision, the fake-quantized
+    model's robustness of record beside the exported model's on its runtime, and their agreement.
+    None when no model was deployed."""
+    rows = [r for r in rows if r.get("deployed")]
+    if not rows:
+        return None
+    out = []
+    for method, strategy, init in _pipelines(rows):
+        for p in _precisions(rows):
+            runs = [r for r in rows if (r["method"], r["strategy"], r["init"], r["precision"])
+                    == (method, strategy, init, p)]
+            if not runs:
+                continue
+            dep = [r["deployed"] for r in runs]
+            agree = min(min(d["clean_agreement"], d["adversarial_agreement"]) for d in dep)
+            flagged = sum("deployed_mismatch" in r["flags"] for r in runs)
+            unfused = [d["unfused"] for d in dep if d.get("unfused")]
+            without = (f"{100 * min(min(u['clean_agreement'], u['adversarial_agreement']) for u in unfused):.1f}"
+                       if unfused else "")
+            out.append([runs[0]["pipeline"], p, str(len(runs)),
+                        _fmt([d["record_accuracy"] for d in dep if d.get("record_accuracy") is not None]),
+                        _fmt([d["robustness"] for d in dep]), _fmt([d["accuracy"]["square"] for d in dep]),
+                        f"{100 * agree:.1f}", without, str(flagged), runs[0].get("onnx") or ""])
+    n = sorted({r["deployed"]["n"] for r in rows})
+    runtime = rows[0]["deployed"].get("runtime", "")
+    return Table("deployed", f"Deployed models on {runtime}: robustness at {main_eps:g}/255 (%), fake-quantized "
+                 "record vs the exported ONNX model", ["pipeline", "precision", "seeds", "record (fake-quant)",
+                                                      "deployed: transfer + Square", "deployed: Square",
+                                                      "agreement % (lowest)", "without QDQ fusion %", "mismatch flags",
+                                                      "ONNX file (first seed)"],
+                 out, [f"On the first {'/'.join(map(str, n))} test examples. Record: the evaluation's worst case "
+                       "over its attacks on the fake-quantized model. Deployed: robust on the runtime under PGD "
+                       "transferred from the fake-quantized model and under Square (gradient-free) on the runtime. "
+                       "Agreement: top-1 with the fake-quantized model, the lowest of clean and adversarial over "
+                       "seeds; a mismatch flag fires above 1 point. Without QDQ fusion: where they disagree, the same "
+                       "file with the runtime's QDQ fusion off (the fusion quantizes the float weights of layers whose "
+                       "input is quantized to int8: an activation-only model runs with int8 weights)."])
