@@ -224,10 +224,14 @@ def test_study_with_deployed_evaluation(tmp_path):
     report = (tmp_path / "runs" / "report" / "report.md").read_text()
     assert "Deployed models on onnxruntime" in report
     assert str(store.artifact_dir(evaluations["A4W4"]) / "model.onnx") in report
-    # without deployed, the keys are what they were before the option existed
-    off = build_plan(load_study(write(tmp_path, DEPLOYED_STUDY | {"evaluation": {
-        **DEPLOYED_STUDY["evaluation"], "deployed": False}}, "off.yaml")))
-    assert all("deployed" not in spec_config(s.spec) for s in off.stages.values())
+    # without deployed (not given, or false), the keys are what they were before the option existed
+    for name, value in (("off.yaml", False), ("absent.yaml", None)):
+        evaluation = {k: v for k, v in DEPLOYED_STUDY["evaluation"].items() if k != "deployed"}
+        if value is not None:
+            evaluation["deployed"] = value
+        off = build_plan(load_study(write(tmp_path, DEPLOYED_STUDY | {"evaluation": evaluation}, name)))
+        assert not off.study.evaluation.deployed.enabled
+        assert all("deployed" not in spec_config(s.spec) for s in off.stages.values())
 
 
 def test_study_deployed_bad_input(tmp_path):

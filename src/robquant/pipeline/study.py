@@ -179,8 +179,8 @@ class EvalSpec(_Spec):
                           "(AutoAttack's standard evaluation): the same worst case for less work; later attacks' "
                           "own accuracies are then cumulative")
     diagnostics: DiagnoseSpec = Field(default_factory=DiagnoseSpec)
-    deployed: DeployedSpec = Field(default_factory=DeployedSpec, description="true, or the deployed evaluation's "
-                                   "options")
+    deployed: DeployedSpec = Field(default_factory=lambda: DeployedSpec(enabled=False),
+                                   description="true, or the deployed evaluation's options (off unless given)")
 
     @field_validator("eps")
     @classmethod
