@@ -279,3 +279,12 @@ def test_runtime_qdq_fusion_quantizes_float_weights_beside_quantized_activations
         plain, fused = RuntimeModel(tmp_path / "a4w32.onnx", fusion=False)(x), RuntimeModel(tmp_path / "a4w32.onnx")(x)
     assert (plain - fake).abs().max() < 1e-3
     assert (fused - fake).abs().max() > 1e-2  # int8 weights now
+
+
+
+def test_a_mismatch_at_the_threshold_is_not_flagged():
+    from robquant.deploy.runtime import exceeds
+
+    one_in_100 = torch.tensor(0.25).item() - torch.tensor(0.24).item()  # float32 accuracies: 0.010000005
+    assert one_in_100 > 0.01 and not exceeds(one_in_100, 0.01)
+    assert exceeds(0.02, 0.01) and not exceeds(0.0, 0.01)

@@ -119,9 +119,10 @@ def _merged(a: Branch, b: Branch, lo: int, hi: int) -> Branch | None:
 
 
 def branches(terms: Terms, what: str) -> list[Branch]:
-    """A layer's integer weight terms as the fewest 8-bit branches: each term is merged into an
-    earlier branch where a common per-channel scale keeps the codes in int8 (or uint8), else it
-    becomes a branch of its own. The branches' sum is checked against the terms' sum.
+    """A layer's integer weight terms as few 8-bit branches: each term is merged into an earlier
+    branch where a common per-channel scale keeps the codes in int8, else it becomes a branch of
+    its own (stored as int8, or uint8 when its codes reach 128-255). The branches' sum is checked
+    against the terms' sum.
 
     Raises:
         ExportError: if a term's codes fit neither int8 nor uint8 (e.g. 16-bit weights).
