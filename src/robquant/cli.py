@@ -280,6 +280,9 @@ def export(
     if info["agreement"] is not None:
         console.print(f"  ONNX Runtime agrees with the model on {100 * info['agreement']:.1f} % of {info['n']} "
                       "test images (top-1)")
+        if info["agreement_unfused"] is not None:
+            console.print(f"  with its QDQ fusion off: {100 * info['agreement_unfused']:.1f} % (the fusion quantizes "
+                          "float weights beside quantized activations to int8; `robquant attack --no-fusion`)")
     else:
         console.print("  (install onnxruntime to compare the export with the model)")
 

@@ -134,10 +134,6 @@ def diagnostics_table(diag: dict[str, Any]) -> Table:
     return table
 
 
-def r_threshold(results: list[dict[str, Any]]) -> float:
-    return results[0]["threshold"] if results else 0.01
-
-
 def deployed_table(title: str, results: list[dict[str, Any]]) -> Table:
     """A deployed model's robustness on its runtime, per budget, beside the fake-quantized model's."""
     table = Table(title=title)
@@ -151,16 +147,21 @@ def deployed_table(title: str, results: list[dict[str, Any]]) -> Table:
                       f"{100 * acc['reference_pgd']:.1f}", f"{100 * acc['reference_square']:.1f}",
                       f"{100 * r['clean_agreement']:.1f}",
                       f"{100 * r['adversarial_agreement']:.1f}", "FLAG" if r["flag"] else "ok")
-    unfused = [(r["eps_255"], r["unfused"]) for r in results if r.get("unfused")]
-    table.caption = "".join(
-        f"At {e:g}/255 the runtime's QDQ fusion is the cause: with --no-fusion it agrees on {100 * u['clean_agreement']:.1f} "
-        f"% clean, {100 * u['adversarial_agreement']:.1f} % adversarial (the fusion quantizes float weights beside "
-        "quantized activations to int8). " for e, u in unfused
-        if min(u["clean_agreement"], u["adversarial_agreement"]) >= 1 - r_threshold(results)) + (
-        f"{results[0]['runtime'] if results else ''}{'' if not results or results[0].get('fusion', True) else ' (QDQ fusion off)'}: transfer = PGD crafted on the fake-quantized "
-                     "model; square = gradient-free on the runtime (and, same seed, on the fake-quantized model); robust = "
-                     "under both; agreement = top-1 with the fake-quantized model; FLAG: a mismatch above "
-                     f"{100 * results[0]['threshold'] if results else 1:g} points")
+    threshold = results[0]["threshold"] if results else 0.01
+    notes = []
+    for r in results:  # where fusion off restores agreement, the fusion is the cause
+        u = r.get("unfused")
+        if u and min(u["clean_agreement"], u["adversarial_agreement"]) >= 1 - threshold:
+            notes.append(f"At {r['eps_255']:g}/255 the runtime's QDQ fusion is the cause: with --no-fusion it agrees "
+                         f"on {100 * u['clean_agreement']:.1f} % clean, {100 * u['adversarial_agreement']:.1f} % "
+                         "adversarial (the fusion quantizes float weights beside quantized activations to int8).")
+    runtime = results[0]["runtime"] if results else ""
+    if results and results[0].get("fusion") is False:
+        runtime += " (QDQ fusion off)"
+    notes.append(f"{runtime}: transfer = PGD crafted on the fake-quantized model; square = gradient-free on the "
+                 "runtime (and, same seed, on the fake-quantized model); robust = under both; agreement = top-1 "
+                 f"with the fake-quantized model; FLAG: a mismatch above {100 * threshold:g} points")
+    table.caption = " ".join(notes)
     return table
 
 

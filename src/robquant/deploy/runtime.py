@@ -13,6 +13,7 @@ and the integer model can disagree (rounding of ties, accumulation order, a runt
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 from typing import Any
@@ -90,7 +91,8 @@ def exceeds(value: float, threshold: float) -> bool:
     return bool(value > threshold + 1e-6)
 
 
-def _logits(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
+def batched_logits(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
+    """``model``'s logits on ``x`` in batches on ``device``, gathered on the CPU."""
     out = []
     with torch.no_grad():
         for i in range(0, len(x), batch_size):
@@ -133,13 +135,14 @@ def deployed_evaluation(runtime: nn.Module, reference: nn.Module, dataset: Any, 
     if n == 0:
         raise ConfigError("deployed evaluation needs at least one test example")
     x, y = data.images.float().div(255), data.labels
-    ref_clean, run_clean = _logits(reference.eval(), x, batch_size, device), _logits(runtime, x, batch_size, device)
+    logits = functools.partial(batched_logits, batch_size=batch_size, device=device)
+    ref_clean, run_clean = logits(reference.eval(), x), logits(runtime, x)
     correct = run_clean.argmax(1) == y
     generator = torch.Generator(device=device).manual_seed(seed)
     pgd = create_attack("pgd", reference, eps, steps=steps, restarts=restarts, generator=generator)
     x_adv = torch.cat([pgd(x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)).cpu()
                        for i in range(0, n, batch_size)])
-    ref_adv, run_adv = _logits(reference, x_adv, batch_size, device), _logits(runtime, x_adv, batch_size, device)
+    ref_adv, run_adv = logits(reference, x_adv), logits(runtime, x_adv)
     transfer_ok = correct & (run_adv.argmax(1) == y)
     # Square with the same seed on both models, on the examples the runtime classifies correctly:
     # the same classifier gives the same queries and the same result
@@ -150,16 +153,14 @@ def deployed_evaluation(runtime: nn.Module, reference: nn.Module, dataset: Any, 
             square = create_attack("square", model, eps, n_queries=square_queries, seed=seed, fold_bn=False)
             x_sq = torch.cat([square(x[idx[i:i + batch_size]].to(device), y[idx[i:i + batch_size]].to(device)).cpu()
                               for i in range(0, len(idx), batch_size)])
-            ok[idx] &= _logits(model, x_sq, batch_size, device).argmax(1) == y[idx]
+            ok[idx] &= logits(model, x_sq).argmax(1) == y[idx]
     clean_agree = (ref_clean.argmax(1) == run_clean.argmax(1)).float().mean().item()
     adv_agree = (ref_adv.argmax(1) == run_adv.argmax(1)).float().mean().item()
     unfused = None  # where they disagree: is it the runtime's QDQ fusion?
     if getattr(runtime, "fusion", False) and min(clean_agree, adv_agree) < 1 - threshold:
         plain = RuntimeModel(runtime.path, fusion=False)
-        unfused = {"clean_agreement": (_logits(plain, x, batch_size, device).argmax(1) == ref_clean.argmax(1))
-                   .float().mean().item(),
-                   "adversarial_agreement": (_logits(plain, x_adv, batch_size, device).argmax(1) == ref_adv.argmax(1))
-                   .float().mean().item()}
+        unfused = {"clean_agreement": (logits(plain, x).argmax(1) == ref_clean.argmax(1)).float().mean().item(),
+                   "adversarial_agreement": (logits(plain, x_adv).argmax(1) == ref_adv.argmax(1)).float().mean().item()}
     square_gap = abs(square_ok.float().mean().item() - square_ref_ok.float().mean().item())
     return {
         "runtime": runtime_version(), "fusion": getattr(runtime, "fusion", None), "unfused": unfused,
