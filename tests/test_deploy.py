@@ -7,8 +7,9 @@ import json
 import pytest
 import torch
 
-onnx = pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
+_EXTRA = "the optional extra robquant[onnx] is not installed (scripts/setup.sh installs it)"
+onnx = pytest.importorskip("onnx", reason=_EXTRA)
+pytest.importorskip("onnxruntime", reason=_EXTRA)
 
 from robquant import load_model  # noqa: E402
 from robquant.attacks import create_attack  # noqa: E402
