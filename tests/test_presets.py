@@ -33,19 +33,20 @@ def test_demo_full_covers_the_whole_grid():
     assert len({c.fraction for c in cells}) == 2 and len(study.seeds) == 3
 
 
-def test_demo_holds_every_cell_its_findings_labels_and_figure_need_over_three_seeds():
+def test_demo_holds_every_cell_its_findings_need_over_three_seeds_and_every_test_example():
     study = load_study(CONFIGS / "demo.yaml")
     cells, _ = study.expand()
     have = {(c.method, c.strategy, c.init, c.precision) for c in cells}
     equal_bits = {"A2W2", "A4W4", "A8W8", "A32W32"}
-    for pipe in (("ptq", None, "robust"), ("qat", "vanilla", "robust"), ("qat", "adversarial", "robust"),
-                 ("qat", "vanilla", "non_robust")):  # findings (i)-(iii) and the Table-1 trends: 4 bit-widths
-        assert {(*pipe, p) for p in equal_bits} <= have, pipe
+    for pipe in (("ptq", None, "robust"), ("qat", "vanilla", "robust"), ("qat", "adversarial", "robust")):
+        assert {(*pipe, p) for p in equal_bits} <= have, pipe  # findings (i)-(iii) and their trends: 4 bit-widths
     sweep = {p for m, s, i, p in have if (m, s, i) == ("qat", "vanilla", "non_robust")}
-    assert {"A2W32", "A4W32", "A8W32", "A32W32"} <= sweep and {"A32W2", "A32W4", "A32W8", "A32W32"} <= sweep  # Figure 2
+    assert {"A2W32", "A4W32", "A8W32", "A32W32"} <= sweep  # finding (iv) and Figure 2
     assert len(study.seeds) >= 3 and len({c.fraction for c in cells}) == 1
-    assert max(e for e in study.evaluation.eps if e <= 2) and study.evaluation.main_eps in study.evaluation.eps
-    assert [a.name for a in study.evaluation.attacks] == ["pgd", "apgd"]  # the robustness of record (ALGORITHMS 8)
+    ev = study.evaluation
+    assert ev.n_test is None  # all 359 digits test images: the PTQ findings are decided at the margin
+    assert ev.weak() == ev.main_eps / 4  # the weak attack scaled with the main one, as 2/255 is to 8/255
+    assert [a.name for a in ev.attacks] == ["pgd", "apgd"]  # the robustness of record (ALGORITHMS 8)
 
 
 def test_figure2_is_one_study_of_activation_and_weight_only_sweeps_with_pgd_and_autoattack():

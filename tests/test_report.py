@@ -8,31 +8,51 @@ import subprocess
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from robquant.report.figures import figure2, figure2_series, pareto
-from robquant.report.findings import CONTRADICTED, NOT_RUN, NOT_SIGNIFICANT, REPRODUCED, findings
+from robquant.report.findings import (CONTRADICTED, ERODED, NOT_COMPARABLE, NOT_RUN, NOT_SIGNIFICANT, REPRODUCED,
+                                      findings)
 from robquant.report.paper import label_comparison, paper_numbers
-from robquant.report.records import pipeline_label
+from robquant.attacks.outcomes import Outcomes
+from robquant.report.records import aggregates, cell_estimate, pipeline_label
 from robquant.report.stats import bounded_interval, format_interval, t_interval, trend_label
 from robquant.report.tables import table1, table2, table45, trend_labels
 
 
+def outcomes(clean, worst, robust=None, n=500, n_worst=200, cascade=True):
+    """Per-example outcomes whose aggregates are the given accuracies: examples are robust in a fixed
+    order (the first k), so models that share examples lose the same marginal ones. PGD covers ``n``
+    examples, APGD (cascaded after it) the first ``n_worst``; ``robust`` gives PGD's own accuracy at
+    an eps (default: the worst case there)."""
+    def first(k, length):
+        mask = np.zeros(length, dtype=bool)
+        mask[: int(round(k * length))] = True
+        return mask
+
+    masks = {}
+    for e, w in worst.items():
+        masks[("pgd", e)] = first((robust or {}).get(("pgd", e), w), n)
+        masks[("apgd", e)] = first(w, n_worst)
+    return Outcomes(np.arange(n), first(clean, n), masks, "d" * 64, cascade, 10_000)
+
+
 def row(method, strategy, init, precision, seed, clean, rob, status="done", fraction=1.0, flags=(), worst=None,
-        pgd=None, robust=None):
-    """A report row as :func:`robquant.report.records.collect` makes it; ``pgd`` is the paper's attack
-    alone at 8/255 (default: the worst case)."""
+        pgd=None, robust=None, fp="fp0"):
+    """A report row as :func:`robquant.report.records.collect` makes it, its numbers made from per-example
+    outcomes; ``pgd`` is the paper's attack alone at 8/255 (default: the worst case)."""
     a, w = precision[1:].split("W")
     a, w = int(a), int(w)
-    pgd = rob if pgd is None else pgd
+    worst = worst or {8.0: rob}
+    robust = dict(robust or {})
+    if pgd is not None:
+        robust[("pgd", 8.0)] = pgd
     return {"init": init, "method": method, "strategy": strategy, "pipeline": pipeline_label(method, strategy, init),
             "precision": precision, "act_bits": a, "weight_bits": w, "bits": a if a == w else None,
-            "fraction": fraction, "seed": seed, "status": status, "clean": clean, "robustness": rob,
-            "robustness_n": 200, "reference": pgd, "reference_n": 500, "reference_attack": "pgd", "gap": pgd - rob,
-            "worst": worst or {8.0: rob}, "worst_n": {e: 200 for e in (worst or {8.0: rob})},
-            "worst_attacks": {e: ["pgd", "apgd"] for e in (worst or {8.0: rob})},
-            "robust": robust or {("pgd", 8.0): pgd}, "robust_n": {k: 500 for k in (robust or {("pgd", 8.0): pgd})},
-            "cascade": True, "flags": list(flags),
-            "wall_s": 1.0, "passes": 100.0, "bytes": 1000, "key": f"{method}{strategy}{init}{precision}{seed}"}
+            "fraction": fraction, "seed": seed, "status": status,
+            **aggregates(outcomes(clean, worst, robust), "pgd", 8.0), "flags": list(flags),
+            "wall_s": 1.0, "passes": 100.0, "bytes": 1000, "key": f"{method}{strategy}{init}{precision}{seed}",
+            "fp": None if init == "random" else fp, "fp_clean": 0.9}
 
 
 ROWS = [
@@ -63,28 +83,31 @@ def test_t_interval_matches_the_known_value():
 
 def test_table2_from_hand_made_records_matches_exactly():
     t = table2(ROWS, 8)
-    assert t.markdown() == (
-        "### Table 2: accuracy / robustness (%, worst case over attacks at 8/255), fraction 1\n\n"
-        "| method | strategy | init | A2W2 | A4W4 | A32W32 |\n"
-        "|---|---|---|---|---|---|\n"
-        "| PTQ |  | robust | NC | 85.0 (21.5–100.0) / 45.0 (0.0–100.0) | 92.0 ± 0.0 / 46.0 ± 12.7 |\n"
-        "| QAT | transfer | non_robust | 60.0 (n=1) / 10.0 (n=1) | 70.0 (n=1) / 20.0 (n=1) ! |  |\n\n"
-        "Cells: mean ± half-width of the 95 % t interval over seeds (n = 2 unless marked), the interval clipped to "
-        "0-100 % where it would leave it, then shown as (low–high); NC: a seed did not converge; !: a trust check "
-        "fired (see the diagnostics).\n")
+    assert t.markdown().splitlines()[:5] == [
+        "### Table 2: accuracy / robustness (%, worst case over attacks at 8/255), fraction 1", "",
+        "| method | strategy | init | A2W2 | A4W4 | A32W32 |", "|---|---|---|---|---|---|",
+        "| PTQ |  | robust | NC | 85.0 (35.1–100.0) / 45.0 ± 25.9 | 92.0 ± 2.4 / 46.0 ± 7.2 |"]
     assert t.csv().splitlines() == [
         "method,strategy,init,A2W2,A4W4,A32W32",
-        "PTQ,,robust,NC,85.0 (21.5–100.0) / 45.0 (0.0–100.0),92.0 ± 0.0 / 46.0 ± 12.7",
-        "QAT,transfer,non_robust,60.0 (n=1) / 10.0 (n=1),70.0 (n=1) / 20.0 (n=1) !,",
+        "PTQ,,robust,NC,85.0 (35.1–100.0) / 45.0 ± 25.9,92.0 ± 2.4 / 46.0 ± 7.2",
+        "QAT,transfer,non_robust,60.0 ± 4.3 (n=1) / 10.0 ± 4.2 (n=1),70.0 ± 4.0 (n=1) / 20.0 ± 5.6 (n=1) !,",
     ]
+    assert "counts the seeds and the test sample" in t.notes[0]
     assert r"$\pm$" in t.latex() and "<td>NC</td>" in t.html()
+
+
+def test_a_cell_interval_is_the_binomial_one_when_every_seed_agrees():
+    # two seeds with identical outcomes: only the test sample varies, sqrt(p (1 - p) / n) x t(n - 1)
+    est = cell_estimate([r for r in ROWS if r["precision"] == "A32W32"], "clean")
+    assert est.mean == pytest.approx(0.92)
+    assert est.half == pytest.approx(stats.t.ppf(0.975, 499) * math.sqrt(0.92 * 0.08 / 499), rel=1e-6)
 
 
 def test_tables_4_and_5_are_init_by_precision():
     t4, t5 = table45(ROWS, 8)
     assert t4.columns == ["init", "A2W2", "A4W4"]
-    assert t4.rows == [["non_robust", "60.0 (n=1)", "70.0 (n=1)"]]  # one seed per cell: no interval
-    assert t5.rows == [["non_robust", "10.0 (n=1)", "20.0 (n=1) !"]]
+    assert t4.rows == [["non_robust", "60.0 ± 4.3 (n=1)", "70.0 ± 4.0 (n=1)"]]  # one seed: the examples alone
+    assert t5.rows == [["non_robust", "10.0 ± 4.2 (n=1)", "20.0 ± 5.6 (n=1) !"]]
 
 
 def _planted(values_by_bits, seeds, noise, rng):
@@ -106,7 +129,7 @@ def _planted(values_by_bits, seeds, noise, rng):
 def test_trend_labels_on_planted_trends(shape, expected):
     rng = np.random.default_rng(0)
     rows = _planted(shape, seeds=5, noise=0.01, rng=rng)
-    labels = trend_labels(rows, [2, 8], 8)
+    labels = trend_labels(rows, 2.0, 8)
     assert labels[("qat", "vanilla", "random")]["normal"][0] == expected
     assert labels[("qat", "vanilla", "random")]["weaker"][0] == expected
 
@@ -114,7 +137,7 @@ def test_trend_labels_on_planted_trends(shape, expected):
 def test_trend_labels_are_not_significant_under_planted_noise_or_one_seed():
     rng = np.random.default_rng(1)
     noisy = _planted({2: 0.34, 4: 0.32, 8: 0.30, 32: 0.28}, seeds=3, noise=0.10, rng=rng)
-    assert trend_labels(noisy, [8], 8)[("qat", "vanilla", "random")]["normal"][0] == "n.s."
+    assert trend_labels(noisy, None, 8)[("qat", "vanilla", "random")]["normal"][0] == "n.s."
     one_seed = {2: [0.5], 4: [0.4], 8: [0.3]}
     assert trend_label(one_seed)[0] == "n.s."
     assert trend_label({2: [0.5, 0.5], 4: [0.4, 0.4]})[0] == "n.s."  # two bit-widths: no shape to test
@@ -136,7 +159,7 @@ def test_paper_tables_3_to_5_beside_ours():
 def test_table1_and_the_paper_comparison():
     labels = {("ptq", None, "robust"): {"weaker": ("n.s.", {}), "normal": ("-", {})},
               ("qat", "adversarial", "robust"): {"normal": ("+", {})}}
-    t = table1(labels, [1, 2, 8], 8)
+    t = table1(labels, 2.0, 8)
     assert t.rows[0] == ["PTQ", "", "", "weaker: n.s., normal: -"]
     paper = paper_numbers()
     assert paper["table2"]["ptq/robust"]["A4W4"] == [76.16, 47.84] and paper["table2"]["ptq/robust"]["A2W2"] == "NC"
@@ -147,7 +170,7 @@ def test_table1_and_the_paper_comparison():
     assert verdict[("ptq/non_robust", "weaker")] == "not run"
     assert counts["agree"] == 1 and counts["disagree"] == 1
     # Table 1 itself carries the paper's label and the verdict beside ours
-    t = table1(labels, [1, 2, 8], 8, paper["table1"])
+    t = table1(labels, 2.0, 8, paper["table1"])
     assert t.rows[0] == ["PTQ", "", "", "weaker: n.s., normal: - (paper -: agree)"]
     assert t.rows[1] == ["QAT (adversarial)", "", "", "normal: + (paper ~: disagree)"]
 
@@ -226,7 +249,7 @@ def test_a_bit_width_with_one_converged_seed_is_dropped_not_fatal():
         rows += [row("qat", "vanilla", "random", prec, s, 0.9, base + 0.01 * s, worst={2.0: base + 0.01 * s,
                                                                                         8.0: base + 0.01 * s})
                  for s in range(3)]
-    assert trend_labels(rows, [2, 8], 8)[("qat", "vanilla", "random")]["weaker"][0] == "+"
+    assert trend_labels(rows, 2.0, 8)[("qat", "vanilla", "random")]["weaker"][0] == "+"
 
 
 def test_figure2_plots_each_attack_on_its_own_examples_and_the_worst_case_on_the_common_ones(tmp_path):
@@ -255,7 +278,7 @@ def test_figure2_plots_each_attack_on_its_own_examples_and_the_worst_case_on_the
     assert "worst case of pgd + apgd, eps 1/255" in csv_text and len(paths) == 3
 
 
-def _finding_rows(vanilla_drop=0.25, adv_drop=0.0, ptq_drop=0.005, noise=0.004):
+def _finding_rows(vanilla_drop=0.40, adv_drop=0.0, ptq_drop=0.005, noise=0.004):
     rng = np.random.default_rng(0)
     rows = []
     for s in range(3):
@@ -274,31 +297,107 @@ def _finding_rows(vanilla_drop=0.25, adv_drop=0.0, ptq_drop=0.005, noise=0.004):
 
 
 def test_findings_reproduced_contradicted_and_not_run():
-    found = {f.key: f for f in findings(_finding_rows(), [1, 8], 8)}
+    found = {f.key: f for f in findings(_finding_rows(), 1.0, 8)}
     for key in ("ptq_keeps", "vanilla_qat_loses", "adversarial_qat_keeps"):
         assert set(found[key].verdicts.values()) == {REPRODUCED}, (key, found[key].verdicts)
         assert len(found[key].verdicts) == 2  # the paper's attack, and the worst case
+        assert found[key].scope.startswith("for one FP model")  # every seed shares fp0
     assert set(found["activation_bits_weak"].verdicts.values()) == {NOT_RUN}
     # adversarial QAT that loses 10 points contradicts "keeps"; noisy seeds leave PTQ not significant
-    found = {f.key: f for f in findings(_finding_rows(adv_drop=0.10), [1, 8], 8)}
+    found = {f.key: f for f in findings(_finding_rows(adv_drop=0.10), 1.0, 8)}
     assert set(found["adversarial_qat_keeps"].verdicts.values()) == {CONTRADICTED}
-    found = {f.key: f for f in findings(_finding_rows(ptq_drop=0.01, noise=0.05), [1, 8], 8)}
+    found = {f.key: f for f in findings(_finding_rows(ptq_drop=0.01, noise=0.05), 1.0, 8)}
     assert NOT_SIGNIFICANT in found["ptq_keeps"].verdicts.values()
+    power = [e[-1] for e in found["ptq_keeps"].evidence if e[4] == NOT_SIGNIFICANT]
+    assert power and all(p.startswith("detects >=") and ("test examples of 10,000" in p or "100 seeds" in p)
+                         for p in power)
     # without the FP reference nothing can be judged
     rows = [r for r in _finding_rows() if r["precision"] != "A32W32"]
-    f = findings(rows, [1, 8], 8)[0]
+    f = findings(rows, 1.0, 8)[0]
     assert set(f.verdicts.values()) == {NOT_RUN} and "FP reference" in f.note
 
 
-def test_findings_activation_trend_under_both_measures():
+@pytest.mark.parametrize("drop,verdict", [(0.40, REPRODUCED), (0.25, ERODED), (0.0, CONTRADICTED)])
+def test_vanilla_qat_lost_means_the_papers_size(drop, verdict):
+    # FP reference 45-49 %: a cell at 5-9 % keeps under a quarter (lost); at 20-24 % it keeps ~45 % (eroded)
+    f = next(f for f in findings(_finding_rows(vanilla_drop=drop), 1.0, 8) if f.key == "vanilla_qat_loses")
+    assert set(f.verdicts.values()) == {verdict}
+
+
+def test_nc_cells_are_not_comparable_named_and_left_out():
+    rows = _finding_rows(adv_drop=0.10)
+    rows = [r for r in rows if not (r["strategy"] == "adversarial")]
+    rows += [row("qat", "adversarial", "robust", "A2W2", s, 0.1, 0.1, status="NC" if s == 0 else "done")
+             for s in range(3)]
+    f = next(f for f in findings(rows, 1.0, 8) if f.key == "adversarial_qat_keeps")
+    assert set(f.verdicts.values()) == {NOT_COMPARABLE} and "A2W2" in f.note
+    assert any(e[0].endswith("A2W2") and e[4] == NOT_COMPARABLE for e in f.evidence)
+    # beside a cell that converged, the NC cell casts no vote
+    rows += [row("qat", "adversarial", "robust", "A4W4", s, 0.74, 0.45 + 0.02 * s, pgd=0.48 + 0.02 * s) for s in range(3)]
+    f = next(f for f in findings(rows, 1.0, 8) if f.key == "adversarial_qat_keeps")
+    assert set(f.verdicts.values()) == {REPRODUCED}
+    # the same cells in Table 2, the trend labels and Figure 2
+    assert table2(rows, 8).rows[-1][3] == "NC"
+    label, info = trend_labels(rows, 2.0, 8)[("qat", "adversarial", "robust")]["normal"]
+    assert info["not_comparable"] == [2] and 2 not in info["bits"]
+
+
+def _sweep(init, values, pgd=None, clean=None, seeds=3):
     rows = []
-    for prec, (pgd, worst) in {"A2W32": (0.50, 0.30), "A4W32": (0.42, 0.30), "A8W32": (0.36, 0.30),
-                               "A32W32": (0.30, 0.30)}.items():
-        for s in range(3):
-            robust = {("pgd", 1.0): pgd + 0.005 * s, ("pgd", 8.0): 0.0}
-            rows.append(row("qat", "vanilla", "non_robust", prec, s, 0.7, 0.0, pgd=0.0, robust=robust,
+    for prec, worst in values.items():
+        for s in range(seeds):
+            p = (pgd or values)[prec] + 0.005 * s
+            robust = {("pgd", 1.0): p, ("pgd", 8.0): 0.0}
+            rows.append(row("qat", "vanilla", init, prec, s, (clean or {}).get(prec, 0.7), 0.0, pgd=0.0, robust=robust,
                             worst={1.0: worst + 0.005 * s, 8.0: 0.0}))
-    f = findings(rows, [1, 8], 8)[3]
+    return rows
+
+
+def test_findings_activation_trend_under_both_measures():
+    rows = _sweep("non_robust", {"A2W32": 0.30, "A4W32": 0.30, "A8W32": 0.30, "A32W32": 0.30},
+                  pgd={"A2W32": 0.50, "A4W32": 0.42, "A8W32": 0.36, "A32W32": 0.30})
+    (f,) = [f for f in findings(rows, 1.0, 8) if f.key.startswith("activation_bits_weak")]
+    assert f.key == "activation_bits_weak/non_robust" and "non_robust parameters (fine-tuned)" in f.claim
     paper, worst = f.verdicts.values()
     assert paper == REPRODUCED  # under PGD alone lower activation bits look more robust ...
     assert worst == NOT_SIGNIFICANT  # ... under the worst case the trend is gone
+    assert {e[0] for e in f.evidence} >= {"qat/vanilla/non_robust A2W32", "qat/vanilla/non_robust A32W32"}
+    assert not any("Figure 2" in e[0] for e in f.evidence)  # Figure 2's number is for random init only
+
+
+def test_activation_trend_is_judged_per_init_with_figure2_beside_random_only():
+    rising = {"A2W32": 0.50, "A4W32": 0.42, "A8W32": 0.36, "A32W32": 0.30}
+    rows = _sweep("random", rising) + _sweep("robust", {k: 0.8 - v for k, v in rising.items()},
+                                             clean={"A2W32": 0.55, "A4W32": 0.7, "A8W32": 0.7, "A32W32": 0.7})
+    found = {f.key: f for f in findings(rows, 1.0, 8) if f.key.startswith("activation_bits_weak")}
+    assert set(found) == {"activation_bits_weak/random", "activation_bits_weak/robust"}
+    assert set(found["activation_bits_weak/random"].verdicts.values()) == {REPRODUCED}
+    assert set(found["activation_bits_weak/robust"].verdicts.values()) == {CONTRADICTED}
+    fig2 = [e for e in found["activation_bits_weak/random"].evidence if "Figure 2" in e[0]]
+    assert len(fig2) == 1 and fig2[0][3].startswith("+20.0")
+    assert not any("Figure 2" in e[0] for e in found["activation_bits_weak/robust"].evidence)
+    # the robust sweep's 2-bit models are 15 points less accurate: named as not converged in accuracy
+    assert "not converged in accuracy): A2W32 -15.0" in found["activation_bits_weak/robust"].note
+    assert "not converged" not in found["activation_bits_weak/random"].note
+
+
+def test_ptq_trend_shows_table1_beside_table2():
+    rows = _finding_rows()
+    rows += [row("ptq", None, "robust", "A2W2", s, 0.6, 0.30) for s in range(3)]
+    found = {f.key: f for f in findings(rows, 1.0, 8)}
+    assert "Table 1: -" in found["ptq_trend"].paper
+    assert set(found["ptq_trend"].verdicts.values()) == {REPRODUCED}  # 46 -> 45.5 -> 45.5 -> 30
+    assert set(found["ptq_keeps"].verdicts.values()) == {REPRODUCED}  # while A8W8 and A4W4 keep it
+
+
+def test_regime_table_puts_the_fp_references_beside_the_papers():
+    from robquant.report.findings import regime_table
+
+    t = regime_table(_finding_rows(), 8, "digits, resnet8, 3 seeds", paper_numbers()["regime"])
+    robust = t.rows[0]
+    assert robust[0].startswith("robust FP") and robust[4:] == ["77.06", "46.43"]
+    assert robust[1].startswith("75.0") and robust[3].startswith("47.0")
+    rows = _finding_rows() + [row("qat", "vanilla", "non_robust", "A4W4", s, 0.8, 0.0) for s in range(3)]
+    t = regime_table(rows, 8, "digits", paper_numbers()["regime"])
+    assert t.rows[1][0].startswith("non_robust FP (its training record") and t.rows[1][1] == "90.0"
+    assert "CIFAR-10, ResNet-20" in t.notes[0]

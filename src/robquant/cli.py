@@ -389,7 +389,8 @@ def _print_report(plan: Any, st: Any, out: Path, formats: list[str] | None = Non
     from robquant.report import FORMATS, write_report
 
     result = write_report(plan, st, out, formats or FORMATS)
-    console.print(report_table(result["findings"]))
+    for name in ("findings", "regime", "evidence"):
+        console.print(report_table(result[name]))
     verdicts = ", ".join(f"{k} {v}" for k, v in result["paper_labels"].items())
     console.print(f"report of {result['rows']} models written to {out} "
                   f"({', '.join(sorted({p.suffix.lstrip('.') for p in result['files']}))}); "
@@ -433,6 +434,16 @@ def _plan(study_path: Path, store_dir: Optional[Path], open_store: bool = True):
     if open_store:  # about to run: a user's own model is checked before any work
         _check_model(plan)
     return study, plan, Store(study.store) if open_store else None
+
+
+def _design_warnings(study: Any) -> list[str]:
+    """What the study cannot decide at the findings' margin (planned before it runs)."""
+    from robquant.data import create_dataset
+    from robquant.report.design import design_warnings
+
+    ds = study.dataset
+    return design_warnings(study, lambda: len(create_dataset(ds.name, ds.root, "test",
+                                                             allow_unverified=ds.allow_unverified)))
 
 
 def _check_model(plan: Any) -> None:
@@ -516,6 +527,8 @@ def run(
         reasons[reason] = reasons.get(reason, 0) + 1
     for reason, n in reasons.items():
         console.print(f"  dropped {n} grid cell(s): {reason}")
+    for warning in _design_warnings(study):
+        console.print(f"[yellow]warning:[/] {warning}")
     if dry_run:
         rows = [{"key": s.key, "kind": s.kind, "label": s.label, "status": "pending" if s.key in todo else "done",
                  **s.cost} for s in plan.order()]

@@ -16,6 +16,7 @@ from robquant.attacks.autoattack import APGD, AutoAttack, Square
 from robquant.attacks.base import NORMS, Attack, Cost
 from robquant.attacks.evaluate import EvalResult, evaluate, record_mask, worst_case
 from robquant.attacks.fgsm import FGSM
+from robquant.attacks.outcomes import Outcomes
 from robquant.attacks.pgd import PGD
 from robquant.attacks.transfer import Transfer
 from robquant.attacks.trust import CHECKS, diagnose, diagnose_cost, input_gradients, zero_gradient_fraction
@@ -50,5 +51,5 @@ def list_attacks() -> list[str]:
     return ATTACKS.names()
 
 
-__all__ = ["APGD", "ATTACKS", "CHECKS", "Attack", "AutoAttack", "Cost", "diagnose", "diagnose_cost", "EvalResult", "FGSM", "NORMS", "PGD", "Square", "Transfer",
+__all__ = ["APGD", "ATTACKS", "CHECKS", "Attack", "AutoAttack", "Cost", "diagnose", "diagnose_cost", "EvalResult", "FGSM", "NORMS", "Outcomes", "PGD", "Square", "Transfer",
            "create_attack", "evaluate", "input_gradients", "list_attacks", "record_mask", "worst_case", "zero_gradient_fraction"]

@@ -157,7 +157,7 @@ class AutoAttack(_PackageAttack):
                 x_adv[idx[fooled]] = adv[fooled]
                 robust[idx[fooled]] = False
                 self.fooled[attack] += int(fooled.sum())
-                after[attack] = robust.float().mean().item()
+                after[attack] = robust.double().mean().item()
             from pyautoattack import checks
 
             checks.check_square_sr(after, logger=adversary.logger)  # the package's own check, on the cascade

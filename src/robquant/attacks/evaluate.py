@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
 
+from robquant.attacks.outcomes import Outcomes, from_masks
 from robquant.errors import ConfigError, check_range
 from robquant.quant.ste import exact_float32
 from robquant.progress import NULL_PROGRESS, Progress
@@ -56,24 +57,28 @@ class EvalResult:
     attack_seconds: dict[str, float] = field(default_factory=dict)
     attacked: dict[tuple[str, float], int] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready summary (eps in [0, 1] units and in /255 units).
+    def to_dict(self, labels: Mapping[float, float] | None = None) -> dict[str, Any]:
+        """A JSON-ready summary (eps in [0, 1] units and as its label in /255 units: ``labels``
+        ``{eps: label}``, by default eps * 255 rounded).
 
         Each worst-case entry names the attacks it covers, the examples it is taken over (``n``)
         and each attack's accuracy on those same examples (``per_attack``).
         """
+        def label(e: float) -> float:
+            return labels[e] if labels and e in labels else round(e * 255, 6)
+
         worst = []
         for e, acc in self.worst_case.items():
             m = self.worst_case_n[e]
-            per_attack = {a: self.robust_correct[(a, ee)][:m].float().mean().item() if m else float("nan")
+            per_attack = {a: self.robust_correct[(a, ee)][:m].double().mean().item() if m else float("nan")
                           for (a, ee) in self.robust_correct if ee == e}
-            worst.append({"eps": e, "eps_255": round(e * 255, 6), "accuracy": acc, "n": m,
+            worst.append({"eps": e, "eps_255": label(e), "accuracy": acc, "n": m,
                           "attacks": list(per_attack), "per_attack": per_attack})
         return {
             "n": self.n,
             "clean_accuracy": self.clean_accuracy,
             "cascade": self.cascade,
-            "robust": [{"attack": a, "eps": e, "eps_255": round(e * 255, 6), "accuracy": acc,
+            "robust": [{"attack": a, "eps": e, "eps_255": label(e), "accuracy": acc,
                         "n": len(self.robust_correct[(a, e)]), "attacked": self.attacked.get((a, e), 0),
                         **({"details": self.details[(a, e)]} if (a, e) in self.details else {})}
                        for (a, e), acc in self.robust_accuracy.items()],
@@ -82,6 +87,13 @@ class EvalResult:
             "seconds": self.seconds,
             "attack_seconds": self.attack_seconds,
         }
+
+    def outcomes(self, labels: Mapping[float, float] | None = None, dataset_sha256: str = "",
+                 split_size: int = 0) -> Outcomes:
+        """The per-example outcomes (the first ``n`` examples of the split whose sha256 and size are
+        given), budgets named by ``labels`` as in :meth:`to_dict`."""
+        return from_masks(self.clean_correct, self.robust_correct, labels, dataset_sha256=dataset_sha256,
+                          cascade=self.cascade, split_size=split_size)
 
 
 AttackSpec = str | tuple[str, dict[str, Any]]
@@ -197,9 +209,9 @@ class _Tally:
                    for key, a in self.attackers.items() if getattr(a, "report", None) is not None}
         return EvalResult(
             n=len(clean_correct),
-            clean_accuracy=clean_correct.float().mean().item(),
-            robust_accuracy={k: v.float().mean().item() if len(v) else float("nan") for k, v in robust_correct.items()},
-            worst_case={e: m.float().mean().item() if len(m) else float("nan") for e, m in worst.items()},
+            clean_accuracy=clean_correct.double().mean().item(),
+            robust_accuracy={k: v.double().mean().item() if len(v) else float("nan") for k, v in robust_correct.items()},
+            worst_case={e: m.double().mean().item() if len(m) else float("nan") for e, m in worst.items()},
             worst_case_n={e: len(m) for e, m in worst.items()},
             clean_correct=clean_correct, robust_correct=robust_correct,
             attack_params={label: _describe(a) for (label, _), a in self.attackers.items()},

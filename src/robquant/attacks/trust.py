@@ -154,7 +154,7 @@ def diagnose(model: nn.Module, dataset: Any, eps: float, *, n: int = 200, steps:
     kw = {"batch_size": batch_size, "device": device, "seed": seed, "progress": progress}
     clean, reference, record = _record(model, data, eps, steps, restarts, reference, record, kw)
     robust = torch.nonzero(record).flatten()
-    acc: dict[str, float] = {"pgd": reference.float().mean().item()}
+    acc: dict[str, float] = {"pgd": reference.double().mean().item()}
     probes, compared = probe_attacks(steps, restarts, square_queries, surrogate, surrogate_id)
     broken = _probe(model, data.select(robust) if len(robust) else None, probes, eps, kw)
     overstated = {label: k / max(n, 1) for label, k in broken.items()}
@@ -187,7 +187,7 @@ def diagnose(model: nn.Module, dataset: Any, eps: float, *, n: int = 200, steps:
     if integer and _is_quantized(model):
         checks["integer_mismatch"] = _integer_check(model, x, y, correct, eps, steps, seed)
     return {
-        "eps": eps, "eps_255": round(eps * 255, 6), "n": n, "clean_accuracy": clean.float().mean().item(),
+        "eps": eps, "eps_255": round(eps * 255, 6), "n": n, "clean_accuracy": clean.double().mean().item(),
         "record_accuracy": len(robust) / max(n, 1), "accuracy": acc, "checks": checks,
         "flags": [k for k in CHECKS if checks[k]["flag"]], "details": details,
         "seconds": time.perf_counter() - t0,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 import torch
 
@@ -65,6 +67,15 @@ class ImageDataset:
     @property
     def image_size(self) -> tuple[int, int]:
         return int(self.images.shape[2]), int(self.images.shape[3])
+
+    @cached_property
+    def sha256(self) -> str:
+        """sha256 of the images and labels (what a per-example record's indices point into)."""
+        h = hashlib.sha256()
+        h.update(repr((tuple(self.images.shape), str(self.images.dtype))).encode())
+        h.update(self.images.cpu().contiguous().numpy().tobytes())
+        h.update(self.labels.cpu().to(dtype=torch.int64).contiguous().numpy().tobytes())
+        return h.hexdigest()
 
     def select(self, index: torch.Tensor, **provenance: object) -> "ImageDataset":
         """A new data set with the examples at ``index`` (provenance extended by ``provenance``)."""

@@ -154,24 +154,24 @@ def deployed_evaluation(runtime: nn.Module, reference: nn.Module, dataset: Any, 
             x_sq = torch.cat([square(x[idx[i:i + batch_size]].to(device), y[idx[i:i + batch_size]].to(device)).cpu()
                               for i in range(0, len(idx), batch_size)])
             ok[idx] &= logits(model, x_sq).argmax(1) == y[idx]
-    clean_agree = (ref_clean.argmax(1) == run_clean.argmax(1)).float().mean().item()
-    adv_agree = (ref_adv.argmax(1) == run_adv.argmax(1)).float().mean().item()
+    clean_agree = (ref_clean.argmax(1) == run_clean.argmax(1)).double().mean().item()
+    adv_agree = (ref_adv.argmax(1) == run_adv.argmax(1)).double().mean().item()
     unfused = None  # where they disagree: is it the runtime's QDQ fusion?
     if getattr(runtime, "fusion", False) and min(clean_agree, adv_agree) < 1 - threshold:
         plain = RuntimeModel(runtime.path, fusion=False)
-        unfused = {"clean_agreement": (logits(plain, x).argmax(1) == ref_clean.argmax(1)).float().mean().item(),
-                   "adversarial_agreement": (logits(plain, x_adv).argmax(1) == ref_adv.argmax(1)).float().mean().item()}
-    square_gap = abs(square_ok.float().mean().item() - square_ref_ok.float().mean().item())
+        unfused = {"clean_agreement": (logits(plain, x).argmax(1) == ref_clean.argmax(1)).double().mean().item(),
+                   "adversarial_agreement": (logits(plain, x_adv).argmax(1) == ref_adv.argmax(1)).double().mean().item()}
+    square_gap = abs(square_ok.double().mean().item() - square_ref_ok.double().mean().item())
     return {
         "runtime": runtime_version(), "fusion": getattr(runtime, "fusion", None), "unfused": unfused,
         "n": n, "eps": eps, "eps_255": round(eps * 255, 6),
-        "clean_accuracy": correct.float().mean().item(),
-        "reference_clean_accuracy": (ref_clean.argmax(1) == y).float().mean().item(),
+        "clean_accuracy": correct.double().mean().item(),
+        "reference_clean_accuracy": (ref_clean.argmax(1) == y).double().mean().item(),
         "clean_agreement": clean_agree, "adversarial_agreement": adv_agree,
-        "accuracy": {"transfer": transfer_ok.float().mean().item(), "square": square_ok.float().mean().item(),
-                     "reference_pgd": (ref_adv.argmax(1) == y).float().mean().item(),
-                     "reference_square": square_ref_ok.float().mean().item()},
-        "robustness": (transfer_ok & square_ok).float().mean().item(),
+        "accuracy": {"transfer": transfer_ok.double().mean().item(), "square": square_ok.double().mean().item(),
+                     "reference_pgd": (ref_adv.argmax(1) == y).double().mean().item(),
+                     "reference_square": square_ref_ok.double().mean().item()},
+        "robustness": (transfer_ok & square_ok).double().mean().item(),
         "robust_mask": (transfer_ok & square_ok).tolist(),
         "max_logit_diff": float((ref_clean - run_clean).abs().max()),
         "attacks": {"transfer": {"steps": steps, "restarts": restarts, "crafted_on": "fake-quantized model"},

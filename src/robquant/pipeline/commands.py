@@ -8,11 +8,12 @@ import os
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
 from robquant.attacks import ATTACKS, evaluate
+from robquant.attacks.outcomes import OUTCOMES
 from robquant.pipeline.checkpoint import (RECORD, build_model, load_model, read_record, read_weights, save_model,
                                           write_json)
 from robquant.data import ImageDataset, create_dataset
@@ -316,11 +317,15 @@ def attack_loaded(model: torch.nn.Module, test_set: ImageDataset, *,
                   device: torch.device, batch_size: int = 256, seed: int = 0, cascade: bool = False,
                   surrogate: torch.nn.Module | None = None, surrogate_id: str | None = None,
                   diagnose: dict[str, Any] | None = None, deployed: dict[str, Any] | None = None,
-                  out: str | os.PathLike | None = None, progress: Progress = NULL_PROGRESS) -> dict[str, Any]:
+                  out: str | os.PathLike | None = None, labels: Mapping[float, float] | None = None,
+                  evidence: str | os.PathLike | None = None, progress: Progress = NULL_PROGRESS) -> dict[str, Any]:
     """Evaluate ``model`` under ``attacks`` (a ``transfer`` attack crafts on ``surrogate``) and,
     with ``diagnose`` options, run the trust checks; with ``deployed`` options, export the model to
-    ``out/model.onnx`` and evaluate it on its runtime (:func:`deployed_after`). Returns the record
-    (not written)."""
+    ``out/model.onnx`` and evaluate it on its runtime (:func:`deployed_after`).
+
+    The per-example outcomes go to ``evidence`` (default ``out/outcomes.npz``; none without
+    either), described under ``result.outcomes`` in the record. Budgets are named by ``labels``
+    (``{eps: label /255}``, the study's own). Returns the record (not written)."""
 
     specs = []
     for name, kw in attacks:
@@ -332,7 +337,13 @@ def attack_loaded(model: torch.nn.Module, test_set: ImageDataset, *,
     ev = evaluate(model, test_set, specs, eps, n=n_test, device=device, batch_size=batch_size,
                   seed=seed, cascade=cascade, progress=progress)
     record = {"kind": "attack", "dataset": test_set.name, "seed": seed, "created": now_iso(),
-              "data": test_set.provenance, "result": ev.to_dict(), "env": environment(device)}
+              "data": {**test_set.provenance, "sha256": test_set.sha256}, "result": ev.to_dict(labels),
+              "env": environment(device)}
+    if evidence is None and out is not None:
+        evidence = Path(out) / OUTCOMES
+    if evidence is not None:
+        evidence = Path(evidence)
+        record["result"]["outcomes"] = ev.outcomes(labels, test_set.sha256, len(test_set)).save(evidence.parent, evidence.name)
     if diagnose is not None:
         record["diagnostics"] = _diagnose_after(ev, model, test_set, specs, diagnose, batch_size=batch_size,
                                                 device=device, seed=seed, surrogate=surrogate,
@@ -360,7 +371,7 @@ def deployed_after(ev: Any, model: torch.nn.Module, test_set: ImageDataset, opti
     result, info = deployed_for_stage(model, test_set, out, options, **kw)
     kept = record_mask(ev.robust_correct, options["eps"])
     n = result["n"]
-    record_accuracy = kept[:n].float().mean().item() if kept is not None and len(kept) >= n else None
+    record_accuracy = kept[:n].double().mean().item() if kept is not None and len(kept) >= n else None
     result.update(record_accuracy=record_accuracy, export=info.to_dict(),
                   check=mismatch_check(result, record_accuracy))
     return result
@@ -425,11 +436,13 @@ def attack_model(checkpoint: str | os.PathLike, *, attacks: Sequence[str | tuple
         surrogate = parent if parent and (Path(parent) / RECORD).is_file() else None
     attacks = [(a, {}) if isinstance(a, str) else (a[0], dict(a[1])) for a in attacks]
     test_set = create_dataset(name, data_root, "test", allow_unverified=allow_unverified)
+    path = Path(out) if out is not None else folder / "attack.json"
     record = attack_loaded(load_model(folder, device), test_set, attacks=attacks, eps=eps, n_test=n_test,
                            device=device, batch_size=batch_size, seed=seed, cascade=cascade,
                            surrogate=load_model(surrogate, device) if surrogate is not None else None,
                            surrogate_id=str(surrogate) if surrogate is not None else None,
-                           diagnose=diagnose, progress=progress)
+                           diagnose=diagnose, evidence=path.with_name(path.stem + "." + OUTCOMES),
+                           progress=progress)
     record = {"checkpoint": str(folder), **record}
-    write_json(Path(out) if out is not None else folder / "attack.json", record)
+    write_json(path, record)
     return record

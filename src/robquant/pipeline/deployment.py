@@ -43,7 +43,7 @@ def runtime_agreement(path: str | Path, model: torch.nn.Module, x: torch.Tensor,
     device = next(model.parameters()).device
     ours = batched_logits(model.eval(), x, batch_size, device).argmax(1)
     theirs = batched_logits(RuntimeModel(path, fusion=fusion), x, batch_size, device).argmax(1)
-    return (ours == theirs).float().mean().item() if len(x) else 0.0
+    return (ours == theirs).double().mean().item() if len(x) else 0.0
 
 
 def export_model(checkpoint: str | os.PathLike, out: str | os.PathLike, *, format: str = "onnx",

@@ -135,20 +135,13 @@ def run_evaluate(spec: Evaluate, ctx: StageContext, out: os.PathLike) -> dict[st
         surrogate=ctx.model(spec.surrogate) if spec.surrogate is not None else None,
         surrogate_id=f"stage {spec.surrogate}" if spec.surrogate is not None else None,
         diagnose=spec.diagnose.options() if spec.diagnose is not None else None,
-        deployed=spec.deployed.options() if spec.deployed is not None else None, out=out, progress=ctx.progress)
-    _label_budgets(record["result"], spec)
+        deployed=spec.deployed.options() if spec.deployed is not None else None, out=out,
+        labels={b.eps: b.label for b in spec.budgets}, progress=ctx.progress)
     if spec.skipped:
         record["skipped_attacks"] = dict(spec.skipped)
     record["metrics"] = evaluation_metrics(record, spec)
     record["status"] = (ctx.store.get(spec.model) or {}).get("status", "done")  # an NC model stays NC
     return record
-
-
-def _label_budgets(result: dict[str, Any], spec: Evaluate) -> None:
-    """Key every entry by the study's own budget label (/255), matched on the exact eps it ran at."""
-    labels = {b.eps: b.label for b in spec.budgets}
-    for entry in (*result["robust"], *result["worst_case"]):
-        entry["eps_255"] = labels[entry["eps"]]
 
 
 def evaluation_metrics(record: dict[str, Any], spec: Evaluate) -> dict[str, Any]:

@@ -241,6 +241,8 @@ class Evaluate:
     """Clean and robust accuracy of the ``model`` parent under ``attacks`` at ``budgets``."""
 
     kind: ClassVar[str] = "evaluate"
+    # 2: the record holds per-example outcomes (older evaluations run again; their models are kept)
+    RECORD_VERSION: ClassVar[int] = 2
     data: DataRef
     model: str  # the quantize stage's key
     attacks: tuple[AttackRun, ...]
@@ -274,8 +276,10 @@ def architecture_of(spec: StageSpec) -> ModelRef | None:
 
 
 def spec_config(spec: StageSpec) -> dict[str, Any]:
-    """What the key is taken over: the version, the kind and every keyed field (parents by key)."""
-    return {"v": STAGE_VERSION, "kind": spec.kind, **_keyed(spec)}
+    """What the key is taken over: the version (and the kind's own record version, where it has
+    one), the kind and every keyed field (parents by key)."""
+    own = getattr(type(spec), "RECORD_VERSION", None)
+    return {"v": STAGE_VERSION, **({"rv": own} if own is not None else {}), "kind": spec.kind, **_keyed(spec)}
 
 
 def spec_key(spec: StageSpec) -> str:

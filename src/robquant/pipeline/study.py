@@ -173,6 +173,9 @@ class EvalSpec(_Spec):
     attacks: list[AttackSpec] = Field(default_factory=lambda: [AttackSpec()], min_length=1)
     eps: list[float] = Field([1, 2, 4, 8], min_length=1, description="budgets in /255 units")
     main_eps: float = Field(8, description="the budget tables report robustness at (/255)")
+    weak_eps: Optional[float] = Field(None, description="the weak attack's budget (/255) of Table 1's 'weaker' "
+                                      "labels and the activation-bits finding; default the largest eps <= "
+                                      "main_eps / 4 (the paper: <= 2/255 at 8/255)")
     n_test: Optional[int] = Field(1000, ge=1, description="test examples (None: all)")
     batch_size: int = Field(256, ge=1)
     cascade: bool = Field(True, description="each attack runs only on the examples the earlier ones left robust "
@@ -194,6 +197,9 @@ class EvalSpec(_Spec):
     def _main_in_eps(self) -> "EvalSpec":
         if self.main_eps not in self.eps:
             raise ValueError(f"main_eps {self.main_eps:g} must be one of eps {self.eps}")
+        if self.weak_eps is not None and (self.weak_eps not in self.eps or self.weak_eps >= self.main_eps):
+            raise ValueError(f"weak_eps {self.weak_eps:g} must be one of eps {self.eps} and below main_eps "
+                             f"{self.main_eps:g}")
         labels = [a.label or a.name for a in self.attacks]
         if len(set(labels)) != len(labels):
             raise ValueError(f"attack labels must be distinct, got {labels}: give repeated attacks a label")
@@ -202,6 +208,12 @@ class EvalSpec(_Spec):
             if extra:
                 raise ValueError(f"attack {a.label or a.name!r} eps {extra} must be among eps {self.eps}")
         return self
+
+    def weak(self) -> float | None:
+        """The weak attack's budget (/255): ``weak_eps``, else the largest eps <= main_eps / 4."""
+        if self.weak_eps is not None:
+            return self.weak_eps
+        return max((e for e in self.eps if e <= self.main_eps / 4), default=None)
 
     def reference_pgd(self) -> "AttackSpec | None":
         """The first PGD attack: the paper's attack, and the trust checks' reference PGD."""

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 from robquant.errors import ConfigError
 from robquant.provenance import now_iso
 from robquant.report.figures import figure2, pareto
-from robquant.report.findings import findings, findings_tables
+from robquant.report.findings import findings, findings_tables, regime_table
 from robquant.report.paper import appendix_comparison, comparison, label_comparison, paper_numbers
 from robquant.report.records import collect
 from robquant.report.stats import t_interval
@@ -62,7 +62,8 @@ def write_report(plan: Any, store: Any, out: str | Path, formats: Sequence[str] 
 
     Returns:
         ``{"files": [paths], "labels": Table-1 labels, "paper_labels": verdict counts, "rows": n,
-        "findings": the Findings table}``.
+        "findings": the Findings table, "regime": the FP references beside the paper's, "evidence": the
+        cells behind each verdict}``.
 
     Raises:
         ConfigError: for an unknown format, or a study with no finished evaluation.
@@ -77,12 +78,16 @@ def write_report(plan: Any, store: Any, out: str | Path, formats: Sequence[str] 
     ev = study.evaluation
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    labels = trend_labels(rows, ev.eps, ev.main_eps)
+    weak = ev.weak()
+    labels = trend_labels(rows, weak, ev.main_eps)
     paper = paper_numbers()
     label_table, verdicts = label_comparison(labels, paper)
-    found = findings_tables(findings(rows, ev.eps, ev.main_eps))
-    tables = [*found, table2(rows, ev.main_eps), table2_reference(rows, ev.main_eps), table3(rows, ev.main_eps),
-              *table45(rows, ev.main_eps), table1(labels, ev.eps, ev.main_eps, paper["table1"]), label_table,
+    found = findings_tables(findings(rows, weak, ev.main_eps))
+    setup = f"{study.dataset.name}, {study.model.name}, {len({r['seed'] for r in rows})} seeds"
+    regime = regime_table(rows, ev.main_eps, setup, paper["regime"])
+    tables = [found[0], regime, found[1], table2(rows, ev.main_eps), table2_reference(rows, ev.main_eps),
+              table3(rows, ev.main_eps), *table45(rows, ev.main_eps), table1(labels, weak, ev.main_eps, paper["table1"]),
+              label_table,
               comparison(rows, paper), *appendix_comparison(rows, paper), cost_table(rows),
               deployed_table(rows, ev.main_eps)]
     fig2 = figure2(rows, out)
@@ -118,4 +123,5 @@ def write_report(plan: Any, store: Any, out: str | Path, formats: Sequence[str] 
         path = out / "report.html"
         path.write_text(page)
         files.append(path)
-    return {"files": files, "labels": labels, "paper_labels": verdicts, "rows": len(rows), "findings": found[0]}
+    return {"files": files, "labels": labels, "paper_labels": verdicts, "rows": len(rows), "findings": found[0],
+            "regime": regime, "evidence": found[1]}

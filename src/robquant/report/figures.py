@@ -11,7 +11,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from robquant.report.stats import bounded_interval, t_interval  # noqa: E402
+from robquant.report.records import CLEAN, WORST, cell_estimate, nc_cells, per_example  # noqa: E402
+from robquant.report.stats import t_interval  # noqa: E402
 
 
 def _save(fig: Any, out: Path, stem: str) -> list[Path]:
@@ -40,45 +41,49 @@ def figure2_series(rows: list[dict[str, Any]]) -> tuple[str | None, list[dict[st
 
     Per panel (activation-only AxW32, weight-only A32Wx; A32W32 belongs to both), per line
     (clean accuracy; per eps, each attack on its own examples, and the worst case over the
-    attacks on the examples every one of them covered), per bit-width: mean, the 95 % t interval
-    over seeds clipped to [0, 1] (low, high; NaN with one seed), seeds over the converged models, with the examples each value is taken over. With a
-    cascaded evaluation a later attack's own accuracy is already cumulative, so only the first
-    attack and the worst case are drawn.
+    attacks on the examples every one of them covered), per bit-width: the mean over seeds and test
+    examples and its 95 % interval counting both (clipped to [0, 1]; low, high), the seeds and the
+    examples it is taken over. A cell with a non-converged seed is not comparable: it is left out
+    (``not_comparable`` lists it). With a cascaded evaluation a later attack's own accuracy is
+    already cumulative, so only the first attack and the worst case are drawn.
 
     Returns:
-        ``(pipeline, [{"panel", "line", "attack", "eps_255", "bits", "mean", "low", "high", "seeds", "n"}])``.
+        ``(pipeline, [{"panel", "line", "attack", "eps_255", "bits", "mean", "low", "high", "seeds", "n"}])``;
+        NC cells as ``{"panel", "bits", "not_comparable": True}``.
     """
     top = max((r["fraction"] for r in rows), default=1.0)
-    rows = [r for r in rows if r["fraction"] == top and r["status"] == "done"]
+    rows = [r for r in rows if r["fraction"] == top]
     pipeline = figure2_pipeline(rows)
     if pipeline is None:
         return None, []
     rows = [r for r in rows if r["pipeline"] == pipeline]
-    series = []
+    nc = {p for _, p, _ in nc_cells(rows)}
+    series: list[dict[str, Any]] = []
     for panel, field, group in (("activation-only", "act_bits", [r for r in rows if r["weight_bits"] == 32]),
                                 ("weight-only", "weight_bits", [r for r in rows if r["act_bits"] == 32])):
         bits = sorted({r[field] for r in group})
         if len(bits) < 2:
             continue
-        lines: list[tuple[str, str | None, float | None, Any, Any]] = [
-            ("clean accuracy", None, None, lambda r: r["clean"], lambda r: None)]
+        series += [{"panel": panel, "bits": r[field], "not_comparable": True}
+                   for r in {r["precision"]: r for r in group if r["precision"] in nc}.values()]
+        group = [r for r in group if r["precision"] not in nc]
+        lines: list[tuple[str, str | None, float | None, str]] = [("clean accuracy", None, None, CLEAN)]
         for eps in sorted({e for r in group for e in r["worst"]}):
             attacks = list(dict.fromkeys(a for r in group for (a, e) in r["robust"] if e == eps))
             cascade = any(r.get("cascade") for r in group)
             for a in attacks[:1] if cascade else attacks:
-                lines.append((f"{a}, eps {eps:g}/255", a, eps, lambda r, a=a, e=eps: r["robust"].get((a, e)),
-                              lambda r, a=a, e=eps: (r.get("robust_n") or {}).get((a, e))))
+                lines.append((f"{a}, eps {eps:g}/255", a, eps, a))
             if len(attacks) > 1:
-                lines.append((f"worst case of {' + '.join(attacks)}, eps {eps:g}/255", "worst case", eps,
-                              lambda r, e=eps: r["worst"].get(e), lambda r, e=eps: (r.get("worst_n") or {}).get(e)))
-        for line, attack, eps, value, n_of in lines:
-            for b in bits:
-                runs = [r for r in group if r[field] == b and value(r) is not None]
-                mean, lo, hi, seeds = bounded_interval([value(r) for r in runs])
-                ns = sorted({n_of(r) for r in runs if n_of(r) is not None})
+                lines.append((f"worst case of {' + '.join(attacks)}, eps {eps:g}/255", "worst case", eps, WORST))
+        for line, attack, eps, what in lines:
+            for b in sorted({r[field] for r in group}):
+                runs = [r for r in group if r[field] == b and per_example(r, what, eps) is not None]
+                est = cell_estimate(runs, what, eps)
+                if est.examples == 0:
+                    continue
                 series.append({"panel": panel, "line": line, "attack": attack, "eps_255": eps, "bits": b,
-                               "mean": mean, "low": lo, "high": hi, "seeds": seeds,
-                               "n": ns[0] if len(ns) == 1 else ns})
+                               "mean": est.mean, "low": max(0.0, est.low), "high": min(1.0, est.high),
+                               "seeds": est.seeds, "n": est.examples})
     return pipeline, series
 
 
@@ -88,6 +93,8 @@ def figure2(rows: list[dict[str, Any]], out: Path, title: str = "") -> list[Path
     examples every attack covered (n in the legend), mean +- 95 % CI over seeds. Writes PNG, PDF and
     the plotted values as ``figure2.csv``; returns their paths, or [] when the study has no sweep."""
     pipeline, series = figure2_series(rows)
+    excluded = [s for s in series if s.get("not_comparable")]
+    series = [s for s in series if not s.get("not_comparable")]
     if not series:
         return []
     panels = list(dict.fromkeys(s["panel"] for s in series))
@@ -98,8 +105,7 @@ def figure2(rows: list[dict[str, Any]], out: Path, title: str = "") -> list[Path
         for line in dict.fromkeys(s["line"] for s in mine):
             pts = [s for s in mine if s["line"] == line]
             pos = [bits.index(s["bits"]) for s in pts]
-            ns = sorted({str(n) for s in pts for n in (s["n"] if isinstance(s["n"], list) else [s["n"]])
-                         if n is not None})
+            ns = sorted({str(s["n"]) for s in pts})
             style = "k-o" if line == "clean accuracy" else ("--" if pts[0]["attack"] == "worst case" else "-") + "s"
             below = [0 if s["low"] != s["low"] else 100 * (s["mean"] - s["low"]) for s in pts]
             above = [0 if s["high"] != s["high"] else 100 * (s["high"] - s["mean"]) for s in pts]
@@ -112,7 +118,9 @@ def figure2(rows: list[dict[str, Any]], out: Path, title: str = "") -> list[Path
         ax.set_title(panel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(title or f"Figure 2: {pipeline}, accuracy and robustness vs bits (mean ± 95 % CI over seeds)")
+    left_out = "; not comparable (NC): " + ", ".join(f"{s['panel']} {s['bits']} bits" for s in excluded) if excluded else ""
+    fig.suptitle(title or f"Figure 2: {pipeline}, accuracy and robustness vs bits (mean ± 95 % interval over seeds "
+                 f"and test examples){left_out}")
     paths = _save(fig, out, "figure2")
     csv_path = out / "figure2.csv"
     with csv_path.open("w", newline="") as f:
@@ -120,8 +128,9 @@ def figure2(rows: list[dict[str, Any]], out: Path, title: str = "") -> list[Path
                                     "seeds", "n"])
         writer.writeheader()
         for s in series:
-            writer.writerow({"pipeline": pipeline, **s, "n": s["n"] if not isinstance(s["n"], list)
-                             else "/".join(map(str, s["n"]))})
+            writer.writerow({"pipeline": pipeline, **s})
+        for s in excluded:
+            writer.writerow({"pipeline": pipeline, "panel": s["panel"], "line": "not comparable (NC)", "bits": s["bits"]})
     return [*paths, csv_path]
 
 

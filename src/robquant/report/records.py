@@ -1,10 +1,23 @@
-"""A study's results as flat rows, read from the store alone (no model is loaded, nothing is run)."""
+"""A study's results as flat rows, read from the store alone (no model is loaded, nothing is run).
+
+Each row carries its evaluation's per-example outcomes (:class:`robquant.attacks.Outcomes`); every
+number in it is derived from them (:func:`aggregates`), and the report's comparisons pair rows
+example by example through :func:`outcome_matrix`.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, Sequence
 
+import numpy as np
+
+from robquant.attacks.outcomes import Outcomes
+from robquant.errors import ConfigError
 from robquant.quant.precision import parse_precision
+from robquant.report.inference import Estimate, estimate
+
+CLEAN, PAPER, WORST = "clean", "paper", "worst"  # what a per-example series measures (else: an attack label)
 
 
 def pipeline_label(method: str, strategy: str | None, init: str) -> str:
@@ -17,14 +30,10 @@ def collect(plan: Any, store: Any) -> list[dict[str, Any]]:
 
     Row fields: init, method, strategy, pipeline, precision, act_bits, weight_bits, bits (the common
     bit-width when activations and weights share it, else None), fraction, seed, status
-    (``done``/``NC``), clean (accuracy), robustness (worst case over attacks at the main eps, on
-    the examples every attack covered: ``robustness_n``), reference (the paper's attack, the
-    first PGD, alone at the main eps on all its examples; None without one), reference_attack,
-    reference_n, gap (the paper's attack minus the worst case, on the same examples), worst
-    ``{eps_255: acc}``, worst_n ``{eps_255: n}``, worst_attacks ``{eps_255: [labels]}``, robust
-    ``{(attack, eps_255): acc}`` and robust_n ``{(attack, eps_255): n}`` (each attack on its own
-    examples; cumulative when the evaluation cascaded), cascade, flags, wall_s and passes (of the
-    quantization stage), bytes (model size), key, deployed (the deployed model's numbers on its
+    (``done``/``NC``), outcomes (the per-example evidence), the aggregates made from them
+    (:func:`aggregates`), flags, wall_s and passes (of the quantization stage), bytes (model
+    size), fp (the key of the FP parent, None from random parameters), fp_clean (that FP model's
+    clean accuracy as its record states it), key, deployed (the deployed model's numbers on its
     runtime, None unless the study asked for them) and onnx (the exported file, or None).
     """
     rows = []
@@ -33,6 +42,7 @@ def collect(plan: Any, store: Any) -> list[dict[str, Any]]:
         if row is None or row["status"] not in ("done", "NC"):
             continue
         m = row["metrics"] or {}
+        outcomes = Outcomes.load(store.artifact_dir(key))
         quant = store.get(row["parents"][0]) if row["parents"] else None
         q = (quant or {}).get("record") or {}  # the index holds each stage's full record
         p = parse_precision(cell.precision)
@@ -41,31 +51,133 @@ def collect(plan: Any, store: Any) -> list[dict[str, Any]]:
         passes = train.get("passes_total")
         if passes is None:  # PTQ: calibration forwards only
             passes = planned.get("forward", 0) + planned.get("backward", 0)
-        ref = m.get("reference") or {}
-        common = ref.get("accuracy_common")
+        parent = (q.get("config") or {}).get("parent") or {}
         rows.append({
             "init": cell.init, "method": cell.method, "strategy": cell.strategy,
             "pipeline": pipeline_label(cell.method, cell.strategy, cell.init),
             "precision": cell.precision, "act_bits": p.act_bits, "weight_bits": p.weight_bits,
             "bits": p.act_bits if p.act_bits == p.weight_bits else None,
             "fraction": cell.fraction, "seed": seed, "status": row["status"],
-            "clean": m.get("clean_accuracy"), "robustness": m.get("robustness"),
-            "robustness_n": m.get("robustness_n"),
-            "reference": ref.get("accuracy"), "reference_n": ref.get("n"),
-            "reference_attack": m.get("reference_attack"),
-            "gap": None if common is None or m.get("robustness") is None else common - m["robustness"],
-            "worst": {r["eps_255"]: r["accuracy"] for r in m.get("worst_case", [])},
-            "worst_n": {r["eps_255"]: r.get("n") for r in m.get("worst_case", [])},
-            "worst_attacks": {r["eps_255"]: r.get("attacks") for r in m.get("worst_case", [])},
-            "robust": {(r["attack"], r["eps_255"]): r["accuracy"] for r in m.get("robust", [])},
-            "robust_n": {(r["attack"], r["eps_255"]): r.get("n") for r in m.get("robust", [])},
-            "cascade": bool((row.get("record") or {}).get("result", {}).get("cascade")),
+            **aggregates(outcomes, m.get("reference_attack"), m.get("main_eps_255")),
             "flags": list(m.get("flags") or []),
             "wall_s": (q.get("stage") or {}).get("wall_s"), "passes": passes,
             "bytes": (q.get("size") or {}).get("bytes"), "key": key,
+            "fp": ((q.get("stage") or {}).get("parents") or {}).get("checkpoint"),
+            "fp_clean": (parent.get("metrics") or {}).get("clean_accuracy"),
             "deployed": m.get("deployed"), "onnx": _onnx(store, key),
         })
     return rows
+
+
+def aggregates(outcomes: Outcomes, reference_attack: str | None, main_eps: float | None) -> dict[str, Any]:
+    """A row's numbers, all made from its per-example ``outcomes``.
+
+    Fields: outcomes, clean (accuracy), n, robustness (worst case over attacks at the main eps, on
+    the examples every attack covered: ``robustness_n``), reference (the paper's attack, the first
+    PGD, alone at the main eps on all its examples; None without one), reference_attack,
+    reference_n, gap (the paper's attack minus the worst case, on the same examples), worst
+    ``{eps_255: acc}``, worst_n, worst_attacks ``{eps_255: [labels]}``, robust ``{(attack,
+    eps_255): acc}`` and robust_n (each attack on its own examples; cumulative when the evaluation
+    cascaded), cascade, main_eps.
+    """
+    s = outcomes.summary()
+    worst_main = outcomes.worst(main_eps) if main_eps is not None else None
+    ref = outcomes.attack(reference_attack, main_eps) if reference_attack and main_eps is not None else None
+    gap = None
+    if ref is not None and worst_main is not None and len(worst_main):
+        gap = float(ref[: len(worst_main)].mean() - worst_main.mean())
+    return {
+        "outcomes": outcomes, "clean": s["clean_accuracy"], "n": s["n"], "main_eps": main_eps,
+        "robustness": None if worst_main is None else s["worst_case"][main_eps][0],
+        "robustness_n": None if worst_main is None else len(worst_main),
+        "reference": None if ref is None else float(ref.mean()) if len(ref) else math.nan,
+        "reference_n": None if ref is None else len(ref),
+        "reference_attack": reference_attack, "gap": gap,
+        "worst": {e: acc for e, (acc, _) in s["worst_case"].items()},
+        "worst_n": {e: n for e, (_, n) in s["worst_case"].items()},
+        "worst_attacks": {e: outcomes.attacks(e) for e in outcomes.budgets()},
+        "robust": {k: acc for k, (acc, _) in s["robust"].items()},
+        "robust_n": {k: n for k, (_, n) in s["robust"].items()},
+        "cascade": outcomes.cascade,
+    }
+
+
+def per_example(row: dict[str, Any], what: str, eps: float | None = None) -> np.ndarray | None:
+    """A row's per-example outcomes of ``what`` at ``eps`` (default the main eps): ``clean``,
+    ``paper`` (the paper's attack alone), ``worst`` (the robustness of record) or an attack label;
+    ``(n_what,)`` bool over the first ``n_what`` of the row's examples, None if it was not run."""
+    o: Outcomes = row["outcomes"]
+    eps = row.get("main_eps") if eps is None else eps
+    if what == CLEAN:
+        return o.clean
+    if what == WORST:
+        return o.worst(eps)
+    if what == PAPER:
+        return o.attack(row["reference_attack"], eps) if row.get("reference_attack") else None
+    return o.attack(what, eps)
+
+
+def outcome_matrix(conditions: Sequence[tuple[Sequence[dict[str, Any]], str]], eps: float | None = None
+                   ) -> tuple[np.ndarray, list[int]]:
+    """The per-example outcomes of ``k`` conditions, each ``(rows, what)`` (rows: one per seed; what:
+    as :func:`per_example` takes it), on the seeds and examples they share: ``(y (S, n, k) float,
+    seeds)``. Conditions are paired by seed (a seed missing from one condition is left out) and by
+    example (the test indices every row covered); ``y`` is empty when one of them was not run.
+
+    Raises:
+        ConfigError: if the rows were evaluated on different data (the split's sha256 differs).
+    """
+    by_seed = [{r["seed"]: r for r in rows} for rows, _ in conditions]
+    seeds = sorted(set.intersection(*(set(b) for b in by_seed))) if by_seed else []
+    empty = np.zeros((0, 0, len(conditions))), []
+    series = {}
+    for c, (b, (_, what)) in enumerate(zip(by_seed, conditions)):
+        for s in seeds:
+            mask = per_example(b[s], what, eps)
+            if mask is None:
+                return empty
+            series[(c, s)] = (b[s]["outcomes"].indices[: len(mask)], mask)
+    if not series:
+        return empty
+    digests = {b[s]["outcomes"].dataset_sha256 for b in by_seed for s in seeds} - {""}
+    if len(digests) > 1:
+        raise ConfigError(f"cannot pair evaluations made on different test data (sha256 {sorted(digests)})")
+    common = None
+    for idx, _ in series.values():
+        common = idx if common is None else np.intersect1d(common, idx)
+    y = np.zeros((len(seeds), len(common), len(conditions)))
+    for (c, s), (idx, mask) in series.items():
+        order = np.argsort(idx, kind="stable")
+        pos = order[np.searchsorted(idx, common, sorter=order)]
+        y[seeds.index(s), :, c] = mask[pos]
+    return y, seeds
+
+
+def cell_estimate(rows: Sequence[dict[str, Any]], what: str, eps: float | None = None) -> Estimate:
+    """The mean of ``what`` over a cell's seeds and examples, with its interval (seeds and test
+    sample counted, :func:`robquant.report.inference.estimate`)."""
+    y, _ = outcome_matrix([(rows, what)], eps)
+    return estimate(y[:, :, 0] if y.size else np.zeros((0, 0)))
+
+
+def contrast(conditions: Sequence[tuple[Sequence[dict[str, Any]], str]], weights: Sequence[float],
+             eps: float | None = None) -> Estimate:
+    """The estimate of ``sum_k weights[k] * condition_k``, paired by seed and by example (a
+    difference cell minus reference: weights ``(1, -1)``)."""
+    y, _ = outcome_matrix(conditions, eps)
+    return estimate(y @ np.asarray(weights, dtype=float) if y.size else np.zeros((0, 0)))
+
+
+def nc_cells(rows: Sequence[dict[str, Any]]) -> set[tuple[str, str, float]]:
+    """The cells ``(pipeline, precision, fraction)`` with a non-converged seed: *not comparable*,
+    left out (and named) by every verdict, trend label, table and figure alike."""
+    return {(r["pipeline"], r["precision"], r["fraction"]) for r in rows if r["status"] == "NC"}
+
+
+def comparable(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` without the not-comparable cells (:func:`nc_cells`)."""
+    nc = nc_cells(rows)
+    return [r for r in rows if (r["pipeline"], r["precision"], r["fraction"]) not in nc]
 
 
 def _onnx(store: Any, key: str) -> str | None:

@@ -1,19 +1,23 @@
-"""Statistics of a report: t confidence intervals over seeds and the Table-1 trend labels.
+"""Statistics of a report: intervals and the Table-1 trend labels.
 
-Trend label of robustness vs bit-width (one pipeline, one attack strength), from per-seed values at
-three or more bit-widths (full precision counts as 32 bits):
+Intervals of a report's cells and comparisons count the seeds and the test sample
+(:mod:`robquant.report.inference`, :func:`format_estimate`); :func:`t_interval` (over seeds alone)
+remains for quantities that have no per-example evidence (wall time, passes).
+
+Trend label of robustness vs bit-width (one pipeline, one attack strength), at three or more
+bit-widths (full precision counts as 32 bits):
 
 - A bit-width with fewer than 2 values (converged seeds) is dropped, not fatal; fewer than 3
   bit-widths left is ``n.s.``.
-- Draw ``n_boot`` plausible sets of means (a parametric bootstrap over seeds). **Paired** (the
-  default, when at least 2 seeds have a value at every bit-width): the bit-widths of one seed share
-  their seed's FP parent, data order and attack starts, so the draws keep the seeds' covariance:
-  mean + sqrt((n-1)/chi2(n-1)) G R / sqrt(n (n-1)), R the seeds' residual vectors, G standard
-  normal (a multivariate t with n - 1 degrees of freedom; with one bit-width it is exactly the t
-  interval's model). A seed effect shared by all bit-widths then cancels in the comparisons.
-  **Unpaired**: at each bit-width independently, mean + standard error x a Student-t variate
-  with n - 1 degrees of freedom.
-  With 2-3 seeds both are wide, as they should be, where resampling the seeds would be overconfident.
+- Draw ``n_boot`` plausible sets of means. From per-example outcomes (:func:`trend_label_examples`,
+  what reports use) the draws count the seeds and the test examples
+  (:func:`robquant.report.inference.draw_means`): every bit-width is evaluated on the same examples
+  and the bit-widths of one seed share their FP parent, so both pairings are kept. From per-seed
+  values (:func:`trend_label`): **paired** (the default, when at least 2 seeds have a value at every
+  bit-width) mean + sqrt((n-1)/chi2(n-1)) G R / sqrt(n (n-1)), R the seeds' residual vectors, G
+  standard normal (a multivariate t with n - 1 degrees of freedom), so a seed effect shared by all
+  bit-widths cancels in the comparisons; **unpaired**: at each bit-width independently, mean +
+  standard error x a Student-t variate with n - 1 degrees of freedom.
 - In each draw compute the Spearman rank correlation rho between bit-width and mean robustness, and
   where the peak lies.
 - ``~`` (a middle bit-width is best): in >= ``level`` (95 %) of draws the peak is at an interior
@@ -31,6 +35,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 from scipy import stats
+
+from robquant.report.inference import Estimate, draw_means
 
 LABELS = ("+", "-", "~", "n.s.")
 
@@ -72,6 +78,50 @@ def format_interval(values: Sequence[float], scale: float = 100.0, signed: bool 
     return f"{text} ({scale * lo:.1f}–{scale * hi:.1f})"
 
 
+def format_estimate(est: Estimate, scale: float = 100.0, signed: bool = False, low: float = 0.0,
+                    high: float = 1.0) -> str:
+    """``m ± h`` (in units of ``1 / scale``), or ``m (lo–hi)`` when the interval was clipped to
+    ``[low, high]``; ``m`` alone when no interval could be estimated, empty for no examples."""
+    if est.examples == 0 or math.isnan(est.mean):
+        return ""
+    text = f"{scale * est.mean:+.1f}" if signed else f"{scale * est.mean:.1f}"
+    if math.isnan(est.half):
+        return text
+    lo, hi = max(low, est.low), min(high, est.high)
+    if lo == est.low and hi == est.high:
+        return f"{text} ± {scale * est.half:.1f}"
+    return f"{text} ({scale * lo:.1f}–{scale * hi:.1f})"
+
+
+def trend_label_examples(y: np.ndarray, bits: Sequence[int], *, n_boot: int = 2000, level: float = 0.95,
+                         min_effect: float = 0.02, seed: int = 0) -> tuple[str, dict[str, Any]]:
+    """The trend label from per-example outcomes ``y`` ``(S seeds, n examples, k bit-widths)``, the
+    bit-widths ``bits`` ascending (see the module docstring); the draws count seeds and examples.
+
+    Returns:
+        ``(label, {"p_plus", "p_minus", "p_middle", "n_bits", "min_seeds", "paired", "dropped",
+        "examples"})``.
+    """
+    info: dict[str, Any] = {"n_bits": float(len(bits)), "dropped": [], "paired": True, "min_seeds": float(y.shape[0]),
+                            "examples": int(y.shape[1]), "p_plus": math.nan, "p_minus": math.nan, "p_middle": math.nan}
+    if len(bits) < 3 or y.shape[0] == 0 or y.shape[1] == 0:
+        return "n.s.", info
+    means = draw_means(y, n_boot, np.random.default_rng(seed))
+    return _label(means, min_effect, level, info)
+
+
+def _label(means: np.ndarray, min_effect: float, level: float, info: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    p_plus, p_minus, p_middle = _shape_probabilities(means, min_effect)
+    info.update(p_plus=p_plus, p_minus=p_minus, p_middle=p_middle)
+    if p_middle >= level:
+        return "~", info
+    if p_plus >= level:
+        return "+", info
+    if p_minus >= level:
+        return "-", info
+    return "n.s.", info
+
+
 def trend_label(values: Mapping[int, Sequence[float] | Mapping[int, float]], *, n_boot: int = 2000,
                 level: float = 0.95, min_effect: float = 0.02, seed: int = 0, paired: bool = True
                 ) -> tuple[str, dict[str, Any]]:
@@ -98,28 +148,13 @@ def trend_label(values: Mapping[int, Sequence[float] | Mapping[int, float]], *, 
     common = sorted(set.intersection(*(set(by_seed[b]) for b in bits)))
     if paired and all(isinstance(values[b], Mapping) for b in bits) and len(common) >= 2:
         info["paired"] = True
-        means = _paired_draws(np.array([[by_seed[b][s] for b in bits] for s in common], dtype=float), n_boot, rng)
+        seeds_by_bits = np.array([[by_seed[b][s] for b in bits] for s in common], dtype=float)  # (S, k)
+        means = draw_means(seeds_by_bits[:, None, :], n_boot, rng)  # one value per seed: the seed part alone
     else:
         arrays = [np.asarray(list(by_seed[b].values()), dtype=float) for b in bits]
         means = np.stack([a.mean() + a.std(ddof=1) / np.sqrt(len(a)) * rng.standard_t(len(a) - 1, size=n_boot)
                           for a in arrays], axis=1)
-    p_plus, p_minus, p_middle = _shape_probabilities(means, min_effect)
-    info.update(p_plus=p_plus, p_minus=p_minus, p_middle=p_middle)
-    if p_middle >= level:
-        return "~", info
-    if p_plus >= level:
-        return "+", info
-    if p_minus >= level:
-        return "-", info
-    return "n.s.", info
-
-
-def _paired_draws(y: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """(n_boot, k) draws of the mean vector of ``y`` (n seeds, k bit-widths), a multivariate t."""
-    n = len(y)
-    resid = y - y.mean(0)  # (n, k)
-    scale = np.sqrt((n - 1) / rng.chisquare(n - 1, size=n_boot))  # (n_boot,)
-    return y.mean(0) + scale[:, None] * (rng.standard_normal((n_boot, n)) @ resid) / np.sqrt(n * (n - 1))
+    return _label(means, min_effect, level, info)
 
 
 def _shape_probabilities(means: np.ndarray, min_effect: float) -> tuple[float, float, float]:

@@ -8,7 +8,11 @@ import io
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from robquant.report.stats import format_interval, trend_label
+import numpy as np
+
+from robquant.report.inference import Estimate
+from robquant.report.records import (CLEAN, PAPER, WORST, cell_estimate, contrast, outcome_matrix, per_example)
+from robquant.report.stats import format_estimate, format_interval, trend_label_examples
 
 
 @dataclass
@@ -61,23 +65,35 @@ def _fmt(values: Sequence[float]) -> str:
     return format_interval(values)
 
 
-def _cell(runs: list[dict[str, Any]], metric: Callable[[dict[str, Any]], float | None], n_all: int,
-          mark: bool = True) -> str:
+def _estimate(runs: list[dict[str, Any]], what: str) -> Estimate:
+    """A cell's estimate of ``what`` (``gap``: the paper's attack minus the worst case, paired)."""
+    if what == "gap":
+        return contrast([(runs, PAPER), (runs, WORST)], (1.0, -1.0))
+    return cell_estimate(runs, what)
+
+
+def _cell(runs: list[dict[str, Any]], what: str, n_all: int, mark: bool = True) -> str:
     if not runs:
         return ""
     if any(r["status"] == "NC" for r in runs):
         return "NC"
-    text = _fmt([v for v in (metric(r) for r in runs) if v is not None])
+    est = _estimate(runs, what)
+    text = format_estimate(est, signed=what == "gap", low=-1.0 if what == "gap" else 0.0)
     if len(runs) != n_all:
         text += f" (n={len(runs)})"
     return text + (" !" if mark and any(r["flags"] for r in runs) else "")
 
 
+RESAMPLED = ("the 95 % interval counts the seeds and the test sample (crossed seeds x examples: every seed is "
+             "evaluated on the same test examples; see robquant.report.inference)")
+
+
 def _seeds_note(rows: list[dict[str, Any]]) -> str:
     n = len({r["seed"] for r in rows})
-    return (f"Cells: mean ± half-width of the 95 % t interval over seeds (n = {n} unless marked), the interval "
-            "clipped to 0-100 % where it would leave it, then shown as (low–high); "
-            "NC: a seed did not converge; !: a trust check fired (see the diagnostics).")
+    return (f"Cells: mean over seeds and test examples ± half-width of the 95 % interval; {RESAMPLED}; n = {n} seeds "
+            "unless marked; an interval that would leave 0-100 % is clipped and shown as (low–high); "
+            "NC: a seed did not converge (not comparable: left out of every verdict, trend and figure); "
+            "!: a trust check fired (see the diagnostics).")
 
 
 def _precisions(rows: list[dict[str, Any]]) -> list[str]:
@@ -115,7 +131,7 @@ def _pair_cells(rows: list[dict[str, Any]], first: str, second: str) -> tuple[li
         line = [method.upper(), strategy or "", init]
         for p in precisions:
             runs = [r for r in group if r["precision"] == p]
-            a, b = _cell(runs, lambda r: r[first], n_all, False), _cell(runs, lambda r: r[second], n_all)
+            a, b = _cell(runs, first, n_all, False), _cell(runs, second, n_all)
             line.append("NC" if a == "NC" else (f"{a} / {b}" if runs else ""))
         out.append(line)
     return precisions, out
@@ -124,7 +140,7 @@ def _pair_cells(rows: list[dict[str, Any]], first: str, second: str) -> tuple[li
 def table2(rows: list[dict[str, Any]], main_eps: float) -> Table:
     """Rows method x strategy x init, columns precision, cells 'accuracy / robustness' in %."""
     rows, top = _at_fraction(rows)
-    precisions, out = _pair_cells(rows, "clean", "robustness")
+    precisions, out = _pair_cells(rows, CLEAN, WORST)
     return Table("table2", f"Table 2: accuracy / robustness (%, worst case over attacks at {main_eps:g}/255), "
                  f"fraction {top:g}", ["method", "strategy", "init", *precisions], out, [_seeds_note(rows)])
 
@@ -140,7 +156,7 @@ def table2_reference(rows: list[dict[str, Any]], main_eps: float) -> Table | Non
     ref = next((r["reference_attack"] for r in rows if r.get("reference_attack")), None)
     if ref is None:
         return None
-    precisions, out = _pair_cells(rows, "reference", "gap")
+    precisions, out = _pair_cells(rows, PAPER, "gap")
     n_ref = sorted({r["reference_n"] for r in rows if r.get("reference_n")})
     n_worst = sorted({r["robustness_n"] for r in rows if r.get("robustness_n")})
     return Table("table2_paper_attack", f"Table 2 under the paper's attack ({ref} alone) / the gap to the worst case "
@@ -164,7 +180,7 @@ def table3(rows: list[dict[str, Any]], main_eps: float) -> Table | None:
         line = [f"{100 * frac:g}%"]
         for p in precisions:
             runs = [r for r in group if r["precision"] == p and r["fraction"] == frac]
-            acc, rob = _cell(runs, lambda r: r["clean"], n_all, False), _cell(runs, lambda r: r["robustness"], n_all)
+            acc, rob = _cell(runs, CLEAN, n_all, False), _cell(runs, WORST, n_all)
             line.append("NC" if acc == "NC" else (f"{acc} / {rob}" if runs else ""))
         out.append(line)
     from robquant.report.records import pipeline_label
@@ -181,8 +197,8 @@ def table45(rows: list[dict[str, Any]], main_eps: float) -> list[Table]:
     n_all = len({r["seed"] for r in group})
     precisions = _precisions(group)
     tables = []
-    for name, what, metric, mark in (("table4", "accuracy", lambda r: r["clean"], False),
-                                     ("table5", f"robustness at {main_eps:g}/255", lambda r: r["robustness"], True)):
+    for name, what, metric, mark in (("table4", "accuracy", CLEAN, False),
+                                     ("table5", f"robustness at {main_eps:g}/255", WORST, True)):
         out = []
         for init in ("random", "non_robust", "robust"):
             runs_init = [r for r in group if r["init"] == init]
@@ -194,40 +210,53 @@ def table45(rows: list[dict[str, Any]], main_eps: float) -> list[Table]:
     return tables
 
 
-def trend_labels(rows: list[dict[str, Any]], eps_list: Sequence[float], main_eps: float,
-                 **kwargs: Any) -> dict[tuple[str, str | None, str], dict[str, tuple[str, dict[str, float]]]]:
+def trend_labels(rows: list[dict[str, Any]], weak_eps: float | None, main_eps: float,
+                 **kwargs: Any) -> dict[tuple[str, str | None, str], dict[str, tuple[str, dict[str, Any]]]]:
     """Table-1 labels per pipeline: ``{(method, strategy, init): {"weaker"|"normal": (label, info)}}``.
 
-    Weaker attack: the largest study eps <= 2/255; normal: the main eps. Robustness is the
-    worst case at that eps; bit-widths are the precisions with equal activation and weight bits
-    (full precision as 32); NC runs are left out.
+    Weaker attack: ``weak_eps`` (the study's, see ``EvalSpec.weak``); normal: the main eps.
+    Robustness is the worst case at that eps, per example; bit-widths are the precisions with equal
+    activation and weight bits (full precision as 32). A bit-width whose cell has an NC seed is not
+    comparable (``info["not_comparable"]``); one with fewer than 2 seeds (when the pipeline has
+    more) is dropped (``info["dropped"]``); the draws count seeds and test examples.
     """
     rows, _ = _at_fraction(rows)
-    weak = max((e for e in eps_list if e <= 2), default=None)
-    strengths = {"weaker": weak, "normal": main_eps}
-    out: dict[tuple[str, str | None, str], dict[str, tuple[str, dict[str, float]]]] = {}
+    strengths = {"weaker": weak_eps, "normal": main_eps}
+    out: dict[tuple[str, str | None, str], dict[str, tuple[str, dict[str, Any]]]] = {}
     for pipe in _pipelines(rows):
-        group = [r for r in rows if (r["method"], r["strategy"], r["init"]) == pipe and r["bits"] is not None
-                 and r["status"] == "done"]
+        group = [r for r in rows if (r["method"], r["strategy"], r["init"]) == pipe and r["bits"] is not None]
         labels = {}
         for strength, eps in strengths.items():
             if eps is None:
                 continue
-            values: dict[int, dict[int, float]] = {}
-            for r in group:
-                if eps in r["worst"]:
-                    values.setdefault(r["bits"], {})[r["seed"]] = r["worst"][eps]
-            labels[strength] = trend_label(values, **kwargs)
+            labels[strength] = sweep_trend(group, "bits", WORST, eps, **kwargs)
         out[pipe] = labels
     return out
 
 
-def table1(labels: dict[tuple[str, str | None, str], dict[str, tuple[str, dict[str, float]]]],
-           eps_list: Sequence[float], main_eps: float, paper: dict[str, dict[str, str]] | None = None) -> Table:
+def sweep_trend(group: list[dict[str, Any]], field: str, what: str, eps: float,
+                **kwargs: Any) -> tuple[str, dict[str, Any]]:
+    """The trend label of ``what`` at ``eps`` over the values of ``field`` (``bits``, ``act_bits``)
+    in one pipeline's rows, NC cells left out and named, per-example draws over seeds and examples."""
+    nc = sorted({r[field] for r in group if r["status"] == "NC"})
+    ok = [r for r in group if r[field] not in nc and per_example(r, what, eps) is not None]
+    by_bits: dict[int, list[dict[str, Any]]] = {}
+    for r in ok:
+        by_bits.setdefault(r[field], []).append(r)
+    most = max((len(v) for v in by_bits.values()), default=0)
+    dropped = sorted(b for b, v in by_bits.items() if len(v) < min(2, most))
+    bits = sorted(b for b in by_bits if b not in dropped)
+    y, seeds = outcome_matrix([(by_bits[b], what) for b in bits], eps) if bits else (np.zeros((0, 0, 0)), [])
+    label, info = trend_label_examples(y, bits, **kwargs)
+    info.update(dropped=dropped, not_comparable=nc, bits=bits, seeds=seeds)
+    return label, info
+
+
+def table1(labels: dict[tuple[str, str | None, str], dict[str, tuple[str, dict[str, Any]]]],
+           weak: float | None, main_eps: float, paper: dict[str, dict[str, str]] | None = None) -> Table:
     """Table 1 derived: rows = method/strategy, columns = init, cells 'weaker: x, normal: y', each
     label followed by the paper's and the verdict when ``paper`` (``{"ptq/robust": {"weaker": "+"}}``,
     as ``paper_numbers.yaml`` holds them) has it."""
-    weak = max((e for e in eps_list if e <= 2), default=None)
     pipes = sorted({(m, s) for m, s, _ in labels}, key=lambda p: [q[:2] for q in PIPELINE_ORDER].index(p)
                    if p in [q[:2] for q in PIPELINE_ORDER] else 99)
     out = []
@@ -241,9 +270,10 @@ def table1(labels: dict[tuple[str, str | None, str], dict[str, tuple[str, dict[s
                 for k, v in cell.items()))
         out.append(line)
     notes = [f"Robustness vs bit-width: + lower bits -> higher robustness, - the opposite, ~ a middle bit-width is "
-             f"best, n.s. not supported by the seeds (bootstrap over seeds of the Spearman rank correlation and "
-             f"of the peak position, 95 %). weaker = {'%g/255' % weak if weak is not None else 'none run'}, "
-             f"normal = {main_eps:g}/255."]
+             f"best, n.s. not supported by the data (2,000 draws of the bit-widths' means counting the seeds and the "
+             f"test examples, paired by seed and by example; Spearman rank correlation and peak position, 95 %). "
+             f"A bit-width with an NC seed is left out. weaker = "
+             f"{'%g/255' % weak if weak is not None else 'none run'}, normal = {main_eps:g}/255."]
     if paper:
         notes.append("(paper x: verdict): the paper's label; agree, disagree, or not significant (ours n.s.).")
     return Table("table1", "Table 1 (derived): trend of robustness vs bit-width", ["pipeline", "random", "non_robust",

@@ -1,0 +1,158 @@
+"""Verdicts that hold up: per-example outcomes, intervals that count seeds and test examples, power."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from robquant.attacks import Outcomes, evaluate
+from robquant.report.findings import CONTRADICTED, NOT_SIGNIFICANT, findings
+from robquant.report.inference import estimate, seed_only
+from robquant.report.records import aggregates, pipeline_label
+
+
+def test_one_seed_is_the_paired_per_example_interval():
+    rng = np.random.default_rng(0)
+    d = rng.choice([-1.0, 0.0, 1.0], p=[0.08, 0.9, 0.02], size=(1, 400))
+    est = estimate(d)
+    sd = d[0].std(ddof=1)
+    assert est.mean == pytest.approx(d.mean()) and est.seeds == 1 and math.isnan(est.seed_var)
+    assert est.half == pytest.approx(stats.t.ppf(0.975, 399) * sd / math.sqrt(400))
+
+
+def test_the_variance_is_the_crossed_anova_one():
+    # y = a_s + b_i + e_si with known structure: (MS_S + MS_I - MS_E) / (S n)
+    rng = np.random.default_rng(1)
+    y = rng.normal(0, 0.3, (4, 1))[:, [0] * 50] + rng.normal(0, 1, (1, 50)) + rng.normal(0, 0.5, (4, 50))
+    s, n = y.shape
+    ds, di = y.mean(1) - y.mean(), y.mean(0) - y.mean()
+    ms_s, ms_i = n * (ds**2).sum() / (s - 1), s * (di**2).sum() / (n - 1)
+    r = y - y.mean(1, keepdims=True) - y.mean(0, keepdims=True) + y.mean()
+    ms_e = (r**2).sum() / ((s - 1) * (n - 1))
+    est = estimate(y)
+    assert est.se**2 == pytest.approx((ms_s + ms_i - ms_e) / (s * n))
+    assert est.residual_var == pytest.approx(ms_e)
+    assert est.variance_at(s, n) == pytest.approx(est.se**2)
+
+
+def _shared_fp_study(rng, seeds, n, theta_ref=0.5, theta_cell=0.6, spread=0.3, seed_sd=0.02, noise=0.05):
+    """One synthetic comparison where every seed shares the FP model: the reference's outcome is a
+    property of the example; quantization moves each example by an amount of its own (shared by the
+    seeds), plus a little per seed. Returns per-example cell minus reference, (seeds, n)."""
+    u, v = rng.standard_normal(n), rng.normal(0, spread, n)
+    ref = np.broadcast_to(u > theta_ref, (seeds, n)).astype(float)
+    cell = (u + v + rng.normal(0, seed_sd, (seeds, 1)) + rng.normal(0, noise, (seeds, n)) > theta_cell).astype(float)
+    return cell - ref
+
+
+def _truth(theta_ref=0.5, theta_cell=0.6, spread=0.3, seed_sd=0.02, noise=0.05):
+    return (stats.norm.sf(theta_cell / math.sqrt(1 + spread**2 + seed_sd**2 + noise**2))
+            - stats.norm.sf(theta_ref))
+
+
+def test_coverage_by_simulation_counts_the_test_sample_where_a_seed_only_interval_does_not():
+    rng = np.random.default_rng(2)
+    truth = _truth()
+    hit = hit_seed_only = 0
+    studies = 400
+    for _ in range(studies):
+        d = _shared_fp_study(rng, seeds=3, n=200)
+        est = estimate(d)
+        hit += est.low <= truth <= est.high
+        mean, half = seed_only(list(d.mean(1)))
+        hit_seed_only += mean - half <= truth <= mean + half
+    assert 0.92 <= hit / studies <= 0.98
+    assert hit_seed_only / studies < 0.8
+
+
+def _outcomes(robust, n_total):
+    return Outcomes(np.arange(len(robust)), np.ones(len(robust), bool), {("pgd", 8.0): robust}, "d" * 64, False,
+                    n_total)
+
+
+def _row(method, strategy, precision, seed, robust):
+    return {"init": "robust", "method": method, "strategy": strategy, "precision": precision,
+            "pipeline": pipeline_label(method, strategy, "robust"), "act_bits": 32, "weight_bits": 32, "bits": None,
+            "fraction": 1.0, "seed": seed, "status": "done", "flags": [], "fp": "fp0",
+            **aggregates(_outcomes(robust, 10_000), "pgd", 8.0)}
+
+
+def _planted_drop(n, seeds=3, seed=0):
+    """PTQ A4W4 rows losing 3 points against the FP reference: 5 % of examples lost, 2 % gained."""
+    rng = np.random.default_rng(seed)
+    ref = rng.random(n) < 0.45
+    rows = []
+    for s in range(seeds):
+        cell = ref.copy()
+        cell[ref & (rng.random(n) < 0.05 / 0.45)] = False
+        cell[~ref & (rng.random(n) < 0.02 / 0.55)] = True
+        rows += [_row("ptq", None, "A32W32", s, ref), _row("ptq", None, "A4W4", s, cell)]
+    return rows
+
+
+def test_a_planted_three_point_drop_is_not_significant_on_200_examples_and_decided_on_5000():
+    small = next(f for f in findings(_planted_drop(200), None, 8) if f.key == "ptq_keeps")
+    assert set(small.verdicts.values()) == {NOT_SIGNIFICANT}
+    cell = next(e for e in small.evidence if e[0] == "ptq/robust A4W4")
+    assert cell[3].startswith("-") and "to decide" in cell[5]
+    large = next(f for f in findings(_planted_drop(5000), None, 8) if f.key == "ptq_keeps")
+    assert set(large.verdicts.values()) == {CONTRADICTED}  # a drop beyond the margin, decided
+    cell = next(e for e in large.evidence if e[0] == "ptq/robust A4W4")
+    delta = float(cell[3].split()[0])
+    assert -4.0 < delta < -2.0
+
+
+def test_planned_size_decides_what_the_small_design_could_not():
+    small = _planted_drop(200, seed=3)
+    ref = [r for r in small if r["precision"] == "A32W32"]
+    cell = [r for r in small if r["precision"] == "A4W4"]
+    from robquant.report.records import contrast
+
+    est = contrast([(cell, "paper"), (ref, "paper")], (1.0, -1.0))
+    examples, seeds = est.needed(est.mean + 0.02)
+    assert examples > 200 and seeds == 3
+    # the same design at the planned size: its half-width is below the distance to the margin
+    assert math.sqrt(est.variance_at(seeds, examples)) * 1.96 < abs(est.mean + 0.02)
+
+
+def test_outcomes_reproduce_the_evaluations_aggregates_and_load_without_code(clean_model, digits_test, tmp_path):
+    ev = evaluate(clean_model, digits_test, ["fgsm", ("pgd", {"steps": 5, "n": 100})], [8 / 255, 32 / 255], n=200,
+                  cascade=True)
+    info = ev.outcomes({8 / 255: 8.0, 32 / 255: 32.0}, digits_test.sha256, len(digits_test)).save(tmp_path)
+    assert info["bytes"] < 2000 and info["n"] == 200
+    o = Outcomes.load(tmp_path)
+    s = o.summary()
+    assert s["clean_accuracy"] == ev.clean_accuracy and o.dataset_sha256 == digits_test.sha256
+    for (attack, eps), acc in ev.robust_accuracy.items():
+        assert s["robust"][(attack, round(eps * 255))][0] == acc
+    for eps, acc in ev.worst_case.items():
+        assert s["worst_case"][round(eps * 255)] == (acc, ev.worst_case_n[eps])
+    assert torch.equal(torch.from_numpy(o.clean), ev.clean_correct)
+    # a file that is not ours is refused with a message, not unpickled
+    np.save(tmp_path / "x.npy", np.array([object()], dtype=object), allow_pickle=True)
+    (tmp_path / "x.npy").rename(tmp_path / "bad.npz")
+    from robquant.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="not a robquant outcomes file"):
+        Outcomes.load(tmp_path / "bad.npz")
+
+
+def test_dry_run_warns_when_the_design_cannot_decide_at_the_margin(tmp_path):
+    from test_study import TINY, cli, write
+
+    from robquant.pipeline.study import parse_study
+    from robquant.report.design import design_warnings, planned_half_width
+
+    code, text = cli("run", write(tmp_path, TINY), "--dry-run")
+    assert code == 0, text
+    assert "warning: the findings under the worst case are judged on 60 test examples and 1 seeds" in text
+    assert "not below the 2-point margin" in text
+    # 5,000 examples and 3 seeds sharing one FP model: ±1.2 points planned, no warning
+    big = {**TINY, "seeds": [0, 1, 2], "fp": {**TINY["fp"], "seed": 0},
+           "evaluation": {**TINY["evaluation"], "n_test": 5000}}
+    assert design_warnings(parse_study(big), lambda: 10_000) == []
+    assert planned_half_width(5000, 3, True) < 0.02 < planned_half_width(200, 3, True)
