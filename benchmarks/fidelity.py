@@ -153,30 +153,37 @@ def trend_section(args: argparse.Namespace) -> None:
     from robquant.pipeline.plan import build_plan
     from robquant.pipeline.store import Store
     from robquant.pipeline.study import load_study
-    from robquant.report.records import collect
+    from robquant.report.records import PAPER, WORST, collect
     from robquant.report.stats import trend_label
+    from robquant.report.tables import sweep_trend
 
     study = load_study(args.study)
     plan = build_plan(study, lambda: 0)
     rows = [r for r in collect(plan, Store(args.store)) if r["weight_bits"] == 32 and r["status"] == "done"
-            and (r["method"], r["strategy"]) == ("qat", "vanilla")]
-    weak = max(e for e in study.evaluation.eps if e <= 2)
-    for measure, value in (("pgd", lambda r: r["robust"].get((r["reference_attack"], weak))),
-                           ("worst case", lambda r: r["worst"].get(weak))):
+            and (r["method"], r["strategy"], r["init"]) == ("qat", "vanilla", "non_robust")]
+    weak = study.evaluation.weak()
+    for measure, what, value in (("pgd", PAPER, lambda r: r["robust"].get((r["reference_attack"], weak))),
+                                 ("worst case", WORST, lambda r: r["worst"].get(weak))):
         values: dict[int, dict[int, float]] = {}
         for r in rows:
             values.setdefault(r["act_bits"], {})[r["seed"]] = value(r)
-        for paired in (False, True):
+        for paired in (False, True):  # over seeds alone, from the per-seed accuracies
             label, info = trend_label(values, paired=paired)
             emit(fix="paired trend label", measure=measure, eps_255=weak, paired=paired, label=label,
                  p_plus=info["p_plus"], p_minus=info["p_minus"], seeds=info["min_seeds"])
+        label, info = sweep_trend(rows, "act_bits", what, weak)  # what the report does: seeds and examples
+        emit(fix="trend label over seeds and examples", measure=measure, eps_255=weak, label=label,
+             p_plus=info["p_plus"], p_minus=info["p_minus"], seeds=len(info["seeds"]), examples=info["examples"])
 
 
 def sweep_section(args: argparse.Namespace) -> None:
+    import numpy as np
+
     from robquant.pipeline.plan import build_plan
     from robquant.pipeline.store import Store
     from robquant.pipeline.study import load_study
-    from robquant.report.stats import trend_label
+    from robquant.report.inference import estimate
+    from robquant.report.stats import trend_label_examples
 
     study = load_study(args.study)
     plan = build_plan(study, lambda: 0)
@@ -185,7 +192,7 @@ def sweep_section(args: argparse.Namespace) -> None:
     variants = {"last iterate, step eps/4": {"keep_best": False},
                 "last iterate, step 2/255": {"keep_best": False, "step_size": 2 / 255},
                 "best iterate, step eps/4 (robquant)": {}}
-    values: dict[str, dict[int, dict[int, float]]] = {v: {} for v in variants}
+    masks: dict[str, dict[int, dict[int, np.ndarray]]] = {v: {} for v in variants}
     for cell, seed, key in plan.cells:
         if (cell.method, cell.strategy, cell.init) != ("qat", "vanilla", "non_robust") or not cell.precision.endswith("W32"):
             continue
@@ -196,13 +203,18 @@ def sweep_section(args: argparse.Namespace) -> None:
         bits = int(cell.precision[1:].split("W")[0])
         for name, kw in variants.items():
             ev = evaluate(model, test, [("pgd", {"steps": 20, **kw})], [1 / 255], n=args.n_test, seed=seed)
-            values[name].setdefault(bits, {})[seed] = ev.robust_accuracy[("pgd", 1 / 255)]
+            masks[name].setdefault(bits, {})[seed] = ev.robust_correct[("pgd", 1 / 255)].numpy()
             emit(fix="sweep attack", variant=name, precision=cell.precision, seed=seed, eps_255=1,
                  clean=ev.clean_accuracy, robust=ev.robust_accuracy[("pgd", 1 / 255)])
     for name in variants:
-        label, info = trend_label(values[name])
+        bits = sorted(masks[name])
+        seeds = sorted(set.intersection(*(set(masks[name][b]) for b in bits)))
+        y = np.stack([np.stack([masks[name][b][s] for b in bits], axis=1) for s in seeds]).astype(float)  # (S, n, k)
+        label, info = trend_label_examples(y, bits)
+        ends = estimate(y[:, :, 0] - y[:, :, -1])
         emit(fix="sweep trend", variant=name, eps_255=1, label=label, p_plus=info["p_plus"], p_minus=info["p_minus"],
-             means={b: sum(v.values()) / len(v) for b, v in sorted(values[name].items())})
+             means={b: float(y[:, :, i].mean()) for i, b in enumerate(bits)}, low_minus_fp=ends.mean,
+             low_minus_fp_half=ends.half, examples=int(y.shape[1]), seeds=len(seeds))
 
 
 def markdown() -> str:
@@ -255,13 +267,20 @@ def markdown() -> str:
         if r["fix"] == "sweep trend":
             means = ", ".join(f"{'FP' if b == 32 else b}: {100 * m:.1f}" for b, m in r["means"].items())
             lines.append(f"| (iv) under PGD-20, {r['variant']} | QAT/vanilla AxW32 from non_robust, 1/255 | | "
-                         f"{r['label']} (P(+) {r['p_plus']:.2f}) | robust % by activation bits: {means} |")
+                         f"{r['label']} (P(+) {r['p_plus']:.2f}); A2 minus FP {100 * r['low_minus_fp']:+.1f} ± "
+                         f"{100 * r['low_minus_fp_half']:.1f} ({r['seeds']} seeds x {r['examples']} examples) | "
+                         f"robust % by activation bits: {means} |")
     for r in ROWS:
         if r["fix"] == "paired trend label" and r["paired"]:
             unpaired = next(u for u in ROWS if u["fix"] == r["fix"] and u["measure"] == r["measure"] and not u["paired"])
             lines.append(f"| trend label unpaired -> paired | activation-only sweep, {r['measure']} at "
                          f"{r['eps_255']:g}/255 | {unpaired['label']} (P(+) {unpaired['p_plus']:.2f}) | "
                          f"{r['label']} (P(+) {r['p_plus']:.2f}) | label |")
+    for r in ROWS:
+        if r["fix"] == "trend label over seeds and examples":
+            lines.append(f"| trend label over seeds and examples (the report's) | activation-only sweep, {r['measure']} "
+                         f"at {r['eps_255']:g}/255 | | {r['label']} (P(+) {r['p_plus']:.2f}; {r['seeds']} seeds x "
+                         f"{r['examples']} examples) | label |")
     return "\n".join(lines)
 
 
@@ -273,7 +292,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--fraction", type=float, default=0.05, help="calibration / fine-tuning data (the preset's)")
     parser.add_argument("--qat-epochs", type=int, default=2)
-    parser.add_argument("--n-test", type=int, default=500)
+    parser.add_argument("--n-test", type=int, default=1000)
     parser.add_argument("--n-aa", type=int, default=200)
     parser.add_argument("--sections", default="ptq,qat,attack,trend,sweep")
     args = parser.parse_args()

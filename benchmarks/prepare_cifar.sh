@@ -9,4 +9,6 @@ if [ -d .data/cifar-10-batches-py ]; then echo ".data/cifar-10-batches-py exists
 if [ ! -f "$shared/cifar10-jpeg.tar.gz" ]; then echo "no $shared/cifar10-jpeg.tar.gz: nothing to prepare"; exit 0; fi
 mkdir -p .data
 tar xzf "$shared/cifar10-jpeg.tar.gz" -C .data
-python "$shared/cifar10_jpeg_to_batches.py" .data/cifar10-jpeg .data/cifar-10-batches-py
+py="${PYTHON:-.venv/bin/python}"  # the converter needs Pillow, which robquant's venv has
+[ -x "$py" ] || py=python3
+"$py" "$shared/cifar10_jpeg_to_batches.py" .data/cifar10-jpeg .data/cifar-10-batches-py

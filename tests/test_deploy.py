@@ -278,8 +278,11 @@ def test_runtime_qdq_fusion_quantizes_float_weights_beside_quantized_activations
     with torch.no_grad():
         fake = q(x)
         plain, fused = RuntimeModel(tmp_path / "a4w32.onnx", fusion=False)(x), RuntimeModel(tmp_path / "a4w32.onnx")(x)
-    assert (plain - fake).abs().max() < 1e-3
-    assert (fused - fake).abs().max() > 1e-2  # int8 weights now
+    # as written: equal up to float rounding, which may move an activation across a 4-bit grid step
+    # on an example or two; fused: int8 weights change most examples' logits
+    off_plain = ((plain - fake).abs().amax(1) > 1e-3).double().mean().item()
+    off_fused = ((fused - fake).abs().amax(1) > 1e-3).double().mean().item()
+    assert off_plain <= 0.02 < 0.5 < off_fused
 
 
 

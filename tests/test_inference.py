@@ -24,6 +24,12 @@ def test_one_seed_is_the_paired_per_example_interval():
     assert est.half == pytest.approx(stats.t.ppf(0.975, 399) * sd / math.sqrt(400))
 
 
+def test_no_variation_is_bounded_by_the_rule_of_three():
+    for y in (np.zeros((3, 300)), np.ones((1, 300))):  # every outcome alike: a 95 % bound of 3 / n
+        est = estimate(y)
+        assert est.half == pytest.approx(3 / 300)
+
+
 def test_the_variance_is_the_crossed_anova_one():
     # y = a_s + b_i + e_si with known structure: (MS_S + MS_I - MS_E) / (S n)
     rng = np.random.default_rng(1)

@@ -197,3 +197,26 @@ def test_fast_adversarial_costs_two_passes_and_trains():
     _, result = _tiny_run(epochs=2, objective=obj)
     assert result.status == "done" and result.history[1]["loss"] < result.history[0]["loss"]
 
+
+
+@pytest.mark.parametrize("quantized", [False, True])
+def test_channels_last_training_is_the_same_function_within_float_rounding(quantized):
+    # the layout changes the order of float operations, nothing else: same data, same steps, same weights
+    # up to rounding; the model comes back in the default layout, and the record says which one trained it
+    from robquant.quant import QuantConfig, quantize
+
+    data = create_dataset("synthetic", n_train=128, image_size=8)
+    x = data.images[:64].float() / 255
+    out = {}
+    for channels_last in (False, True):
+        seed_everything(0)
+        model = create_model("resnet20", 10, 1, width=4, mean=data.mean, std=data.std)
+        if quantized:  # QAT A4W4: PACT activations, DoReFa weights with their own backward
+            model = quantize(model, QuantConfig(method="qat", precision="A4W4", pact_init="fixed"))
+        result = fit(model, data, create_objective("pgd_at", eps=8 / 255, step_size=2 / 255, steps=2),
+                     TrainConfig(epochs=2, batch_size=32, lr=0.05, schedule="cosine"), channels_last=channels_last)
+        assert result.memory_format == ("channels_last" if channels_last else "contiguous")
+        assert all(p.is_contiguous() for p in model.parameters())
+        with torch.no_grad():
+            out[channels_last] = model.eval()(x)
+    assert torch.allclose(out[True], out[False], atol=1e-3, rtol=1e-3)

@@ -125,10 +125,10 @@ class _DoReFaFn(Function):
         t, peak, idx = ctx.saved_tensors
         # w_q = 2 round(L r) / L - 1 with r = t / (2 peak) + 1/2; straight-through on round:
         # dw_q/dt = 1 / peak, dw_q/dpeak = -t / peak^2, dpeak/dt = sign(t) at the argmax only
-        grad_t = grad / peak
+        grad_t = (grad / peak).contiguous()  # idx is a position in logical order, whatever w's layout
         grad_peak = -(grad * t).sum() / (peak * peak)
         flat = grad_t.view(-1)
-        flat[idx] += grad_peak * torch.sign(t.view(-1)[idx])
+        flat[idx] += grad_peak * torch.sign(t.reshape(-1)[idx])
         return grad_t.mul_(1 - t * t), None
 
 

@@ -88,8 +88,11 @@ def _power(est: Estimate, distance: float, split: int = 0) -> str:
         if split and est.needed(distance, max_examples=MAX_EXAMPLES)[0] is not None:
             return text + f"; deciding {where} needs more than the test split's {split:,} examples"
         return text + f"; deciding {where} needs more than 100 seeds"
-    more = f"{examples:,} test examples" + (f" of {split:,}" if split else "") + f", {seeds} seeds"
-    return text + f"; to decide {where}: about {more}" + (" (the seeds' variance dominates)" if seeds > est.seeds else "")
+    if seeds > est.seeds:
+        return text + (f"; deciding {where} needs more seeds: {seeds} with all {examples:,} test examples (the "
+                       "seeds' variance dominates)")
+    return text + f"; to decide {where}: about {examples:,} test examples" + (f" of {split:,}" if split else "") + \
+        f" with {seeds} seeds"
 
 
 def _split(runs: list[dict[str, Any]]) -> int:

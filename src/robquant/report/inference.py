@@ -19,8 +19,9 @@ freedom for the t quantile. This is the analytic equivalent of the paired hierar
 (resample seeds; resample the test examples jointly for the cell and its reference): a seed-only t
 interval estimates ``sigma_a^2 / S + sigma_e^2 / (S n)`` and leaves out ``sigma_b^2 / n``, the
 test-sample term, which dominates when every seed shares one FP model. With one seed only the
-example terms can be counted, and :attr:`Estimate.seeds` says so. ``tests/test_inference.py``
-checks the coverage by simulation.
+example terms can be counted, and :attr:`Estimate.seeds` says so. Where every outcome is alike (no
+example and no seed differs) the half-width is the rule of three, 3 / n: no variation seen in n
+examples bounds the share that varies. ``tests/test_inference.py`` checks the coverage by simulation.
 
 Trend labels draw the mean vector of several conditions (bit-widths) from the same model: the seed
 part as a multivariate t over the seeds' residuals (n - 1 degrees of freedom), the example part as a
@@ -36,6 +37,7 @@ import numpy as np
 from scipy import stats
 
 POWER = 0.8  # the power the planned sizes are for
+RULE_OF_THREE = 3.0  # no variation in n examples: a 95 % bound of 3 / n on the share that varies
 MAX_EXAMPLES = 1_000_000  # beyond this a planned size is reported as out of reach
 
 
@@ -96,20 +98,24 @@ class Estimate:
     def needed(self, distance: float, power: float = POWER, max_examples: int = MAX_EXAMPLES
                ) -> tuple[int | None, int]:
         """The design that decides a truth ``distance`` from a boundary with ``power``, planned from the
-        observed variance components: ``(examples, seeds)`` with the fewest seeds (from this design's)
-        whose examples fit in ``max_examples`` (the test split); examples None when 100 seeds would
-        not do (the estimate sits on the boundary)."""
+        observed variance components: ``(examples, seeds)``, more test examples at this design's seeds
+        where at most ``max_examples`` (the test split) do, else all ``max_examples`` and the fewest
+        seeds that do (the seed term dominates); examples None when 100 seeds would not do either."""
         target = (abs(distance) / (stats.norm.ppf(0.5 + self.level / 2) + stats.norm.ppf(power))) ** 2
         a = 0.0 if math.isnan(self.seed_var) else self.seed_var
         e = 0.0 if math.isnan(self.residual_var) else self.residual_var
-        for seeds in range(max(self.seeds, 1), 101):
+
+        def examples_at(seeds: int) -> float:
             room = target - a / seeds
-            if room <= 0:
-                continue
-            examples = max(1, math.ceil((self.example_var + e / seeds) / room))
-            if examples <= max_examples:
-                return examples, seeds
-        return None, max(self.seeds, 1)
+            return math.inf if room <= 0 else max(1, math.ceil((self.example_var + e / seeds) / room))
+
+        seeds = max(self.seeds, 1)
+        if examples_at(seeds) <= max_examples:
+            return int(examples_at(seeds)), seeds
+        for more in range(seeds + 1, 101):
+            if examples_at(more) <= max_examples:
+                return max_examples, more
+        return None, seeds
 
 
 def estimate(y: np.ndarray, level: float = 0.95) -> Estimate:
@@ -125,11 +131,17 @@ def estimate(y: np.ndarray, level: float = 0.95) -> Estimate:
     ms_s, ms_i, ms_e = (float(m[0, 0]) for m in _mean_squares(y[:, :, None]))
     if s == 1:
         var = ms_i / n if n > 1 else math.nan
+        if var == 0:  # every outcome alike: the rule of three bounds the share
+            return Estimate(mean, RULE_OF_THREE / n / stats.norm.ppf(0.5 + level / 2), math.inf, 1, n, math.nan, 0.0,
+                            math.nan, level)
         return Estimate(mean, math.sqrt(var) if var == var else math.nan, n - 1, 1, n, math.nan, ms_i,
                         math.nan, level)
     if n == 1:  # the seeds' spread only
         return Estimate(mean, math.sqrt(ms_s / s), s - 1, s, 1, ms_s, 0.0, 0.0, level)
     total = ms_s + ms_i - ms_e
+    if total == 0 and ms_s == 0 and ms_i == 0:  # every outcome alike: the rule of three bounds the share
+        return Estimate(mean, RULE_OF_THREE / n / stats.norm.ppf(0.5 + level / 2), math.inf, s, n, 0.0, 0.0, 0.0,
+                        level)
     floor = max(ms_s, ms_i)  # each expected value is below the true total: a negative estimate is noise
     if total < floor:
         total, df = floor, (s - 1 if ms_s >= ms_i else n - 1)
