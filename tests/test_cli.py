@@ -58,6 +58,21 @@ def test_bad_input_gives_one_clear_message_and_exit_2(tmp_path, demo_models, arg
     assert not (tmp_path / "x").exists()  # nothing half-written
 
 
+def test_an_internal_error_is_one_message_naming_the_log_of_its_traceback(tmp_path, monkeypatch):
+    import robquant.pipeline
+
+    def broken(**kwargs):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(robquant.pipeline, "train_model", broken)
+    monkeypatch.setenv("ROBQUANT_LOG_DIR", str(tmp_path / "logs"))
+    code, text = run("train", "--dataset", "digits", "--epochs", "1", "--out", tmp_path / "m")
+    assert code == 1 and "Traceback" not in text
+    assert "internal error in `robquant train`: ZeroDivisionError: a bug" in " ".join(text.split())
+    (log,) = (tmp_path / "logs").iterdir()
+    assert str(log) in "".join(text.split()) and "Traceback" in log.read_text() and "a bug" in log.read_text()
+
+
 def test_list_shows_registries():
     code, text = run("list")
     assert code == 0 and "resnet20" in text and "pgd_at" in text and "digits" in text

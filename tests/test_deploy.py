@@ -127,6 +127,26 @@ def test_pwlq_exports_exactly_as_branches(clean_model, digits_test):
     assert torch.allclose(sum(p.value() for p in parts).float(), layer.weight.detach(), atol=1e-6)
 
 
+@pytest.mark.parametrize("method,quantizer", [("ptq", "uniform"), ("ptq", "pwlq"), ("qat", "uniform"),
+                                              ("qat", "dorefa")])
+def test_every_weight_quantizer_exports_at_2_4_and_8_bits(clean_model, digits_test, tmp_path, method, quantizer):
+    """Each quantized layer's integer terms rebuild its weights exactly, and the export (which
+    writes them) runs and agrees with the fake-quantized model on clean digits images."""
+    calib = digits_test.images.float()[:64] / 255
+    x = digits_test.images.float()[:100] / 255
+    for bits in (2, 4, 8):
+        config = QuantConfig(method=method, precision=f"A8W{bits}", weight_quantizer=quantizer)
+        q = quantize(clean_model, config, calib_images=calib).eval()
+        for layer in (m for m in q.modules() if isinstance(m, QuantConv2d) and m.weight_quant is not None):
+            parts = branches(weight_terms(layer), "conv")
+            assert torch.allclose(sum(p.value() for p in parts).float(), layer.quantized_weight().detach(),
+                                  atol=1e-6, rtol=1e-5), (bits, quantizer)
+        info = export_onnx(q, tmp_path / f"{method}-{quantizer}-{bits}.onnx", SHAPE)
+        with torch.no_grad():
+            agree = (RuntimeModel(info.path, fusion=False)(x).argmax(1) == q(x).argmax(1)).double().mean()
+        assert agree >= 0.98, (bits, quantizer, float(agree))
+
+
 def test_16_bit_grids_are_refused_with_the_reason(clean_model, digits_test, tmp_path):
     calib = digits_test.images.float()[:64] / 255
     q = quantize(clean_model, QuantConfig(method="ptq", precision="A16W8"), calib_images=calib)

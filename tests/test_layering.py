@@ -1,4 +1,4 @@
-"""Imports flow one way: the base modules (errors, registry, progress, provenance) -> data, models,
+"""Imports flow one way: the base modules (defaults, errors, registry, progress, provenance) -> data, models,
 quant, attacks -> deploy -> train -> pipeline -> report -> display, cli."""
 
 import ast
@@ -9,6 +9,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "robquant"
 ABOVE_BASE = {"data", "models", "quant", "attacks", "deploy", "train", "pipeline", "report", "display", "cli"}
 FORBIDDEN = {
+    "defaults": ABOVE_BASE | {"errors", "registry", "progress", "provenance"},
     "errors": ABOVE_BASE | {"registry", "progress", "provenance"},
     "registry": ABOVE_BASE | {"progress", "provenance"},
     "progress": ABOVE_BASE,

@@ -43,6 +43,11 @@ class FunctionalNet(TinyNet):
         return self.fc(F.adaptive_avg_pool2d(self.body[4](self.body[3](x)), 1).flatten(1))
 
 
+def timm_style(num_classes: int = 1000, in_channels: int = 3, width: int = 8) -> nn.Module:
+    """A factory with the argument names most model libraries use: the data set's values go in."""
+    return TinyNet(channels=in_channels, classes=num_classes, width=width)
+
+
 NOT_CALLABLE = 3
 
 
@@ -127,6 +132,24 @@ def test_a_record_never_imports_a_model_the_user_did_not_name():
         external.build("test_user_model:DefinitelyUnnamed", {})
     external.allow("test_user_model:TinyNet")
     assert isinstance(create_model("test_user_model:TinyNet", width=4), TinyNet)
+
+
+def test_a_factory_taking_num_classes_and_in_channels_gets_the_data_sets_and_may_set_them(tmp_path):
+    """`train --model pkg:factory` with and without `--model-kwargs '{"in_channels": 1}'`: the data
+    set's 1 channel and 10 classes reach the factory, the record rebuilds the model."""
+    from robquant import load_model
+
+    for i, options in enumerate(([], ["--model-kwargs", json.dumps({"in_channels": 1, "num_classes": 10})])):
+        out = tmp_path / f"m{i}"
+        code, text = cli("train", "--dataset", "digits", "--model", "test_user_model:timm_style", *options,
+                         "--epochs", "1", "--fraction", "0.05", "--n-test", "32", "--out", out)
+        assert code == 0, text
+        net = load_model(out)
+        assert net.body[0].in_channels == 1 and net.fc.out_features == 10
+    code, text = cli("train", "--dataset", "digits", "--model", "test_user_model:timm_style", "--model-kwargs",
+                     json.dumps({"in_channels": 3}), "--epochs", "1", "--fraction", "0.05", "--out",
+                     tmp_path / "bad")
+    assert code != 0 and "cannot take inputs of shape (2, 1, 8, 8)" in text and "Traceback" not in text
 
 
 # ---------------------------------------------------------------- your own weights

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from robquant.attacks.base import Attack, Cost
+from robquant.defaults import ATTACK_STEPS, RESTARTS
 from robquant.errors import check_range
 
 
@@ -42,8 +43,8 @@ class PGD(Attack):
     name = "pgd"
     OPTIONS = ("steps", "restarts", "step_size", "norm")
 
-    def __init__(self, model: nn.Module, eps: float, *, steps: int = 20, step_size: float | None = None,
-                 norm: str = "linf", random_start: bool = True, restarts: int = 1,
+    def __init__(self, model: nn.Module, eps: float, *, steps: int = ATTACK_STEPS, step_size: float | None = None,
+                 norm: str = "linf", random_start: bool = True, restarts: int = RESTARTS,
                  generator: torch.Generator | None = None, model_mode: str = "eval",
                  fold_bn: bool = True, keep_best: bool = True) -> None:
         super().__init__(model, eps, norm=norm, model_mode=model_mode, generator=generator,
@@ -57,7 +58,7 @@ class PGD(Attack):
         self.restarts = int(restarts)
 
     @classmethod
-    def cost(cls, *, steps: int = 20, restarts: int = 1, **options: object) -> Cost:
+    def cost(cls, *, steps: int = ATTACK_STEPS, restarts: int = RESTARTS, **options: object) -> Cost:
         return Cost(float(steps * restarts), early_stop=True)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

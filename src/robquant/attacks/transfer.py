@@ -9,6 +9,7 @@ from torch import nn
 
 from robquant.attacks.base import Attack, Cost
 from robquant.attacks.pgd import PGD
+from robquant.defaults import ATTACK_STEPS, RESTARTS
 from robquant.errors import ConfigError
 
 
@@ -32,8 +33,8 @@ class Transfer(Attack):
     NEEDS_SURROGATE = True
 
     def __init__(self, model: nn.Module, eps: float, *, surrogate: nn.Module | None = None,
-                 surrogate_id: str | None = None, steps: int = 20, step_size: float | None = None,
-                 restarts: int = 1, norm: str = "linf", generator: torch.Generator | None = None, model_mode: str = "eval", fold_bn: bool = True) -> None:
+                 surrogate_id: str | None = None, steps: int = ATTACK_STEPS, step_size: float | None = None,
+                 restarts: int = RESTARTS, norm: str = "linf", generator: torch.Generator | None = None, model_mode: str = "eval", fold_bn: bool = True) -> None:
         # the target is never differentiated: no folded view of it
         super().__init__(model, eps, norm=norm, model_mode=model_mode, generator=generator, fold_bn=False)
         if not isinstance(surrogate, nn.Module):
@@ -44,7 +45,7 @@ class Transfer(Attack):
         self.steps, self.step_size, self.restarts = self._pgd.steps, self._pgd.step_size, self._pgd.restarts
 
     @classmethod
-    def cost(cls, *, steps: int = 20, restarts: int = 1, **options: object) -> Cost:
+    def cost(cls, *, steps: int = ATTACK_STEPS, restarts: int = RESTARTS, **options: object) -> Cost:
         return Cost(float(steps * restarts), early_stop=True)  # on the surrogate
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -42,7 +42,7 @@ def quantized_view(model: nn.Module) -> nn.Module:
     from robquant.quant.modules import QuantConv2d, QuantLinear
 
     def live(m: nn.Module) -> bool:
-        return isinstance(m, (QuantConv2d, QuantLinear)) and m.weight_quant is not None and not m.frozen
+        return isinstance(m, (QuantConv2d, QuantLinear)) and m.quantizes_live
 
     if not any(live(m) for m in model.modules()):
         return model
@@ -50,11 +50,9 @@ def quantized_view(model: nn.Module) -> nn.Module:
     view = copy.deepcopy(model.eval())
     model.train(was_training)
     view.eval().requires_grad_(False)
-    with torch.no_grad():
-        for m in view.modules():
-            if live(m):
-                m.weight.copy_(m.quantized_weight())
-                m.frozen = True
+    for m in view.modules():
+        if live(m):
+            m.freeze()
     return view
 
 

@@ -7,11 +7,11 @@ Example:
 ``onnx`` and ``onnxruntime`` are an optional extra (``pip install 'robquant[onnx]'``).
 """
 
-from robquant.deploy.export import (DEFAULT_OPSET, OPSETS, Branch, ExportError, ExportInfo, branches, export_graph,
+from robquant.deploy.export import (OPSET, OPSETS, Branch, ExportError, ExportInfo, branches, export_graph,
                                     export_onnx)
 from robquant.deploy.runtime import (RUNTIMES, RuntimeModel, deployed_evaluation, mismatch_check,
                                      needs_onnxruntime, runtime_version)
 
-__all__ = ["DEFAULT_OPSET", "OPSETS", "RUNTIMES", "Branch", "ExportError", "ExportInfo", "RuntimeModel", "branches",
+__all__ = ["OPSET", "OPSETS", "RUNTIMES", "Branch", "ExportError", "ExportInfo", "RuntimeModel", "branches",
            "deployed_evaluation", "export_graph", "export_onnx", "mismatch_check", "needs_onnxruntime",
            "runtime_version"]

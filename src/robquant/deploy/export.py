@@ -41,14 +41,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robquant.defaults import OPSET, OPSETS
 from robquant.errors import ConfigError, RobquantError
 from robquant.models.surgery import replace_module
 from robquant.quant.grid import ActGrid, Terms, reconstruct
 from robquant.quant.integer import weight_terms
 from robquant.quant.modules import QuantConv2d, QuantLinear
 
-DEFAULT_OPSET = 17
-OPSETS = (13, 14, 15, 16, 17, 18, 19, 20)  # per-channel QDQ from 13; torch's TorchScript exporter writes up to 20
 INT8, UINT8 = (-128, 127), (0, 255)
 MAX_DENOMINATOR = 16  # merging terms tries per-channel scales s / d, d = 1..16
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
@@ -344,7 +343,7 @@ def _export(net: nn.Module, input_shape: tuple[int, ...], buffer: io.BytesIO, op
                       dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
 
 
-def export_onnx(model: nn.Module, out: str | Path, input_shape: tuple[int, ...], *, opset: int = DEFAULT_OPSET,
+def export_onnx(model: nn.Module, out: str | Path, input_shape: tuple[int, ...], *, opset: int = OPSET,
                 metadata: dict[str, str] | None = None) -> ExportInfo:
     """Write ``model`` (quantized or not) as an ONNX QDQ model taking ``(N, *input_shape)`` images in
     [0, 1] (``images``) and returning ``logits``; the batch size is free.

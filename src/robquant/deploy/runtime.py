@@ -22,11 +22,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from robquant.defaults import ATTACK_STEPS, CHECK_EXAMPLES, CHECK_SQUARE_QUERIES, RESTARTS
 from robquant.errors import CheckpointError, ConfigError
+from robquant.progress import NULL_PROGRESS, Progress
 from robquant.quant.ste import exact_float32
 
 RUNTIMES = ("onnxruntime",)
 DEFAULT_THRESHOLD = 0.01  # top-1 disagreement above 1 % is flagged
+SQUARE_CHUNK = 50  # Square runs on this many examples at a time, so that its progress shows
 
 
 def needs_onnxruntime() -> Any:
@@ -101,10 +104,11 @@ def batched_logits(model: nn.Module, x: torch.Tensor, batch_size: int, device: t
 
 
 @exact_float32()  # the fake-quantized model as a deployment computes it (no TF32)
-def deployed_evaluation(runtime: nn.Module, reference: nn.Module, dataset: Any, eps: float, *, n: int = 200,
-                        steps: int = 20, restarts: int = 1, square_queries: int = 1000, seed: int = 0,
+def deployed_evaluation(runtime: nn.Module, reference: nn.Module, dataset: Any, eps: float, *,
+                        n: int = CHECK_EXAMPLES, steps: int = ATTACK_STEPS, restarts: int = RESTARTS,
+                        square_queries: int = CHECK_SQUARE_QUERIES, seed: int = 0,
                         batch_size: int = 256, device: torch.device | str = "cpu",
-                        threshold: float = DEFAULT_THRESHOLD) -> dict[str, Any]:
+                        threshold: float = DEFAULT_THRESHOLD, progress: Progress = NULL_PROGRESS) -> dict[str, Any]:
     """Clean and robust accuracy of the deployed model, and its agreement with the fake-quantized one.
 
     Args:
@@ -117,6 +121,8 @@ def deployed_evaluation(runtime: nn.Module, reference: nn.Module, dataset: Any, 
         threshold: A mismatch (``mismatch``: top-1 disagreement, clean or adversarial, or the
             difference of Square accuracy on the two models with the same seed) above this
             fraction is flagged (``flag``).
+        progress: Shows the examples attacked so far: PGD on the reference, then Square on each
+            model in chunks of :data:`SQUARE_CHUNK` examples.
 
     Returns:
         ``clean_accuracy`` (runtime), ``reference_clean_accuracy``, ``clean_agreement``,
@@ -140,20 +146,27 @@ def deployed_evaluation(runtime: nn.Module, reference: nn.Module, dataset: Any, 
     correct = run_clean.argmax(1) == y
     generator = torch.Generator(device=device).manual_seed(seed)
     pgd = create_attack("pgd", reference, eps, steps=steps, restarts=restarts, generator=generator)
-    x_adv = torch.cat([pgd(x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)).cpu()
-                       for i in range(0, n, batch_size)])
-    ref_adv, run_adv = logits(reference, x_adv), logits(runtime, x_adv)
-    transfer_ok = correct & (run_adv.argmax(1) == y)
-    # Square with the same seed on both models, on the examples the runtime classifies correctly:
-    # the same classifier gives the same queries and the same result
-    square_ok, square_ref_ok = correct.clone(), ref_clean.argmax(1) == y
     idx = torch.nonzero(correct).flatten()
-    if len(idx):
-        for model, ok in ((runtime, square_ok), (reference, square_ref_ok)):
+    square_chunk = min(batch_size, SQUARE_CHUNK)
+    with progress.task(f"deployed model at {eps * 255:g}/255: PGD-{steps} on the reference, Square "
+                       f"({square_queries} queries) on both", n + 2 * len(idx)) as task:
+        adv = []
+        for i in range(0, n, batch_size):
+            adv.append(pgd(x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)).cpu())
+            task.advance(len(adv[-1]))
+        x_adv = torch.cat(adv)
+        ref_adv, run_adv = logits(reference, x_adv), logits(runtime, x_adv)
+        transfer_ok = correct & (run_adv.argmax(1) == y)
+        # Square with the same seed on both models, on the examples the runtime classifies correctly:
+        # the same classifier gives the same queries and the same result
+        square_ok, square_ref_ok = correct.clone(), ref_clean.argmax(1) == y
+        for model, ok in ((runtime, square_ok), (reference, square_ref_ok)) if len(idx) else ():
             square = create_attack("square", model, eps, n_queries=square_queries, seed=seed, fold_bn=False)
-            x_sq = torch.cat([square(x[idx[i:i + batch_size]].to(device), y[idx[i:i + batch_size]].to(device)).cpu()
-                              for i in range(0, len(idx), batch_size)])
-            ok[idx] &= logits(model, x_sq).argmax(1) == y[idx]
+            x_sq = []
+            for i in range(0, len(idx), square_chunk):
+                x_sq.append(square(x[idx[i:i + square_chunk]].to(device), y[idx[i:i + square_chunk]].to(device)).cpu())
+                task.advance(len(x_sq[-1]))
+            ok[idx] &= logits(model, torch.cat(x_sq)).argmax(1) == y[idx]
     clean_agree = (ref_clean.argmax(1) == run_clean.argmax(1)).double().mean().item()
     adv_agree = (ref_adv.argmax(1) == run_adv.argmax(1)).double().mean().item()
     unfused = None  # where they disagree: is it the runtime's QDQ fusion?

@@ -39,7 +39,8 @@ def create_model(name: str, num_classes: int = 10, in_channels: int = 3, **kwarg
 
     Args:
         name: One of :func:`list_models`, or ``package.module:factory`` (see
-            :mod:`robquant.models.external`: called with ``kwargs`` only).
+            :mod:`robquant.models.external`: called with ``kwargs``, and with ``num_classes`` and
+            ``in_channels`` where it takes them and ``kwargs`` does not set them).
         num_classes: Output classes.
         in_channels: Input channels.
         **kwargs: Model options: ``width``, ``shortcut`` ("A" or "B", CIFAR ResNets), ``mean``, ``std``.
@@ -49,7 +50,7 @@ def create_model(name: str, num_classes: int = 10, in_channels: int = 3, **kwarg
         ConfigError: for an invalid option.
     """
     if external.is_reference(name):  # the user's own: built by their factory with their options
-        return external.build(name, kwargs)
+        return external.build(name, kwargs, num_classes=num_classes, in_channels=in_channels)
     factory = MODELS.get(name)
     if num_classes < 2:
         raise ConfigError(f"num_classes must be >= 2, got {num_classes}")

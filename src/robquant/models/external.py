@@ -1,8 +1,9 @@
 """Users' own models: ``"package.module:factory"`` names a callable that builds an ``nn.Module``.
 
-The factory is called with the study's (or CLI's) keyword arguments only; the model must take
-inputs in [0, 1] of the data set's shape (normalising inside, as robquant's models do) and return
-logits. Every failure is one :class:`~robquant.errors.ConfigError` that names the reference and
+The factory is called with the study's (or CLI's) keyword arguments, and with the data set's
+``num_classes`` and ``in_channels`` where it takes arguments of those names and the options do not
+set them (as ``timm.create_model`` does); the model must take inputs in [0, 1] of the data set's
+shape (normalising inside, as robquant's models do) and return logits. Every failure is one :class:`~robquant.errors.ConfigError` that names the reference and
 what is wrong: not importable, no such attribute, not callable, not a module, wrong input shape.
 The module's source file is hashed, so records (and stage keys) change when the code does.
 """
@@ -70,8 +71,19 @@ def source_hash(reference: str) -> dict[str, str | None]:
     return {"file": str(Path(path).resolve()), "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()}
 
 
-def build(reference: str, kwargs: dict[str, Any]) -> nn.Module:
-    """``factory(**kwargs)``, checked to be an ``nn.Module``.
+def takes(factory: Callable[..., Any], name: str) -> bool:
+    """Whether ``factory`` accepts a keyword argument ``name`` (by name, or through ``**kwargs``)."""
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):  # no signature to read (a builtin): pass only what the user gave
+        return False
+    return any(p.kind is p.VAR_KEYWORD or (p.name == name and p.kind is not p.POSITIONAL_ONLY) for p in params)
+
+
+def build(reference: str, kwargs: dict[str, Any], **data: Any) -> nn.Module:
+    """``factory(**kwargs)``, checked to be an ``nn.Module``. Each of ``data`` (the data set's
+    ``num_classes``, ``in_channels``) is passed too where the factory takes it and ``kwargs`` does
+    not set it: the user's own option wins.
 
     Raises:
         ConfigError: for a reference the user has not named (:func:`allow`), or one that fails.
@@ -80,6 +92,7 @@ def build(reference: str, kwargs: dict[str, Any]) -> nn.Module:
         raise ConfigError(f"model {reference!r} is the user's own code, named by a record: name it yourself to "
                           f"load it (--model {reference}, or model.name in the study file)")
     factory = resolve(reference)
+    kwargs = {**{k: v for k, v in data.items() if k not in kwargs and takes(factory, k)}, **kwargs}
     try:
         model = factory(**kwargs)
     except TypeError as exc:
@@ -91,7 +104,8 @@ def build(reference: str, kwargs: dict[str, Any]) -> nn.Module:
 
 def check_shape(model: nn.Module, reference: str, in_channels: int, image_size: tuple[int, int],
                 num_classes: int) -> None:
-    """One forward pass on a zero image of the data set's shape must give ``(1, num_classes)`` logits.
+    """One forward pass on two zero images of the data set's shape must give ``(2, num_classes)``
+    logits (two, so that a model that squeezes the batch dimension is caught).
 
     Raises:
         ConfigError: naming the input shape, and what the model did with it.

@@ -92,8 +92,10 @@ def build_model(spec: dict[str, Any]) -> nn.Module:
     from robquant.models import create_model
     from robquant.quant import QuantConfig, prepare_structure
 
-    model = create_model(spec["name"], spec.get("num_classes") or 10, spec.get("in_channels") or 3,
-                         **spec.get("kwargs", {}))
+    options = dict(spec.get("kwargs") or {})
+    data = {"num_classes": spec.get("num_classes") or 10, "in_channels": spec.get("in_channels") or 3}
+    data.update((k, options.pop(k)) for k in list(data) if k in options)  # the user's own option wins
+    model = create_model(spec["name"], data["num_classes"], data["in_channels"], **options)
     if spec.get("quant"):
         # records written before PWLQ's activation placement became PTQ's default used ReLU sites
         quant = {"act_placement": "relu", **spec["quant"]}

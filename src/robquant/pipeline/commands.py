@@ -85,7 +85,7 @@ def check_user_model(name: str, options: dict[str, Any], dataset: ImageDataset,
     """
     if not external.is_reference(name):
         return
-    net = external.build(name, options)
+    net = external.build(name, options, num_classes=dataset.num_classes, in_channels=dataset.in_channels)
     external.check_shape(net, name, dataset.in_channels, dataset.image_size, dataset.num_classes)
     check_coverage(net, list(quant_configs), dataset.images[:2].float().div(255))
 

@@ -11,11 +11,13 @@ import torch
 
 from robquant import __version__
 from robquant.data import ImageDataset, create_dataset
-from robquant.deploy import (DEFAULT_OPSET, RUNTIMES, ExportInfo, RuntimeModel, deployed_evaluation, export_onnx,
+from robquant.defaults import ATTACK_STEPS, CHECK_EXAMPLES, CHECK_SQUARE_QUERIES, RESTARTS
+from robquant.deploy import (OPSET, RUNTIMES, ExportInfo, RuntimeModel, deployed_evaluation, export_onnx,
                              needs_onnxruntime)
 from robquant.deploy.runtime import batched_logits
 from robquant.errors import CheckpointError, ConfigError
 from robquant.pipeline.checkpoint import RECORD, load_model, read_record, weights_sha256, write_json
+from robquant.progress import NULL_PROGRESS, Progress
 from robquant.provenance import environment, now_iso
 from robquant.quant import exact_float32
 
@@ -47,7 +49,7 @@ def runtime_agreement(path: str | Path, model: torch.nn.Module, x: torch.Tensor,
 
 
 def export_model(checkpoint: str | os.PathLike, out: str | os.PathLike, *, format: str = "onnx",
-                 opset: int = DEFAULT_OPSET, data_root: str | None = None, allow_unverified: bool = False,
+                 opset: int = OPSET, data_root: str | None = None, allow_unverified: bool = False,
                  check_n: int = 256) -> dict[str, Any]:
     """Export a saved model (quantized or not) as an ONNX QDQ model; see :mod:`robquant.deploy.export`.
 
@@ -86,10 +88,10 @@ def export_model(checkpoint: str | os.PathLike, out: str | os.PathLike, *, forma
 
 def attack_onnx(path: str | os.PathLike, *, eps: Sequence[float], runtime: str = "onnxruntime",
                 reference: str | os.PathLike | None = None, dataset: str | None = None,
-                data_root: str | None = None, allow_unverified: bool = False, n: int = 200, steps: int = 20,
-                restarts: int = 1, square_queries: int = 1000, seed: int = 0, batch_size: int = 256,
+                data_root: str | None = None, allow_unverified: bool = False, n: int = CHECK_EXAMPLES,
+                steps: int = ATTACK_STEPS, restarts: int = RESTARTS, square_queries: int = CHECK_SQUARE_QUERIES, seed: int = 0, batch_size: int = 256,
                 device: torch.device | str = "cpu", threads: int | None = None, fusion: bool = True,
-                out: str | os.PathLike | None = None) -> dict[str, Any]:
+                out: str | os.PathLike | None = None, progress: Progress = NULL_PROGRESS) -> dict[str, Any]:
     """Robustness of a deployed ONNX model on ONNX Runtime at each budget: clean accuracy, PGD
     transferred from the fake-quantized model, Square on the runtime, and top-1 agreement with
     the fake-quantized model (see :mod:`robquant.deploy.runtime`). Writes the record as JSON.
@@ -127,7 +129,8 @@ def attack_onnx(path: str | os.PathLike, *, eps: Sequence[float], runtime: str =
     test_set = create_dataset(name, data_root, "test", allow_unverified=allow_unverified)
     fake_quant = load_model(folder, device)
     results = [deployed_evaluation(model, fake_quant, test_set, e, n=n, steps=steps, restarts=restarts,
-                                   square_queries=square_queries, seed=seed, batch_size=batch_size, device=device)
+                                   square_queries=square_queries, seed=seed, batch_size=batch_size, device=device,
+                                   progress=progress)
                for e in eps]
     result = {"kind": "deployed_attack", "onnx": str(path), "reference": str(folder), "dataset": name,
               "seed": seed, "created": now_iso(), "metadata": meta, "results": results,
@@ -142,7 +145,7 @@ def deployed_for_stage(model: torch.nn.Module, test_set: ImageDataset, out: str 
     record) and evaluate it on ONNX Runtime at ``options['eps']``."""
     path = Path(out) / "model.onnx"
     info = export_onnx(model, path, (test_set.in_channels, *test_set.image_size),
-                       opset=options.get("opset", DEFAULT_OPSET),
+                       opset=options.get("opset", OPSET),
                        metadata={"robquant.version": __version__, "robquant.dataset": test_set.name})
     runtime = RuntimeModel(path, options.get("threads"), options.get("fusion", True))
     result = deployed_evaluation(runtime, model, test_set, options["eps"],

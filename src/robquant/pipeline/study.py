@@ -16,6 +16,7 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator,
                       model_validator)
 
+from robquant.defaults import ATTACK_STEPS, CHECK_EXAMPLES, CHECK_SQUARE_QUERIES, OPSET, OPSETS
 from robquant.errors import ConfigError
 from robquant.quant.precision import parse_precision
 from robquant.train import FP_TRAIN, PGD_AT, QAT_FINETUNE, QAT_SCRATCH, TrainConfig
@@ -92,7 +93,7 @@ AA_ATTACKS = Literal["apgd-ce", "apgd-t", "fab-t", "square"]
 class AttackSpec(_Spec):
     name: Literal["pgd", "fgsm", "autoattack", "apgd", "square", "transfer"] = Field("pgd", description="attack")
     label: Optional[str] = Field(None, min_length=1, description="name the results are reported under (default: name)")
-    steps: int = Field(20, ge=1, description="PGD / transfer steps")
+    steps: int = Field(ATTACK_STEPS, ge=1, description="PGD / transfer steps")
     restarts: int = Field(1, ge=1, description="PGD / transfer restarts")
     step_size: Optional[float] = Field(None, gt=0, description="PGD step in /255 units (default eps/4)")
     attacks: Optional[list[AA_ATTACKS]] = Field(None, min_length=1,
@@ -126,10 +127,10 @@ class DiagnoseSpec(_Spec):
     enabled: bool = Field(True, description="run the checks on every evaluated model")
     seeds: Optional[list[int]] = Field(None, min_length=1, description="check only the models of these seeds "
                                        "(default: every model)")
-    n: int = Field(200, ge=1, description="test examples the checks use")
+    n: int = Field(CHECK_EXAMPLES, ge=1, description="test examples the checks use")
     steps: Optional[int] = Field(None, ge=1, description="reference PGD steps (default: the first PGD attack's; "
                                  "its restarts are that attack's)")
-    square_queries: int = Field(1000, ge=1, description="Square's query budget")
+    square_queries: int = Field(CHECK_SQUARE_QUERIES, ge=1, description="Square's query budget")
     autoattack: Optional[list[AA_ATTACKS]] = Field(["apgd-ce"], description="AutoAttack sub-attacks compared with PGD "
                                                    "(null: skip)")
     collapse_eps: float = Field(64, gt=0, description="budget (/255) by which accuracy must have collapsed")
@@ -147,9 +148,9 @@ class DeployedSpec(_Spec):
 
     enabled: bool = Field(False, description="evaluate the deployed (ONNX Runtime) model of every quantized model")
     runtime: Literal["onnxruntime"] = Field("onnxruntime", description="the runtime")
-    n: int = Field(200, ge=1, description="test examples")
-    square_queries: int = Field(1000, ge=1, description="Square's queries per example on the runtime")
-    opset: int = Field(17, ge=13, le=20, description="ONNX opset of the export")
+    n: int = Field(CHECK_EXAMPLES, ge=1, description="test examples")
+    square_queries: int = Field(CHECK_SQUARE_QUERIES, ge=1, description="Square's queries per example on the runtime")
+    opset: int = Field(OPSET, ge=min(OPSETS), le=max(OPSETS), description="ONNX opset of the export")
     fusion: bool = Field(True, description="the runtime's QDQ fusion, on as it ships (it quantizes float weights "
                          "beside quantized activations to int8); false runs the graph as written")
     tol: float = Field(1.0, ge=0, description="deployed_mismatch: the largest top-1 disagreement with the "

@@ -162,10 +162,8 @@ def quantize(model: nn.Module, config: QuantConfig, calib_images: torch.Tensor |
     _swap(qmodel, config)
     if config.method == "ptq":
         for layer in qmodel.modules():  # quantize the weights once
-            if isinstance(layer, (QuantConv2d, QuantLinear)) and layer.weight_quant is not None:
-                with torch.no_grad():
-                    layer.weight.copy_(layer.weight_quant(layer.weight))
-                layer.frozen = True
+            if isinstance(layer, (QuantConv2d, QuantLinear)):
+                layer.freeze()
     if config.needs_calibration:
         # QAT: alpha from the full-precision model's activations. DoReFa rescales the weights
         # (max |w_q| = 1), which BN's running statistics do not know about until training starts

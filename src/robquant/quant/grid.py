@@ -71,6 +71,10 @@ def uniform_terms(w: torch.Tensor) -> Terms:
         for k in range(1, 257):  # the smallest gap is a multiple of the step if levels are unused
             step = base / k
             n = torch.round((row - lo) / step)
+            # one gap carries the float32 rounding of two stored values, which n up to 2^8 - 1
+            # multiplies: the step is taken again from the whole range before it is checked
+            step = (values[-1] - lo) / n.max()
+            n = torch.round((row - lo) / step)
             if bool(((lo + n * step - row).abs() <= 1e-3 * step).all()):
                 break
         else:

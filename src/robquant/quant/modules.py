@@ -25,6 +25,19 @@ class _QuantWeight:
             return self.weight
         return self.weight_quant(self.weight)
 
+    @property
+    def quantizes_live(self) -> bool:
+        """Whether the weights are quantized on every forward pass (QAT), not stored quantized."""
+        return self.weight_quant is not None and not self.frozen
+
+    def freeze(self) -> None:
+        """Quantize the weights once, store them, and compute with the stored ones from now on (as
+        after PTQ): the same function, without a quantizer call per forward pass."""
+        if self.quantizes_live:
+            with torch.no_grad():
+                self.weight.copy_(self.weight_quant(self.weight))
+            self.frozen = True
+
 
 class QuantConv2d(_QuantWeight, nn.Conv2d):
     """A Conv2d whose weights pass through ``weight_quant`` (None = full precision) and whose
