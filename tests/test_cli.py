@@ -38,6 +38,7 @@ def test_train_then_attack_round_trip(tmp_path):
     (["attack", "{model}", "--eps", "1,x"], "--eps values must be numbers"),
     (["attack", "{model}", "--attack", "cw"], "unknown attack 'cw'; known: apgd, autoattack, fgsm, pgd, square, transfer"),
     (["attack", "{tmp}", "--eps", "1"], "not a robquant model folder"),
+    (["attack", "{model}", "--eps", "8", "--diagnose", "--diagnose-eps", "4"], "--diagnose-eps must be one of --eps (8), got 4"),
     (["train", "--dataset", "digits", "--fraction", "1.2", "--out", "{tmp}/x"], "--fraction must be in (0, 1]"),
     (["train", "--dataset", "digits", "--fraction", "0", "--out", "{tmp}/x"], "--fraction must be in (0, 1]"),
     (["train", "--dataset", "mnist", "--out", "{tmp}/x"], "unknown dataset 'mnist'; known: cifar10"),

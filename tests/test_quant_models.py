@@ -129,3 +129,18 @@ def test_cli_quantize_then_attack(fp, tmp_path):
                               "--out", str(tmp_path / "bad")])
     assert res.exit_code == 2 and "--reinit needs --method qat" in res.output
     assert not (tmp_path / "bad").exists()
+
+
+def test_cli_quantize_with_rrm_transfer_from_a_teacher(fp, demo_models, tmp_path):
+    runner = CliRunner()
+    teacher = demo_models["robust"][0]
+    out = tmp_path / "rrm"
+    res = runner.invoke(app, ["quantize", str(fp[0]), "--method", "qat", "--precision", "A4W4", "--objective",
+                              "transfer", "--teacher", str(teacher), "--epochs", "1", "--fraction", "0.1",
+                              "--n-test", "50", "--out", str(out), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    record = json.loads((out / "record.json").read_text())
+    assert str(teacher) in json.dumps(record)  # the teacher is named in the record
+    res = runner.invoke(app, ["quantize", str(fp[0]), "--method", "qat", "--precision", "A4W4", "--objective",
+                              "transfer", "--out", str(tmp_path / "bad")])
+    assert res.exit_code == 2 and "--objective transfer needs --teacher" in " ".join(res.output.split())

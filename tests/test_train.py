@@ -220,3 +220,25 @@ def test_channels_last_training_is_the_same_function_within_float_rounding(quant
         with torch.no_grad():
             out[channels_last] = model.eval()(x)
     assert torch.allclose(out[True], out[False], atol=1e-3, rtol=1e-3)
+
+
+def test_bf16_autocast_trains_to_the_same_accuracy_and_is_keyed_only_when_set(digits_test):
+    # bfloat16 rounds every activation to 8 mantissa bits, so the weights drift apart step by step:
+    # the stated tolerance is on what a stage measures, the test accuracy (within 3 points)
+    from robquant.pipeline.specs import _keyed
+
+    train = create_dataset("digits", split="train")
+    x, y = digits_test.images.float() / 255, digits_test.labels
+    accuracy = {}
+    for autocast in (None, "bf16"):
+        seed_everything(0)
+        model = create_model("resnet20", 10, 1, width=8, mean=train.mean, std=train.std)
+        fit(model, train, create_objective("clean"), TrainConfig(epochs=6, batch_size=64, lr=0.05,
+                                                               schedule="cosine", autocast=autocast))
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+        with torch.no_grad():
+            accuracy[autocast] = (model.eval()(x).argmax(1) == y).double().mean().item()
+    assert accuracy[None] > 0.9 and abs(accuracy["bf16"] - accuracy[None]) <= 0.03, accuracy
+    assert "autocast" not in _keyed(TrainConfig()) and _keyed(TrainConfig(autocast="bf16"))["autocast"] == "bf16"
+    with pytest.raises(ConfigError, match="autocast must be one of None, bf16, got 'fp16'"):
+        TrainConfig(autocast="fp16")

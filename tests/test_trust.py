@@ -154,7 +154,7 @@ def test_cli_attack_diagnose_records_flags(tmp_path, demo_models, calib):
                                              calib_images=128), out=masked)
     out = tmp_path / "attack.json"
     code, text = run_cli("attack", str(masked), "--attack", "pgd,square,transfer", "--eps", "32", "--n-test", "40",
-                         "--steps", "5", "--square-queries", "100", "--diagnose", "--diagnose-n", "40",
+                         "--steps", "5", "--square-queries", "100", "--diagnose", "--diagnose-n", "40", "--diagnose-eps", "32",
                          "--device", "cpu", "--out", str(out))
     assert code == 0, text
     assert "trust checks at 32/255" in text and "FLAG" in text and "zero_gradient" in text

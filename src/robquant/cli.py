@@ -116,6 +116,8 @@ def train(
     pgd_steps: Optional[int] = typer.Option(None, help="pgd_at: attack steps (default 7)"),
     bn_mode: Optional[str] = typer.Option(None, help="pgd_at: BN mode while generating (eval, the default, or train)"),
     n_test: Optional[int] = typer.Option(None, help="test examples for the final accuracy (default all)"),
+    autocast: Optional[str] = typer.Option(None, help="bf16: train under bfloat16 autocast (faster on GPUs with "
+                                           "bf16 units; evaluation stays float32)"),
     data_root: Optional[Path] = typer.Option(None, help=DATA_ROOT_HELP),
     download: bool = typer.Option(False, help="download the data set if missing"),
     allow_unverified_data: bool = typer.Option(False, help="accept a data copy whose checksums differ"),
@@ -133,7 +135,7 @@ def train(
     if width:
         options["width"] = width
     cfg = _recipe(FP_TRAIN, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                  schedule=schedule, seed=seed)
+                  schedule=schedule, seed=seed, autocast=autocast)
     dev = resolve_device(device)
     with _progress() as progress:
         record = train_model(dataset=dataset, model=model, objective=objective, train=cfg, out=out,
@@ -226,6 +228,8 @@ def attack(
     diagnose: bool = typer.Option(False, "--diagnose", help="also run the trust checks (masking, convergence, "
                                   "black-box, AutoAttack, integer execution) at the largest eps"),
     diagnose_n: int = typer.Option(CHECK_EXAMPLES, help="--diagnose: test examples"),
+    diagnose_eps: Optional[float] = typer.Option(None, help="--diagnose: the budget (/255) the checks judge, "
+                                                 "one of --eps (default the largest)"),
     dataset: Optional[str] = typer.Option(None, help="test data set (default: the training one)"),
     seed: int = typer.Option(0, help="seed for random starts"),
     batch_size: int = typer.Option(256, help="examples per batch"),
@@ -262,7 +266,12 @@ def attack(
         raise ConfigError("--attack needs at least one attack name")
     options = None
     if diagnose:
-        options = {"eps": max(eps_list), "n": diagnose_n, "steps": steps, "restarts": restarts,
+        at = max(eps_list)
+        if diagnose_eps is not None:
+            at = check_range("--diagnose-eps", diagnose_eps, 0.0) / 255
+            if not any(abs(at - e) < 1e-9 for e in eps_list):
+                raise ConfigError(f"--diagnose-eps must be one of --eps ({eps}), got {diagnose_eps:g}")
+        options = {"eps": at, "n": diagnose_n, "steps": steps, "restarts": restarts,
                    "autoattack": sub or ["apgd-ce"],
                    "square_queries": square_queries}
     dev = resolve_device(device)
@@ -360,7 +369,10 @@ def quantize(
     pact_percentile: float = typer.Option(99.9, help="QAT: percentile of pact_init data"),
     fraction: float = typer.Option(1.0, help="fraction of the training set (calibration / fine-tuning)"),
     epochs: Optional[int] = typer.Option(None, help="QAT: fine-tuning epochs (default 60, the paper's)"),
-    objective: str = typer.Option("clean", help="QAT: clean or pgd_at"),
+    objective: str = typer.Option("clean", help="QAT: clean, pgd_at, fast_adversarial or transfer (RRM "
+                                  "distillation from --teacher)"),
+    teacher: Optional[Path] = typer.Option(None, help="QAT --objective transfer: the robust full-precision model "
+                                           "folder whose features the quantized model learns to match"),
     lr: Optional[float] = typer.Option(None, help="QAT: initial learning rate (default 0.01, cosine schedule)"),
     batch_size: Optional[int] = typer.Option(None, help="QAT: examples per step (default 128)"),
     weight_decay: Optional[float] = typer.Option(None, help="QAT: L2 coefficient, also regularises PACT's alpha "
@@ -391,11 +403,16 @@ def quantize(
     obj_kw = _pgd_at_options(pgd_eps, pgd_step, pgd_steps, None) if objective == "pgd_at" else {}
     if reinit and method != "qat":
         raise ConfigError("--reinit needs --method qat (PTQ of random parameters is meaningless)")
+    if objective == "transfer" and teacher is None:
+        raise ConfigError("--objective transfer needs --teacher (the robust full-precision model folder RRM "
+                          "distils from)")
+    if teacher is not None and objective != "transfer":
+        raise ConfigError(f"--teacher goes with --objective transfer, got --objective {objective}")
     dev = resolve_device(device)
     with _progress() as progress:
         record = quantize_model(checkpoint, quant=cfg, out=out, fraction=fraction, seed=seed, train=train_cfg,
                                 objective=objective, objective_kwargs=obj_kw, reinit=reinit,
-                                data_root=_opt_str(data_root), allow_unverified=allow_unverified_data,
+                                teacher=_opt_str(teacher), data_root=_opt_str(data_root), allow_unverified=allow_unverified_data,
                                 device=dev, n_test=n_test, progress=progress)
     size = record["size"]
     console.print(f"{cfg.method.upper()} {cfg.precision}: {size['bytes']:,} bytes "

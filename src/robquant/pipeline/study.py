@@ -235,12 +235,14 @@ class TrainSpec(_Spec):
     weight_decay: float = Field(FP_TRAIN.weight_decay, ge=0)
     schedule: Literal["multistep", "cosine", "constant"] = FP_TRAIN.schedule  # type: ignore[assignment]
     milestones: Optional[list[int]] = None
+    autocast: Optional[Literal["bf16"]] = Field(None, description="bf16: training under bfloat16 autocast "
+                                                "(evaluation stays float32); keyed when set")
 
     @classmethod
     def of(cls, cfg: TrainConfig) -> "TrainSpec":
         return cls(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, momentum=cfg.momentum,
                    weight_decay=cfg.weight_decay, schedule=cfg.schedule,
-                   milestones=None if cfg.milestones is None else list(cfg.milestones))
+                   milestones=None if cfg.milestones is None else list(cfg.milestones), autocast=cfg.autocast)
 
 
 class PGDSpec(_Spec):

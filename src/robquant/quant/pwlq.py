@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from robquant.errors import ConfigError
-from robquant.quant.grid import Terms, pwlq_terms, uniform_terms
+from robquant.quant.grid import IntegerGridError, Terms, uniform_terms
 
 BREAKPOINTS = ("gauss", "laplace", "exact", "search")
 
@@ -145,3 +145,28 @@ class PWLQWeightQuantizer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, breakpoint={self.breakpoint}, bias_correction={self.bias_correction}"
+
+
+def pwlq_terms(w: torch.Tensor, q: PWLQWeightQuantizer) -> Terms:
+    """Frozen PWLQ weights as four integer tensors: centre codes, signed tail codes, tail sign, ones."""
+    rows = w.detach().double().flatten(1)
+    p, m = q.p.double().view(-1, 1), q.m.double().view(-1, 1)
+    shift, ratio = q.shift.double().view(-1, 1), q.ratio.double().view(-1, 1)
+    grid = rows / ratio - shift
+    s_c = 2 * p / (2**q.bits - 1)
+    tail_levels = 2 ** (q.bits - 1) - 1
+    s_t = (m - p) / tail_levels
+    n_c = torch.round(grid / s_c).clamp(-(2 ** (q.bits - 1)), 2 ** (q.bits - 1) - 1)
+    n_t = torch.round((grid.abs() - p) / s_t).clamp(0, tail_levels)
+    sign = torch.sign(grid)
+    err_c = (n_c * s_c - grid).abs()
+    err_t = (sign * (p + n_t * s_t) - grid).abs()
+    tail = (err_t < err_c).double()
+    terms = [(n_c * (1 - tail), ratio * s_c), (sign * n_t * tail, ratio * s_t), (sign * tail, ratio * p),
+             (torch.ones_like(grid), ratio * shift)]
+    recon = sum(n * s for n, s in terms)
+    if bool(((recon - rows).abs() > 1e-4 * rows.abs().amax(1, keepdim=True).clamp_min(1e-12)).any()):
+        raise IntegerGridError("PWLQ weights do not match their recorded breakpoints")
+    return [(n.view_as(w), s.flatten()) for n, s in terms]
+
+
