@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from robquant import load_model
-from robquant.pipeline.checkpoint import save_model
+from robquant.modelfolder import save_model
 from robquant.errors import CheckpointError
 from robquant.models import create_model
 

@@ -169,7 +169,7 @@ def test_your_weights_are_the_fp_parents_and_a_pickled_payload_is_refused(tmp_pa
 
     from robquant.attacks import evaluate
     from robquant.data import create_dataset
-    from robquant.pipeline.checkpoint import load_model
+    from robquant.modelfolder import load_model
 
     folder, _ = demo_models["non_robust"]
     state = load_model(folder).state_dict()
@@ -202,7 +202,7 @@ def test_your_weights_are_the_fp_parents_and_a_pickled_payload_is_refused(tmp_pa
 def test_weights_that_do_not_fit_name_the_keys(tmp_path):
     from robquant.data import create_dataset
     from robquant.errors import CheckpointError
-    from robquant.pipeline.checkpoint import read_weights
+    from robquant.modelfolder import read_weights
     from robquant.pipeline.commands import architecture_spec, import_weights
 
     torch.save([1, 2, 3], tmp_path / "list.pt")

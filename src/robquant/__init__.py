@@ -22,7 +22,7 @@ def load_model(path: str, device: str = "cpu") -> "nn.Module":
     Returns:
         The model in eval mode.
     """
-    from robquant.pipeline.checkpoint import load_model as _load
+    from robquant.modelfolder import load_model as _load
 
     return _load(path, device=device)
 

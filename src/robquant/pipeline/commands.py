@@ -14,10 +14,10 @@ import torch
 
 from robquant.attacks import ATTACKS, evaluate
 from robquant.attacks.outcomes import OUTCOMES
-from robquant.pipeline.checkpoint import (RECORD, build_model, load_model, read_record, read_weights, save_model,
-                                          write_json)
 from robquant.data import ImageDataset, create_dataset
 from robquant.errors import CheckpointError, ConfigError
+from robquant.modelfolder import (RECORD, build_model, load_model, read_record, read_weights, save_model,
+                                          write_json)
 from robquant.models import external
 from robquant.progress import NULL_PROGRESS, Progress
 from robquant.provenance import environment, now_iso
@@ -135,7 +135,7 @@ def train_new(spec: dict[str, Any], *, train_set: ImageDataset, test_set: ImageD
 def import_weights(source: str | os.PathLike, spec: dict[str, Any], *, train_set: ImageDataset,
                    test_set: ImageDataset, out: str | os.PathLike, device: torch.device, config: dict[str, Any],
                    progress: Progress = NULL_PROGRESS) -> dict[str, Any]:
-    """The user's trained weights (see :func:`~robquant.pipeline.checkpoint.read_weights`) in a model
+    """The user's trained weights (see :func:`~robquant.modelfolder.read_weights`) in a model
     of ``spec`` (a robquant model folder brings its own spec), saved as a model folder with its
     record (clean accuracy, status) like a trained one.
 
@@ -366,7 +366,7 @@ def deployed_after(ev: Any, model: torch.nn.Module, test_set: ImageDataset, opti
     ``deployed_mismatch`` judged against the evaluation's robustness of record on the same examples."""
     from robquant.attacks import record_mask
     from robquant.deploy import mismatch_check
-    from robquant.pipeline.deployment import deployed_for_stage
+    from robquant.deploy.stage import deployed_for_stage
 
     result, info = deployed_for_stage(model, test_set, out, options, **kw)
     kept = record_mask(ev.robust_correct, options["eps"])

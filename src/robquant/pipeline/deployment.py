@@ -10,13 +10,13 @@ from typing import Any, Sequence
 import torch
 
 from robquant import __version__
-from robquant.data import ImageDataset, create_dataset
+from robquant.data import create_dataset
 from robquant.defaults import ATTACK_STEPS, CHECK_EXAMPLES, CHECK_SQUARE_QUERIES, RESTARTS
-from robquant.deploy import (OPSET, RUNTIMES, ExportInfo, RuntimeModel, deployed_evaluation, export_onnx,
+from robquant.deploy import (OPSET, RUNTIMES, RuntimeModel, deployed_evaluation, export_onnx,
                              needs_onnxruntime)
 from robquant.deploy.runtime import batched_logits
 from robquant.errors import CheckpointError, ConfigError
-from robquant.pipeline.checkpoint import RECORD, load_model, read_record, weights_sha256, write_json
+from robquant.modelfolder import RECORD, load_model, read_record, weights_sha256, write_json
 from robquant.progress import NULL_PROGRESS, Progress
 from robquant.provenance import environment, now_iso
 from robquant.quant import exact_float32
@@ -139,20 +139,4 @@ def attack_onnx(path: str | os.PathLike, *, eps: Sequence[float], runtime: str =
     return result
 
 
-def deployed_for_stage(model: torch.nn.Module, test_set: ImageDataset, out: str | os.PathLike, options: dict[str, Any],
-                       *, device: torch.device, seed: int, batch_size: int) -> tuple[dict[str, Any], ExportInfo]:
-    """An evaluation stage's deployed model: export ``model`` to ``out/model.onnx`` (kept beside the
-    record) and evaluate it on ONNX Runtime at ``options['eps']``."""
-    path = Path(out) / "model.onnx"
-    info = export_onnx(model, path, (test_set.in_channels, *test_set.image_size),
-                       opset=options.get("opset", OPSET),
-                       metadata={"robquant.version": __version__, "robquant.dataset": test_set.name})
-    runtime = RuntimeModel(path, options.get("threads"), options.get("fusion", True))
-    result = deployed_evaluation(runtime, model, test_set, options["eps"],
-                                 n=options["n"], steps=options["steps"], restarts=options["restarts"],
-                                 square_queries=options["square_queries"], seed=seed, batch_size=batch_size,
-                                 device=device, threshold=options["tol"])
-    return result, info
-
-
-__all__ = ["FORMATS", "attack_onnx", "deployed_for_stage", "export_metadata", "export_model", "runtime_agreement"]
+__all__ = ["FORMATS", "attack_onnx", "export_metadata", "export_model", "runtime_agreement"]

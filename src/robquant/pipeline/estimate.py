@@ -96,7 +96,7 @@ def _measure(study: Any, device: torch.device) -> Speeds:
     x = test.images[:batch].float().div(255).to(device)
     x = torch.cat([x] * (-(-batch // len(x))))[:batch]
     y = torch.randint(0, test.num_classes, (batch,), device=device)
-    from robquant.pipeline.checkpoint import build_model
+    from robquant.modelfolder import build_model
     from robquant.pipeline.commands import architecture_spec
 
     fp = build_model(architecture_spec(study.model.name, study.model.options(), test)).to(device)

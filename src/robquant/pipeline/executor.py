@@ -22,11 +22,11 @@ from torch import nn
 
 from robquant.data import ImageDataset, create_dataset
 from robquant.errors import CheckpointError, RobquantError
-from robquant.pipeline.checkpoint import load_model, weights_sha256
+from robquant.modelfolder import load_model, weights_sha256
+from robquant.models import external
 from robquant.pipeline.commands import (architecture_spec, attack_loaded, build_architecture, import_weights,
                                         quantize_loaded, read_record, train_new)
 from robquant.pipeline.plan import Plan, Stage
-from robquant.models import external
 from robquant.pipeline.specs import DataRef, Evaluate, ImportFP, Quantize, TrainFP, architecture_of
 from robquant.pipeline.store import Store
 from robquant.progress import NULL_PROGRESS, Progress

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from robquant.pipeline.checkpoint import weights_sha256
+from robquant.modelfolder import weights_sha256
 from robquant.pipeline.specs import (AttackRun, Budget, DataRef, DeployedRun, DiagnoseRun, Evaluate, ImportFP, ModelRef,
                                      ObjectiveRef, Quantize, StageSpec, TrainFP, spec_config, spec_key)
 from robquant.pipeline.study import Cell, FPWeightsSpec, Study, TrainSpec

@@ -17,7 +17,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any, Iterable
 
-from robquant.pipeline.checkpoint import write_json
+from robquant.modelfolder import write_json
 from robquant.provenance import environment, now_iso
 
 FINISHED = ("done", "NC")

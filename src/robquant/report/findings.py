@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from robquant.report.inference import MAX_EXAMPLES, Estimate
-from robquant.report.records import CLEAN, PAPER, WORST, cell_estimate, contrast, nc_cells
+from robquant.report.records import CLEAN, PAPER, WORST, cell_estimate, contrast
 from robquant.report.stats import format_estimate
 from robquant.report.tables import RESAMPLED, Table, sweep_trend
 

@@ -6,7 +6,7 @@ import csv
 import html
 import io
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
