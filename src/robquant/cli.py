@@ -240,7 +240,7 @@ def attack(
 ) -> None:
     """Clean and robust accuracy of a saved model over an eps sweep; prints a table, writes JSON."""
     from robquant.display import diagnostics_table, robustness_table
-    from robquant.pipeline import attack_model, parse_eps, resolve_device
+    from robquant.pipeline import attack_model, resolve_device
 
     _user_model(model, None)
     eps_list = parse_eps(eps)
@@ -682,6 +682,28 @@ def list_names() -> None:
     for kind, names in (("datasets", list_datasets()), ("models", list_models()),
                         ("attacks", list_attacks()), ("objectives", list_objectives())):
         console.print(f"[bold]{kind}[/]: {', '.join(names)}")
+
+
+def parse_eps(text: str, field: str = "--eps") -> list[float]:
+    """Parse a comma-separated eps list in /255 units into [0, 1] units (with the study schema, the
+    only places where /255 becomes [0, 1]).
+
+    Raises:
+        ConfigError: for an empty list, a non-number or a negative value (naming ``field``).
+    """
+    parts = [p.strip() for p in text.split(",")]
+    if not parts or parts == [""]:
+        raise ConfigError(f"{field} needs at least one value (in /255 units, e.g. 1,2,4,8)")
+    values = []
+    for p in parts:
+        try:
+            v = float(p)
+        except ValueError:
+            raise ConfigError(f"{field} values must be numbers (in /255 units), got {p!r}") from None
+        if not v >= 0:
+            raise ConfigError(f"{field} values must be >= 0 (in /255 units), got {p!r}")
+        values.append(v / 255)
+    return values
 
 
 def _opt_str(p: Optional[Path]) -> Optional[str]:

@@ -291,27 +291,6 @@ def pact_alphas(model: torch.nn.Module) -> dict[str, float]:
     return {name: float(m.alpha.detach()) for name, m in model.named_modules() if isinstance(m, PACT) and m.bits < 32}
 
 
-def parse_eps(text: str | Sequence[float], field: str = "--eps") -> list[float]:
-    """Parse a comma-separated eps list in /255 units into [0, 1] units.
-
-    Raises:
-        ConfigError: for an empty list, a non-number or a negative value (naming ``field``).
-    """
-    parts = [p.strip() for p in text.split(",")] if isinstance(text, str) else list(text)
-    if not parts or parts == [""]:
-        raise ConfigError(f"{field} needs at least one value (in /255 units, e.g. 1,2,4,8)")
-    values = []
-    for p in parts:
-        try:
-            v = float(p)
-        except ValueError:
-            raise ConfigError(f"{field} values must be numbers (in /255 units), got {p!r}") from None
-        if not v >= 0:
-            raise ConfigError(f"{field} values must be >= 0 (in /255 units), got {p!r}")
-        values.append(v / 255)
-    return values
-
-
 def attack_loaded(model: torch.nn.Module, test_set: ImageDataset, *,
                   attacks: Sequence[tuple[str, dict[str, Any]]], eps: Sequence[float], n_test: int | None = None,
                   device: torch.device, batch_size: int = 256, seed: int = 0, cascade: bool = False,
