@@ -1,7 +1,7 @@
 """The defaults that robquant's study schema, command line and handlers share, each written once.
 
-Budgets are in /255 units where a user writes them and in [0, 1] everywhere below the planner and
-the CLI parser. A default that only one function uses stays beside that function.
+Budgets are in /255 units where a user writes them and in [0, 1] below the study schema and the
+CLI parser, which convert them.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ ATTACK_STEPS = 20  # PGD and transfer steps (the paper's PGD-20)
 RESTARTS = 1  # PGD random restarts
 CHECK_EXAMPLES = 200  # test examples of the trust checks and of a deployed model's evaluation
 CHECK_SQUARE_QUERIES = 1000  # Square's queries per example in the trust checks and a study's deployed evaluation
-SQUARE_QUERIES = 5000  # `robquant attack --attack square` on a model folder: AutoAttack's standard
+SQUARE_QUERIES = 5000  # Square's own default (AutoAttack's standard), `robquant attack --attack square`
 DEPLOYED_SQUARE_QUERIES = 200  # `robquant attack model.onnx`: Square on the runtime and the reference, per eps
 OPSET = 17  # the ONNX opset of an export
 OPSETS = (13, 14, 15, 16, 17, 18, 19, 20)  # per-channel QDQ from 13; torch's TorchScript exporter writes up to 20

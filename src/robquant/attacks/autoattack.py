@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from robquant.attacks.base import Attack, Cost
+from robquant.defaults import SQUARE_QUERIES
 from robquant.errors import ConfigError, check_range
 
 PACKAGE = "pyautoattack"
@@ -207,7 +208,7 @@ class Square(_PackageAttack):
     name = "square"
     OPTIONS = ("n_queries", "norm")
 
-    def __init__(self, model: nn.Module, eps: float, *, n_queries: int = 5000, p_init: float = 0.8,
+    def __init__(self, model: nn.Module, eps: float, *, n_queries: int = SQUARE_QUERIES, p_init: float = 0.8,
                  restarts: int = 1, norm: str = "linf", seed: int = 0, generator: torch.Generator | None = None,
                  model_mode: str = "eval", fold_bn: bool = True) -> None:
         # gradient-free: the folded view only saves forward time, it changes nothing
@@ -218,7 +219,7 @@ class Square(_PackageAttack):
         self.n_queries, self.p_init, self.restarts = int(n_queries), float(p_init), int(restarts)
 
     @classmethod
-    def cost(cls, *, n_queries: int = 5000, restarts: int = 1, **options: object) -> Cost:
+    def cost(cls, *, n_queries: int = SQUARE_QUERIES, restarts: int = 1, **options: object) -> Cost:
         return Cost(0.0, float(n_queries * restarts))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -160,13 +160,13 @@ def deployed_evaluation(runtime: nn.Module, reference: nn.Module, dataset: Any, 
         # Square with the same seed on both models, on the examples the runtime classifies correctly:
         # the same classifier gives the same queries and the same result
         square_ok, square_ref_ok = correct.clone(), ref_clean.argmax(1) == y
-        for model, ok in ((runtime, square_ok), (reference, square_ref_ok)) if len(idx) else ():
+        for model, ok in ((runtime, square_ok), (reference, square_ref_ok)):
             square = create_attack("square", model, eps, n_queries=square_queries, seed=seed, fold_bn=False)
-            x_sq = []
             for i in range(0, len(idx), square_chunk):
-                x_sq.append(square(x[idx[i:i + square_chunk]].to(device), y[idx[i:i + square_chunk]].to(device)).cpu())
-                task.advance(len(x_sq[-1]))
-            ok[idx] &= logits(model, torch.cat(x_sq)).argmax(1) == y[idx]
+                part = idx[i:i + square_chunk]
+                x_sq = square(x[part].to(device), y[part].to(device)).cpu()
+                ok[part] &= logits(model, x_sq).argmax(1) == y[part]
+                task.advance(len(part))
     clean_agree = (ref_clean.argmax(1) == run_clean.argmax(1)).double().mean().item()
     adv_agree = (ref_adv.argmax(1) == run_adv.argmax(1)).double().mean().item()
     unfused = None  # where they disagree: is it the runtime's QDQ fusion?

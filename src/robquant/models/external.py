@@ -3,8 +3,8 @@
 The factory is called with the study's (or CLI's) keyword arguments, and with the data set's
 ``num_classes`` and ``in_channels`` where it takes arguments of those names and the options do not
 set them (as ``timm.create_model`` does); the model must take inputs in [0, 1] of the data set's
-shape (normalising inside, as robquant's models do) and return logits. Every failure is one :class:`~robquant.errors.ConfigError` that names the reference and
-what is wrong: not importable, no such attribute, not callable, not a module, wrong input shape.
+shape (normalising inside, as robquant's models do) and return logits. Every failure is one
+:class:`~robquant.errors.ConfigError` that names the reference and what is wrong: not importable, no such attribute, not callable, not a module, wrong input shape.
 The module's source file is hashed, so records (and stage keys) change when the code does.
 """
 

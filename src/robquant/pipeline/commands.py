@@ -17,7 +17,7 @@ from robquant.attacks.outcomes import OUTCOMES
 from robquant.data import ImageDataset, create_dataset
 from robquant.errors import CheckpointError, ConfigError
 from robquant.modelfolder import (RECORD, build_model, load_model, read_record, read_weights, save_model,
-                                          write_json)
+                                  write_json)
 from robquant.models import external
 from robquant.progress import NULL_PROGRESS, Progress
 from robquant.provenance import environment, now_iso

@@ -89,7 +89,8 @@ def export_model(checkpoint: str | os.PathLike, out: str | os.PathLike, *, forma
 def attack_onnx(path: str | os.PathLike, *, eps: Sequence[float], runtime: str = "onnxruntime",
                 reference: str | os.PathLike | None = None, dataset: str | None = None,
                 data_root: str | None = None, allow_unverified: bool = False, n: int = CHECK_EXAMPLES,
-                steps: int = ATTACK_STEPS, restarts: int = RESTARTS, square_queries: int = CHECK_SQUARE_QUERIES, seed: int = 0, batch_size: int = 256,
+                steps: int = ATTACK_STEPS, restarts: int = RESTARTS, square_queries: int = CHECK_SQUARE_QUERIES,
+                seed: int = 0, batch_size: int = 256,
                 device: torch.device | str = "cpu", threads: int | None = None, fusion: bool = True,
                 out: str | os.PathLike | None = None, progress: Progress = NULL_PROGRESS) -> dict[str, Any]:
     """Robustness of a deployed ONNX model on ONNX Runtime at each budget: clean accuracy, PGD

@@ -16,7 +16,7 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator,
                       model_validator)
 
-from robquant.defaults import ATTACK_STEPS, CHECK_EXAMPLES, CHECK_SQUARE_QUERIES, OPSET, OPSETS
+from robquant.defaults import ATTACK_STEPS, CHECK_EXAMPLES, CHECK_SQUARE_QUERIES, OPSET, OPSETS, RESTARTS
 from robquant.errors import ConfigError
 from robquant.quant.precision import parse_precision
 from robquant.train import FP_TRAIN, PGD_AT, QAT_FINETUNE, QAT_SCRATCH, TrainConfig
@@ -94,7 +94,7 @@ class AttackSpec(_Spec):
     name: Literal["pgd", "fgsm", "autoattack", "apgd", "square", "transfer"] = Field("pgd", description="attack")
     label: Optional[str] = Field(None, min_length=1, description="name the results are reported under (default: name)")
     steps: int = Field(ATTACK_STEPS, ge=1, description="PGD / transfer steps")
-    restarts: int = Field(1, ge=1, description="PGD / transfer restarts")
+    restarts: int = Field(RESTARTS, ge=1, description="PGD / transfer restarts")
     step_size: Optional[float] = Field(None, gt=0, description="PGD step in /255 units (default eps/4)")
     attacks: Optional[list[AA_ATTACKS]] = Field(None, min_length=1,
                                                 description="autoattack/apgd: sub-attacks (default: standard / apgd-ce)")

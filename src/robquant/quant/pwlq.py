@@ -168,5 +168,3 @@ def pwlq_terms(w: torch.Tensor, q: PWLQWeightQuantizer) -> Terms:
     if bool(((recon - rows).abs() > 1e-4 * rows.abs().amax(1, keepdim=True).clamp_min(1e-12)).any()):
         raise IntegerGridError("PWLQ weights do not match their recorded breakpoints")
     return [(n.view_as(w), s.flatten()) for n, s in terms]
-
-

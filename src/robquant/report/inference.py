@@ -118,6 +118,14 @@ class Estimate:
         return None, seeds
 
 
+def _alike(mean: float, seeds: int, n: int, level: float) -> Estimate:
+    """Every outcome alike (no example and no seed differs): the rule of three, 3 / n, bounds the
+    share that varies; its half-width is that bound."""
+    no_seed_term = math.nan if seeds == 1 else 0.0
+    return Estimate(mean, RULE_OF_THREE / n / stats.norm.ppf(0.5 + level / 2), math.inf, seeds, n, no_seed_term, 0.0,
+                    no_seed_term, level)
+
+
 def estimate(y: np.ndarray, level: float = 0.95) -> Estimate:
     """The crossed-design estimate of ``y`` ``(S seeds, n examples)``: its mean, standard error and
     Satterthwaite degrees of freedom (see the module docstring)."""
@@ -131,17 +139,15 @@ def estimate(y: np.ndarray, level: float = 0.95) -> Estimate:
     ms_s, ms_i, ms_e = (float(m[0, 0]) for m in _mean_squares(y[:, :, None]))
     if s == 1:
         var = ms_i / n if n > 1 else math.nan
-        if var == 0:  # every outcome alike: the rule of three bounds the share
-            return Estimate(mean, RULE_OF_THREE / n / stats.norm.ppf(0.5 + level / 2), math.inf, 1, n, math.nan, 0.0,
-                            math.nan, level)
+        if var == 0:
+            return _alike(mean, 1, n, level)
         return Estimate(mean, math.sqrt(var) if var == var else math.nan, n - 1, 1, n, math.nan, ms_i,
                         math.nan, level)
     if n == 1:  # the seeds' spread only
         return Estimate(mean, math.sqrt(ms_s / s), s - 1, s, 1, ms_s, 0.0, 0.0, level)
     total = ms_s + ms_i - ms_e
-    if total == 0 and ms_s == 0 and ms_i == 0:  # every outcome alike: the rule of three bounds the share
-        return Estimate(mean, RULE_OF_THREE / n / stats.norm.ppf(0.5 + level / 2), math.inf, s, n, 0.0, 0.0, 0.0,
-                        level)
+    if ms_s == ms_i == ms_e == 0:
+        return _alike(mean, s, n, level)
     floor = max(ms_s, ms_i)  # each expected value is below the true total: a negative estimate is noise
     if total < floor:
         total, df = floor, (s - 1 if ms_s >= ms_i else n - 1)
