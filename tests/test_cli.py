@@ -1,6 +1,7 @@
 """The command line: real runs on offline data, and one clear message + exit 2 for bad input."""
 
 import json
+import shutil
 
 import pytest
 from typer.testing import CliRunner
@@ -25,12 +26,26 @@ def test_train_then_attack_round_trip(tmp_path):
     assert record["env"]["torch"] and "git_commit" in record["env"] and record["seed"] == 0
     assert record["timings"]["train_s"] > 0 and record["train"]["passes_total"] == 2 * 719
     code, text = run("attack", out, "--eps", "2,8", "--steps", "3", "--n-test", "50", "--attack", "pgd,fgsm",
-                     "--device", "cpu")
+                     "--device", "cpu", "--out", tmp_path / "ev")
     assert code == 0, text
     assert "2/255" in text and "worst case" in text
-    result = json.loads((out / "attack.json").read_text())["result"]
+    stage = json.loads((tmp_path / "ev" / "stage.json").read_text())
+    assert stage["config"]["model"] == out.resolve().name  # the model's stage, by key
+    assert [b["label"] for b in stage["config"]["budgets"]] == [2.0, 8.0]
+    result = stage["result"]
     assert result["n"] == 50 and len(result["robust"]) == 4
     assert result["attack_params"]["pgd"]["steps"] == 3
+    # a model folder from elsewhere (a copy) is imported into the store first, keyed by its weights
+    shutil.copytree(out.resolve(), tmp_path / "copy")
+    code, text = run("--quiet", "attack", tmp_path / "copy", "--eps", "8", "--steps", "2", "--n-test", "20",
+                     "--device", "cpu", "--out", tmp_path / "ev2")
+    assert code == 0, text
+    model = json.loads((tmp_path / "ev2" / "stage.json").read_text())["config"]["model"]
+    imported = json.loads((tmp_path / "store" / "stages" / model / "stage.json").read_text())
+    assert imported["kind"] == "import_fp" and imported["config"]["source"] == str((tmp_path / "copy").resolve())
+    # --out names a link: a folder holding something else is refused before any work
+    code, text = run("train", "--dataset", "digits", "--epochs", "1", "--out", tmp_path / "copy")
+    assert code == 2 and "exists and is not a link" in text, text
 
 
 @pytest.mark.parametrize("args,message", [
@@ -89,6 +104,14 @@ def test_demo_runs_a_study_offline_and_resumes(tmp_path):
     assert (tmp_path / "demo" / "store" / "index.sqlite").is_file()
     code, text = run("demo", "--study", study, "--out", tmp_path / "demo", "--device", "cpu")
     assert code == 0 and "ran 0 stages" in text and "14 were done" in text
+    # one path: the CLI's `train` with the study's FP recipe is the study's stage (same key), found, not redone
+    store = tmp_path / "demo" / "store"
+    stages = sorted(p.name for p in (store / "stages").iterdir())
+    code, text = run("--quiet", "train", "--dataset", "digits", "--width", "4", "--epochs", "2", "--lr", "0.05",
+                     "--batch-size", "64", "--schedule", "cosine", "--n-test", "60", "--store", store,
+                     "--out", tmp_path / "fp", "--device", "cpu")
+    assert code == 0, text
+    assert (tmp_path / "fp").resolve().name in stages and sorted(p.name for p in (store / "stages").iterdir()) == stages
 
 
 def test_demo_preset_is_packaged():

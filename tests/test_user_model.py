@@ -82,9 +82,9 @@ def test_a_users_model_class_runs_a_study_end_to_end(tmp_path):
     for r in records:
         assert r["model"]["name"] == "test_user_model:TinyNet" and r["model"]["kwargs"] == {"width": 8}
         assert r["model"]["source"]["sha256"] == hashlib.sha256(HERE.read_bytes()).hexdigest()
-    fp = next(r for r in records if r["kind"] == "train")
+    fp = next(r for r in records if r["kind"] == "train_fp")
     assert fp["metrics"]["clean_accuracy"] > 0.3  # it trained (chance: 0.1)
-    assert all(r["size"]["bytes"] < fp["size"]["bytes"] for r in records if r["kind"] != "train")  # quantized
+    assert all(r["size"]["bytes"] < fp["size"]["bytes"] for r in records if r["kind"] != "train_fp")  # quantized
 
 
 @pytest.mark.parametrize("name,message", [
@@ -185,7 +185,7 @@ def test_your_weights_are_the_fp_parents_and_a_pickled_payload_is_refused(tmp_pa
     assert code == 0, text
     assert "0 train_fp, 2 import_fp" in text  # one import per file, shared by the seeds; no training
     records = [json.loads(p.read_text()) for p in (tmp_path / "runs" / "store" / "stages").glob("*/record.json")]
-    imported = [r for r in records if r["kind"] == "import"]
+    imported = [r for r in records if r["kind"] == "import_fp"]
     assert len(imported) == 2
     expected = evaluate(load_model(folder), create_dataset("digits", split="test"), [], [], n=100).clean_accuracy
     for r in imported:  # the very model: the same clean accuracy on the same test examples
@@ -203,15 +203,14 @@ def test_weights_that_do_not_fit_name_the_keys(tmp_path):
     from robquant.data import create_dataset
     from robquant.errors import CheckpointError
     from robquant.modelfolder import read_weights
-    from robquant.pipeline.commands import architecture_spec, import_weights
+    from robquant.pipeline.handlers import _load_foreign, architecture_spec, build_architecture
+    from robquant.pipeline.specs import ModelRef
 
     torch.save([1, 2, 3], tmp_path / "list.pt")
     with pytest.raises(CheckpointError, match="does not hold a state_dict"):
         read_weights(tmp_path / "list.pt")
     torch.save({"fc.weight": torch.zeros(10, 8)}, tmp_path / "partial.pt")
     data = create_dataset("digits", split="test")
-    spec = architecture_spec("resnet8", {"width": 8}, data)
+    spec = architecture_spec(ModelRef("resnet8", {"width": 8}), data)
     with pytest.raises(CheckpointError, match=r"does not fit resnet8: missing \['conv1.weight'"):
-        import_weights(tmp_path / "partial.pt", spec, train_set=data, test_set=data, out=tmp_path / "out",
-                       device=torch.device("cpu"), config={})
-    assert not (tmp_path / "out").exists()
+        _load_foreign(str(tmp_path / "partial.pt"), spec, build_architecture(spec, data, torch.device("cpu")))

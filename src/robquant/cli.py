@@ -28,6 +28,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 DEVICE_HELP = "auto (CUDA when available), cpu, cuda or cuda:N"
 DATA_ROOT_HELP = "folder holding the data set (cifar10/cifar100/imagefolder)"
+STORE_HELP = ("the store the result is kept in, keyed like a study's stages (default: the input model's store, "
+              "else a folder 'store' beside --out)")
 
 
 def user_errors(fn: F) -> F:
@@ -103,7 +105,8 @@ def train(
     model_kwargs: Optional[str] = typer.Option(None, help="your own model's factory options, as JSON"),
     objective: str = typer.Option("clean", help="clean or pgd_at"),
     epochs: Optional[int] = typer.Option(None, help="training epochs (default 200, the paper's)"),
-    out: Path = typer.Option(..., help="output folder (model, record, checkpoints)"),
+    out: Path = typer.Option(..., help="the result's name: a link to its folder in the store (model, record)"),
+    store: Optional[Path] = typer.Option(None, help=STORE_HELP),
     fraction: float = typer.Option(1.0, help="fraction of the training set, in (0, 1], class-stratified"),
     seed: int = typer.Option(0, help="seed for initialisation, data order and attacks"),
     batch_size: Optional[int] = typer.Option(None, help="examples per step (default 128)"),
@@ -123,7 +126,7 @@ def train(
     allow_unverified_data: bool = typer.Option(False, help="accept a data copy whose checksums differ"),
     device: str = typer.Option("auto", help=DEVICE_HELP),
 ) -> None:
-    """Train a model (clean or PGD adversarial training); resumes from OUT/checkpoints."""
+    """Train a model (clean or PGD adversarial training), as a study's FP stage: resumed if killed, found if done."""
     from robquant.pipeline import resolve_device, train_model
     from robquant.train import FP_TRAIN
 
@@ -142,7 +145,7 @@ def train(
                              fraction=fraction, data_root=_opt_str(data_root), device=dev,
                              model_kwargs=options, objective_kwargs=obj_kw,
                              allow_unverified=allow_unverified_data, download=download, n_test=n_test,
-                             progress=progress)
+                             store=store, progress=progress)
     _print_train(record, out)
 
 
@@ -193,7 +196,7 @@ def _print_train(record: dict[str, Any], out: Path) -> None:
                   f"test images; {record['timings']['train_s']:.1f} s")
     if not record["data"]["verified"]:
         console.print("[yellow]note:[/] trained on a data copy whose checksums were not verified")
-    console.print(f"saved to {out}")
+    console.print(f"saved to {out} -> {Path(out).resolve()}")
 
 
 @app.command()
@@ -233,7 +236,9 @@ def attack(
     dataset: Optional[str] = typer.Option(None, help="test data set (default: the training one)"),
     seed: int = typer.Option(0, help="seed for random starts"),
     batch_size: int = typer.Option(256, help="examples per batch"),
-    out: Optional[Path] = typer.Option(None, help="JSON output (default CHECKPOINT/attack.json)"),
+    out: Optional[Path] = typer.Option(None, help="a model folder: a link to the evaluation's folder in the store "
+                                       "(optional); an .onnx model: the JSON output (default MODEL.onnx.attack.json)"),
+    store: Optional[Path] = typer.Option(None, help=STORE_HELP),
     data_root: Optional[Path] = typer.Option(None, help=DATA_ROOT_HELP),
     allow_unverified_data: bool = typer.Option(False, help="accept a data copy whose checksums differ"),
     device: str = typer.Option("auto", help=DEVICE_HELP),
@@ -248,7 +253,8 @@ def attack(
         check_range("--n-test", n_test, 1)
     if runtime is not None or checkpoint.suffix == ".onnx":
         queries = DEPLOYED_SQUARE_QUERIES if square_queries is None else square_queries
-        _attack_deployed(checkpoint, runtime or "onnxruntime", reference, eps_list, n_test or CHECK_EXAMPLES, steps,
+        _attack_deployed(checkpoint, runtime or "onnxruntime", reference, [e / 255 for e in eps_list],
+                         n_test or CHECK_EXAMPLES, steps,
                          restarts, check_range("--square-queries", queries, 1), dataset, data_root,
                          allow_unverified_data, seed, batch_size, out, device, fusion)
         return
@@ -266,24 +272,19 @@ def attack(
         raise ConfigError("--attack needs at least one attack name")
     options = None
     if diagnose:
-        at = max(eps_list)
-        if diagnose_eps is not None:
-            at = check_range("--diagnose-eps", diagnose_eps, 0.0) / 255
-            if not any(abs(at - e) < 1e-9 for e in eps_list):
-                raise ConfigError(f"--diagnose-eps must be one of --eps ({eps}), got {diagnose_eps:g}")
+        at = max(eps_list) if diagnose_eps is None else check_range("--diagnose-eps", diagnose_eps, 0.0)
         options = {"eps": at, "n": diagnose_n, "steps": steps, "restarts": restarts,
-                   "autoattack": sub or ["apgd-ce"],
-                   "square_queries": square_queries}
+                   "autoattack": sub or ["apgd-ce"], "square_queries": square_queries}
     dev = resolve_device(device)
     with _progress() as progress:
         record = attack_model(checkpoint, attacks=specs, eps=eps_list, n_test=n_test, dataset=dataset,
                               data_root=_opt_str(data_root), allow_unverified=allow_unverified_data,
-                              device=dev, batch_size=batch_size, seed=seed, out=out,
+                              device=dev, batch_size=batch_size, seed=seed, out=out, store=store,
                               surrogate=_opt_str(surrogate), diagnose=options, progress=progress)
     console.print(robustness_table(str(checkpoint), record["result"]))
     if "diagnostics" in record:
         console.print(diagnostics_table(record["diagnostics"]))
-    console.print(f"written to {out or Path(checkpoint) / 'attack.json'}")
+    console.print(f"record: {Path(record['path']) / 'stage.json'}" + (f" (linked as {out})" if out else ""))
 
 
 def _attack_deployed(path: Path, runtime: str, reference: Optional[Path], eps: list[float], n: int, steps: int,
@@ -353,7 +354,8 @@ def quantize(
                                         "one: loading it imports that code, so it must be named"),
     method: str = typer.Option(..., help="ptq (post-training, PWLQ weights) or qat (quantization-aware, PACT/DoReFa)"),
     precision: str = typer.Option(..., help="AxWy: activation bits x, weight bits y, each 2..8, 16 or 32"),
-    out: Path = typer.Option(..., help="output folder"),
+    out: Path = typer.Option(..., help="the result's name: a link to its folder in the store (model, record)"),
+    store: Optional[Path] = typer.Option(None, help=STORE_HELP),
     quantizer: Optional[str] = typer.Option(None, help="weights: pwlq|uniform (ptq), dorefa|uniform (qat)"),
     breakpoint: str = typer.Option("gauss", help="PWLQ breakpoint: gauss, laplace, exact or search"),
     first_last: bool = typer.Option(False, "--quantize-first-last", help="also quantize the first and last layer"),
@@ -401,8 +403,6 @@ def quantize(
     train_cfg = _recipe(QAT_FINETUNE, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                         seed=seed)
     obj_kw = _pgd_at_options(pgd_eps, pgd_step, pgd_steps, None) if objective == "pgd_at" else {}
-    if reinit and method != "qat":
-        raise ConfigError("--reinit needs --method qat (PTQ of random parameters is meaningless)")
     if objective == "transfer" and teacher is None:
         raise ConfigError("--objective transfer needs --teacher (the robust full-precision model folder RRM "
                           "distils from)")
@@ -412,8 +412,9 @@ def quantize(
     with _progress() as progress:
         record = quantize_model(checkpoint, quant=cfg, out=out, fraction=fraction, seed=seed, train=train_cfg,
                                 objective=objective, objective_kwargs=obj_kw, reinit=reinit,
-                                teacher=_opt_str(teacher), data_root=_opt_str(data_root), allow_unverified=allow_unverified_data,
-                                device=dev, n_test=n_test, progress=progress)
+                                teacher=_opt_str(teacher), data_root=_opt_str(data_root),
+                                allow_unverified=allow_unverified_data, device=dev, n_test=n_test, store=store,
+                                progress=progress)
     size = record["size"]
     console.print(f"{cfg.method.upper()} {cfg.precision}: {size['bytes']:,} bytes "
                   f"({size['fp32_bytes'] / size['bytes']:.1f}x smaller than FP32)")
@@ -513,7 +514,7 @@ def _design_warnings(study: Any) -> list[str]:
 def _check_model(plan: Any) -> None:
     from robquant.data import create_dataset
     from robquant.models import external
-    from robquant.pipeline.commands import check_user_model
+    from robquant.pipeline.api import check_user_model
     from robquant.pipeline.specs import Quantize
 
     model, ds = plan.study.model, plan.study.dataset
@@ -685,8 +686,8 @@ def list_names() -> None:
 
 
 def parse_eps(text: str, field: str = "--eps") -> list[float]:
-    """Parse a comma-separated eps list in /255 units into [0, 1] units (with the study schema, the
-    only places where /255 becomes [0, 1]).
+    """Parse a comma-separated eps list in /255 units (the budgets' labels; they become [0, 1]
+    units with their label beside them, :class:`~robquant.pipeline.specs.Budget`).
 
     Raises:
         ConfigError: for an empty list, a non-number or a negative value (naming ``field``).
@@ -702,7 +703,7 @@ def parse_eps(text: str, field: str = "--eps") -> list[float]:
             raise ConfigError(f"{field} values must be numbers (in /255 units), got {p!r}") from None
         if not v >= 0:
             raise ConfigError(f"{field} values must be >= 0 (in /255 units), got {p!r}")
-        values.append(v / 255)
+        values.append(v)
     return values
 
 

@@ -87,6 +87,12 @@ def read_record(path: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
     return folder, record
 
 
+def record_dataset(record: dict[str, Any]) -> str | None:
+    """The data set a model folder's record was made on (None if it names none)."""
+    config = record.get("config") or {}
+    return (config.get("data") or {}).get("name") or config.get("dataset")
+
+
 def build_model(spec: dict[str, Any]) -> nn.Module:
     """Rebuild an untrained model from its spec (with its quantized structure if it has ``quant``)."""
     from robquant.models import create_model

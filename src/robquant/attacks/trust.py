@@ -48,7 +48,8 @@ from torch import nn
 
 from robquant.attacks.base import Cost
 from robquant.attacks.evaluate import evaluate
-from robquant.defaults import ATTACK_STEPS, CHECK_EXAMPLES, CHECK_SQUARE_QUERIES, RESTARTS
+from robquant.defaults import (ATTACK_STEPS, CHECK_EXAMPLES, CHECK_SQUARE_QUERIES, CHECK_TOL, COLLAPSE_EPS_255,
+                               RESTARTS)
 from robquant.models.surgery import modes_restored
 from robquant.progress import NULL_PROGRESS, Progress
 
@@ -121,7 +122,8 @@ def diagnose(model: nn.Module, dataset: Any, eps: float, *, n: int = CHECK_EXAMP
              record: torch.Tensor | None = None, reference: torch.Tensor | None = None,
              surrogate: nn.Module | None = None, surrogate_id: str | None = None,
              square_queries: int = CHECK_SQUARE_QUERIES, autoattack: Sequence[str] | None = ("apgd-ce",),
-             collapse_eps: float = 64 / 255, tol: float = 0.01, integer: bool = True, batch_size: int = 256,
+             collapse_eps: float = COLLAPSE_EPS_255 / 255, tol: float = CHECK_TOL, integer: bool = True,
+             batch_size: int = 256,
              device: torch.device | str = "cpu", seed: int = 0, progress: Progress = NULL_PROGRESS
              ) -> dict[str, Any]:
     """Run every check on the first ``n`` test examples at budget ``eps`` ([0, 1] units).

@@ -1,7 +1,7 @@
-"""Pipelines: studies planned as DAGs of typed stages, executed locally or on Ray, and the commands
-that train, quantize and attack model folders."""
+"""Pipelines: studies planned as DAGs of typed stages, executed locally or on Ray; one model trained,
+quantized or attacked by the same stages (:mod:`robquant.pipeline.api`, what the CLI runs)."""
 
-from robquant.pipeline.commands import attack_model, quantize_model, resolve_device, train_model
+from robquant.pipeline.api import attack_model, quantize_model, resolve_device, train_model
 from robquant.pipeline.executor import execute_local, stage_compute_seconds
 from robquant.pipeline.plan import build_plan
 from robquant.pipeline.study import load_study, parse_study

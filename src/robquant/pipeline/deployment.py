@@ -16,7 +16,7 @@ from robquant.deploy import (OPSET, RUNTIMES, RuntimeModel, deployed_evaluation,
                              needs_onnxruntime)
 from robquant.deploy.runtime import batched_logits
 from robquant.errors import CheckpointError, ConfigError
-from robquant.modelfolder import RECORD, load_model, read_record, weights_sha256, write_json
+from robquant.modelfolder import RECORD, load_model, read_record, record_dataset, weights_sha256, write_json
 from robquant.progress import NULL_PROGRESS, Progress
 from robquant.provenance import environment, now_iso
 from robquant.quant import exact_float32
@@ -27,7 +27,7 @@ SOURCE_KEY = "robquant.source"  # metadata: the model folder an ONNX file was ex
 
 def export_metadata(folder: Path | None, record: dict[str, Any], dataset: str | None) -> dict[str, str]:
     """What an exported file records about where it came from."""
-    quant = (record.get("config") or {}).get("quant") or {}
+    quant = (record.get("model") or {}).get("quant") or {}
     meta = {"robquant.version": __version__, "robquant.dataset": dataset or "",
             "robquant.model": (record.get("model") or {}).get("name", ""),
             "robquant.method": quant.get("method", "fp"), "robquant.precision": quant.get("precision", "A32W32")}
@@ -66,7 +66,7 @@ def export_model(checkpoint: str | os.PathLike, out: str | os.PathLike, *, forma
     if format not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
     folder, record = read_record(checkpoint)
-    name = (record.get("config") or {}).get("dataset")
+    name = record_dataset(record)
     if name is None:
         raise ConfigError(f"{folder / RECORD} names no data set")
     model = load_model(folder, "cpu")
@@ -124,7 +124,7 @@ def attack_onnx(path: str | os.PathLike, *, eps: Sequence[float], runtime: str =
     folder, record = read_record(reference)
     if meta.get("robquant.weights_sha256") not in (None, weights_sha256(folder)):
         raise CheckpointError(f"{folder} changed since {path} was exported from it (weights sha256 differs)")
-    name = dataset or meta.get("robquant.dataset") or (record.get("config") or {}).get("dataset")
+    name = dataset or meta.get("robquant.dataset") or record_dataset(record)
     if not name:
         raise ConfigError(f"{path} names no data set: pass --dataset")
     test_set = create_dataset(name, data_root, "test", allow_unverified=allow_unverified)

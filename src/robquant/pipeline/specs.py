@@ -32,16 +32,16 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
-def _keyed(obj: Any) -> Any:
-    """A spec as JSON-ready data, without its unkeyed fields."""
+def _keyed(obj: Any, every: bool = False) -> Any:
+    """A spec as JSON-ready data, without its unkeyed fields (``every``: with them)."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: _keyed(getattr(obj, f.name)) for f in dataclasses.fields(obj)
-                if f.metadata.get("keyed", True) is True
+        return {f.name: _keyed(getattr(obj, f.name), every) for f in dataclasses.fields(obj)
+                if every or f.metadata.get("keyed", True) is True
                 or (f.metadata.get("keyed") == "if_set" and getattr(obj, f.name) is not None)}
     if isinstance(obj, dict):
-        return {str(k): _keyed(v) for k, v in obj.items()}
+        return {str(k): _keyed(v, every) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_keyed(v) for v in obj]
+        return [_keyed(v, every) for v in obj]
     return obj
 
 
@@ -280,6 +280,12 @@ def spec_config(spec: StageSpec) -> dict[str, Any]:
     one), the kind and every keyed field (parents by key)."""
     own = getattr(type(spec), "RECORD_VERSION", None)
     return {"v": STAGE_VERSION, **({"rv": own} if own is not None else {}), "kind": spec.kind, **_keyed(spec)}
+
+
+def spec_json(spec: StageSpec) -> dict[str, Any]:
+    """A stage record's ``config``: the kind and every field of its spec (parents by key, budgets
+    in [0, 1] units with their labels), unkeyed ones too."""
+    return {"kind": spec.kind, **_keyed(spec, every=True)}
 
 
 def spec_key(spec: StageSpec) -> str:

@@ -16,7 +16,8 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator,
                       model_validator)
 
-from robquant.defaults import ATTACK_STEPS, CHECK_EXAMPLES, CHECK_SQUARE_QUERIES, OPSET, OPSETS, RESTARTS
+from robquant.defaults import (ATTACK_STEPS, CHECK_EXAMPLES, CHECK_SQUARE_QUERIES, CHECK_TOL, COLLAPSE_EPS_255, OPSET,
+                               OPSETS, RESTARTS)
 from robquant.errors import ConfigError
 from robquant.quant.precision import parse_precision
 from robquant.train import FP_TRAIN, PGD_AT, QAT_FINETUNE, QAT_SCRATCH, TrainConfig
@@ -133,8 +134,8 @@ class DiagnoseSpec(_Spec):
     square_queries: int = Field(CHECK_SQUARE_QUERIES, ge=1, description="Square's query budget")
     autoattack: Optional[list[AA_ATTACKS]] = Field(["apgd-ce"], description="AutoAttack sub-attacks compared with PGD "
                                                    "(null: skip)")
-    collapse_eps: float = Field(64, gt=0, description="budget (/255) by which accuracy must have collapsed")
-    tol: float = Field(1.0, ge=0, description="tolerance of the attack comparisons, in accuracy points")
+    collapse_eps: float = Field(COLLAPSE_EPS_255, gt=0, description="budget (/255) by which accuracy must have collapsed")
+    tol: float = Field(100 * CHECK_TOL, ge=0, description="tolerance of the attack comparisons, in accuracy points")
     integer: bool = Field(True, description="compare quantized models with their integer execution")
 
     def applies(self, seed: int) -> bool:
@@ -153,7 +154,7 @@ class DeployedSpec(_Spec):
     opset: int = Field(OPSET, ge=min(OPSETS), le=max(OPSETS), description="ONNX opset of the export")
     fusion: bool = Field(True, description="the runtime's QDQ fusion, on as it ships (it quantizes float weights "
                          "beside quantized activations to int8); false runs the graph as written")
-    tol: float = Field(1.0, ge=0, description="deployed_mismatch: the largest top-1 disagreement with the "
+    tol: float = Field(100 * CHECK_TOL, ge=0, description="deployed_mismatch: the largest top-1 disagreement with the "
                        "fake-quantized model, or Square accuracy difference, in accuracy points, not flagged")
     seeds: Optional[list[int]] = Field(None, min_length=1, description="evaluate only the models of these seeds "
                                        "(default: every model)")

@@ -36,7 +36,7 @@ def collect(plan: Any, store: Any) -> list[dict[str, Any]]:
     clean accuracy as its record states it), key, deployed (the deployed model's numbers on its
     runtime, None unless the study asked for them) and onnx (the exported file, or None).
     """
-    rows = []
+    rows, fp_clean = [], {}
     for cell, seed, key in plan.cells:
         row = store.get(key)
         if row is None or row["status"] not in ("done", "NC"):
@@ -51,7 +51,9 @@ def collect(plan: Any, store: Any) -> list[dict[str, Any]]:
         passes = train.get("passes_total")
         if passes is None:  # PTQ: calibration forwards only
             passes = planned.get("forward", 0) + planned.get("backward", 0)
-        parent = (q.get("config") or {}).get("parent") or {}
+        fp = ((q.get("stage") or {}).get("parents") or {}).get("checkpoint")
+        if fp is not None and fp not in fp_clean:  # the FP parent's clean accuracy, as its record states it
+            fp_clean[fp] = ((((store.get(fp) or {}).get("record") or {}).get("metrics")) or {}).get("clean_accuracy")
         rows.append({
             "init": cell.init, "method": cell.method, "strategy": cell.strategy,
             "pipeline": pipeline_label(cell.method, cell.strategy, cell.init),
@@ -62,8 +64,7 @@ def collect(plan: Any, store: Any) -> list[dict[str, Any]]:
             "flags": list(m.get("flags") or []),
             "wall_s": (q.get("stage") or {}).get("wall_s"), "passes": passes,
             "bytes": (q.get("size") or {}).get("bytes"), "key": key,
-            "fp": ((q.get("stage") or {}).get("parents") or {}).get("checkpoint"),
-            "fp_clean": (parent.get("metrics") or {}).get("clean_accuracy"),
+            "fp": fp, "fp_clean": fp_clean.get(fp),
             "deployed": m.get("deployed"), "onnx": _onnx(store, key),
         })
     return rows

@@ -1,0 +1,349 @@
+"""Train, quantize and attack one model: the stage spec a study would build, run by the executor
+into a store (what the CLI's ``train``, ``quantize`` and ``attack`` call).
+
+Each call builds one typed spec (:mod:`robquant.pipeline.specs`) and runs it through the executor
+core and the stage handlers (:mod:`robquant.pipeline.handlers`), as a study's stage runs: the
+result is a committed stage of a store, keyed by its spec, resumable (a killed training continues
+from its epoch checkpoint; a finished one is found, not redone), and shared with any study or
+command that asks for the same work. ``out`` names it: a link to the stage's folder, which holds the
+model (``model.safetensors``, ``record.json``) or the evaluation (``outcomes.npz``) and
+``stage.json``, the full record. The store is ``store`` when given, else the store of the model a
+command starts from, else a folder ``store`` beside ``out``.
+
+Budgets are in /255 units here, as on the command line and in a study; :class:`~robquant.pipeline.specs.Budget`
+keeps that label beside the [0, 1] value down to the record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from robquant.data import ImageDataset, create_dataset
+from robquant.defaults import (ATTACK_STEPS, CHECK_EXAMPLES, CHECK_SQUARE_QUERIES, CHECK_TOL, COLLAPSE_EPS_255,
+                               RESTARTS)
+from robquant.errors import CheckpointError, ConfigError
+from robquant.modelfolder import RECORD, read_record, record_dataset, weights_sha256
+from robquant.models import external
+from robquant.pipeline.executor import StageContext, execute_stage
+from robquant.pipeline.plan import Stage
+from robquant.pipeline.specs import (AttackRun, Budget, DataRef, DiagnoseRun, Evaluate, ImportFP, ModelRef, ObjectiveRef,
+                                     Quantize, StageSpec, TrainFP, spec_key)
+from robquant.pipeline.store import Store
+from robquant.progress import NULL_PROGRESS, Progress
+from robquant.quant import QuantConfig
+from robquant.quant.coverage import check_coverage
+from robquant.train import QAT_FINETUNE, TrainConfig
+
+STORE = "store"  # the default store's folder name, beside ``out``
+INIT_OF_OBJECTIVE = {"clean": "non_robust", "pgd_at": "robust"}  # a study's FP inits and their objectives
+STRATEGY_OF_OBJECTIVE = {"clean": "vanilla", "pgd_at": "adversarial", "fast_adversarial": "fast_adversarial",
+                         "transfer": "transfer"}  # a study's QAT strategies and their objectives
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cpu``/``cuda``/``cuda:N`` as given.
+
+    Raises:
+        ConfigError: for an unknown device or CUDA requested without a GPU.
+    """
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cpu" or device.startswith("cuda"):
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(f"--device {device}: no CUDA device is available (allowed: auto, cpu)")
+        try:
+            return torch.device(device)
+        except RuntimeError:
+            pass
+    raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N, got {device!r}")
+
+
+def check_user_model(name: str, options: dict[str, Any], dataset: ImageDataset,
+                     quant_configs: Sequence[QuantConfig] = ()) -> None:
+    """Before any work: a user's own model (``package.module:factory``) builds, takes the data's
+    images, gives its classes, and can be quantized the ways a study asks (see
+    :mod:`robquant.quant.coverage`). Registered models pass at once.
+
+    Raises:
+        ConfigError: one message naming what is wrong.
+    """
+    if not external.is_reference(name):
+        return
+    net = external.build(name, options, num_classes=dataset.num_classes, in_channels=dataset.in_channels)
+    external.check_shape(net, name, dataset.in_channels, dataset.image_size, dataset.num_classes)
+    check_coverage(net, list(quant_configs), dataset.images[:2].float().div(255))
+
+
+def run_spec(spec: StageSpec, store: Store, ctx: StageContext) -> tuple[Path, dict[str, Any]]:
+    """Run ``spec`` through the executor core into ``store`` unless it is committed there already;
+    return its folder and its record. A failure raises the stage's own error (kept in the store)."""
+    key = spec_key(spec)
+    if key not in store.finished([key]):
+        execute_stage(Stage(spec, key), ctx, raise_errors=True)
+    folder = store.artifact_dir(key)
+    return folder, json.loads((folder / "stage.json").read_text())
+
+
+def link(out: str | os.PathLike, folder: Path) -> Path:
+    """Make ``out`` a (relative) link to the stage ``folder``, replacing an earlier link."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.link")
+    if tmp.is_symlink():
+        tmp.unlink()
+    tmp.symlink_to(os.path.relpath(folder.resolve(), out.parent.resolve()), target_is_directory=True)
+    os.replace(tmp, out)
+    return out
+
+
+def check_out(out: str | os.PathLike | None) -> None:
+    """Before any work: ``out`` can become a link (it does not exist, is a link, or is an empty folder).
+
+    Raises:
+        ConfigError: naming ``out`` when it holds something else.
+    """
+    if out is None:
+        return
+    path = Path(out)
+    if path.is_symlink() or not path.exists():
+        return
+    if path.is_dir() and not any(path.iterdir()):
+        path.rmdir()
+        return
+    raise ConfigError(f"--out {path} exists and is not a link to a robquant result: name another (it becomes a "
+                      "link to the result's folder in the store)")
+
+
+def open_store(store: str | os.PathLike | None, out: str | os.PathLike | None, near: Store | None = None) -> Store:
+    """The store given, else ``near`` (the store of the model a command starts from), else ``store`` beside ``out``."""
+    if store is not None:
+        return Store(store)
+    if near is not None:
+        return near
+    if out is None:
+        raise ConfigError("give --store (the store to keep the result in) or --out")
+    return Store(Path(out).parent / STORE)
+
+
+def locate(path: str | os.PathLike) -> tuple[Store, str] | None:
+    """The store and key of a committed stage's folder (or a link to one), None for a folder elsewhere."""
+    folder = Path(path).resolve()
+    if folder.is_file():
+        folder = folder.parent
+    root = folder.parent.parent
+    if folder.parent.name != "stages" or not (root / "index.sqlite").is_file():
+        return None
+    store = Store(root)
+    return (store, folder.name) if folder.name in store.finished([folder.name]) else None
+
+
+def _data(name: str, data_root: str | None, n_test: int | None, allow_unverified: bool, download: bool = False,
+          ctx: StageContext | None = None) -> DataRef:
+    """The data reference, its test split loaded now (a bad name or root fails before any work)
+    and kept in ``ctx`` for the stage."""
+    ref = DataRef(name, n_test, data_root, allow_unverified)
+    test = create_dataset(name, data_root, "test", download=download, allow_unverified=allow_unverified)
+    if download:
+        create_dataset(name, data_root, "train", download=True, allow_unverified=allow_unverified)
+    if ctx is not None:
+        ctx.keep(ref, "test", test)
+    return ref
+
+
+def _model_ref(name: str, options: dict[str, Any]) -> ModelRef:
+    """A study's model reference: a user's own with the hash of its source file."""
+    if external.is_reference(name):
+        external.resolve(name)
+        return ModelRef(name, dict(options), external.source_hash(name)["sha256"])
+    from robquant.models import MODELS
+
+    MODELS.get(name)
+    return ModelRef(name, dict(options))
+
+
+def _objective(name: str, kwargs: dict[str, Any] | None) -> ObjectiveRef:
+    from robquant.train.objectives import OBJECTIVES
+
+    OBJECTIVES.get(name)
+    return ObjectiveRef(name, dict(kwargs or {}))
+
+
+def train_model(*, dataset: str, model: str, objective: str, train: TrainConfig, out: str | os.PathLike,
+                fraction: float = 1.0, data_root: str | None = None, device: str | torch.device = "cpu",
+                model_kwargs: dict[str, Any] | None = None, objective_kwargs: dict[str, Any] | None = None,
+                allow_unverified: bool = False, download: bool = False, n_test: int | None = None,
+                store: str | os.PathLike | None = None, progress: Progress = NULL_PROGRESS) -> dict[str, Any]:
+    """Train a model from seeded random parameters, as a study's ``train_fp`` stage (``init``
+    ``non_robust`` for the clean objective, ``robust`` for ``pgd_at``), and link ``out`` to it.
+
+    The record holds the config (the stage's spec), seed, data provenance (verified or not),
+    training history, clean test accuracy, status ("done" or "NC"), size, versions and timings.
+
+    Returns:
+        The record.
+    """
+    check_out(out)
+    obj, ref = _objective(objective, objective_kwargs), _model_ref(model, model_kwargs or {})
+    st = open_store(store, out)
+    ctx = StageContext(st, resolve_device(device), progress)
+    data = _data(dataset, data_root, n_test, allow_unverified, download, ctx)
+    spec = TrainFP(data, ref, INIT_OF_OBJECTIVE.get(objective, objective), obj, fraction, train,
+                   label=f"train {Path(out).name}")
+    folder, record = run_spec(spec, st, ctx)
+    link(out, folder)
+    return record
+
+
+def _parent(checkpoint: str | os.PathLike, store: Store | None, ctx_for: Any) -> tuple[Store, str, dict[str, Any]]:
+    """The store, key and keyed config of the model stage ``checkpoint`` names; a model folder from
+    elsewhere is first imported into the store (keyed by its weights)."""
+    found = locate(checkpoint)
+    if found is not None and (store is None or found[0].root.resolve() == store.root.resolve()):
+        st, key = found
+        return st, key, st.get(key)["config"]
+    folder, record = read_record(checkpoint)
+    name = record_dataset(record)
+    if name is None:
+        raise ConfigError(f"{folder / RECORD} names no data set")
+    st = store if store is not None else (found[0] if found else Store(folder.parent / STORE))
+    ctx = ctx_for(st)
+    model = record["model"]
+    kwargs = {k: v for k, v in (model.get("kwargs") or {}).items() if k not in ("mean", "std")}
+    spec = ImportFP(_data(name, None, None, False, ctx=ctx), ModelRef(model["name"], kwargs), "imported",
+                    weights_sha256(folder), str(folder.resolve()), label=f"import {folder.name}")
+    run_spec(spec, st, ctx)
+    key = spec_key(spec)
+    return st, key, st.get(key)["config"]
+
+
+def quantize_model(checkpoint: str | os.PathLike, *, quant: QuantConfig, out: str | os.PathLike,
+                   fraction: float = 1.0, seed: int = 0, train: TrainConfig | None = None,
+                   objective: str = "clean", objective_kwargs: dict[str, Any] | None = None,
+                   reinit: bool = False, teacher: str | os.PathLike | None = None,
+                   data_root: str | None = None, allow_unverified: bool = False,
+                   device: str | torch.device = "cpu", n_test: int | None = None,
+                   store: str | os.PathLike | None = None, progress: Progress = NULL_PROGRESS) -> dict[str, Any]:
+    """Quantize a saved full-precision model by PTQ, or fine-tune it by QAT, as a study's
+    ``quantize`` stage, and link ``out`` to the result.
+
+    PTQ calibrates activations on ``quant.calib_images`` training images drawn (seeded) from the
+    class-stratified ``fraction``. QAT trains with ``objective`` on that fraction with ``train``
+    (default: :data:`~robquant.train.QAT_FINETUNE`, seeded with ``seed``). ``reinit=True`` starts
+    from random parameters (QAT), keeping the checkpoint's architecture and data set. ``teacher``
+    is the robust model folder the ``transfer`` (RRM) objective matches.
+
+    Returns:
+        The record (with the quantization config, model size and the parent's key).
+    """
+    check_out(out)
+    if reinit and quant.method != "qat":
+        raise ConfigError("--reinit needs --method qat (PTQ of random parameters is meaningless)")
+    dev = resolve_device(device)
+    given = Store(store) if store is not None else None
+    contexts: dict[Path, StageContext] = {}
+
+    def ctx_for(st: Store) -> StageContext:
+        return contexts.setdefault(st.root, StageContext(st, dev, progress))
+
+    st, parent, config = _parent(checkpoint, given, ctx_for)
+    ctx = ctx_for(st)
+    data = _data(config["data"]["name"], data_root, n_test, allow_unverified, ctx=ctx)
+    model = ModelRef(**config["model"])
+    if model.source is None and external.is_reference(model.name):
+        raise CheckpointError(f"{checkpoint} holds a user's model imported without its source hash: train it again")
+    obj = train_cfg = None
+    teacher_key = None
+    if quant.method == "qat":
+        train_cfg = train or replace(QAT_FINETUNE, seed=seed)
+        obj = _objective(objective, objective_kwargs)
+        if objective == "transfer":
+            if teacher is None:
+                raise ConfigError("objective transfer needs a teacher (the robust full-precision model)")
+            teacher_key = _parent(teacher, st, ctx_for)[1]
+    spec = Quantize(data, model, "random" if reinit else config.get("init", "imported"), quant.method,
+                    quant.precision, fraction, seed, quant,
+                    strategy=STRATEGY_OF_OBJECTIVE.get(objective, objective) if quant.method == "qat" else None,
+                    train=train_cfg, objective=obj, checkpoint=None if reinit else parent, teacher=teacher_key,
+                    label=f"{quant.method} {quant.precision} {Path(out).name}")
+    folder, record = run_spec(spec, st, ctx)
+    link(out, folder)
+    return record
+
+
+def attack_model(checkpoint: str | os.PathLike, *, attacks: Sequence[str | tuple[str, dict[str, Any]]],
+                 eps: Sequence[float], n_test: int | None = None, dataset: str | None = None,
+                 data_root: str | None = None, allow_unverified: bool = False,
+                 device: str | torch.device = "cpu", batch_size: int = 256, seed: int = 0,
+                 out: str | os.PathLike | None = None, surrogate: str | os.PathLike | None = None,
+                 cascade: bool = False, diagnose: dict[str, Any] | None = None, store: str | os.PathLike | None = None,
+                 progress: Progress = NULL_PROGRESS) -> dict[str, Any]:
+    """Evaluate a saved model's clean and robust accuracy, as a study's ``evaluate`` stage.
+
+    Args:
+        checkpoint: Model folder (a stage of a store, a link to one, or a folder from elsewhere, imported first).
+        attacks: Attack names or ``(name, options)`` pairs ([0, 1] units); the option ``label``
+            names the results. A ``transfer`` attack crafts on ``surrogate``.
+        eps: Budgets in /255 units.
+        n_test: Evaluate the first ``n_test`` test examples.
+        dataset: Test data set; defaults to the one the model was trained on.
+        out: A link to the evaluation's folder (optional: the record is the stage's ``stage.json``).
+        surrogate: Model folder for transfer attacks and the trust checks (by default the
+            checkpoint's full-precision parent, when it has one).
+        cascade: Run each attack only on what the earlier ones left robust (see
+            :func:`~robquant.attacks.evaluate`).
+        diagnose: Run :func:`~robquant.attacks.diagnose` with these options (``eps`` /255, one of
+            ``eps``, default the largest; ``n``, ``steps``, ``restarts``, ``square_queries``,
+            ``autoattack``) and record its checks under ``diagnostics``; the budget of record is its ``eps``.
+
+    Returns:
+        The record (``path``: its folder).
+    """
+    check_out(out)
+    dev = resolve_device(device)
+    given = Store(store) if store is not None else None
+    contexts: dict[Path, StageContext] = {}
+
+    def ctx_for(st: Store) -> StageContext:
+        return contexts.setdefault(st.root, StageContext(st, dev, progress))
+
+    st, key, config = _parent(checkpoint, given, ctx_for)
+    ctx = ctx_for(st)
+    data = _data(dataset or config["data"]["name"], data_root, n_test, allow_unverified, ctx=ctx)
+    budgets = tuple(Budget.of(e) for e in sorted(set(eps)))
+    runs = tuple(AttackRun(a, a) if isinstance(a, str) else AttackRun(a[0], a[1].get("label", a[0]),
+                                                                      {k: v for k, v in a[1].items() if k != "label"})
+                 for a in attacks)
+    if surrogate is not None:
+        surrogate_key = _parent(surrogate, st, ctx_for)[1]
+    else:  # the full-precision parent the model was quantized from
+        surrogate_key = ((st.get(key) or {}).get("record") or {}).get("stage", {}).get("parents", {}).get("checkpoint")
+    if surrogate_key is None and any(r.needs_surrogate for r in runs):
+        raise ConfigError("a transfer attack needs a surrogate: the model records no full-precision parent "
+                          "(pass --surrogate)")
+    main, check = budgets[-1], None
+    if diagnose is not None:
+        at = diagnose.get("eps", main.label)
+        main = next((b for b in budgets if b.label == at), None)
+        if main is None:
+            raise ConfigError(f"--diagnose-eps must be one of --eps ({', '.join(f'{b.label:g}' for b in budgets)}), "
+                              f"got {at:g}")
+        aa = diagnose.get("autoattack", ["apgd-ce"])
+        check = DiagnoseRun(main.eps, diagnose.get("n", CHECK_EXAMPLES), diagnose.get("steps", ATTACK_STEPS),
+                            diagnose.get("restarts", RESTARTS), diagnose.get("square_queries", CHECK_SQUARE_QUERIES),
+                            tuple(aa) if aa else None, diagnose.get("collapse_eps", COLLAPSE_EPS_255) / 255,
+                            diagnose.get("tol", CHECK_TOL), diagnose.get("integer", True))
+    spec = Evaluate(data, key, runs, budgets, main, seed, batch_size, cascade, check,
+                    surrogate_key if (check is not None or any(r.needs_surrogate for r in runs)) else None,
+                    architecture=ModelRef(**config["model"]), label=f"evaluate {Path(checkpoint).name}")
+    folder, record = run_spec(spec, st, ctx)
+    if out is not None:
+        link(out, folder)
+    return {**record, "path": str(folder)}
