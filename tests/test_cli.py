@@ -25,14 +25,16 @@ def test_train_then_attack_round_trip(tmp_path):
     assert record["config"]["fraction"] == 0.5 and record["data"]["n_train"] == 719
     assert record["env"]["torch"] and "git_commit" in record["env"] and record["seed"] == 0
     assert record["timings"]["train_s"] > 0 and record["train"]["passes_total"] == 2 * 719
-    code, text = run("attack", out, "--eps", "2,8", "--steps", "3", "--n-test", "50", "--attack", "pgd,fgsm",
+    code, text = run("attack", out, "--eps", "2,8.1234567", "--steps", "3", "--n-test", "50", "--attack", "pgd,fgsm",
                      "--device", "cpu", "--out", tmp_path / "ev")
     assert code == 0, text
     assert "2/255" in text and "worst case" in text
     stage = json.loads((tmp_path / "ev" / "stage.json").read_text())
     assert stage["config"]["model"] == out.resolve().name  # the model's stage, by key
-    assert [b["label"] for b in stage["config"]["budgets"]] == [2.0, 8.0]
+    # the budgets' labels travel as written (never eps * 255 rounded back)
+    assert [b["label"] for b in stage["config"]["budgets"]] == [2.0, 8.1234567]
     result = stage["result"]
+    assert {r["eps_255"] for r in result["robust"]} == {2.0, 8.1234567}
     assert result["n"] == 50 and len(result["robust"]) == 4
     assert result["attack_params"]["pgd"]["steps"] == 3
     # a model folder from elsewhere (a copy) is imported into the store first, keyed by its weights

@@ -253,8 +253,7 @@ def attack(
         check_range("--n-test", n_test, 1)
     if runtime is not None or checkpoint.suffix == ".onnx":
         queries = DEPLOYED_SQUARE_QUERIES if square_queries is None else square_queries
-        _attack_deployed(checkpoint, runtime or "onnxruntime", reference, [e / 255 for e in eps_list],
-                         n_test or CHECK_EXAMPLES, steps,
+        _attack_deployed(checkpoint, runtime or "onnxruntime", reference, eps_list, n_test or CHECK_EXAMPLES, steps,
                          restarts, check_range("--square-queries", queries, 1), dataset, data_root,
                          allow_unverified_data, seed, batch_size, out, device, fusion)
         return

@@ -123,7 +123,7 @@ def diagnose(model: nn.Module, dataset: Any, eps: float, *, n: int = CHECK_EXAMP
              surrogate: nn.Module | None = None, surrogate_id: str | None = None,
              square_queries: int = CHECK_SQUARE_QUERIES, autoattack: Sequence[str] | None = ("apgd-ce",),
              collapse_eps: float = COLLAPSE_EPS_255 / 255, tol: float = CHECK_TOL, integer: bool = True,
-             batch_size: int = 256,
+             label: float | None = None, batch_size: int = 256,
              device: torch.device | str = "cpu", seed: int = 0, progress: Progress = NULL_PROGRESS
              ) -> dict[str, Any]:
     """Run every check on the first ``n`` test examples at budget ``eps`` ([0, 1] units).
@@ -146,6 +146,8 @@ def diagnose(model: nn.Module, dataset: Any, eps: float, *, n: int = CHECK_EXAMP
         collapse_eps: Budget at which accuracy should have collapsed.
         tol: Tolerance, as a fraction, of the attack comparisons.
         integer: Run the integer-execution check on quantized models.
+        label: The budget as the study or command wrote it (/255), recorded as ``eps_255`` and naming
+            the details (default ``eps`` x 255).
 
     Returns:
         ``{"eps", "eps_255", "n", "clean_accuracy", "record_accuracy", "accuracy": {attack: acc},
@@ -154,6 +156,7 @@ def diagnose(model: nn.Module, dataset: Any, eps: float, *, n: int = CHECK_EXAMP
         together, the other attacks' their own.
     """
     t0 = time.perf_counter()
+    label = round(eps * 255, 6) if label is None else label
     device = torch.device(device)
     data = dataset.head(n)
     n = len(data)
@@ -171,7 +174,7 @@ def diagnose(model: nn.Module, dataset: Any, eps: float, *, n: int = CHECK_EXAMP
     if compared:  # on every example: a black-box attack stronger overall than white-box PGD signals masking
         ev = evaluate(model, data, compared, [eps], **kw)
         acc.update({label: ev.robust_accuracy[(label, eps)] for label in ev.attack_params})
-        details.update({f"{a}@{e * 255:g}": d for (a, e), d in ev.details.items()})
+        details.update({f"{a}@{label:g}": d for (a, _), d in ev.details.items()})
     collapse = evaluate(model, data, [("pgd", {"steps": steps})], [collapse_eps], **kw)
     x, y, correct = data.images.float().div(255).to(device), data.labels.to(device), clean.to(device)
     zero = zero_gradient_fraction(model, x[correct], y[correct], batch_size) if bool(correct.any()) else 0.0
@@ -193,7 +196,7 @@ def diagnose(model: nn.Module, dataset: Any, eps: float, *, n: int = CHECK_EXAMP
     if integer and _is_quantized(model):
         checks["integer_mismatch"] = _integer_check(model, x, y, correct, eps, steps, seed)
     return {
-        "eps": eps, "eps_255": round(eps * 255, 6), "n": n, "clean_accuracy": clean.double().mean().item(),
+        "eps": eps, "eps_255": label, "n": n, "clean_accuracy": clean.double().mean().item(),
         "record_accuracy": len(robust) / max(n, 1), "accuracy": acc, "checks": checks,
         "flags": [k for k in CHECKS if checks[k]["flag"]], "details": details,
         "seconds": time.perf_counter() - t0,

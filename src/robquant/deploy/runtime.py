@@ -108,7 +108,8 @@ def deployed_evaluation(runtime: nn.Module, reference: nn.Module, dataset: Any, 
                         n: int = CHECK_EXAMPLES, steps: int = ATTACK_STEPS, restarts: int = RESTARTS,
                         square_queries: int = CHECK_SQUARE_QUERIES, seed: int = 0,
                         batch_size: int = 256, device: torch.device | str = "cpu",
-                        threshold: float = DEFAULT_THRESHOLD, progress: Progress = NULL_PROGRESS) -> dict[str, Any]:
+                        threshold: float = DEFAULT_THRESHOLD, label: float | None = None,
+                        progress: Progress = NULL_PROGRESS) -> dict[str, Any]:
     """Clean and robust accuracy of the deployed model, and its agreement with the fake-quantized one.
 
     Args:
@@ -116,6 +117,7 @@ def deployed_evaluation(runtime: nn.Module, reference: nn.Module, dataset: Any, 
         reference: The fake-quantized PyTorch model it was exported from.
         dataset: Test set; its first ``n`` examples are used.
         eps: Budget in [0, 1] units.
+        label: The budget as the study or command wrote it (/255; default ``eps`` x 255).
         steps, restarts: The PGD crafted on ``reference`` (transfer).
         square_queries: Square's queries per example on the runtime.
         threshold: A mismatch (``mismatch``: top-1 disagreement, clean or adversarial, or the
@@ -135,6 +137,7 @@ def deployed_evaluation(runtime: nn.Module, reference: nn.Module, dataset: Any, 
     from robquant.attacks import create_attack
 
     t0 = time.perf_counter()
+    label = round(eps * 255, 6) if label is None else label
     device = torch.device(device)
     data = dataset.head(n)
     n = len(data)
@@ -148,7 +151,7 @@ def deployed_evaluation(runtime: nn.Module, reference: nn.Module, dataset: Any, 
     pgd = create_attack("pgd", reference, eps, steps=steps, restarts=restarts, generator=generator)
     idx = torch.nonzero(correct).flatten()
     square_chunk = min(batch_size, SQUARE_CHUNK)
-    with progress.task(f"deployed model at {eps * 255:g}/255: PGD-{steps} on the reference, Square "
+    with progress.task(f"deployed model at {label:g}/255: PGD-{steps} on the reference, Square "
                        f"({square_queries} queries) on both", n + 2 * len(idx)) as task:
         adv = []
         for i in range(0, n, batch_size):
@@ -177,7 +180,7 @@ def deployed_evaluation(runtime: nn.Module, reference: nn.Module, dataset: Any, 
     square_gap = abs(square_ok.double().mean().item() - square_ref_ok.double().mean().item())
     return {
         "runtime": runtime_version(), "fusion": getattr(runtime, "fusion", None), "unfused": unfused,
-        "n": n, "eps": eps, "eps_255": round(eps * 255, 6),
+        "n": n, "eps": eps, "eps_255": label,
         "clean_accuracy": correct.double().mean().item(),
         "reference_clean_accuracy": (ref_clean.argmax(1) == y).double().mean().item(),
         "clean_agreement": clean_agree, "adversarial_agreement": adv_agree,

@@ -29,5 +29,5 @@ def deployed_for_stage(model: torch.nn.Module, test_set: ImageDataset, out: str 
     result = deployed_evaluation(runtime, model, test_set, options["eps"],
                                  n=options["n"], steps=options["steps"], restarts=options["restarts"],
                                  square_queries=options["square_queries"], seed=seed, batch_size=batch_size,
-                                 device=device, threshold=options["tol"])
+                                 device=device, threshold=options["tol"], label=options.get("label"))
     return result, info

@@ -32,8 +32,8 @@ from robquant.modelfolder import RECORD, read_record, record_dataset, weights_sh
 from robquant.models import external
 from robquant.pipeline.executor import StageContext, execute_stage
 from robquant.pipeline.plan import Stage
-from robquant.pipeline.specs import (AttackRun, Budget, DataRef, DiagnoseRun, Evaluate, ImportFP, ModelRef, ObjectiveRef,
-                                     Quantize, StageSpec, TrainFP, spec_key)
+from robquant.pipeline.specs import (AttackRun, Budget, DataRef, DiagnoseRun, Evaluate, ImportFP, ModelRef,
+                                     ObjectiveRef, Quantize, StageSpec, TrainFP, spec_key)
 from robquant.pipeline.store import Store
 from robquant.progress import NULL_PROGRESS, Progress
 from robquant.quant import QuantConfig
@@ -339,7 +339,7 @@ def attack_model(checkpoint: str | os.PathLike, *, attacks: Sequence[str | tuple
         check = DiagnoseRun(main.eps, diagnose.get("n", CHECK_EXAMPLES), diagnose.get("steps", ATTACK_STEPS),
                             diagnose.get("restarts", RESTARTS), diagnose.get("square_queries", CHECK_SQUARE_QUERIES),
                             tuple(aa) if aa else None, diagnose.get("collapse_eps", COLLAPSE_EPS_255) / 255,
-                            diagnose.get("tol", CHECK_TOL), diagnose.get("integer", True))
+                            diagnose.get("tol", CHECK_TOL), diagnose.get("integer", True), label=main.label)
     spec = Evaluate(data, key, runs, budgets, main, seed, batch_size, cascade, check,
                     surrogate_key if (check is not None or any(r.needs_surrogate for r in runs)) else None,
                     architecture=ModelRef(**config["model"]), label=f"evaluate {Path(checkpoint).name}")

@@ -17,6 +17,7 @@ from robquant.deploy import (OPSET, RUNTIMES, RuntimeModel, deployed_evaluation,
 from robquant.deploy.runtime import batched_logits
 from robquant.errors import CheckpointError, ConfigError
 from robquant.modelfolder import RECORD, load_model, read_record, record_dataset, weights_sha256, write_json
+from robquant.pipeline.specs import Budget
 from robquant.progress import NULL_PROGRESS, Progress
 from robquant.provenance import environment, now_iso
 from robquant.quant import exact_float32
@@ -99,7 +100,7 @@ def attack_onnx(path: str | os.PathLike, *, eps: Sequence[float], runtime: str =
 
     Args:
         path: The ``.onnx`` file.
-        eps: Budgets in [0, 1] units.
+        eps: Budgets in /255 units (as on the command line; recorded as written).
         reference: The model folder it was exported from (default: the one its metadata names).
         dataset: Test data set (default: the one its metadata names).
         fusion: The runtime's QDQ fusion (see :class:`~robquant.deploy.RuntimeModel`).
@@ -129,10 +130,11 @@ def attack_onnx(path: str | os.PathLike, *, eps: Sequence[float], runtime: str =
         raise ConfigError(f"{path} names no data set: pass --dataset")
     test_set = create_dataset(name, data_root, "test", allow_unverified=allow_unverified)
     fake_quant = load_model(folder, device)
-    results = [deployed_evaluation(model, fake_quant, test_set, e, n=n, steps=steps, restarts=restarts,
+    results = [deployed_evaluation(model, fake_quant, test_set, b.eps, label=b.label, n=n, steps=steps,
+                                   restarts=restarts,
                                    square_queries=square_queries, seed=seed, batch_size=batch_size, device=device,
                                    progress=progress)
-               for e in eps]
+               for b in (Budget.of(e) for e in eps)]
     result = {"kind": "deployed_attack", "onnx": str(path), "reference": str(folder), "dataset": name,
               "seed": seed, "created": now_iso(), "metadata": meta, "results": results,
               "env": environment(device)}

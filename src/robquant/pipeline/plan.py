@@ -164,13 +164,14 @@ class _Planner:
             diagnose = DiagnoseRun(ev.main_eps / 255, d.n, d.steps or (pgd.steps if pgd else 20),
                                    pgd.restarts if pgd else 1, d.square_queries,
                                    tuple(d.autoattack) if d.autoattack else None, d.collapse_eps / 255, d.tol / 100,
-                                   d.integer)
+                                   d.integer, label=ev.main_eps)
         deployed = None
         if ev.deployed.applies(seed) and not parse_precision(cell.precision).is_fp:
             pgd = ev.reference_pgd()
             dep = ev.deployed
             deployed = DeployedRun(ev.main_eps / 255, dep.n, pgd.steps if pgd else 20, pgd.restarts if pgd else 1,
-                                   dep.square_queries, dep.opset, dep.tol / 100, dep.runtime, dep.fusion)
+                                   dep.square_queries, dep.opset, dep.tol / 100, dep.runtime, dep.fusion,
+                                   label=ev.main_eps)
         spec = Evaluate(self.data, model, attacks, budgets, Budget.of(ev.main_eps), seed, ev.batch_size, ev.cascade,
                         diagnose, surrogate, deployed, skipped, self.model, label=f"evaluate {cell.label} (seed {seed})")
         return self.add(spec, lambda: evaluation_cost(spec))

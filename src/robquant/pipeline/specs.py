@@ -198,6 +198,7 @@ class DiagnoseRun:
     collapse_eps: float
     tol: float
     integer: bool
+    label: float | None = field(default=None, metadata=UNKEYED)  # eps as the study wrote it (/255)
 
     def options(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -224,6 +225,7 @@ class DeployedRun:
     tol: float
     runtime: str = "onnxruntime"
     fusion: bool = True  # the runtime's QDQ fusion, as it ships
+    label: float | None = field(default=None, metadata=UNKEYED)  # eps as the study wrote it (/255)
 
     def options(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -134,7 +134,8 @@ class DiagnoseSpec(_Spec):
     square_queries: int = Field(CHECK_SQUARE_QUERIES, ge=1, description="Square's query budget")
     autoattack: Optional[list[AA_ATTACKS]] = Field(["apgd-ce"], description="AutoAttack sub-attacks compared with PGD "
                                                    "(null: skip)")
-    collapse_eps: float = Field(COLLAPSE_EPS_255, gt=0, description="budget (/255) by which accuracy must have collapsed")
+    collapse_eps: float = Field(COLLAPSE_EPS_255, gt=0,
+                                description="budget (/255) by which accuracy must have collapsed")
     tol: float = Field(100 * CHECK_TOL, ge=0, description="tolerance of the attack comparisons, in accuracy points")
     integer: bool = Field(True, description="compare quantized models with their integer execution")
 
