@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from robquant.errors import ConfigError
 from robquant.models import create_model
+from robquant.quant import PTQConfig, QATConfig, quant_config_from_dict
 from robquant.quant import (PACT, DoReFaWeightQuantizer, Precision, PWLQWeightQuantizer, QuantConfig,
                             UniformWeightQuantizer, breakpoint_exact, breakpoint_gauss, clamp_ste,
                             conv_bn_pairs, fake_quant, fold_batchnorm, parse_precision, pwlq_grid,
@@ -238,7 +239,33 @@ def test_quant_config_validation():
         QuantConfig(breakpoint="median")
     with pytest.raises(ConfigError, match="calib_images"):
         QuantConfig(calib_images=0)
-    assert math.isfinite(QuantConfig().pact_alpha)
+    assert math.isfinite(QuantConfig(method="qat").pact_alpha)
+    # one config per method: an option of the other method is refused by name, at a default it is ignored
+    assert isinstance(QuantConfig(method="qat"), QATConfig) and isinstance(QuantConfig(), PTQConfig)
+    with pytest.raises(ConfigError, match="breakpoint: not an option of qat"):
+        QuantConfig(method="qat", breakpoint="laplace")
+    with pytest.raises(ConfigError, match="unknown quantization option"):
+        QuantConfig(method="ptq", bits=4)
+    # the flat form records and stage keys hold reads back to the same config
+    for cfg in (PTQConfig(precision="A4W4", breakpoint="laplace"), QATConfig(precision="A2W32", pact_init="fixed")):
+        assert quant_config_from_dict(cfg.to_dict()) == cfg and len(cfg.to_dict()) == 16
+
+
+def test_a_registered_quantizer_is_usable_by_name_everywhere(clean_model):
+    from robquant.quant import WEIGHT_QUANTIZERS, UniformWeightQuantizer, quantize
+
+    @WEIGHT_QUANTIZERS.register("test_sign", methods=("qat",))
+    def sign(layer, bits, config):
+        return UniformWeightQuantizer(bits, per_channel=False, ste=config.straight_through)
+
+    try:
+        q = quantize(clean_model, QATConfig(precision="A32W4", weight_quantizer="test_sign"))
+        quantized = [m.weight_quant for m in q.modules() if getattr(m, "weight_quant", None) is not None]
+        assert quantized and all(isinstance(w, UniformWeightQuantizer) and not w.per_channel for w in quantized)
+        with pytest.raises(ConfigError, match="weight_quantizer for ptq must be one of pwlq, uniform"):
+            PTQConfig(weight_quantizer="test_sign")  # registered for QAT only
+    finally:
+        WEIGHT_QUANTIZERS.unregister("test_sign")
 
 
 def test_qat_trains_every_parameter_whatever_the_source_model_says():

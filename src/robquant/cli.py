@@ -356,18 +356,20 @@ def quantize(
     out: Path = typer.Option(..., help="the result's name: a link to its folder in the store (model, record)"),
     store: Optional[Path] = typer.Option(None, help=STORE_HELP),
     quantizer: Optional[str] = typer.Option(None, help="weights: pwlq|uniform (ptq), dorefa|uniform (qat)"),
-    breakpoint: str = typer.Option("gauss", help="PWLQ breakpoint: gauss, laplace, exact or search"),
+    breakpoint: Optional[str] = typer.Option(None, help="PTQ, PWLQ breakpoint: gauss (default), laplace, exact or "
+                                             "search"),
     first_last: bool = typer.Option(False, "--quantize-first-last", help="also quantize the first and last layer"),
-    calib_images: int = typer.Option(512, help="calibration images from the training fraction (PTQ ranges, "
-                                     "QAT's PACT alpha)"),
-    calib_batch_size: int = typer.Option(4, help="images per calibration batch (PWLQ's code: 4)"),
+    calib_images: Optional[int] = typer.Option(None, help="calibration images from the training fraction (PTQ "
+                                               "ranges, QAT's PACT alpha; default 512)"),
+    calib_batch_size: Optional[int] = typer.Option(None, help="images per calibration batch (default 4, PWLQ's)"),
     act_placement: Optional[str] = typer.Option(None, help="PTQ activations: inputs (of every conv, linear and "
                                                 "pooling layer; PWLQ's code; default) or relu"),
     pact_init: Optional[str] = typer.Option(None, help="QAT: PACT alpha from the data (a percentile of each "
                                             "layer's activations) or fixed (--pact-alpha); default data, "
                                             "fixed with --reinit"),
-    pact_alpha: float = typer.Option(10.0, help="QAT: PACT alpha when fixed (PACT's from-scratch 10)"),
-    pact_percentile: float = typer.Option(99.9, help="QAT: percentile of pact_init data"),
+    pact_alpha: Optional[float] = typer.Option(None, help="QAT: PACT alpha when fixed (default 10, PACT's "
+                                               "from-scratch value)"),
+    pact_percentile: Optional[float] = typer.Option(None, help="QAT: percentile of pact_init data (default 99.9)"),
     fraction: float = typer.Option(1.0, help="fraction of the training set (calibration / fine-tuning)"),
     epochs: Optional[int] = typer.Option(None, help="QAT: fine-tuning epochs (default 60, the paper's)"),
     objective: str = typer.Option("clean", help="QAT: clean, pgd_at, fast_adversarial or transfer (RRM "
@@ -395,10 +397,11 @@ def quantize(
 
     _user_model(model, None)
     check_range("--fraction", fraction, 0.0, 1.0, low_open=True)
+    # the method's own options (the config says which, and their defaults); one it does not have is an error
     cfg = QuantConfig(method=method, precision=precision, weight_quantizer=quantizer, breakpoint=breakpoint,
                       quantize_first_last=first_last, calib_images=calib_images, calib_batch_size=calib_batch_size,
-                      act_placement=act_placement, pact_alpha=pact_alpha,
-                      pact_init=pact_init or ("fixed" if reinit else "data"), pact_percentile=pact_percentile)
+                      act_placement=act_placement, pact_alpha=pact_alpha, pact_percentile=pact_percentile,
+                      pact_init=pact_init or ("fixed" if reinit and method == "qat" else None))
     train_cfg = _recipe(QAT_FINETUNE, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                         seed=seed)
     obj_kw = _pgd_at_options(pgd_eps, pgd_step, pgd_steps, None) if objective == "pgd_at" else {}

@@ -96,7 +96,7 @@ def record_dataset(record: dict[str, Any]) -> str | None:
 def build_model(spec: dict[str, Any]) -> nn.Module:
     """Rebuild an untrained model from its spec (with its quantized structure if it has ``quant``)."""
     from robquant.models import create_model
-    from robquant.quant import QuantConfig, prepare_structure
+    from robquant.quant import prepare_structure, quant_config_from_dict
 
     options = dict(spec.get("kwargs") or {})
     data = {"num_classes": spec.get("num_classes") or 10, "in_channels": spec.get("in_channels") or 3}
@@ -105,7 +105,7 @@ def build_model(spec: dict[str, Any]) -> nn.Module:
     if spec.get("quant"):
         # records written before PWLQ's activation placement became PTQ's default used ReLU sites
         quant = {"act_placement": "relu", **spec["quant"]}
-        model = prepare_structure(model, QuantConfig(**quant))
+        model = prepare_structure(model, quant_config_from_dict(quant))
     return model
 
 

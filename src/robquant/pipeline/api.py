@@ -36,7 +36,7 @@ from robquant.pipeline.specs import (AttackRun, Budget, DataRef, DiagnoseRun, Ev
                                      ObjectiveRef, Quantize, StageSpec, TrainFP, spec_key)
 from robquant.pipeline.store import Store
 from robquant.progress import NULL_PROGRESS, Progress
-from robquant.quant import QuantConfig
+from robquant.quant import AnyQuantConfig
 from robquant.quant.coverage import check_coverage
 from robquant.train import QAT_FINETUNE, TrainConfig
 
@@ -67,7 +67,7 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 def check_user_model(name: str, options: dict[str, Any], dataset: ImageDataset,
-                     quant_configs: Sequence[QuantConfig] = ()) -> None:
+                     quant_configs: Sequence[AnyQuantConfig] = ()) -> None:
     """Before any work: a user's own model (``package.module:factory``) builds, takes the data's
     images, gives its classes, and can be quantized the ways a study asks (see
     :mod:`robquant.quant.coverage`). Registered models pass at once.
@@ -224,7 +224,7 @@ def _parent(checkpoint: str | os.PathLike, store: Store | None, ctx_for: Any) ->
     return st, key, st.get(key)["config"]
 
 
-def quantize_model(checkpoint: str | os.PathLike, *, quant: QuantConfig, out: str | os.PathLike,
+def quantize_model(checkpoint: str | os.PathLike, *, quant: AnyQuantConfig, out: str | os.PathLike,
                    fraction: float = 1.0, seed: int = 0, train: TrainConfig | None = None,
                    objective: str = "clean", objective_kwargs: dict[str, Any] | None = None,
                    reinit: bool = False, teacher: str | os.PathLike | None = None,

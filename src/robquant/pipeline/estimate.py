@@ -83,7 +83,7 @@ def measure_speeds(study: Any, device: torch.device) -> Speeds:
 def _measure(study: Any, device: torch.device) -> Speeds:
     from robquant.attacks.view import attack_view
     from robquant.data import create_dataset
-    from robquant.quant import QuantConfig, quantize
+    from robquant.quant import QATConfig, quantize
 
     ds = study.dataset
     t0 = time.perf_counter()
@@ -101,7 +101,7 @@ def _measure(study: Any, device: torch.device) -> Speeds:
     from robquant.pipeline.specs import ModelRef
 
     fp = build_model(architecture_spec(ModelRef(study.model.name, study.model.options()), test)).to(device)
-    qat = quantize(fp, QuantConfig(method="qat", precision="A4W4", pact_init="fixed"))
+    qat = quantize(fp, QATConfig(precision="A4W4", pact_init="fixed"))
     view = attack_view(fp.eval())
 
     def step(model: torch.nn.Module) -> Callable[[], None]:

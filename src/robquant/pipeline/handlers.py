@@ -27,7 +27,7 @@ from robquant.pipeline.specs import DataRef, Evaluate, ImportFP, ModelRef, Quant
 from robquant.pipeline.store import Store
 from robquant.progress import Progress
 from robquant.provenance import environment, now_iso
-from robquant.quant import QuantConfig, model_size, quantize
+from robquant.quant import AnyQuantConfig, model_size, quantize
 from robquant.quant.coverage import check_coverage
 from robquant.train import TrainResult, convergence_status, create_objective, fit, seed_everything
 
@@ -145,7 +145,7 @@ def _load_foreign(source: str, model: dict[str, Any], net: nn.Module) -> nn.Modu
     return net
 
 
-def calibration_images(train_set: ImageDataset, quant: QuantConfig, seed: int, device: torch.device) -> torch.Tensor:
+def calibration_images(train_set: ImageDataset, quant: AnyQuantConfig, seed: int, device: torch.device) -> torch.Tensor:
     """The ``quant.calib_images`` training images calibration reads, drawn with ``seed``, in [0, 1]."""
     gen = torch.Generator().manual_seed(seed)
     index = torch.randperm(len(train_set), generator=gen)[: quant.calib_images]

@@ -17,7 +17,7 @@ from robquant.modelfolder import weights_sha256
 from robquant.pipeline.specs import (AttackRun, Budget, DataRef, DeployedRun, DiagnoseRun, Evaluate, ImportFP, ModelRef,
                                      ObjectiveRef, Quantize, StageSpec, TrainFP, spec_config, spec_key)
 from robquant.pipeline.study import Cell, FPWeightsSpec, Study, TrainSpec
-from robquant.quant import QuantConfig
+from robquant.quant import AnyQuantConfig, PTQConfig, QATConfig
 from robquant.quant.precision import parse_precision
 from robquant.train import TrainConfig
 
@@ -200,17 +200,17 @@ def attack_runs(study: Study) -> tuple[AttackRun, ...]:
     return tuple(runs)
 
 
-def quant_config(study: Study, cell: Cell) -> QuantConfig:
-    """The :class:`~robquant.quant.QuantConfig` of a cell."""
+def quant_config(study: Study, cell: Cell) -> AnyQuantConfig:
+    """The method's config (:class:`~robquant.quant.PTQConfig` or :class:`~robquant.quant.QATConfig`) of a cell."""
     q = study.quant
-    return QuantConfig(method=cell.method, precision=cell.precision,
-                       weight_quantizer=q.ptq_weights if cell.method == "ptq" else q.qat_weights,
-                       quantize_first_last=q.quantize_first_last, breakpoint=q.breakpoint,
-                       calib_images=q.calib_images, calib_batch_size=q.calib_batch_size,
-                       act_placement=q.act_placement if cell.method == "ptq" else "relu",
-                       # PACT's from-scratch alpha for random parameters; from the data otherwise
-                       pact_alpha=q.pact_alpha, pact_init="fixed" if cell.init == "random" else q.pact_init,
-                       pact_percentile=q.pact_percentile)
+    common = {"precision": cell.precision, "quantize_first_last": q.quantize_first_last,
+              "calib_images": q.calib_images, "calib_batch_size": q.calib_batch_size}
+    if cell.method == "ptq":
+        return PTQConfig(**common, weight_quantizer=q.ptq_weights, breakpoint=q.breakpoint,
+                         act_placement=q.act_placement)
+    # PACT's from-scratch alpha for random parameters; from the data otherwise
+    return QATConfig(**common, weight_quantizer=q.qat_weights, pact_alpha=q.pact_alpha,
+                     pact_init="fixed" if cell.init == "random" else q.pact_init, pact_percentile=q.pact_percentile)
 
 
 def qat_objective(study: Study, cell: Cell) -> ObjectiveRef:

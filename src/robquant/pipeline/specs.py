@@ -19,7 +19,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Union
 
-from robquant.quant import QuantConfig
+from robquant.quant import AnyQuantConfig
+from robquant.quant.config import is_quant_config
 from robquant.train import TrainConfig
 
 STAGE_VERSION = 3  # bump when a stage's computation changes meaning: old results stop matching
@@ -34,6 +35,8 @@ def canonical_json(obj: Any) -> str:
 
 def _keyed(obj: Any, every: bool = False) -> Any:
     """A spec as JSON-ready data, without its unkeyed fields (``every``: with them)."""
+    if is_quant_config(obj):  # a method's config is keyed by its flat form (as one config held it)
+        return obj.to_dict()
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: _keyed(getattr(obj, f.name), every) for f in dataclasses.fields(obj)
                 if every or f.metadata.get("keyed", True) is True
@@ -173,7 +176,7 @@ class Quantize:
     precision: str
     fraction: float
     seed: int
-    quant: QuantConfig
+    quant: AnyQuantConfig
     strategy: str | None = None
     train: TrainConfig | None = None  # QAT
     objective: ObjectiveRef | None = None  # QAT

@@ -19,7 +19,9 @@ from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, Validati
 from robquant.defaults import (ATTACK_STEPS, CHECK_EXAMPLES, CHECK_SQUARE_QUERIES, CHECK_TOL, COLLAPSE_EPS_255, OPSET,
                                OPSETS, RESTARTS)
 from robquant.errors import ConfigError
+from robquant.quant.config import PACT_INITS, WEIGHT_QUANTIZERS, PTQConfig, QATConfig
 from robquant.quant.precision import parse_precision
+from robquant.quant.pwlq import BREAKPOINTS
 from robquant.train import FP_TRAIN, PGD_AT, QAT_FINETUNE, QAT_SCRATCH, TrainConfig
 
 class _Spec(BaseModel):
@@ -328,18 +330,38 @@ class QATSpec(_Spec):
 
 
 class QuantSpec(_Spec):
-    ptq_weights: Literal["pwlq", "uniform"] = "pwlq"
-    qat_weights: Literal["dorefa", "uniform"] = "dorefa"
-    quantize_first_last: bool = False
-    breakpoint: Literal["gauss", "laplace", "exact", "search"] = "gauss"
-    calib_images: int = Field(512, ge=1, description="calibration images (PTQ ranges, QAT's PACT alpha)")
-    calib_batch_size: int = Field(4, ge=1, description="images per calibration batch (PWLQ's code: 4)")
-    act_placement: Literal["inputs", "relu"] = Field("inputs", description="PTQ activations: inputs of every conv, "
-                                                     "linear and pooling layer (PWLQ's code) or ReLU outputs")
-    pact_alpha: float = Field(10.0, gt=0, description="PACT alpha of QAT from random parameters (PACT's 10)")
-    pact_init: Literal["data", "fixed"] = Field("data", description="QAT from trained parameters: alpha from the "
-                                                "data (a percentile of each layer's activations) or pact_alpha")
-    pact_percentile: float = Field(99.9, gt=0, le=100, description="percentile of pact_init data")
+    """The quantization options of every cell; the choices and defaults are the method configs'
+    (:class:`~robquant.quant.PTQConfig`, :class:`~robquant.quant.QATConfig`) and the quantizers registered
+    for each method (:data:`~robquant.quant.WEIGHT_QUANTIZERS`)."""
+
+    ptq_weights: str = Field(PTQConfig.weight_quantizer, description="PTQ weight quantizer, registered for PTQ "
+                             f"({', '.join(WEIGHT_QUANTIZERS.names('ptq'))})")
+    qat_weights: str = Field(QATConfig.weight_quantizer, description="QAT weight quantizer, registered for QAT "
+                             f"({', '.join(WEIGHT_QUANTIZERS.names('qat'))})")
+    quantize_first_last: bool = PTQConfig.quantize_first_last
+    breakpoint: Literal[BREAKPOINTS] = PTQConfig.breakpoint  # type: ignore[valid-type]
+    calib_images: int = Field(PTQConfig.calib_images, ge=1, description="calibration images (PTQ ranges, QAT's "
+                              "PACT alpha)")
+    calib_batch_size: int = Field(PTQConfig.calib_batch_size, ge=1, description="images per calibration batch "
+                                  "(PWLQ's code: 4)")
+    act_placement: Literal[PTQConfig.ACT_PLACEMENTS] = Field(  # type: ignore[valid-type]
+        PTQConfig.act_placement, description="PTQ activations: inputs of every conv, linear and pooling layer "
+        "(PWLQ's code) or ReLU outputs")
+    pact_alpha: float = Field(QATConfig.pact_alpha, gt=0, description="PACT alpha of QAT from random parameters "
+                              "(PACT's 10)")
+    pact_init: Literal[PACT_INITS] = Field(QATConfig.pact_init,  # type: ignore[valid-type]
+                                           description="QAT from trained parameters: alpha from the data (a "
+                                           "percentile of each layer's activations) or pact_alpha")
+    pact_percentile: float = Field(QATConfig.pact_percentile, gt=0, le=100, description="percentile of pact_init data")
+
+    @field_validator("ptq_weights", "qat_weights")
+    @classmethod
+    def _registered(cls, v: str, info: Any) -> str:
+        method = info.field_name[:3]
+        if v not in WEIGHT_QUANTIZERS.names(method):
+            raise ValueError(f"unknown weight quantizer {v!r} for {method}; known: "
+                             f"{', '.join(WEIGHT_QUANTIZERS.names(method))}")
+        return v
 
 
 def _check_precision(v: str) -> str:
