@@ -205,6 +205,26 @@ def test_evaluate_sweeps_eps_and_takes_the_worst_case(clean_model, digits_test):
     assert {r["eps_255"] for r in d["robust"]} == {4.0, 32.0} and d["attack_params"]["pgd"]["steps"] == 10
 
 
+def test_typed_attack_runs_and_labelled_budgets_go_straight_into_evaluate(clean_model, digits_test):
+    from robquant.attacks import AttackRun, Budget
+
+    budgets = [Budget.of(4), Budget.of(8.1234567)]  # a label that eps * 255 rounded back would change
+    run = AttackRun("pgd", "pgd-3", {"steps": 3}, n=40, budgets=(budgets[1],))
+    typed = evaluate(clean_model, digits_test, ["fgsm", run], budgets, n=60, batch_size=32)
+    pairs = evaluate(clean_model, digits_test, ["fgsm", ("pgd", {"label": "pgd-3", "steps": 3, "n": 40,
+                                                                "eps": [budgets[1].eps]})],
+                     [b.eps for b in budgets], n=60, batch_size=32)
+    assert typed.robust_correct.keys() == pairs.robust_correct.keys()
+    for key, mask in typed.robust_correct.items():
+        assert torch.equal(mask, pairs.robust_correct[key])
+    assert len(typed.robust_correct[("pgd-3", budgets[1].eps)]) == 40
+    assert {(r["attack"], r["eps_255"]) for r in typed.to_dict()["robust"]} == {
+        ("fgsm", 4.0), ("fgsm", 8.1234567), ("pgd-3", 8.1234567)}
+    assert set(typed.outcomes().robust) == {("fgsm", 4.0), ("fgsm", 8.1234567), ("pgd-3", 8.1234567)}
+    with pytest.raises(ConfigError, match="budgets must be a non-empty subset"):
+        evaluate(clean_model, digits_test, [AttackRun("pgd", "pgd", budgets=(Budget.of(16),))], budgets, n=4)
+
+
 def test_worst_case_on_constructed_outcomes():
     t, f = True, False
     masks = {("a", 0.1): torch.tensor([t, t, f, t]), ("b", 0.1): torch.tensor([t, f, t, t]),

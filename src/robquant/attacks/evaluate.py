@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from robquant.attacks.outcomes import Outcomes, from_masks
+from robquant.attacks.runs import AttackRun, Budget
 from robquant.errors import ConfigError, check_range
 from robquant.quant.ste import exact_float32
 from robquant.progress import NULL_PROGRESS, Progress
@@ -56,16 +57,19 @@ class EvalResult:
     seconds: float = 0.0
     attack_seconds: dict[str, float] = field(default_factory=dict)
     attacked: dict[tuple[str, float], int] = field(default_factory=dict)
+    labels: dict[float, float] = field(default_factory=dict)  # {eps: the budget's label /255}, as given
 
     def to_dict(self, labels: Mapping[float, float] | None = None) -> dict[str, Any]:
-        """A JSON-ready summary (eps in [0, 1] units and as its label in /255 units: ``labels``
-        ``{eps: label}``, by default eps * 255 rounded).
+        """A JSON-ready summary (eps in [0, 1] units and as its label in /255 units: the budgets'
+        own labels, or ``labels`` ``{eps: label}``).
 
         Each worst-case entry names the attacks it covers, the examples it is taken over (``n``)
         and each attack's accuracy on those same examples (``per_attack``).
         """
+        labels = {**self.labels, **(labels or {})}
+
         def label(e: float) -> float:
-            return labels[e] if labels and e in labels else round(e * 255, 6)
+            return labels[e] if e in labels else round(e * 255, 6)
 
         worst = []
         for e, acc in self.worst_case.items():
@@ -91,49 +95,50 @@ class EvalResult:
     def outcomes(self, labels: Mapping[float, float] | None = None, dataset_sha256: str = "",
                  split_size: int = 0) -> Outcomes:
         """The per-example outcomes (the first ``n`` examples of the split whose sha256 and size are
-        given), budgets named by ``labels`` as in :meth:`to_dict`."""
-        return from_masks(self.clean_correct, self.robust_correct, labels, dataset_sha256=dataset_sha256,
+        given), budgets named by their labels as in :meth:`to_dict`."""
+        return from_masks(self.clean_correct, self.robust_correct, {**self.labels, **(labels or {})},
+                          dataset_sha256=dataset_sha256,
                           cascade=self.cascade, split_size=split_size)
 
 
-AttackSpec = str | tuple[str, dict[str, Any]]
+AttackSpec = AttackRun | str | tuple[str, dict[str, Any]]
 
 
-@dataclass(frozen=True)
-class _Planned:
-    """One attack of an evaluation: its label, registry name, options and where it runs."""
+def attack_runs(attacks: Sequence[AttackSpec], budgets: Sequence[Budget]) -> list[AttackRun]:
+    """The typed runs of ``attacks``: an :class:`~robquant.attacks.runs.AttackRun` as it is; a name, or
+    ``(name, options)`` whose options may hold the evaluation's ``label``, ``n`` and ``eps`` (a subset
+    of the budgets, [0, 1] units).
 
-    label: str
-    name: str
-    kwargs: dict[str, Any]
-    limit: int | None  # attack only the first ``limit`` examples
-    eps: tuple[float, ...] | None  # run only at these budgets
-
-    def runs_at(self, eps: float) -> bool:
-        return self.eps is None or any(abs(eps - e) < 1e-12 for e in self.eps)
-
-
-def _plan_attacks(attacks: Sequence[AttackSpec], eps_list: Sequence[float]) -> list[_Planned]:
-    planned = []
+    Raises:
+        ConfigError: two runs with one label, a bad ``n``, budgets not among the evaluation's.
+    """
+    runs = []
     for a in attacks:
-        name, kw = (a, {}) if isinstance(a, str) else (a[0], dict(a[1]))
-        label, limit, only = kw.pop("label", name), kw.pop("n", None), kw.pop("eps", None)
-        if limit is not None:
-            check_range(f"attack {label!r} n", limit, 1)
-        if only is not None:
-            only = tuple(float(e) for e in only)
-            missing = [e for e in only if not any(abs(e - f) < 1e-12 for f in eps_list)]
-            if missing or not only:
-                raise ConfigError(f"attack {label!r} eps must be a non-empty subset of the evaluation's eps "
-                                  f"{[round(e * 255, 6) for e in eps_list]} (/255), got {[round(e * 255, 6) for e in only]}")
-        planned.append(_Planned(label, name, kw, limit, only))
-    labels = [p.label for p in planned]
+        if isinstance(a, AttackRun):
+            run = a
+        else:
+            name, kw = (a, {}) if isinstance(a, str) else (a[0], dict(a[1]))
+            label, limit, only = kw.pop("label", name), kw.pop("n", None), kw.pop("eps", None)
+            picked = None
+            if only is not None:
+                picked = tuple(b for b in budgets if any(abs(b.eps - float(e)) < 1e-12 for e in only))
+                if not only or len(picked) != len({float(e) for e in only}):
+                    raise ConfigError(f"attack {label!r} eps must be a non-empty subset of the evaluation's eps "
+                                      f"{[b.label for b in budgets]} (/255), got {[round(e * 255, 6) for e in only]}")
+            run = AttackRun(name, label, kw, limit, picked)
+        if run.n is not None:
+            check_range(f"attack {run.label!r} n", run.n, 1)
+        if run.budgets is not None and (not run.budgets or any(b not in budgets for b in run.budgets)):
+            raise ConfigError(f"attack {run.label!r} budgets must be a non-empty subset of the evaluation's "
+                              f"{[b.label for b in budgets]} (/255), got {[b.label for b in run.budgets]}")
+        runs.append(run)
+    labels = [r.label for r in runs]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"attack labels must be distinct, got {labels}: give repeated attacks a label")
-    return planned
+    return runs
 
 
-def evaluate(model: nn.Module, dataset: Any, attacks: Sequence[AttackSpec], eps_list: Sequence[float], *,
+def evaluate(model: nn.Module, dataset: Any, attacks: Sequence[AttackSpec], eps_list: Sequence[float | Budget], *,
              batch_size: int = 256, n: int | None = None, device: torch.device | str = "cpu",
              seed: int = 0, cascade: bool = False, progress: Progress = NULL_PROGRESS) -> EvalResult:
     """Clean accuracy and robust accuracy per (attack, eps), batched.
@@ -145,12 +150,14 @@ def evaluate(model: nn.Module, dataset: Any, attacks: Sequence[AttackSpec], eps_
     Args:
         model: Classifier, inputs in [0, 1].
         dataset: An :class:`~robquant.data.ImageDataset` (test split).
-        attacks: Attack names, or ``(name, kwargs)`` pairs, from :func:`list_attacks`. Three
-            options are the evaluation's, not the attack's: ``label`` (the name results are
-            reported under, so one attack can run with several settings), ``n`` (attack only
-            the first ``n`` examples: for expensive attacks such as AutoAttack) and ``eps``
-            (run only at these budgets, a subset of ``eps_list``).
-        eps_list: Budgets in [0, 1] units.
+        attacks: Typed runs (:class:`~robquant.attacks.runs.AttackRun`: name, label, options, ``n``,
+            budgets), or attack names, or ``(name, kwargs)`` pairs, from :func:`list_attacks`, where
+            three options are the evaluation's, not the attack's: ``label`` (the name results are
+            reported under, so one attack can run with several settings), ``n`` (attack only the
+            first ``n`` examples: for expensive attacks such as AutoAttack) and ``eps`` (run only at
+            these budgets, a subset of ``eps_list``).
+        eps_list: Budgets: :class:`~robquant.attacks.runs.Budget` (results named by its label) or
+            floats in [0, 1] units (labelled eps x 255).
         batch_size: Examples per batch.
         n: Evaluate the first ``n`` examples only.
         device: Where to run.
@@ -171,11 +178,12 @@ def evaluate(model: nn.Module, dataset: Any, attacks: Sequence[AttackSpec], eps_
     from robquant.data import DeviceLoader
 
     device = torch.device(device)
-    eps_list = [float(e) for e in eps_list]
-    planned = _plan_attacks(attacks, eps_list)
+    budgets = [e if isinstance(e, Budget) else Budget.unlabelled(e) for e in eps_list]
+    eps_list = [b.eps for b in budgets]
+    planned = attack_runs(attacks, budgets)
     # one attack object per (attack, eps), built (and validated) before any work
-    attackers = {(p.label, eps): create_attack(p.name, model, eps, **p.kwargs)
-                 for eps in eps_list for p in planned if p.runs_at(eps)}
+    attackers = {(p.label, b.eps): create_attack(p.name, model, b.eps, **p.options)
+                 for b in budgets for p in planned if p.runs_at(b)}
     loader = DeviceLoader(dataset.head(n), batch_size, device)
     tally = _Tally(attackers, planned)
     start, seen = time.perf_counter(), 0
@@ -188,13 +196,15 @@ def evaluate(model: nn.Module, dataset: Any, attacks: Sequence[AttackSpec], eps_
                 _attack_batch(model, x, y, correct, eps, planned, tally, seen, cascade, seed * 100_003 + b)
             seen += len(y)
             task.advance()
-    return tally.result(cascade, time.perf_counter() - start)
+    result = tally.result(cascade, time.perf_counter() - start)
+    result.labels = {b.eps: b.label for b in budgets}
+    return result
 
 
 class _Tally:
     """Per-example outcomes of an evaluation as its batches come in."""
 
-    def __init__(self, attackers: dict[tuple[str, float], Any], planned: list[_Planned]) -> None:
+    def __init__(self, attackers: dict[tuple[str, float], Any], planned: list[AttackRun]) -> None:
         self.attackers = attackers
         self.clean: list[torch.Tensor] = []
         self.robust: dict[tuple[str, float], list[torch.Tensor]] = {key: [] for key in attackers}
@@ -219,14 +229,14 @@ class _Tally:
 
 
 def _attack_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, correct: torch.Tensor, eps: float,
-                  planned: list[_Planned], tally: _Tally, seen: int, cascade: bool, seed: int) -> None:
+                  planned: list[AttackRun], tally: _Tally, seen: int, cascade: bool, seed: int) -> None:
     """Every attack at ``eps`` on one batch (``seen`` examples came before it), in order; with
     ``cascade`` each only on what the earlier ones left robust."""
     alive = correct.clone()  # robust under every attack so far
     for p in planned:
         if (p.label, eps) not in tally.attackers:
             continue
-        keep = len(y) if p.limit is None else max(0, min(len(y), p.limit - seen))
+        keep = len(y) if p.n is None else max(0, min(len(y), p.n - seen))
         if keep == 0:
             continue
         t0 = time.perf_counter()

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
 import torch
 from torch import nn
 
-from robquant.attacks import ATTACKS, evaluate
+from robquant.attacks import evaluate
+from robquant.attacks.runs import AttackRun
 from robquant.attacks.outcomes import OUTCOMES
 from robquant.data import ImageDataset
 from robquant.errors import CheckpointError, ConfigError
@@ -207,21 +209,20 @@ def run_evaluate(spec: Evaluate, ctx: Context, out: os.PathLike) -> dict[str, An
     model, test_set = ctx.model(spec.model), ctx.dataset(spec.data, "test")
     surrogate = ctx.model(spec.surrogate) if spec.surrogate is not None else None
     attacks = []
-    for run in spec.attacks:
-        name, kw = run.for_evaluate(spec.budgets)
-        if ATTACKS.get(name).NEEDS_SURROGATE and "surrogate" not in kw:
+    for run in spec.attacks:  # the typed runs go to the evaluation as they are, a transfer given its surrogate
+        if run.needs_surrogate and "surrogate" not in run.options:
             if surrogate is None:
-                raise ConfigError(f"attack {name}: the model records no full-precision parent; pass a surrogate")
-            kw = {**kw, "surrogate": surrogate, "surrogate_id": f"stage {spec.surrogate}"}
-        attacks.append((name, kw))
-    ev = evaluate(model, test_set, attacks, [b.eps for b in spec.budgets], n=spec.data.n_test, device=ctx.device,
+                raise ConfigError(f"attack {run.name}: the model records no full-precision parent; pass a surrogate")
+            run = replace(run, options={**run.options, "surrogate": surrogate,
+                                        "surrogate_id": f"stage {spec.surrogate}"})
+        attacks.append(run)
+    ev = evaluate(model, test_set, attacks, spec.budgets, n=spec.data.n_test, device=ctx.device,
                   batch_size=spec.batch_size, seed=spec.seed, cascade=spec.cascade, progress=ctx.progress)
-    labels = {b.eps: b.label for b in spec.budgets}
     record: dict[str, Any] = {
         "kind": spec.kind, "dataset": test_set.name, "seed": spec.seed, "created": now_iso(), "config": spec_json(spec),
-        "data": {**test_set.provenance, "sha256": test_set.sha256}, "result": ev.to_dict(labels),
+        "data": {**test_set.provenance, "sha256": test_set.sha256}, "result": ev.to_dict(),
         "env": environment(ctx.device)}
-    record["result"]["outcomes"] = ev.outcomes(labels, test_set.sha256, len(test_set)).save(Path(out), OUTCOMES)
+    record["result"]["outcomes"] = ev.outcomes(None, test_set.sha256, len(test_set)).save(Path(out), OUTCOMES)
     common = {"batch_size": spec.batch_size, "device": ctx.device, "seed": spec.seed}
     if spec.diagnose is not None:
         record["diagnostics"] = _diagnose_after(ev, model, test_set, attacks, spec.diagnose.options(), **common,
@@ -257,7 +258,7 @@ def _deployed_after(ev: Any, model: nn.Module, test_set: ImageDataset, options: 
     return result
 
 
-def _diagnose_after(ev: Any, model: nn.Module, test_set: ImageDataset, attacks: list[tuple[str, dict[str, Any]]],
+def _diagnose_after(ev: Any, model: nn.Module, test_set: ImageDataset, attacks: list[AttackRun],
                     options: dict[str, Any], **kw: Any) -> dict[str, Any]:
     """The trust checks after an evaluation, judged against its robustness of record at the checks'
     budget and reusing its reference PGD when that is the same attack run the same way."""
@@ -267,13 +268,13 @@ def _diagnose_after(ev: Any, model: nn.Module, test_set: ImageDataset, attacks: 
     kept = record_mask(ev.robust_correct, eps)  # per example: robust under every attack run at eps
     reference = None
     # the first PGD's own mask (cascaded, only the first attack's is its own)
-    first = next((i for i, (name, _) in enumerate(attacks) if name == "pgd"), None)
+    first = next((i for i, run in enumerate(attacks) if run.name == "pgd"), None)
     if first is not None and (first == 0 or not ev.cascade):
-        pgd = attacks[first][1]
-        same = (pgd.get("steps", options["steps"]) == options["steps"]
-                and pgd.get("restarts", options["restarts"]) == options["restarts"]
-                and set(pgd) <= {"steps", "restarts", "label", "n", "eps"})
-        mask = ev.robust_correct.get((pgd.get("label", "pgd"), eps))
+        pgd = attacks[first]
+        same = (pgd.options.get("steps", options["steps"]) == options["steps"]
+                and pgd.options.get("restarts", options["restarts"]) == options["restarts"]
+                and set(pgd.options) <= {"steps", "restarts"})
+        mask = ev.robust_correct.get((pgd.label, eps))
         if same and mask is not None and len(mask) >= n:
             reference = mask[:n]
     return diagnose(model, test_set, record=kept[:n] if kept is not None and len(kept) >= n else None,

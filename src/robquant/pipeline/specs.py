@@ -7,8 +7,9 @@ stage's key is the sha256 of its spec's canonical JSON (parents by key): change 
 reads and its key changes; fields marked ``UNKEYED`` (where the data lives, the display label)
 do not change what a stage computes.
 
-Budgets are in [0, 1] units here; :class:`Budget` keeps the study's own label (/255) beside each,
-so results are keyed by what the user wrote, never by a float converted back.
+Budgets are in [0, 1] units here; :class:`~robquant.attacks.runs.Budget` keeps the study's own label
+(/255) beside each, so results are keyed by what the user wrote, never by a float converted back.
+Attack runs (:class:`~robquant.attacks.runs.AttackRun`) go to the evaluation as they are.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Union
 
+from robquant.attacks.runs import AttackRun, Budget
 from robquant.quant import AnyQuantConfig
 from robquant.quant.config import is_quant_config
 from robquant.train import TrainConfig
@@ -80,55 +82,6 @@ class ObjectiveRef:
         from robquant.train.objectives import OBJECTIVES
 
         return OBJECTIVES.get(self.name).cost(**self.kwargs)
-
-
-@dataclass(frozen=True)
-class Budget:
-    """One attack budget: ``eps`` in [0, 1] units and the study's own label for it (/255)."""
-
-    eps: float
-    label: float
-
-    @classmethod
-    def of(cls, value_255: float) -> "Budget":
-        return cls(value_255 / 255, value_255)
-
-
-@dataclass(frozen=True)
-class AttackRun:
-    """One attack of an evaluation: registry name, the label results are reported under, its
-    options ([0, 1] units), how many examples it covers and which of the budgets it runs at."""
-
-    name: str
-    label: str
-    options: dict[str, Any] = field(default_factory=dict)
-    n: int | None = None
-    budgets: tuple[Budget, ...] | None = None  # None: all of the evaluation's
-
-    def runs_at(self, budget: Budget) -> bool:
-        return self.budgets is None or budget in self.budgets
-
-    def cost(self):
-        """What one attacked example costs at one budget, as the attack class declares."""
-        from robquant.attacks import ATTACKS
-
-        return ATTACKS.get(self.name).cost(**self.options)
-
-    @property
-    def needs_surrogate(self) -> bool:
-        """Whether it crafts its examples on another model, as the attack class declares."""
-        from robquant.attacks import ATTACKS
-
-        return ATTACKS.get(self.name).NEEDS_SURROGATE
-
-    def for_evaluate(self, budgets: tuple[Budget, ...]) -> tuple[str, dict[str, Any]]:
-        """``(name, options)`` as :func:`robquant.attacks.evaluate` takes them."""
-        kw = {**self.options, "label": self.label}
-        if self.n is not None:
-            kw["n"] = self.n
-        if self.budgets is not None:
-            kw["eps"] = [b.eps for b in budgets if b in self.budgets]
-        return self.name, kw
 
 
 @dataclass(frozen=True)
