@@ -9,7 +9,7 @@ import torch
 
 from robquant import load_model
 from robquant.attacks import create_attack, evaluate, worst_case
-from robquant.attacks.trust import CHECKS, diagnose
+from robquant.attacks.trust import TRUST_CHECKS, TrustCheck, diagnose, register_check
 from robquant.data import create_dataset
 from robquant.errors import ConfigError
 from robquant.quant import QuantConfig, quantize
@@ -105,7 +105,7 @@ def test_masked_model_is_caught_and_the_straight_through_one_is_not(clean_model,
     good = diagnose(honest, digits_test, EPS, autoattack=["apgd-ce"], **kw)
     # no sign of masking; PGD-20 may leave a few examples of 100 to restarts at this large budget
     # (a real, machine-dependent figure: pgd_not_converged reports it), never many
-    assert [f for f in good["flags"] if f != "pgd_not_converged"] == [], {k: good["checks"][k] for k in CHECKS}
+    assert [f for f in good["flags"] if f != "pgd_not_converged"] == [], {k: good["checks"][k] for k in TRUST_CHECKS.names()}
     assert good["checks"]["pgd_not_converged"]["value"] <= 0.06
     assert good["accuracy"]["pgd"] < 0.3
 
@@ -153,13 +153,23 @@ def test_cli_attack_diagnose_records_flags(tmp_path, demo_models, calib):
     quantize_model(folder, quant=QuantConfig(method="ptq", precision="A8W8", straight_through=False,
                                              calib_images=128), out=masked)
     out = tmp_path / "attack"
-    code, text = run_cli("attack", str(masked), "--attack", "pgd,square,transfer", "--eps", "32", "--n-test", "40",
-                         "--steps", "5", "--square-queries", "100", "--diagnose", "--diagnose-n", "40",
-                         "--diagnose-eps", "32", "--device", "cpu", "--out", str(out))
+    # a registered check joins every evaluation's trust checks
+    register_check(TrustCheck("test_fgsm_above_square", "FGSM minus Square accuracy", lambda tol: tol,
+                              lambda m: m["accuracy"]["fgsm"] - m["accuracy"]["square"]))
+    try:
+        code, text = run_cli("attack", str(masked), "--attack", "pgd,square,transfer", "--eps", "32", "--n-test",
+                             "40", "--steps", "5", "--square-queries", "100", "--diagnose", "--diagnose-n", "40",
+                             "--diagnose-eps", "32", "--device", "cpu", "--out", str(out))
+    finally:
+        TRUST_CHECKS.unregister("test_fgsm_above_square")
     assert code == 0, text
     assert "trust checks at 32/255" in text and "FLAG" in text and "zero_gradient" in text
     record = json.loads((out / "stage.json").read_text())
     assert "zero_gradient" in record["diagnostics"]["flags"]
+    added = record["diagnostics"]["checks"]["test_fgsm_above_square"]
+    acc = record["diagnostics"]["accuracy"]
+    assert added["value"] == pytest.approx(acc["fgsm"] - acc["square"]) and added["flag"] == (added["value"] > 0.01)
+    assert record["diagnostics"]["checks"]["deployed_mismatch"]["flag"] is None  # the deploy package's, not run
     assert record["diagnostics"]["checks"]["transfer_beats_pgd"]["flag"] is True  # surrogate = recorded parent
     robust = {r["attack"]: r for r in record["result"]["robust"]}
     assert robust["square"]["details"]["package"].startswith("pyautoattack")

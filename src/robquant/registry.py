@@ -47,5 +47,13 @@ class Registry(Generic[T]):
         """Registered names, sorted."""
         return sorted(self._items)
 
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (a plug-in's tests clean up after themselves)."""
+        self._items.pop(name, None)
+
+    def items(self) -> list[tuple[str, T]]:
+        """``(name, entry)`` pairs in registration order."""
+        return list(self._items.items())
+
     def __contains__(self, name: object) -> bool:
         return name in self._items

@@ -20,7 +20,7 @@ from robquant.attacks.outcomes import Outcomes
 from robquant.attacks.pgd import PGD
 from robquant.attacks.runs import AttackRun, Budget
 from robquant.attacks.transfer import Transfer
-from robquant.attacks.trust import CHECKS, diagnose, diagnose_cost, input_gradients, zero_gradient_fraction
+from robquant.attacks.trust import TRUST_CHECKS, TrustCheck, diagnose, register_check, diagnose_cost, input_gradients, zero_gradient_fraction
 from robquant.errors import ConfigError
 from robquant.registry import Registry
 
@@ -52,5 +52,5 @@ def list_attacks() -> list[str]:
     return ATTACKS.names()
 
 
-__all__ = ["APGD", "ATTACKS", "AttackRun", "Budget", "CHECKS", "Attack", "AutoAttack", "Cost", "diagnose", "diagnose_cost", "EvalResult", "FGSM", "NORMS", "Outcomes", "PGD", "Square", "Transfer",
+__all__ = ["APGD", "ATTACKS", "AttackRun", "Budget", "TRUST_CHECKS", "TrustCheck", "register_check", "Attack", "AutoAttack", "Cost", "diagnose", "diagnose_cost", "EvalResult", "FGSM", "NORMS", "Outcomes", "PGD", "Square", "Transfer",
            "create_attack", "evaluate", "input_gradients", "list_attacks", "record_mask", "worst_case", "zero_gradient_fraction"]

@@ -34,13 +34,16 @@ means the number of record is probably too high:
 ==========================  =====================================================================
 
 A check that could not run (no surrogate, AutoAttack switched off, a full-precision model for the
-integer check) has flag ``None``.
+integer check) has flag ``None``. The checks are :class:`TrustCheck` objects registered in
+:data:`TRUST_CHECKS` (:func:`register_check` adds one); ``deployed_mismatch`` is registered by
+:mod:`robquant.deploy`.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -52,9 +55,59 @@ from robquant.defaults import (ATTACK_STEPS, CHECK_EXAMPLES, CHECK_SQUARE_QUERIE
                                RESTARTS)
 from robquant.models.surgery import modes_restored
 from robquant.progress import NULL_PROGRESS, Progress
+from robquant.registry import Registry
 
-CHECKS = ("zero_gradient", "pgd_weaker_than_fgsm", "pgd_not_converged", "no_collapse", "square_beats_pgd",
-          "transfer_beats_pgd", "autoattack_above_pgd", "integer_mismatch", "deployed_mismatch")
+@dataclass(frozen=True)
+class TrustCheck:
+    """One trust check: its figure (``value`` from what :func:`diagnose` measured, None where it could
+    not run) and the threshold above which it flags (``threshold``, given the comparisons' ``tol``).
+    A check with ``value=None`` is supplied by another package after the evaluation (the deployed
+    model's, :mod:`robquant.deploy`); until then it reads "not run"."""
+
+    name: str
+    detail: str
+    threshold: Callable[[float], float]
+    value: Callable[[dict[str, Any]], float | None] | None = None
+
+    def judge(self, measured: dict[str, Any], tol: float) -> dict[str, Any]:
+        """``{flag, value, threshold, detail}`` (flag None when the check could not run)."""
+        value = None if self.value is None else self.value(measured)
+        return _check(value, self.threshold(tol), self.detail)
+
+
+TRUST_CHECKS: Registry[TrustCheck] = Registry("trust check")
+
+
+def register_check(check: TrustCheck) -> TrustCheck:
+    """Add ``check`` to every evaluation's trust checks (in registration order)."""
+    return TRUST_CHECKS.register(check.name)(check)
+
+
+def _acc(measured: dict[str, Any], attack: str) -> float | None:
+    return measured["accuracy"].get(attack)
+
+
+def _minus(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
+for _c in (
+    TrustCheck("zero_gradient", "fraction of correct examples with an all-zero input gradient", lambda tol: 0.0,
+               lambda m: m["zero_gradient"]),
+    TrustCheck("pgd_weaker_than_fgsm", "PGD minus FGSM accuracy", lambda tol: 0.0,
+               lambda m: _minus(_acc(m, "pgd"), _acc(m, "fgsm"))),
+    TrustCheck("pgd_not_converged", "share robust on record that PGD with 2x steps / more restarts breaks",
+               lambda tol: tol, lambda m: max(m["overstated"].values())),
+    TrustCheck("no_collapse", "PGD accuracy at {collapse_eps_255:g}/255", lambda tol: 0.05, lambda m: m["collapse"]),
+    TrustCheck("square_beats_pgd", "reference PGD minus Square accuracy", lambda tol: tol,
+               lambda m: _minus(_acc(m, "pgd"), _acc(m, "square"))),
+    TrustCheck("transfer_beats_pgd", "reference PGD minus transfer-attack accuracy", lambda tol: tol,
+               lambda m: _minus(_acc(m, "pgd"), _acc(m, "transfer"))),
+    TrustCheck("autoattack_above_pgd", "AutoAttack minus reference PGD accuracy", lambda tol: tol,
+               lambda m: _minus(_acc(m, "autoattack"), _acc(m, "pgd"))),
+    TrustCheck("integer_mismatch", "top-1 disagreement with integer execution", lambda tol: 0.01),
+):
+    register_check(_c)
 
 
 def input_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -178,27 +231,16 @@ def diagnose(model: nn.Module, dataset: Any, eps: float, *, n: int = CHECK_EXAMP
     collapse = evaluate(model, data, [("pgd", {"steps": steps})], [collapse_eps], **kw)
     x, y, correct = data.images.float().div(255).to(device), data.labels.to(device), clean.to(device)
     zero = zero_gradient_fraction(model, x[correct], y[correct], batch_size) if bool(correct.any()) else 0.0
-    checks = {
-        "zero_gradient": _check(zero, 0.0, "fraction of correct examples with an all-zero input gradient"),
-        "pgd_weaker_than_fgsm": _check(acc["pgd"] - acc["fgsm"], 0.0, "PGD minus FGSM accuracy"),
-        "pgd_not_converged": _check(max(overstated.values()), tol,
-                                    "share robust on record that PGD with 2x steps / more restarts breaks"),
-        "no_collapse": _check(collapse.robust_accuracy[("pgd", collapse_eps)], 0.05,
-                              f"PGD accuracy at {collapse_eps * 255:g}/255"),
-        "square_beats_pgd": _check(acc["pgd"] - acc["square"], tol, "reference PGD minus Square accuracy"),
-        "transfer_beats_pgd": _check(acc["pgd"] - acc["transfer"] if "transfer" in acc else None, tol,
-                                     "reference PGD minus transfer-attack accuracy"),
-        "autoattack_above_pgd": _check(acc["autoattack"] - acc["pgd"] if "autoattack" in acc else None, tol,
-                                       "AutoAttack minus reference PGD accuracy"),
-        "integer_mismatch": _check(None, 0.01, "top-1 disagreement with integer execution"),
-        "deployed_mismatch": _check(None, 0.01, "top-1 disagreement with the deployed model (not evaluated)"),
-    }
+    measured = {"accuracy": acc, "overstated": overstated, "zero_gradient": zero,
+                "collapse": collapse.robust_accuracy[("pgd", collapse_eps)]}
+    checks = {name: check.judge(measured, tol) for name, check in TRUST_CHECKS.items()}
+    checks["no_collapse"]["detail"] = checks["no_collapse"]["detail"].format(collapse_eps_255=collapse_eps * 255)
     if integer and _is_quantized(model):
         checks["integer_mismatch"] = _integer_check(model, x, y, correct, eps, steps, seed)
     return {
         "eps": eps, "eps_255": label, "n": n, "clean_accuracy": clean.double().mean().item(),
         "record_accuracy": len(robust) / max(n, 1), "accuracy": acc, "checks": checks,
-        "flags": [k for k in CHECKS if checks[k]["flag"]], "details": details,
+        "flags": [k for k, c in checks.items() if c["flag"]], "details": details,
         "seconds": time.perf_counter() - t0,
     }
 

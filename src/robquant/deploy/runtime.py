@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from robquant.defaults import ATTACK_STEPS, CHECK_EXAMPLES, CHECK_SQUARE_QUERIES, RESTARTS
+from robquant.attacks.trust import TrustCheck, register_check
+from robquant.defaults import ATTACK_STEPS, CHECK_EXAMPLES, CHECK_SQUARE_QUERIES, CHECK_TOL, RESTARTS
 from robquant.errors import CheckpointError, ConfigError
 from robquant.progress import NULL_PROGRESS, Progress
 from robquant.quant.ste import exact_float32
@@ -196,6 +197,11 @@ def deployed_evaluation(runtime: nn.Module, reference: nn.Module, dataset: Any, 
         "threshold": threshold, "flag": exceeds(max(1 - clean_agree, 1 - adv_agree, square_gap), threshold),
         "seconds": time.perf_counter() - t0,
     }
+
+
+# the trust check this package supplies: "not run" in every evaluation's checks until a deployed evaluation judges it
+register_check(TrustCheck("deployed_mismatch", "top-1 disagreement with the deployed model (not evaluated)",
+                          lambda tol: CHECK_TOL))
 
 
 def mismatch_check(deployed: dict[str, Any], record_accuracy: float | None = None) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from robquant.attacks import evaluate
 from robquant.attacks.runs import AttackRun
 from robquant.attacks.outcomes import OUTCOMES
 from robquant.data import ImageDataset
+from robquant.deploy import mismatch_check  # registers the deployed model's trust check
 from robquant.errors import CheckpointError, ConfigError
 from robquant.modelfolder import RECORD, build_model, load_model, read_record, read_weights, save_model, weights_sha256
 from robquant.models import external
@@ -246,7 +247,6 @@ def _deployed_after(ev: Any, model: nn.Module, test_set: ImageDataset, options: 
     """The deployed evaluation after an evaluation (:mod:`robquant.deploy`), with the trust check
     ``deployed_mismatch`` judged against the evaluation's robustness of record on the same examples."""
     from robquant.attacks import record_mask
-    from robquant.deploy import mismatch_check
     from robquant.deploy.stage import deployed_for_stage
 
     result, info = deployed_for_stage(model, test_set, out, options, **kw)
