@@ -8,7 +8,7 @@ from typing import Any, Iterator
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
-from rich.table import Table
+from rich.table import Column, Table
 
 
 class _RichTask:
@@ -28,9 +28,11 @@ class RichProgress:
 
     def __init__(self, console: Console) -> None:
         self._progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            # the description gives way first: on a narrow terminal the counts and the ETA stay visible
+            TextColumn("{task.description}", table_column=Column(ratio=1, no_wrap=True, overflow="ellipsis")),
+            BarColumn(bar_width=20), MofNCompleteColumn(), TimeElapsedColumn(),
             TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-            console=console, transient=True)
+            console=console, transient=True, expand=True)
 
     def __enter__(self) -> "RichProgress":
         self._progress.start()
