@@ -151,26 +151,17 @@ def deployed_evaluation(runtime: nn.Module, reference: nn.Module, dataset: Any, 
     generator = torch.Generator(device=device).manual_seed(seed)
     pgd = create_attack("pgd", reference, eps, steps=steps, restarts=restarts, generator=generator)
     idx = torch.nonzero(correct).flatten()
-    square_chunk = min(batch_size, SQUARE_CHUNK)
     with progress.task(f"deployed model at {label:g}/255: PGD-{steps} on the reference, Square "
                        f"({square_queries} queries) on both", n + 2 * len(idx)) as task:
-        adv = []
-        for i in range(0, n, batch_size):
-            adv.append(pgd(x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)).cpu())
-            task.advance(len(adv[-1]))
-        x_adv = torch.cat(adv)
+        x_adv = _transferred(pgd, x, y, batch_size, device, task)
         ref_adv, run_adv = logits(reference, x_adv), logits(runtime, x_adv)
         transfer_ok = correct & (run_adv.argmax(1) == y)
         # Square with the same seed on both models, on the examples the runtime classifies correctly:
         # the same classifier gives the same queries and the same result
-        square_ok, square_ref_ok = correct.clone(), ref_clean.argmax(1) == y
-        for model, ok in ((runtime, square_ok), (reference, square_ref_ok)):
-            square = create_attack("square", model, eps, n_queries=square_queries, seed=seed, fold_bn=False)
-            for i in range(0, len(idx), square_chunk):
-                part = idx[i:i + square_chunk]
-                x_sq = square(x[part].to(device), y[part].to(device)).cpu()
-                ok[part] &= logits(model, x_sq).argmax(1) == y[part]
-                task.advance(len(part))
+        square_ok = _square_survivors(runtime, x, y, idx, correct.clone(), eps, square_queries, seed, logits,
+                                      min(batch_size, SQUARE_CHUNK), device, task)
+        square_ref_ok = _square_survivors(reference, x, y, idx, ref_clean.argmax(1) == y, eps, square_queries, seed,
+                                          logits, min(batch_size, SQUARE_CHUNK), device, task)
     clean_agree = (ref_clean.argmax(1) == run_clean.argmax(1)).double().mean().item()
     adv_agree = (ref_adv.argmax(1) == run_adv.argmax(1)).double().mean().item()
     unfused = None  # where they disagree: is it the runtime's QDQ fusion?
@@ -197,6 +188,32 @@ def deployed_evaluation(runtime: nn.Module, reference: nn.Module, dataset: Any, 
         "threshold": threshold, "flag": exceeds(max(1 - clean_agree, 1 - adv_agree, square_gap), threshold),
         "seconds": time.perf_counter() - t0,
     }
+
+
+def _transferred(pgd: Any, x: torch.Tensor, y: torch.Tensor, batch_size: int, device: torch.device,
+                 task: Any) -> torch.Tensor:
+    """PGD's examples, crafted batch by batch on the model ``pgd`` attacks (on the CPU)."""
+    adv = []
+    for i in range(0, len(x), batch_size):
+        adv.append(pgd(x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)).cpu())
+        task.advance(len(adv[-1]))
+    return torch.cat(adv)
+
+
+def _square_survivors(model: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, ok: torch.Tensor,
+                      eps: float, queries: int, seed: int, logits: Any, chunk: int, device: torch.device,
+                      task: Any) -> torch.Tensor:
+    """``ok`` (updated) with Square (``seed``) run on ``model`` at the examples ``idx``, in chunks (the
+    progress moves with each): an example stays ok only if Square's example is still classified right."""
+    from robquant.attacks import create_attack
+
+    square = create_attack("square", model, eps, n_queries=queries, seed=seed, fold_bn=False)
+    for i in range(0, len(idx), chunk):
+        part = idx[i:i + chunk]
+        x_sq = square(x[part].to(device), y[part].to(device)).cpu()
+        ok[part] &= logits(model, x_sq).argmax(1) == y[part]
+        task.advance(len(part))
+    return ok
 
 
 # the trust check this package supplies: "not run" in every evaluation's checks until a deployed evaluation judges it

@@ -20,7 +20,7 @@ import json
 import os
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -202,6 +202,16 @@ def train_model(*, dataset: str, model: str, objective: str, train: TrainConfig,
     return record
 
 
+def _contexts(device: torch.device, progress: Progress) -> Callable[[Store], StageContext]:
+    """``ctx_for(store)``: one stage context per store (data and parent models loaded once)."""
+    contexts: dict[Path, StageContext] = {}
+
+    def ctx_for(st: Store) -> StageContext:
+        return contexts.setdefault(st.root, StageContext(st, device, progress))
+
+    return ctx_for
+
+
 def _parent(checkpoint: str | os.PathLike, store: Store | None, ctx_for: Any) -> tuple[Store, str, dict[str, Any]]:
     """The store, key and keyed config of the model stage ``checkpoint`` names; a model folder from
     elsewhere is first imported into the store (keyed by its weights)."""
@@ -248,10 +258,7 @@ def quantize_model(checkpoint: str | os.PathLike, *, quant: AnyQuantConfig, out:
         raise ConfigError("--reinit needs --method qat (PTQ of random parameters is meaningless)")
     dev = resolve_device(device)
     given = Store(store) if store is not None else None
-    contexts: dict[Path, StageContext] = {}
-
-    def ctx_for(st: Store) -> StageContext:
-        return contexts.setdefault(st.root, StageContext(st, dev, progress))
+    ctx_for = _contexts(dev, progress)
 
     st, parent, config = _parent(checkpoint, given, ctx_for)
     ctx = ctx_for(st)
@@ -278,7 +285,27 @@ def quantize_model(checkpoint: str | os.PathLike, *, quant: AnyQuantConfig, out:
     return record
 
 
-def attack_model(checkpoint: str | os.PathLike, *, attacks: Sequence[str | tuple[str, dict[str, Any]]],
+def _diagnose_run(options: dict[str, Any], budgets: tuple[Budget, ...]) -> tuple[Budget, DiagnoseRun]:
+    """The trust checks' run from the options given (the shared defaults for the rest) and the budget
+    they judge, which becomes the budget of record.
+
+    Raises:
+        ConfigError: a budget not among the evaluation's.
+    """
+    at = options.get("eps", budgets[-1].label)
+    main = next((b for b in budgets if b.label == at), None)
+    if main is None:
+        raise ConfigError(f"--diagnose-eps must be one of --eps ({', '.join(f'{b.label:g}' for b in budgets)}), "
+                          f"got {at:g}")
+    aa = options.get("autoattack", ["apgd-ce"])
+    return main, DiagnoseRun(main.eps, options.get("n", CHECK_EXAMPLES), options.get("steps", ATTACK_STEPS),
+                             options.get("restarts", RESTARTS), options.get("square_queries", CHECK_SQUARE_QUERIES),
+                             tuple(aa) if aa else None, options.get("collapse_eps", COLLAPSE_EPS_255) / 255,
+                             options.get("tol", CHECK_TOL), options.get("integer", True), label=main.label)
+
+
+def attack_model(checkpoint: str | os.PathLike, *,
+                 attacks: Sequence[AttackRun | str | tuple[str, dict[str, Any]]],
                  eps: Sequence[float], n_test: int | None = None, dataset: str | None = None,
                  data_root: str | None = None, allow_unverified: bool = False,
                  device: str | torch.device = "cpu", batch_size: int = 256, seed: int = 0,
@@ -289,8 +316,9 @@ def attack_model(checkpoint: str | os.PathLike, *, attacks: Sequence[str | tuple
 
     Args:
         checkpoint: Model folder (a stage of a store, a link to one, or a folder from elsewhere, imported first).
-        attacks: Attack names or ``(name, options)`` pairs ([0, 1] units); the option ``label``
-            names the results. A ``transfer`` attack crafts on ``surrogate``.
+        attacks: Typed runs (:class:`~robquant.attacks.AttackRun`), attack names or ``(name,
+            options)`` pairs ([0, 1] units; the option ``label`` names the results). A ``transfer``
+            attack crafts on ``surrogate``.
         eps: Budgets in /255 units.
         n_test: Evaluate the first ``n_test`` test examples.
         dataset: Test data set; defaults to the one the model was trained on.
@@ -309,37 +337,24 @@ def attack_model(checkpoint: str | os.PathLike, *, attacks: Sequence[str | tuple
     check_out(out)
     dev = resolve_device(device)
     given = Store(store) if store is not None else None
-    contexts: dict[Path, StageContext] = {}
-
-    def ctx_for(st: Store) -> StageContext:
-        return contexts.setdefault(st.root, StageContext(st, dev, progress))
+    ctx_for = _contexts(dev, progress)
 
     st, key, config = _parent(checkpoint, given, ctx_for)
     ctx = ctx_for(st)
     data = _data(dataset or config["data"]["name"], data_root, n_test, allow_unverified, ctx=ctx)
     budgets = tuple(Budget.of(e) for e in sorted(set(eps)))
-    runs = tuple(AttackRun(a, a) if isinstance(a, str) else AttackRun(a[0], a[1].get("label", a[0]),
-                                                                      {k: v for k, v in a[1].items() if k != "label"})
+    runs = tuple(a if isinstance(a, AttackRun) else AttackRun(a, a) if isinstance(a, str)
+                 else AttackRun(a[0], a[1].get("label", a[0]), {k: v for k, v in a[1].items() if k != "label"})
                  for a in attacks)
     if surrogate is not None:
         surrogate_key = _parent(surrogate, st, ctx_for)[1]
     else:  # the full-precision parent the model was quantized from
-        surrogate_key = ((st.get(key) or {}).get("record") or {}).get("stage", {}).get("parents", {}).get("checkpoint")
+        stage = ((st.get(key) or {}).get("record") or {}).get("stage", {})
+        surrogate_key = stage.get("parents", {}).get("checkpoint")
     if surrogate_key is None and any(r.needs_surrogate for r in runs):
         raise ConfigError("a transfer attack needs a surrogate: the model records no full-precision parent "
                           "(pass --surrogate)")
-    main, check = budgets[-1], None
-    if diagnose is not None:
-        at = diagnose.get("eps", main.label)
-        main = next((b for b in budgets if b.label == at), None)
-        if main is None:
-            raise ConfigError(f"--diagnose-eps must be one of --eps ({', '.join(f'{b.label:g}' for b in budgets)}), "
-                              f"got {at:g}")
-        aa = diagnose.get("autoattack", ["apgd-ce"])
-        check = DiagnoseRun(main.eps, diagnose.get("n", CHECK_EXAMPLES), diagnose.get("steps", ATTACK_STEPS),
-                            diagnose.get("restarts", RESTARTS), diagnose.get("square_queries", CHECK_SQUARE_QUERIES),
-                            tuple(aa) if aa else None, diagnose.get("collapse_eps", COLLAPSE_EPS_255) / 255,
-                            diagnose.get("tol", CHECK_TOL), diagnose.get("integer", True), label=main.label)
+    main, check = (budgets[-1], None) if diagnose is None else _diagnose_run(diagnose, budgets)
     spec = Evaluate(data, key, runs, budgets, main, seed, batch_size, cascade, check,
                     surrogate_key if (check is not None or any(r.needs_surrogate for r in runs)) else None,
                     architecture=ModelRef(**config["model"]), label=f"evaluate {Path(checkpoint).name}")
