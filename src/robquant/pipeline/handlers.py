@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -281,24 +281,63 @@ def _diagnose_after(ev: Any, model: nn.Module, test_set: ImageDataset, attacks: 
                     reference=reference, **kw, **{**options, "n": n})
 
 
+@dataclass(frozen=True)
+class EvaluationMetrics:
+    """An evaluation's numbers of record, as its record (``metrics``) and the store's index hold them
+    and the report reads them: the worst case over attacks at the main budget (on the examples every
+    attack covered) and the paper's attack (the first PGD) beside it.
+
+    Attributes:
+        clean_accuracy, n: Clean accuracy on the ``n`` test examples evaluated.
+        robust, worst_case: Every (attack, budget) accuracy and the worst case per budget, as the
+            evaluation's result lists them.
+        robustness, robustness_n, robustness_attacks: The worst case at the main budget, the examples
+            it is taken over and the attacks it covers.
+        main_eps_255: The main budget's label (/255).
+        reference_attack: The paper's attack's label (None without a PGD).
+        reference: Its accuracy at the main budget on all its examples and on the worst case's.
+        flags: The trust checks that fired (the deployed model's among them).
+        deployed: The deployed model's numbers on its runtime (None when not evaluated).
+    """
+
+    clean_accuracy: float
+    n: int
+    robust: list[dict[str, Any]]
+    worst_case: list[dict[str, Any]]
+    robustness: float
+    robustness_n: int
+    robustness_attacks: list[str]
+    main_eps_255: float
+    reference_attack: str | None
+    reference: dict[str, Any] | None
+    flags: list[str]
+    deployed: dict[str, Any] | None
+
+    @classmethod
+    def of(cls, record: dict[str, Any], spec: Evaluate) -> "EvaluationMetrics":
+        """From an evaluation's record (its result, trust checks and deployed model) and spec."""
+        result, main = record["result"], spec.main.label
+        worst = next(r for r in result["worst_case"] if r["eps_255"] == main)
+        ref = spec.reference
+        ref_all = next((r for r in result["robust"] if r["attack"] == ref and r["eps_255"] == main), None)
+        return cls(result["clean_accuracy"], result["n"], result["robust"], result["worst_case"], worst["accuracy"],
+                   worst["n"], worst["attacks"], main, ref,
+                   None if ref_all is None else {"accuracy": ref_all["accuracy"], "n": ref_all["n"],
+                                                 "accuracy_common": worst["per_attack"].get(ref)},
+                   _flags(record), _deployed_metrics(record.get("deployed")))
+
+    @classmethod
+    def read(cls, metrics: dict[str, Any]) -> "EvaluationMetrics":
+        """From a record's ``metrics`` (written by :meth:`to_dict`)."""
+        return cls(**{f.name: metrics.get(f.name) for f in fields(cls)})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 def evaluation_metrics(record: dict[str, Any], spec: Evaluate) -> dict[str, Any]:
-    """The evaluation's numbers of record: the worst case over attacks at the main budget (on the
-    examples every attack covered) and the paper's attack (the first PGD) beside it."""
-    result, main = record["result"], spec.main.label
-    worst = next(r for r in result["worst_case"] if r["eps_255"] == main)
-    ref = spec.reference
-    ref_all = next((r for r in result["robust"] if r["attack"] == ref and r["eps_255"] == main), None)
-    return {
-        "clean_accuracy": result["clean_accuracy"], "n": result["n"],
-        "robust": result["robust"], "worst_case": result["worst_case"],
-        "robustness": worst["accuracy"], "robustness_n": worst["n"], "robustness_attacks": worst["attacks"],
-        "main_eps_255": main,
-        "reference_attack": ref,
-        "reference": None if ref_all is None else {"accuracy": ref_all["accuracy"], "n": ref_all["n"],
-                                                   "accuracy_common": worst["per_attack"].get(ref)},
-        "flags": _flags(record),
-        "deployed": _deployed_metrics(record.get("deployed")),
-    }
+    """The evaluation's numbers of record (:class:`EvaluationMetrics`), JSON-ready."""
+    return EvaluationMetrics.of(record, spec).to_dict()
 
 
 def _flags(record: dict[str, Any]) -> list[str]:

@@ -14,6 +14,7 @@ import numpy as np
 
 from robquant.attacks.outcomes import Outcomes
 from robquant.errors import ConfigError
+from robquant.pipeline.handlers import EvaluationMetrics
 from robquant.quant.precision import parse_precision
 from robquant.report.inference import Estimate, estimate
 
@@ -41,7 +42,7 @@ def collect(plan: Any, store: Any) -> list[dict[str, Any]]:
         row = store.get(key)
         if row is None or row["status"] not in ("done", "NC"):
             continue
-        m = row["metrics"] or {}
+        m = EvaluationMetrics.read(row["metrics"] or {})
         outcomes = Outcomes.load(store.artifact_dir(key))
         quant = store.get(row["parents"][0]) if row["parents"] else None
         q = (quant or {}).get("record") or {}  # the index holds each stage's full record
@@ -60,12 +61,12 @@ def collect(plan: Any, store: Any) -> list[dict[str, Any]]:
             "precision": cell.precision, "act_bits": p.act_bits, "weight_bits": p.weight_bits,
             "bits": p.act_bits if p.act_bits == p.weight_bits else None,
             "fraction": cell.fraction, "seed": seed, "status": row["status"],
-            **aggregates(outcomes, m.get("reference_attack"), m.get("main_eps_255")),
-            "flags": list(m.get("flags") or []),
+            **aggregates(outcomes, m.reference_attack, m.main_eps_255),
+            "flags": list(m.flags or []),
             "wall_s": (q.get("stage") or {}).get("wall_s"), "passes": passes,
             "bytes": (q.get("size") or {}).get("bytes"), "key": key,
             "fp": fp, "fp_clean": fp_clean.get(fp),
-            "deployed": m.get("deployed"), "onnx": _onnx(store, key),
+            "deployed": m.deployed, "onnx": _onnx(store, key),
         })
     return rows
 
