@@ -225,6 +225,29 @@ def test_typed_attack_runs_and_labelled_budgets_go_straight_into_evaluate(clean_
         evaluate(clean_model, digits_test, [AttackRun("pgd", "pgd", budgets=(Budget.of(16),))], budgets, n=4)
 
 
+def test_pixel_grid_attacks_give_8bit_images_within_the_budget(clean_model, correct_batch):
+    import math
+
+    x, y = correct_batch
+    x, y = x[:64], y[:64]
+    for name, options in (("pgd", {"steps": 10}), ("fgsm", {})):
+        for eps in (8 / 255, 8.5 / 255):  # a budget between two levels keeps floor(eps * 255) of them
+            x_adv = create_attack(name, clean_model, eps, pixel_grid=True, **options)(x, y)
+            levels = x_adv * 255
+            assert torch.allclose(levels, levels.round(), atol=1e-4)  # every pixel a multiple of 1/255
+            assert (levels.round() - (x * 255).round()).abs().max() <= math.floor(eps * 255)
+            assert x_adv.min() >= 0 and x_adv.max() <= 1
+    # judged on saved images, it still attacks; an unconstrained PGD is no weaker than the grid's
+    grid = create_attack("pgd", clean_model, 32 / 255, steps=10, pixel_grid=True)(x, y)
+    free = create_attack("pgd", clean_model, 32 / 255, steps=10)(x, y)
+    with torch.no_grad():
+        broken_grid = (clean_model(grid).argmax(1) != y).float().mean()
+        broken_free = (clean_model(free).argmax(1) != y).float().mean()
+    assert broken_grid > 0.3 and broken_free >= broken_grid - 0.05
+    with pytest.raises(ConfigError, match="pixel_grid"):
+        create_attack("pgd", clean_model, 0.5, norm="l2", pixel_grid=True)
+
+
 def test_worst_case_on_constructed_outcomes():
     t, f = True, False
     masks = {("a", 0.1): torch.tensor([t, t, f, t]), ("b", 0.1): torch.tensor([t, f, t, t]),

@@ -47,6 +47,18 @@ def write(tmp_path, study, name="study.yaml"):
     return path
 
 
+def test_pixel_grid_is_keyed_only_when_set():
+    def evaluate_keys(attacks):
+        plan = build_plan(parse_study(_with(evaluation__attacks=attacks)), lambda: 1000)
+        return {k for k, st in plan.stages.items() if st.kind == "evaluate"}
+
+    attacks = TINY["evaluation"]["attacks"]
+    off = [{**attacks[0], "pixel_grid": False}, *attacks[1:]]
+    on = [{**attacks[0], "pixel_grid": True}, *attacks[1:]]
+    assert evaluate_keys(off) == evaluate_keys(attacks)  # earlier studies keep their keys
+    assert not evaluate_keys(on) & evaluate_keys(attacks)
+
+
 def cli(*args):
     res = CliRunner().invoke(app, [str(a) for a in args])
     return res.exit_code, " ".join(res.output.split())

@@ -218,6 +218,8 @@ def attack(
     step_size: Optional[float] = typer.Option(None, help="PGD step in /255 units (default eps/4)"),
     restarts: int = typer.Option(RESTARTS, help="PGD restarts"),
     norm: str = typer.Option("linf", help="linf or l2"),
+    pixel_grid: bool = typer.Option(False, "--pixel-grid", help="pgd / fgsm: keep every adversarial input on the "
+                                    "8-bit grid (k/255 within the budget): images that survive being saved"),
     aa_attacks: Optional[str] = typer.Option(None, help="autoattack: sub-attacks, comma-separated (default the "
                                              "standard apgd-ce,apgd-t,fab-t,square)"),
     square_queries: Optional[int] = typer.Option(None, help="square: queries per example (default 5000, "
@@ -264,7 +266,7 @@ def attack(
     sub = [a.strip() for a in aa_attacks.split(",") if a.strip()] if aa_attacks else None
     given = {"steps": steps, "restarts": restarts, "norm": norm, "attacks": sub,
              "step_size": None if step_size is None else check_range("--step-size", step_size, 0.0) / 255,
-             "n_queries": check_range("--square-queries", square_queries, 1)}
+             "n_queries": check_range("--square-queries", square_queries, 1), "pixel_grid": pixel_grid or None}
     specs = [(name, ATTACKS.get(name).select_options(given))  # each attack takes the options it declares
              for name in [a.strip() for a in attack_name.split(",") if a.strip()]]
     if not specs:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 import torch
@@ -57,10 +59,13 @@ class Attack:
 
     def __init__(self, model: nn.Module, eps: float, *, norm: str = "linf",
                  model_mode: str = "eval", generator: torch.Generator | None = None,
-                 fold_bn: bool = True) -> None:
+                 fold_bn: bool = True, pixel_grid: bool = False) -> None:
         check_range("eps", eps, 0.0)
         if norm not in NORMS:
             raise ConfigError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
+        if pixel_grid and norm != "linf":
+            raise ConfigError(f"pixel_grid keeps an Linf attack's inputs on the 8-bit grid; norm {norm!r} has none")
+        self.pixel_grid = bool(pixel_grid)
         if model_mode not in ("eval", "train"):
             raise ConfigError(f"model_mode must be 'eval' or 'train', got {model_mode!r}")
         self.model = model
@@ -114,7 +119,14 @@ class Attack:
         return grad, logits.detach()
 
     def project(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Project onto the eps-ball around ``x`` intersected with [0, 1]."""
+        """Project onto the eps-ball around ``x`` intersected with [0, 1]; with ``pixel_grid``, onto
+        its 8-bit images: every pixel a multiple of 1/255 within ``floor(eps * 255)`` levels of
+        ``x``'s (``x`` is an 8-bit image), so what the attack judges is an image that can be saved."""
+        if self.pixel_grid:
+            levels = math.floor(self.eps * 255 + 1e-6)
+            base = torch.round(x * 255)
+            steps = (torch.round(x_adv * 255) - base).clamp(-levels, levels)
+            return (base + steps).clamp(0, 255) / 255
         delta = x_adv - x
         if self.norm == "linf":
             delta = delta.clamp(-self.eps, self.eps)

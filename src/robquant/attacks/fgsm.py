@@ -14,12 +14,15 @@ class FGSM(Attack):
     Args:
         model: Classifier returning logits.
         eps: Linf budget in [0, 1] units.
+        pixel_grid: Round the adversarial image to the 8-bit grid within the budget.
     """
 
     name = "fgsm"
+    OPTIONS = ("pixel_grid",)
 
     def __init__(self, model: nn.Module, eps: float, **kwargs: object) -> None:
         super().__init__(model, eps, norm="linf", **kwargs)  # type: ignore[arg-type]
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return (x + self.eps * self.loss_grad(x, y).sign()).clamp(0.0, 1.0)
+        x_adv = x + self.eps * self.loss_grad(x, y).sign()
+        return self.project(x_adv, x) if self.pixel_grid else x_adv.clamp(0.0, 1.0)

@@ -38,17 +38,19 @@ class PGD(Attack):
         model_mode: ``"eval"`` or ``"train"``.
         fold_bn: Follow the gradients of a BN-folded copy (see :class:`Attack`).
         keep_best: Return the first iterate that fooled the model (else the last one).
+        pixel_grid: Keep every iterate, the random start included, on the 8-bit grid (see
+            :meth:`~robquant.attacks.base.Attack.project`): each is projected before it is judged.
     """
 
     name = "pgd"
-    OPTIONS = ("steps", "restarts", "step_size", "norm")
+    OPTIONS = ("steps", "restarts", "step_size", "norm", "pixel_grid")
 
     def __init__(self, model: nn.Module, eps: float, *, steps: int = ATTACK_STEPS, step_size: float | None = None,
                  norm: str = "linf", random_start: bool = True, restarts: int = RESTARTS,
                  generator: torch.Generator | None = None, model_mode: str = "eval",
-                 fold_bn: bool = True, keep_best: bool = True) -> None:
+                 fold_bn: bool = True, keep_best: bool = True, pixel_grid: bool = False) -> None:
         super().__init__(model, eps, norm=norm, model_mode=model_mode, generator=generator,
-                         fold_bn=fold_bn)
+                         fold_bn=fold_bn, pixel_grid=pixel_grid)
         self.keep_best = bool(keep_best)
         check_range("steps", steps, 0)
         check_range("restarts", restarts, 1)
@@ -109,7 +111,7 @@ class PGD(Attack):
         noise = torch.empty_like(x)
         if self.norm == "linf":
             noise.uniform_(-self.eps, self.eps, generator=self.generator)
-            return (x + noise).clamp(0.0, 1.0)
+            return self.project(x + noise, x) if self.pixel_grid else (x + noise).clamp(0.0, 1.0)
         noise.normal_(generator=self.generator)
         radius = torch.rand(x.shape[0], device=x.device, generator=self.generator) * self.eps
         noise = noise / noise.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)

@@ -105,6 +105,8 @@ class AttackSpec(_Spec):
     n: Optional[int] = Field(None, ge=1, description="attack only the first n test examples (expensive attacks)")
     eps: Optional[list[float]] = Field(None, min_length=1, description="run only at these budgets (/255; a subset "
                                        "of evaluation.eps; default all)")
+    pixel_grid: bool = Field(False, description="pgd / fgsm: keep every adversarial input on the 8-bit grid "
+                             "(k/255, within the budget) and judge only such images (keyed when set)")
 
     @model_validator(mode="after")
     def _subsets(self) -> "AttackSpec":
@@ -120,7 +122,8 @@ class AttackSpec(_Spec):
 
         given = {"steps": self.steps, "restarts": self.restarts,
                  "step_size": None if self.step_size is None else self.step_size / 255,
-                 "attacks": None if self.attacks is None else list(self.attacks), "n_queries": self.n_queries}
+                 "attacks": None if self.attacks is None else list(self.attacks), "n_queries": self.n_queries,
+                 "pixel_grid": True if self.pixel_grid else None}  # left out while off: earlier keys stand
         return ATTACKS.get(self.name).select_options(given)
 
 
