@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from robquant.attacks.evaluate import attack_runs
 from robquant.data import ImageDataset, create_dataset
 from robquant.defaults import (ATTACK_STEPS, CHECK_EXAMPLES, CHECK_SQUARE_QUERIES, CHECK_TOL, COLLAPSE_EPS_255,
                                RESTARTS)
@@ -122,12 +123,11 @@ def check_out(out: str | os.PathLike | None) -> None:
                       "link to the result's folder in the store)")
 
 
-def open_store(store: str | os.PathLike | None, out: str | os.PathLike | None, near: Store | None = None) -> Store:
-    """The store given, else ``near`` (the store of the model a command starts from), else ``store`` beside ``out``."""
+def open_store(store: str | os.PathLike | None, out: str | os.PathLike | None) -> Store:
+    """The store given, else ``store`` beside ``out`` (a command starting from a model uses that
+    model's store: :func:`_parent`)."""
     if store is not None:
         return Store(store)
-    if near is not None:
-        return near
     if out is None:
         raise ConfigError("give --store (the store to keep the result in) or --out")
     return Store(Path(out).parent / STORE)
@@ -145,16 +145,21 @@ def locate(path: str | os.PathLike) -> tuple[Store, str] | None:
     return (store, folder.name) if folder.name in store.finished([folder.name]) else None
 
 
-def _data(name: str, data_root: str | None, n_test: int | None, allow_unverified: bool, download: bool = False,
-          ctx: StageContext | None = None) -> DataRef:
-    """The data reference, its test split loaded now (a bad name or root fails before any work)
-    and kept in ``ctx`` for the stage."""
+def _data(name: str, data_root: str | None, n_test: int | None, allow_unverified: bool,
+          download: bool = False) -> tuple[DataRef, ImageDataset]:
+    """The data reference and its test split, loaded now: a bad name or root fails before any work."""
     ref = DataRef(name, n_test, data_root, allow_unverified)
     test = create_dataset(name, data_root, "test", download=download, allow_unverified=allow_unverified)
     if download:
         create_dataset(name, data_root, "train", download=True, allow_unverified=allow_unverified)
-    if ctx is not None:
-        ctx.keep(ref, "test", test)
+    return ref, test
+
+
+def _data_in(ctx: StageContext, name: str, data_root: str | None, n_test: int | None,
+             allow_unverified: bool) -> DataRef:
+    """:func:`_data`, its test split kept in ``ctx`` for the stage."""
+    ref, test = _data(name, data_root, n_test, allow_unverified)
+    ctx.keep(ref, "test", test)
     return ref
 
 
@@ -192,9 +197,10 @@ def train_model(*, dataset: str, model: str, objective: str, train: TrainConfig,
     """
     check_out(out)
     obj, ref = _objective(objective, objective_kwargs), _model_ref(model, model_kwargs or {})
-    st = open_store(store, out)
+    data, test = _data(dataset, data_root, n_test, allow_unverified, download)
+    st = open_store(store, out)  # after every check: a refused command leaves no store behind
     ctx = StageContext(st, resolve_device(device), progress)
-    data = _data(dataset, data_root, n_test, allow_unverified, download, ctx)
+    ctx.keep(data, "test", test)
     spec = TrainFP(data, ref, INIT_OF_OBJECTIVE.get(objective, objective), obj, fraction, train,
                    label=f"train {Path(out).name}")
     folder, record = run_spec(spec, st, ctx)
@@ -212,9 +218,10 @@ def _contexts(device: torch.device, progress: Progress) -> Callable[[Store], Sta
     return ctx_for
 
 
-def _parent(checkpoint: str | os.PathLike, store: Store | None, ctx_for: Any) -> tuple[Store, str, dict[str, Any]]:
+def _parent(checkpoint: str | os.PathLike, store: Store | None, ctx_for: Callable[[Store], StageContext],
+            data_root: str | None = None, allow_unverified: bool = False) -> tuple[Store, str, dict[str, Any]]:
     """The store, key and keyed config of the model stage ``checkpoint`` names; a model folder from
-    elsewhere is first imported into the store (keyed by its weights)."""
+    elsewhere is first imported into the store (keyed by its weights; its data read from ``data_root``)."""
     found = locate(checkpoint)
     if found is not None and (store is None or found[0].root.resolve() == store.root.resolve()):
         st, key = found
@@ -227,7 +234,7 @@ def _parent(checkpoint: str | os.PathLike, store: Store | None, ctx_for: Any) ->
     ctx = ctx_for(st)
     model = record["model"]
     kwargs = {k: v for k, v in (model.get("kwargs") or {}).items() if k not in ("mean", "std")}
-    spec = ImportFP(_data(name, None, None, False, ctx=ctx), ModelRef(model["name"], kwargs), "imported",
+    spec = ImportFP(_data_in(ctx, name, data_root, None, allow_unverified), ModelRef(model["name"], kwargs), "imported",
                     weights_sha256(folder), str(folder.resolve()), label=f"import {folder.name}")
     run_spec(spec, st, ctx)
     key = spec_key(spec)
@@ -260,9 +267,9 @@ def quantize_model(checkpoint: str | os.PathLike, *, quant: AnyQuantConfig, out:
     given = Store(store) if store is not None else None
     ctx_for = _contexts(dev, progress)
 
-    st, parent, config = _parent(checkpoint, given, ctx_for)
+    st, parent, config = _parent(checkpoint, given, ctx_for, data_root, allow_unverified)
     ctx = ctx_for(st)
-    data = _data(config["data"]["name"], data_root, n_test, allow_unverified, ctx=ctx)
+    data = _data_in(ctx, config["data"]["name"], data_root, n_test, allow_unverified)
     model = ModelRef(**config["model"])
     if model.source is None and external.is_reference(model.name):
         raise CheckpointError(f"{checkpoint} holds a user's model imported without its source hash: train it again")
@@ -274,7 +281,7 @@ def quantize_model(checkpoint: str | os.PathLike, *, quant: AnyQuantConfig, out:
         if objective == "transfer":
             if teacher is None:
                 raise ConfigError("objective transfer needs a teacher (the robust full-precision model)")
-            teacher_key = _parent(teacher, st, ctx_for)[1]
+            teacher_key = _parent(teacher, st, ctx_for, data_root, allow_unverified)[1]
     spec = Quantize(data, model, "random" if reinit else config.get("init", "imported"), quant.method,
                     quant.precision, fraction, seed, quant,
                     strategy=STRATEGY_OF_OBJECTIVE.get(objective, objective) if quant.method == "qat" else None,
@@ -339,15 +346,13 @@ def attack_model(checkpoint: str | os.PathLike, *,
     given = Store(store) if store is not None else None
     ctx_for = _contexts(dev, progress)
 
-    st, key, config = _parent(checkpoint, given, ctx_for)
+    st, key, config = _parent(checkpoint, given, ctx_for, data_root, allow_unverified)
     ctx = ctx_for(st)
-    data = _data(dataset or config["data"]["name"], data_root, n_test, allow_unverified, ctx=ctx)
+    data = _data_in(ctx, dataset or config["data"]["name"], data_root, n_test, allow_unverified)
     budgets = tuple(Budget.of(e) for e in sorted(set(eps)))
-    runs = tuple(a if isinstance(a, AttackRun) else AttackRun(a, a) if isinstance(a, str)
-                 else AttackRun(a[0], a[1].get("label", a[0]), {k: v for k, v in a[1].items() if k != "label"})
-                 for a in attacks)
+    runs = tuple(attack_runs(attacks, budgets))  # typed, labels distinct, before any work
     if surrogate is not None:
-        surrogate_key = _parent(surrogate, st, ctx_for)[1]
+        surrogate_key = _parent(surrogate, st, ctx_for, data_root, allow_unverified)[1]
     else:  # the full-precision parent the model was quantized from
         stage = ((st.get(key) or {}).get("record") or {}).get("stage", {})
         surrogate_key = stage.get("parents", {}).get("checkpoint")

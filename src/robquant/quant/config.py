@@ -27,47 +27,40 @@ from robquant.quant.pact import PACT, DoReFaWeightQuantizer
 from robquant.quant.precision import Precision, parse_precision
 from robquant.quant.pwlq import BREAKPOINTS, PWLQWeightQuantizer
 from robquant.quant.uniform import CALIBRATIONS, UniformActQuant, UniformWeightQuantizer
+from robquant.registry import Registry
 
 METHODS = ("ptq", "qat")
 PACT_INITS = ("data", "fixed")
 
 
-class QuantizerRegistry:
+class QuantizerRegistry(Registry[tuple[Callable[..., nn.Module], tuple[str, ...]]]):
     """Quantizer factories by name, each with the methods it serves.
 
     A weight quantizer's factory is called as ``factory(layer, bits, config)`` (the conv or linear
     module it will quantize), an activation quantizer's as ``factory(bits, config)``.
     """
 
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-        self._items: dict[str, tuple[Callable[..., nn.Module], tuple[str, ...]]] = {}
-
     def register(self, name: str, methods: tuple[str, ...] = METHODS) -> Callable[[Callable[..., nn.Module]],
                                                                                   Callable[..., nn.Module]]:
-        def add(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-            if name in self._items:
-                raise ValueError(f"{self.kind} {name!r} is registered twice")
-            self._items[name] = (factory, tuple(methods))
+        add = super().register(name)
+
+        def register_factory(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+            add((factory, tuple(methods)))
             return factory
 
-        return add
-
-    def unregister(self, name: str) -> None:
-        """Remove ``name`` (a plug-in's tests clean up after themselves)."""
-        self._items.pop(name, None)
+        return register_factory
 
     def names(self, method: str | None = None) -> list[str]:
-        """The registered names (serving ``method``), in the order registered."""
-        return [n for n, (_, m) in self._items.items() if method is None or method in m]
+        """The registered names (serving ``method``), sorted."""
+        return [n for n in super().names() if method is None or method in self._items[n][1]]
 
-    def get(self, name: str, method: str) -> Callable[..., nn.Module]:
+    def factory(self, name: str, method: str) -> Callable[..., nn.Module]:
         """The factory of ``name`` for ``method``.
 
         Raises:
             UnknownNameError: naming the quantizers ``method`` can use.
         """
-        if name not in self._items or method not in self._items[name][1]:
+        if name not in self or method not in self._items[name][1]:
             raise UnknownNameError(f"unknown {self.kind} {name!r} for {method}; known: {', '.join(self.names(method))}")
         return self._items[name][0]
 
@@ -115,6 +108,9 @@ class _Config:
     ACT_PLACEMENTS: ClassVar[tuple[str, ...]]
 
     precision: str = "A32W32"
+    weight_quantizer: str = ""  # each method sets its own default
+    act_quantizer: str = ""
+    act_placement: str = ""
     quantize_first_last: bool = False
     per_channel: bool = True
     calib_images: int = 512
@@ -129,10 +125,6 @@ class _Config:
         check_range("calib_images", self.calib_images, 1)
         check_range("calib_batch_size", self.calib_batch_size, 1)
 
-    weight_quantizer: str = ""  # set by each method
-    act_quantizer: str = ""
-    act_placement: str = ""
-
     @property
     def bits(self) -> Precision:
         return parse_precision(self.precision)
@@ -144,11 +136,11 @@ class _Config:
 
     def weight_quantizer_for(self, layer: nn.Module) -> nn.Module:
         """A new weight quantizer for ``layer`` at this config's weight bits."""
-        return WEIGHT_QUANTIZERS.get(self.weight_quantizer, self.method)(layer, self.bits.weight_bits, self)
+        return WEIGHT_QUANTIZERS.factory(self.weight_quantizer, self.method)(layer, self.bits.weight_bits, self)
 
     def act_quantizer_new(self) -> nn.Module:
         """A new activation quantizer at this config's activation bits."""
-        return ACT_QUANTIZERS.get(self.act_quantizer, self.method)(self.bits.act_bits, self)
+        return ACT_QUANTIZERS.factory(self.act_quantizer, self.method)(self.bits.act_bits, self)
 
     def to_dict(self) -> dict[str, Any]:
         """The flat form records and stage keys hold: the method and every field of both methods
@@ -263,7 +255,8 @@ def QuantConfig(method: str = "ptq", **options: Any) -> AnyQuantConfig:  # noqa:
     given = {k: v for k, v in options.items() if v is not None}
     unknown = sorted(k for k in given if k not in own and k not in _FLAT_DEFAULTS)
     if unknown:
-        raise ConfigError(f"unknown quantization option(s) {', '.join(unknown)}; {method} takes {', '.join(sorted(own))}")
+        raise ConfigError(f"unknown quantization option(s) {', '.join(unknown)}; "
+                          f"{method} takes {', '.join(sorted(own))}")
     foreign = sorted(k for k in given if k not in own and given[k] != _FLAT_DEFAULTS[k])
     if foreign:
         raise ConfigError(f"{', '.join(foreign)}: not an option of {method} (it takes {', '.join(sorted(own))})")
