@@ -182,13 +182,25 @@ def test_cli_export_then_attack_the_onnx_model(deployed, tmp_path):
     assert "checked by onnx.checker" in text and "agrees with the model on 100.0 % of 256" in text
     meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
     assert meta["robquant.source"] == str(deployed["ptq_a8w8"].resolve()) and meta["robquant.precision"] == "A8W8"
-    code, text = cli("attack", path, "--runtime", "onnxruntime", "--eps", "32", "--n-test", "40",
-                     "--square-queries", "20", "--steps", "5")
+    assert path.is_symlink() and path.resolve().parent.parent.name == "stages"  # the export stage's file
+    export = json.loads((path.resolve().parent / "stage.json").read_text())
+    assert export["kind"] == "export" and export["stage"]["parents"] == {"model": deployed["ptq_a8w8"].resolve().name}
+    assert export["check"]["agreement"] == 1.0 and export["config"]["opset"] == 17
+    code, again = cli("export", deployed["ptq_a8w8"], "--out", tmp_path / "again.onnx")  # found, not redone
+    assert code == 0 and (tmp_path / "again.onnx").resolve() == path.resolve()
+    args = ("attack", path, "--runtime", "onnxruntime", "--eps", "32", "--n-test", "40", "--square-queries", "20",
+            "--steps", "5", "--out", tmp_path / "deployed")
+    code, text = cli(*args)
     assert code == 0, text
-    record = json.loads((tmp_path / "m.onnx.attack.json").read_text())
+    record = json.loads((tmp_path / "deployed/stage.json").read_text())
     (result,) = record["results"]
-    assert result["n"] == 40 and result["clean_agreement"] == 1.0
-    assert record["reference"] == str(deployed["ptq_a8w8"].resolve())
+    assert result["n"] == 40 and result["clean_agreement"] == 1.0 and result["eps_255"] == 32
+    assert record["kind"] == "evaluate_deployed" and record["reference"] == str(deployed["ptq_a8w8"].resolve())
+    assert (tmp_path / "deployed/model.onnx").read_bytes() == path.read_bytes()  # the record keeps what it measured
+    copy = tmp_path / "copy.onnx"  # a copy elsewhere is the same file: the same stage, found
+    copy.write_bytes(path.read_bytes())
+    code, text = cli(*args[:1], copy, *args[2:-2], "--out", tmp_path / "deployed-copy")
+    assert code == 0 and (tmp_path / "deployed-copy").resolve() == (tmp_path / "deployed").resolve()
 
 
 def test_cli_bad_input_one_message(deployed, tmp_path):
@@ -205,7 +217,7 @@ def test_cli_bad_input_one_message(deployed, tmp_path):
     assert code == 2 and "--runtime must be one of onnxruntime, got 'tensorrt'" in text
     code, text = cli("attack", tmp_path / "bare.onnx")
     assert code == 2 and "records no source model folder: pass --reference" in text
-    assert not list(tmp_path.glob("*.attack.json"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bare.onnx"]  # nothing half-written
 
 
 DEPLOYED_STUDY = {

@@ -17,3 +17,24 @@ def test_progress_keeps_count_and_eta_visible_on_80_columns():
             progress._progress.refresh()
     text = out.getvalue()
     assert "3/10" in text and "eta" in text
+
+
+def test_status_and_report_say_what_they_are_doing(tmp_path, monkeypatch):
+    """Commands with no count to show (planning, reading a store, writing a report) show a spinner
+    naming the work on stderr, and nothing under --quiet."""
+    from importlib import resources
+
+    from typer.testing import CliRunner
+
+    from robquant import cli
+
+    out = io.StringIO()
+    monkeypatch.setattr(cli, "err_console", Console(file=out, width=120, force_terminal=True, color_system=None))
+    study = resources.files("robquant") / "configs" / "demo.yaml"
+    result = CliRunner().invoke(cli.app, ["status", str(study), "--store", str(tmp_path / "store")])
+    assert result.exit_code == 0, result.output
+    assert f"planning {study} and reading its store" in out.getvalue()
+    out.truncate(0)
+    out.seek(0)
+    result = CliRunner().invoke(cli.app, ["--quiet", "status", str(study), "--store", str(tmp_path / "store")])
+    assert result.exit_code == 0 and out.getvalue() == ""

@@ -264,6 +264,12 @@ def test_a_registered_quantizer_is_usable_by_name_everywhere(clean_model):
         assert quantized and all(isinstance(w, UniformWeightQuantizer) and not w.per_channel for w in quantized)
         with pytest.raises(ConfigError, match="weight_quantizer for ptq must be one of pwlq, uniform"):
             PTQConfig(weight_quantizer="test_sign")  # registered for QAT only
+        from typer.testing import CliRunner
+
+        from robquant.cli import app
+
+        listed = CliRunner().invoke(app, ["list"]).output  # `robquant list` shows it (the CLI help points there)
+        assert "weight quantizers: ptq: pwlq, uniform; qat: dorefa, test_sign, uniform" in listed
     finally:
         WEIGHT_QUANTIZERS.unregister("test_sign")
 

@@ -43,7 +43,8 @@ def test_the_readme_tour_runs_as_written(tmp_path, monkeypatch):
         assert result.exit_code == 0, f"robquant {' '.join(args)}:\n{result.output}"
     assert (tmp_path / "runs/tour/robust/model.safetensors").is_file()
     assert (tmp_path / "runs/tour/ptq-a4w4-attack/outcomes.npz").is_file()
-    assert (tmp_path / "runs/tour/ptq-a4w4.onnx.attack.json").is_file()
+    assert (tmp_path / "runs/tour/ptq-a4w4.onnx").resolve().parent.parent.name == "stages"  # the export stage's
+    assert (tmp_path / "runs/tour/ptq-a4w4-deployed/stage.json").is_file()
     # every page the README links to exists
     for link in re.findall(r"\]\((docs/[^)#]+)", README.read_text()):
         assert (ROOT / link).is_file(), link

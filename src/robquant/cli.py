@@ -84,6 +84,12 @@ def _progress() -> Any:
     return nullcontext(NULL_PROGRESS) if _QUIET["on"] else RichProgress(err_console)
 
 
+def _busy(what: str) -> Any:
+    """A spinner on stderr naming what a command is doing while it reads or writes (for work with no
+    count to show: planning, reading a store, writing a report); shows nothing under ``--quiet``."""
+    return nullcontext() if _QUIET["on"] else err_console.status(what)
+
+
 @app.callback()
 def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="log progress details"),
           quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display (results and errors only)"),
@@ -238,8 +244,8 @@ def attack(
     dataset: Optional[str] = typer.Option(None, help="test data set (default: the training one)"),
     seed: int = typer.Option(0, help="seed for random starts"),
     batch_size: int = typer.Option(256, help="examples per batch"),
-    out: Optional[Path] = typer.Option(None, help="a model folder: a link to the evaluation's folder in the store "
-                                       "(optional); an .onnx model: the JSON output (default MODEL.onnx.attack.json)"),
+    out: Optional[Path] = typer.Option(None, help="a link to the evaluation's folder in the store (optional; the "
+                                       "record is its stage.json)"),
     store: Optional[Path] = typer.Option(None, help=STORE_HELP),
     data_root: Optional[Path] = typer.Option(None, help=DATA_ROOT_HELP),
     allow_unverified_data: bool = typer.Option(False, help="accept a data copy whose checksums differ"),
@@ -257,7 +263,7 @@ def attack(
         queries = DEPLOYED_SQUARE_QUERIES if square_queries is None else square_queries
         _attack_deployed(checkpoint, runtime or "onnxruntime", reference, eps_list, n_test or CHECK_EXAMPLES, steps,
                          restarts, check_range("--square-queries", queries, 1), dataset, data_root,
-                         allow_unverified_data, seed, batch_size, out, device, fusion)
+                         allow_unverified_data, seed, batch_size, out, store, device, fusion)
         return
     check_range("--diagnose-n", diagnose_n, 1)
     square_queries = SQUARE_QUERIES if square_queries is None else square_queries
@@ -290,8 +296,8 @@ def attack(
 
 def _attack_deployed(path: Path, runtime: str, reference: Optional[Path], eps: list[float], n: int, steps: int,
                      restarts: int, square_queries: int, dataset: Optional[str], data_root: Optional[Path],
-                     allow_unverified: bool, seed: int, batch_size: int, out: Optional[Path], device: str,
-                     fusion: bool = True) -> None:
+                     allow_unverified: bool, seed: int, batch_size: int, out: Optional[Path], store: Optional[Path],
+                     device: str, fusion: bool = True) -> None:
     from robquant.display import deployed_table
     from robquant.pipeline import resolve_device
     from robquant.pipeline.deployment import attack_onnx
@@ -302,9 +308,9 @@ def _attack_deployed(path: Path, runtime: str, reference: Optional[Path], eps: l
         record = attack_onnx(path, eps=eps, runtime=runtime, reference=_opt_str(reference), dataset=dataset,
                              data_root=_opt_str(data_root), allow_unverified=allow_unverified, n=n, steps=steps,
                              restarts=restarts, square_queries=square_queries, seed=seed, batch_size=batch_size,
-                             device=resolve_device(device), fusion=fusion, out=out, progress=progress)
+                             device=resolve_device(device), fusion=fusion, out=out, store=store, progress=progress)
     console.print(deployed_table(f"{path} on {runtime} (reference {record['reference']})", record["results"]))
-    console.print(f"written to {out or path.with_name(path.name + '.attack.json')}")
+    console.print(f"record: {Path(record['path']) / 'stage.json'}" + (f" (linked as {out})" if out else ""))
 
 
 @app.command()
@@ -314,7 +320,8 @@ def export(
     model: Optional[str] = typer.Option(None, help="your own model (package.module:factory) when the folder holds "
                                         "one: loading it imports that code, so it must be named"),
     format: str = typer.Option("onnx", "--format", help="onnx (QuantizeLinear/DequantizeLinear)"),
-    out: Path = typer.Option(..., help="the file to write, e.g. model.onnx"),
+    out: Path = typer.Option(..., help="the file's name, e.g. model.onnx: a link to the file in the store"),
+    store: Optional[Path] = typer.Option(None, help=STORE_HELP),
     opset: int = typer.Option(OPSET, help="ONNX opset, 13-20"),
     check_n: int = typer.Option(256, help="test images on which ONNX Runtime is compared with the model (0: skip)"),
     data_root: Optional[Path] = typer.Option(None, help=DATA_ROOT_HELP),
@@ -325,13 +332,13 @@ def export(
 
     _user_model(model, None)
     check_range("--check-n", check_n, 0)
-    with nullcontext() if _QUIET["on"] else err_console.status(f"exporting {checkpoint}"):
+    with _busy(f"exporting {checkpoint} (and running the file on ONNX Runtime)"):
         info = export_model(checkpoint, out, format=format, opset=opset, data_root=_opt_str(data_root),
-                            allow_unverified=allow_unverified_data, check_n=check_n)
+                            allow_unverified=allow_unverified_data, check_n=check_n, store=store)
     branches = sorted(set(info["layers"].values()) - {0})
     qdq = sum(1 for v in info["layers"].values() if v)
-    console.print(f"wrote {info['path']} ({info['bytes'] / 1024:.0f} KiB, opset {info['opset']}, "
-                  f"{info['seconds']:.2f} s), checked by onnx.checker")
+    console.print(f"wrote {out} ({info['bytes'] / 1024:.0f} KiB, opset {info['opset']}, "
+                  f"{info['seconds']:.2f} s), checked by onnx.checker; record: {info['record']}")
     console.print(f"  {qdq} of {len(info['layers'])} conv/linear layers with integer weights"
                   + (f" ({'/'.join(map(str, branches))} branch{'es' if branches != [1] else ''} per layer)"
                      if branches else "")
@@ -357,7 +364,8 @@ def quantize(
     precision: str = typer.Option(..., help="AxWy: activation bits x, weight bits y, each 2..8, 16 or 32"),
     out: Path = typer.Option(..., help="the result's name: a link to its folder in the store (model, record)"),
     store: Optional[Path] = typer.Option(None, help=STORE_HELP),
-    quantizer: Optional[str] = typer.Option(None, help="weights: pwlq|uniform (ptq), dorefa|uniform (qat)"),
+    quantizer: Optional[str] = typer.Option(None, help="the weights' quantizer by name: `robquant list` shows those "
+                                            "registered per method (default pwlq for ptq, dorefa for qat)"),
     breakpoint: Optional[str] = typer.Option(None, help="PTQ, PWLQ breakpoint: gauss (default), laplace, exact or "
                                              "search"),
     first_last: bool = typer.Option(False, "--quantize-first-last", help="also quantize the first and last layer"),
@@ -457,7 +465,8 @@ def _print_report(plan: Any, st: Any, out: Path, formats: list[str] | None = Non
     from robquant.display import report_table
     from robquant.report import FORMATS, write_report
 
-    result = write_report(plan, st, out, formats or FORMATS)
+    with _busy(f"writing the report of {plan.study.name} to {out} (tables, figures, verdicts)"):
+        result = write_report(plan, st, out, formats or FORMATS)
     for name in ("findings", "regime", "evidence"):
         console.print(report_table(result[name]))
     verdicts = ", ".join(f"{k} {v}" for k, v in result["paper_labels"].items())
@@ -479,7 +488,8 @@ def report(
 ) -> None:
     """The study's tables (paper Tables 1-5, cost, paper comparison) and figures, from the store alone."""
     formats = [f.strip() for f in fmt.split(",") if f.strip()]
-    study, plan, _ = _plan(study_path, store, open_store=False)
+    with _busy(f"planning {study_path}"):
+        study, plan, _ = _plan(study_path, store, open_store=False)
     root = Path(study.store)
     if not (root / "index.sqlite").is_file():
         raise ConfigError(f"--store {str(root)!r} holds no study results: run `robquant run {study_path}` first")
@@ -552,7 +562,8 @@ def _print_summary(plan: Any, store: Any) -> None:
     from robquant.display import summary_table
     from robquant.report import collect
 
-    results = collect(plan, store)
+    with _busy(f"reading the records of {plan.study.name}"):
+        results = collect(plan, store)
     if not results:
         return
     top = max(r["fraction"] for r in results)
@@ -637,8 +648,9 @@ def status(
     store: Optional[Path] = typer.Option(None, help="store folder (default: the study's)"),
 ) -> None:
     """Show a study's stages: done, NC, running, failed, pending."""
-    study, plan, st = _plan(study_path, store)
-    rows = {r["key"]: r for r in st.rows()}
+    with _busy(f"planning {study_path} and reading its store"):
+        study, plan, st = _plan(study_path, store)
+        rows = {r["key"]: r for r in st.rows()}
     counts: dict[str, int] = {}
     for key in plan.stages:
         state = rows.get(key, {}).get("status", "pending")
@@ -678,15 +690,19 @@ def _device(device: str) -> Any:
 
 @app.command("list")
 def list_names() -> None:
-    """List the registered data sets, models, attacks and training objectives."""
+    """List the registered data sets, models, attacks, training objectives and quantizers (per method)."""
     from robquant.attacks import list_attacks
     from robquant.data import list_datasets
     from robquant.models import list_models
+    from robquant.quant.config import ACT_QUANTIZERS, WEIGHT_QUANTIZERS
     from robquant.train import list_objectives
 
     for kind, names in (("datasets", list_datasets()), ("models", list_models()),
                         ("attacks", list_attacks()), ("objectives", list_objectives())):
         console.print(f"[bold]{kind}[/]: {', '.join(names)}")
+    for kind, registry in (("weight quantizers", WEIGHT_QUANTIZERS), ("activation quantizers", ACT_QUANTIZERS)):
+        console.print(f"[bold]{kind}[/]: " + "; ".join(f"{method}: {', '.join(registry.names(method))}"
+                                                        for method in ("ptq", "qat")))
 
 
 def parse_eps(text: str, field: str = "--eps") -> list[float]:

@@ -1,10 +1,14 @@
-"""The deployed evaluation of a study's evaluation stage: the model exported beside the stage's
-record and measured on its runtime (see :mod:`robquant.deploy.runtime`). The pipeline's executor
-calls it; it lives here, with what it runs."""
+"""The deployment stages' handlers, here with what they run: a study's evaluation exports its model
+beside the record and measures it on the runtime (:func:`deployed_for_stage`); ``robquant export`` is
+an ``export`` stage (:func:`run_export`) and ``robquant attack model.onnx`` an ``evaluate_deployed``
+stage (:func:`run_evaluate_deployed`). The pipeline's executor calls them with their typed specs
+(:mod:`robquant.pipeline.specs`) and a stage context; the executor adds the record's ``config`` (the spec)."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,15 +17,110 @@ import torch
 from robquant import __version__
 from robquant.data import ImageDataset
 from robquant.defaults import OPSET
-from robquant.deploy.export import ExportInfo, export_onnx
-from robquant.deploy.runtime import RuntimeModel, deployed_evaluation
+from robquant.deploy.export import ExportInfo, export_onnx, needs_onnx
+from robquant.deploy.runtime import RuntimeModel, batched_logits, deployed_evaluation, needs_onnxruntime
+from robquant.errors import CheckpointError, ConfigError
+from robquant.modelfolder import weights_sha256
+from robquant.provenance import environment, now_iso
+from robquant.quant.ste import exact_float32
+
+FILE = "model.onnx"  # an export's file, in its stage's folder
+SOURCE_KEY = "robquant.source"  # metadata: the model folder an ONNX file was exported from
+AGREEMENT_FLOOR = 0.99  # below it, an export's check also runs the file with the runtime's QDQ fusion off
+
+
+def export_metadata(folder: Path | None, record: dict[str, Any], dataset: str | None) -> dict[str, str]:
+    """What an exported file records about where it came from (``folder``: the model folder)."""
+    quant = (record.get("model") or {}).get("quant") or {}
+    meta = {"robquant.version": __version__, "robquant.dataset": dataset or "",
+            "robquant.model": (record.get("model") or {}).get("name", ""),
+            "robquant.method": quant.get("method", "fp"), "robquant.precision": quant.get("precision", "A32W32")}
+    if folder is not None:
+        meta[SOURCE_KEY] = str(folder.resolve())
+        meta["robquant.weights_sha256"] = weights_sha256(folder)
+    return meta
+
+
+def file_opset(path: str | Path) -> int:
+    """The ONNX opset a file's graph is written in."""
+    proto = needs_onnx().load(str(path), load_external_data=False)
+    return next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+
+
+@exact_float32()
+def runtime_agreement(path: str | Path, model: torch.nn.Module, x: torch.Tensor, batch_size: int = 256,
+                      fusion: bool = True) -> float:
+    """Top-1 agreement of the exported file run by ONNX Runtime (with or without its QDQ fusion)
+    with ``model`` on ``x``."""
+    device = next(model.parameters()).device
+    ours = batched_logits(model.eval(), x, batch_size, device).argmax(1)
+    theirs = batched_logits(RuntimeModel(path, fusion=fusion), x, batch_size, device).argmax(1)
+    return (ours == theirs).double().mean().item() if len(x) else 0.0
+
+
+def run_export(spec: Any, ctx: Any, out: os.PathLike) -> dict[str, Any]:
+    """An ``export`` stage: the ``model`` parent as an ONNX QDQ file (``out/model.onnx``, its metadata
+    naming the parent's folder), run by ONNX Runtime on the first ``check_n`` test images and compared
+    with the model (skipped without onnxruntime)."""
+    if spec.format != "onnx":
+        raise ConfigError(f"format must be onnx, got {spec.format!r}")
+    model, test_set = ctx.model(spec.model), ctx.dataset(spec.data, "test")
+    folder = ctx.store.artifact_dir(spec.model)
+    info = export_onnx(model, Path(out) / FILE, (test_set.in_channels, *test_set.image_size), opset=spec.opset,
+                       metadata={**export_metadata(folder, ctx.record(spec.model), test_set.name),
+                                 "robquant.stage": spec.model})
+    check: dict[str, Any] = {"agreement": None, "agreement_unfused": None, "n": 0}
+    t0 = time.perf_counter()
+    if spec.check_n > 0 and _has_onnxruntime():
+        x = test_set.head(spec.check_n).images.float().div(255)
+        check.update(agreement=runtime_agreement(info.path, model, x), n=len(x))
+        if check["agreement"] < AGREEMENT_FLOOR:  # is it the runtime's QDQ fusion?
+            check["agreement_unfused"] = runtime_agreement(info.path, model, x, fusion=False)
+    return {"kind": spec.kind, "status": "done", "created": now_iso(),
+            "export": {**info.to_dict(), "path": FILE}, "check": check,
+            "metrics": {**check, "bytes": info.bytes, "opset": info.opset},
+            "timings": {"export_s": info.seconds, "check_s": time.perf_counter() - t0}, "env": environment(ctx.device)}
+
+
+def _has_onnxruntime() -> bool:
+    try:
+        needs_onnxruntime()
+    except ConfigError:
+        return False
+    return True
+
+
+def run_evaluate_deployed(spec: Any, ctx: Any, out: os.PathLike) -> dict[str, Any]:
+    """An ``evaluate_deployed`` stage: the deployed file (copied into ``out`` as ``model.onnx``, so
+    the record keeps what it measured) on its runtime at each of the spec's budgets, against the
+    fake-quantized ``reference`` parent it was exported from (see :func:`deployed_evaluation`)."""
+    if weights_sha256(spec.source) != spec.sha256:
+        raise CheckpointError(f"{spec.source} changed since the stage was planned (sha256 differs): run it again")
+    path = Path(out) / FILE
+    shutil.copyfile(spec.source, path)
+    first = spec.runs[0]
+    runtime = RuntimeModel(path, spec.threads, first.fusion)
+    reference, test_set = ctx.model(spec.reference), ctx.dataset(spec.data, "test")
+    results = [deployed_evaluation(runtime, reference, test_set, run.eps, label=run.label, n=run.n, steps=run.steps,
+                                   restarts=run.restarts, square_queries=run.square_queries, seed=spec.seed,
+                                   batch_size=spec.batch_size, device=ctx.device, threshold=run.tol,
+                                   progress=ctx.progress)
+               for run in spec.runs]
+    keys = ("eps_255", "n", "clean_accuracy", "robustness", "clean_agreement", "adversarial_agreement", "mismatch",
+            "flag")
+    return {"kind": spec.kind, "status": "done", "created": now_iso(),
+            "onnx": spec.source, "reference": str(ctx.store.artifact_dir(spec.reference)), "dataset": test_set.name,
+            "seed": spec.seed, "metadata": runtime.metadata, "results": results,
+            "metrics": {"results": [{k: r[k] for k in keys} for r in results],
+                        "flags": [r["eps_255"] for r in results if r["flag"]]},
+            "timings": {"evaluate_s": sum(r["seconds"] for r in results)}, "env": environment(ctx.device)}
 
 
 def deployed_for_stage(model: torch.nn.Module, test_set: ImageDataset, out: str | os.PathLike, options: dict[str, Any],
                        *, device: torch.device, seed: int, batch_size: int) -> tuple[dict[str, Any], ExportInfo]:
     """An evaluation stage's deployed model: export ``model`` to ``out/model.onnx`` (kept beside the
     record) and evaluate it on ONNX Runtime at ``options['eps']``."""
-    path = Path(out) / "model.onnx"
+    path = Path(out) / FILE
     info = export_onnx(model, path, (test_set.in_channels, *test_set.image_size),
                        opset=options.get("opset", OPSET),
                        metadata={"robquant.version": __version__, "robquant.dataset": test_set.name})

@@ -25,7 +25,7 @@ from robquant.modelfolder import load_model, read_record
 from robquant.models import external
 from robquant.pipeline.handlers import HANDLERS
 from robquant.pipeline.plan import Plan, Stage
-from robquant.pipeline.specs import DataRef, architecture_of
+from robquant.pipeline.specs import DataRef, architecture_of, spec_json
 from robquant.pipeline.store import Store
 from robquant.progress import NULL_PROGRESS, Progress
 from robquant.provenance import device_name
@@ -85,7 +85,7 @@ def stage_compute_seconds(record: dict[str, Any]) -> float:
     if record.get("kind") in ("evaluate", "attack"):  # "attack": records before the one path
         return record["result"]["seconds"] + (record.get("diagnostics") or {}).get("seconds", 0.0)
     t = record.get("timings") or {}
-    return t.get("train_s", 0.0) + t.get("calibrate_s", 0.0) + t.get("eval_s", 0.0)
+    return sum(t.get(k, 0.0) for k in ("train_s", "calibrate_s", "eval_s", "export_s", "check_s", "evaluate_s"))
 
 
 def run_stage(stage: Stage, ctx: StageContext) -> dict[str, Any]:
@@ -95,6 +95,7 @@ def run_stage(stage: Stage, ctx: StageContext) -> dict[str, Any]:
     if arch is not None and external.is_reference(arch.name):  # named by the user's study (also in Ray workers)
         external.allow(arch.name)
     record = HANDLERS[type(stage.spec)](stage.spec, ctx, ctx.store.work_dir(stage.key))
+    record.setdefault("config", spec_json(stage.spec))
     record["stage"] = {"key": stage.key, "kind": stage.kind, "label": stage.label, "parents": stage.spec.parents(),
                        "planned_cost": stage.cost, "estimated_s": stage.estimated_s,
                        "wall_s": time.perf_counter() - t0, "device": device_name(ctx.device)}

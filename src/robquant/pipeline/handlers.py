@@ -26,7 +26,9 @@ from robquant.deploy import mismatch_check  # registers the deployed model's tru
 from robquant.errors import CheckpointError, ConfigError
 from robquant.modelfolder import RECORD, build_model, load_model, read_record, read_weights, save_model, weights_sha256
 from robquant.models import external
-from robquant.pipeline.specs import DataRef, Evaluate, ImportFP, ModelRef, Quantize, TrainFP, spec_json
+from robquant.deploy.stage import run_evaluate_deployed, run_export
+from robquant.pipeline.specs import (DataRef, Evaluate, EvaluateDeployed, Export, ImportFP, ModelRef, Quantize,
+                                     TrainFP, spec_json)
 from robquant.pipeline.store import Store
 from robquant.progress import Progress
 from robquant.provenance import environment, now_iso
@@ -360,4 +362,5 @@ def _deployed_metrics(deployed: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 HANDLERS: dict[type, Callable[[Any, Context, os.PathLike], dict[str, Any]]] = {
-    TrainFP: run_train_fp, ImportFP: run_import_fp, Quantize: run_quantize, Evaluate: run_evaluate}
+    TrainFP: run_train_fp, ImportFP: run_import_fp, Quantize: run_quantize, Evaluate: run_evaluate,
+    Export: run_export, EvaluateDeployed: run_evaluate_deployed}  # the deployment stages' live with robquant.deploy

@@ -1,8 +1,10 @@
 """Typed stage specs: everything a stage reads, frozen, with its parents named.
 
-Three kinds: :class:`TrainFP` (train a full-precision model), :class:`Quantize` (PTQ, or QAT
-fine-tuning from a ``checkpoint`` parent, with a ``teacher`` for RRM) and :class:`Evaluate`
-(attack a ``model`` parent, with a ``surrogate`` for transfer attacks and the trust checks). A
+The kinds: :class:`TrainFP` (train a full-precision model), :class:`ImportFP` (the user's weights),
+:class:`Quantize` (PTQ, or QAT fine-tuning from a ``checkpoint`` parent, with a ``teacher`` for RRM),
+:class:`Evaluate` (attack a ``model`` parent, with a ``surrogate`` for transfer attacks and the trust
+checks), :class:`Export` (write a model for a runtime) and :class:`EvaluateDeployed` (attack a
+deployed file on its runtime). A
 stage's key is the sha256 of its spec's canonical JSON (parents by key): change anything a stage
 reads and its key changes; fields marked ``UNKEYED`` (where the data lives, the display label)
 do not change what a stage computes.
@@ -225,12 +227,51 @@ class Evaluate:
         return next((a.label for a in self.attacks if a.name == "pgd"), None)
 
 
-StageSpec = Union[TrainFP, ImportFP, Quantize, Evaluate]
+@dataclass(frozen=True)
+class Export:
+    """The ``model`` parent written in a deployment ``format`` (``model.onnx`` in the stage's folder,
+    at ``opset``), run on the runtime and compared with the model on the first ``check_n`` test images."""
+
+    kind: ClassVar[str] = "export"
+    data: DataRef
+    model: str  # the model stage's key
+    format: str
+    opset: int
+    check_n: int
+    architecture: ModelRef | None = field(default=None, metadata=UNKEYED)  # the parent's model
+    label: str = field(default="", metadata=UNKEYED)
+
+    def parents(self) -> dict[str, str]:
+        return {"model": self.model}
+
+
+@dataclass(frozen=True)
+class EvaluateDeployed:
+    """A deployed model file (keyed by its ``sha256``) on its runtime at each run's budget, against
+    the fake-quantized ``reference`` parent it was exported from."""
+
+    kind: ClassVar[str] = "evaluate_deployed"
+    data: DataRef
+    sha256: str
+    reference: str  # the model stage's key
+    runs: tuple[DeployedRun, ...]  # one per budget
+    seed: int
+    batch_size: int
+    source: str = field(default="", metadata=UNKEYED)  # where the file is (a copy elsewhere is the same stage)
+    threads: int | None = field(default=None, metadata=UNKEYED)
+    architecture: ModelRef | None = field(default=None, metadata=UNKEYED)
+    label: str = field(default="", metadata=UNKEYED)
+
+    def parents(self) -> dict[str, str]:
+        return {"reference": self.reference}
+
+
+StageSpec = Union[TrainFP, ImportFP, Quantize, Evaluate, Export, EvaluateDeployed]
 
 
 def architecture_of(spec: StageSpec) -> ModelRef | None:
     """The study's model a stage builds or loads."""
-    return spec.architecture if isinstance(spec, Evaluate) else spec.model
+    return spec.architecture if isinstance(spec, (Evaluate, Export, EvaluateDeployed)) else spec.model
 
 
 def spec_config(spec: StageSpec) -> dict[str, Any]:
