@@ -231,13 +231,15 @@ DEPLOYED_STUDY = {
 }
 
 
-def test_study_with_deployed_evaluation(tmp_path):
+def test_study_with_deployed_evaluation_bit_flips_and_pixel_valid_inputs(tmp_path):
     from robquant.pipeline import build_plan, load_study
     from robquant.pipeline.specs import spec_config
     from robquant.pipeline.store import Store
 
     study = json.loads(json.dumps(DEPLOYED_STUDY))
     study["evaluation"]["deployed"] = {"n": 40, "square_queries": 30}  # options given: on
+    study["evaluation"]["bitflip"] = {"n": 40, "repeats": 2, "search_cap": 30, "random_cap": 64}
+    study["evaluation"]["attacks"].append({"name": "pgd", "steps": 3, "pixel_grid": True, "label": "pgd-grid"})
     path = write(tmp_path, study)
     code, text = cli("run", path, "--device", "cpu")
     assert code == 0, text
@@ -250,12 +252,20 @@ def test_study_with_deployed_evaluation(tmp_path):
     assert (store.artifact_dir(evaluations["A4W4"]) / "model.onnx").is_file()
     assert a4w4["diagnostics"]["checks"]["deployed_mismatch"]["flag"] is False
     assert a4w4["metrics"]["deployed"]["robustness"] == dep["robustness"]
+    flips = a4w4["bitflip"]  # the stored 4-bit weights, attacked: 2 attack batches x (search, random)
+    assert [(r["method"], r["seed"]) for r in flips["runs"]] == [("search", 0), ("search", 1), ("random", 0),
+                                                                 ("random", 1)]
+    assert flips["n"] == 40 and flips["disjoint"] and a4w4["metrics"]["bitflip"]["search"] == flips["summary"]["search"]
+    for r in flips["runs"]:
+        assert r["broken"] == (r["accuracy_after"] <= flips["target"]) and (r["flips"] is None) != r["broken"]
     fp = store.get(evaluations["A32W32"])["record"]
     assert "deployed" not in fp and fp["diagnostics"]["checks"]["deployed_mismatch"]["flag"] is None
+    assert "bitflip" not in fp  # full-precision weights: nothing stored to flip
     code, text = cli("report", path)
     assert code == 0, text
     report = (tmp_path / "runs" / "report" / "report.md").read_text()
-    assert "Deployed models on onnxruntime" in report
+    assert "Deployed models on onnxruntime" in report and "Bit flips to break" in report
+    assert "Pixel-valid inputs: robustness (%) under pgd and under pgd-grid" in report
     assert str(store.artifact_dir(evaluations["A4W4"]) / "model.onnx") in report
     # without deployed (not given, or false), the keys are what they were before the option existed
     for name, value in (("off.yaml", False), ("absent.yaml", None)):
@@ -264,7 +274,8 @@ def test_study_with_deployed_evaluation(tmp_path):
             evaluation["deployed"] = value
         off = build_plan(load_study(write(tmp_path, DEPLOYED_STUDY | {"evaluation": evaluation}, name)))
         assert not off.study.evaluation.deployed.enabled
-        assert all("deployed" not in spec_config(s.spec) for s in off.stages.values())
+        assert all("deployed" not in spec_config(s.spec) and "bitflip" not in spec_config(s.spec)
+                   for s in off.stages.values())
 
 
 def test_study_deployed_bad_input(tmp_path):

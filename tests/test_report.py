@@ -401,3 +401,26 @@ def test_regime_table_puts_the_fp_references_beside_the_papers():
     t = regime_table(rows, 8, "digits", paper_numbers()["regime"])
     assert t.rows[1][0].startswith("non_robust FP (its training record") and t.rows[1][1] == "90.0"
     assert "CIFAR-10, ResNet-20" in t.notes[0]
+
+
+def test_pixel_grid_table_sets_the_pixel_valid_attack_beside_the_papers_and_names_the_verdicts_it_moves():
+    from robquant.report.findings import pixel_grid_table
+
+    def with_grid(r, grid):  # the same PGD on the 8-bit grid, as a second attack (not cascaded)
+        o = r["outcomes"]
+        n = len(o.indices)
+        mask = np.zeros(n, dtype=bool)
+        mask[: int(round(grid * n))] = True
+        o = Outcomes(o.indices, o.clean, {**o.robust, ("pgd-grid", 8.0): mask}, o.dataset_sha256, False, o.split_size)
+        return {**r, **aggregates(o, "pgd", 8.0)}
+
+    rows = [with_grid(row("ptq", None, "robust", "A32W32", s, 0.9, 0.45, pgd=0.45), 0.60) for s in (0, 1)]
+    rows += [with_grid(row("ptq", None, "robust", "A8W8", s, 0.9, 0.45, pgd=0.45), 0.45) for s in (0, 1)]
+    t = pixel_grid_table(rows, "pgd-grid", None, 8.0)
+    by_precision = {r[1]: r for r in t.rows}
+    assert by_precision["A8W8"][3].startswith("45.0") and by_precision["A8W8"][4].startswith("45.0")
+    assert by_precision["A32W32"][5].startswith("+15.0")  # the pixel-valid attack is weaker on the reference
+    # under PGD the A8W8 cell keeps the reference's robustness; on the grid it is 15 points below it
+    assert "PTQ of robust parameters keeps" in by_precision["A8W8"][6] and "->" in by_precision["A8W8"][6]
+    assert "PTQ of robust parameters keeps" in t.notes[-1] and f"{REPRODUCED} -> {CONTRADICTED}" in t.notes[-1]
+    assert pixel_grid_table([row("ptq", None, "robust", "A8W8", 0, 0.9, 0.45)], "pgd-grid", None, 8.0) is None

@@ -218,7 +218,10 @@ def attack(
     model: Optional[str] = typer.Option(None, help="your own model (package.module:factory) when the folder holds "
                                         "one: loading it imports that code, so it must be named"),
     attack_name: str = typer.Option("pgd", "--attack", help="attack name(s), comma-separated: pgd, fgsm, autoattack, "
-                                    "apgd, square, transfer"),
+                                    "apgd, square, transfer; bitflip flips bits of a quantized model's stored "
+                                    "weights (no eps: the flips to bring accuracy to chance)"),
+    bitflip_seeds: int = typer.Option(3, help="bitflip: seeds (attack batches and random draws), each a run of the "
+                                      "bit search and of random flips (about 2-6 s each on the digits ResNet-20)"),
     eps: str = typer.Option("1,2,4,8", help="budgets in /255 units, comma-separated"),
     steps: int = typer.Option(ATTACK_STEPS, help="PGD / transfer steps"),
     step_size: Optional[float] = typer.Option(None, help="PGD step in /255 units (default eps/4)"),
@@ -252,7 +255,7 @@ def attack(
     device: str = typer.Option("auto", help=DEVICE_HELP),
 ) -> None:
     """Clean and robust accuracy of a saved model over an eps sweep; prints a table, writes JSON."""
-    from robquant.display import diagnostics_table, robustness_table
+    from robquant.display import bitflip_table, diagnostics_table, robustness_table
     from robquant.pipeline import attack_model, resolve_device
 
     _user_model(model, None)
@@ -270,12 +273,17 @@ def attack(
     from robquant.attacks import ATTACKS
 
     sub = [a.strip() for a in aa_attacks.split(",") if a.strip()] if aa_attacks else None
+    names = [a.strip() for a in attack_name.split(",") if a.strip()]
+    bitflip = None
+    if "bitflip" in names:  # not an input attack: no budgets, its own record
+        names = [a for a in names if a != "bitflip"]
+        bitflip = {"seeds": tuple(range(int(check_range("--bitflip-seeds", bitflip_seeds, 1))))}
     given = {"steps": steps, "restarts": restarts, "norm": norm, "attacks": sub,
              "step_size": None if step_size is None else check_range("--step-size", step_size, 0.0) / 255,
              "n_queries": check_range("--square-queries", square_queries, 1), "pixel_grid": pixel_grid or None}
     specs = [(name, ATTACKS.get(name).select_options(given))  # each attack takes the options it declares
-             for name in [a.strip() for a in attack_name.split(",") if a.strip()]]
-    if not specs:
+             for name in names]
+    if not specs and bitflip is None:
         raise ConfigError("--attack needs at least one attack name")
     options = None
     if diagnose:
@@ -287,10 +295,13 @@ def attack(
         record = attack_model(checkpoint, attacks=specs, eps=eps_list, n_test=n_test, dataset=dataset,
                               data_root=_opt_str(data_root), allow_unverified=allow_unverified_data,
                               device=dev, batch_size=batch_size, seed=seed, out=out, store=store,
-                              surrogate=_opt_str(surrogate), diagnose=options, progress=progress)
-    console.print(robustness_table(str(checkpoint), record["result"]))
+                              surrogate=_opt_str(surrogate), diagnose=options, bitflip=bitflip, progress=progress)
+    if specs:
+        console.print(robustness_table(str(checkpoint), record["result"]))
     if "diagnostics" in record:
         console.print(diagnostics_table(record["diagnostics"]))
+    if "bitflip" in record:
+        console.print(bitflip_table(f"{checkpoint}: bit flips to break it", record["bitflip"]))
     console.print(f"record: {Path(record['path']) / 'stage.json'}" + (f" (linked as {out})" if out else ""))
 
 

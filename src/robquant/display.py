@@ -167,6 +167,31 @@ def deployed_table(title: str, results: list[dict[str, Any]]) -> Table:
     return table
 
 
+def bitflip_table(title: str, result: dict[str, Any]) -> Table:
+    """Flips to break a model (clean accuracy at most chance + 1 point), per method: per seed, the mean
+    and 95 % interval over the seeds that broke it, and how many did not within the cap."""
+    table = Table(title=title)
+    for col in ("attacker", "flips per seed", "mean [95 % interval]", "not broken (cap)", "accuracy before %",
+                "after %"):
+        table.add_column(col, justify="right")
+    for method in sorted(result["summary"], key=lambda m: (m != "search", m)):  # the search first
+        s = result["summary"][method]
+        runs = [r for r in result["runs"] if r["method"] == method]
+        mean = "-" if s["mean"] is None else f"{s['mean']:.1f}"
+        if s["ci95"] is not None:
+            mean += f" [{s['ci95'][0]:.1f}, {s['ci95'][1]:.1f}]"
+        table.add_row(method, ", ".join(f">{s['cap']}" if f is None else str(f) for f in s["flips"]), mean,
+                      f"{s['censored']} ({s['cap']})",
+                      "/".join(f"{100 * r['accuracy_before']:.1f}" for r in runs),
+                      "/".join(f"{100 * r['accuracy_after']:.1f}" for r in runs))
+    table.caption = (f"Broken: accuracy on the first {result['n']} test examples at most "
+                     f"{100 * result['target']:.1f} % "
+                     "(chance, the largest class's share there, + 1 point). search: progressive bit search on an "
+                     f"attack batch of {result['attack_batch']} other test examples per seed; random: bits drawn "
+                     "uniformly. A model not broken within the cap counts as '>cap' and is left out of the mean.")
+    return table
+
+
 def report_table(table: Any) -> Table:
     """A report table (:class:`robquant.report.tables.Table`) for the terminal, its notes as caption."""
     out = Table(title=table.title, show_lines=True)

@@ -28,13 +28,13 @@ from robquant.attacks.evaluate import attack_runs
 from robquant.data import ImageDataset, create_dataset
 from robquant.defaults import (ATTACK_STEPS, CHECK_EXAMPLES, CHECK_SQUARE_QUERIES, CHECK_TOL, COLLAPSE_EPS_255,
                                RESTARTS)
-from robquant.errors import CheckpointError, ConfigError
+from robquant.errors import CheckpointError, ConfigError, check_range
 from robquant.modelfolder import RECORD, read_record, record_dataset, weights_sha256
 from robquant.models import external
 from robquant.pipeline.executor import StageContext, execute_stage
 from robquant.pipeline.plan import Stage
-from robquant.pipeline.specs import (AttackRun, Budget, DataRef, DiagnoseRun, Evaluate, ImportFP, ModelRef,
-                                     ObjectiveRef, Quantize, StageSpec, TrainFP, spec_key)
+from robquant.pipeline.specs import (AttackRun, BitFlipRun, Budget, DataRef, DiagnoseRun, Evaluate, ImportFP,
+                                     ModelRef, ObjectiveRef, Quantize, StageSpec, TrainFP, spec_key)
 from robquant.pipeline.store import Store
 from robquant.progress import NULL_PROGRESS, Progress
 from robquant.quant import AnyQuantConfig
@@ -311,6 +311,33 @@ def _diagnose_run(options: dict[str, Any], budgets: tuple[Budget, ...]) -> tuple
                              options.get("tol", CHECK_TOL), options.get("integer", True), label=main.label)
 
 
+def _bitflip_run(options: dict[str, Any], n_test: int | None, checkpoint: str | os.PathLike) -> BitFlipRun:
+    """The bit-flip attack's run from the options given (defaults for the rest), for a model that
+    stores quantized weights.
+
+    Raises:
+        ConfigError: a full-precision model, an unknown method, a bad number.
+    """
+    from robquant.attacks.bitflip import ATTACK_BATCH, METHODS, RANDOM_CAP, SEARCH_CAP
+    from robquant.quant.precision import parse_precision
+
+    quant = (read_record(checkpoint)[1].get("model") or {}).get("quant") or {}
+    if parse_precision(quant.get("precision", "A32W32")).weight_bits >= 32:
+        raise ConfigError(f"--attack bitflip flips bits of stored integer weights: {checkpoint} stores its weights in "
+                          "full precision (quantize it first)")
+    methods = tuple(options.get("methods", METHODS))
+    bad = [m for m in methods if m not in METHODS]
+    if bad or not methods:
+        raise ConfigError(f"bitflip methods must be among {', '.join(METHODS)}, got {', '.join(bad) or 'none'}")
+    seeds = tuple(int(s) for s in options.get("seeds", (0, 1, 2)))
+    if not seeds:
+        raise ConfigError("bitflip seeds must name at least one seed")
+    return BitFlipRun(int(check_range("bitflip n", options.get("n") or n_test or CHECK_EXAMPLES, 1)), seeds, methods,
+                      int(check_range("bitflip attack_batch", options.get("attack_batch", ATTACK_BATCH), 1)),
+                      int(check_range("bitflip search_cap", options.get("search_cap", SEARCH_CAP), 1)),
+                      int(check_range("bitflip random_cap", options.get("random_cap", RANDOM_CAP), 1)))
+
+
 def attack_model(checkpoint: str | os.PathLike, *,
                  attacks: Sequence[AttackRun | str | tuple[str, dict[str, Any]]],
                  eps: Sequence[float], n_test: int | None = None, dataset: str | None = None,
@@ -318,7 +345,7 @@ def attack_model(checkpoint: str | os.PathLike, *,
                  device: str | torch.device = "cpu", batch_size: int = 256, seed: int = 0,
                  out: str | os.PathLike | None = None, surrogate: str | os.PathLike | None = None,
                  cascade: bool = False, diagnose: dict[str, Any] | None = None, store: str | os.PathLike | None = None,
-                 progress: Progress = NULL_PROGRESS) -> dict[str, Any]:
+                 bitflip: dict[str, Any] | None = None, progress: Progress = NULL_PROGRESS) -> dict[str, Any]:
     """Evaluate a saved model's clean and robust accuracy, as a study's ``evaluate`` stage.
 
     Args:
@@ -337,12 +364,16 @@ def attack_model(checkpoint: str | os.PathLike, *,
         diagnose: Run :func:`~robquant.attacks.diagnose` with these options (``eps`` /255, one of
             ``eps``, default the largest; ``n``, ``steps``, ``restarts``, ``square_queries``,
             ``autoattack``) and record its checks under ``diagnostics``; the budget of record is its ``eps``.
+        bitflip: Also flip bits of the stored weights (:mod:`robquant.attacks.bitflip`) with these options
+            (``n``, default ``n_test`` or 200; ``seeds``, default 0, 1, 2; ``methods``, ``attack_batch``,
+            ``search_cap``, ``random_cap``) and record the flips to break it under ``bitflip``.
 
     Returns:
         The record (``path``: its folder).
     """
     check_out(out)
     dev = resolve_device(device)
+    flips = None if bitflip is None else _bitflip_run(bitflip, n_test, checkpoint)
     given = Store(store) if store is not None else None
     ctx_for = _contexts(dev, progress)
 
@@ -362,7 +393,8 @@ def attack_model(checkpoint: str | os.PathLike, *,
     main, check = (budgets[-1], None) if diagnose is None else _diagnose_run(diagnose, budgets)
     spec = Evaluate(data, key, runs, budgets, main, seed, batch_size, cascade, check,
                     surrogate_key if (check is not None or any(r.needs_surrogate for r in runs)) else None,
-                    architecture=ModelRef(**config["model"]), label=f"evaluate {Path(checkpoint).name}")
+                    architecture=ModelRef(**config["model"]), label=f"evaluate {Path(checkpoint).name}",
+                    bitflip=flips)
     folder, record = run_spec(spec, st, ctx)
     if out is not None:
         link(out, folder)

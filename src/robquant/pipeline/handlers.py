@@ -237,6 +237,11 @@ def run_evaluate(spec: Evaluate, ctx: Context, out: os.PathLike) -> dict[str, An
             diag = record["diagnostics"]
             diag["checks"]["deployed_mismatch"] = record["deployed"]["check"]
             diag["flags"] = [k for k, c in diag["checks"].items() if c["flag"]]
+    if spec.bitflip is not None:
+        from robquant.attacks.bitflip import bitflip_evaluation
+
+        record["bitflip"] = bitflip_evaluation(model, test_set, device=ctx.device, progress=ctx.progress,
+                                               **spec.bitflip.options())
     if spec.skipped:
         record["skipped_attacks"] = dict(spec.skipped)
     record["metrics"] = evaluation_metrics(record, spec)
@@ -300,13 +305,14 @@ class EvaluationMetrics:
         reference: Its accuracy at the main budget on all its examples and on the worst case's.
         flags: The trust checks that fired (the deployed model's among them).
         deployed: The deployed model's numbers on its runtime (None when not evaluated).
+        bitflip: Flips to break the model per method (their summary over seeds; None when not evaluated).
     """
 
     clean_accuracy: float
     n: int
     robust: list[dict[str, Any]]
     worst_case: list[dict[str, Any]]
-    robustness: float
+    robustness: float | None
     robustness_n: int
     robustness_attacks: list[str]
     main_eps_255: float
@@ -314,19 +320,24 @@ class EvaluationMetrics:
     reference: dict[str, Any] | None
     flags: list[str]
     deployed: dict[str, Any] | None
+    bitflip: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, record: dict[str, Any], spec: Evaluate) -> "EvaluationMetrics":
         """From an evaluation's record (its result, trust checks and deployed model) and spec."""
         result, main = record["result"], spec.main.label
-        worst = next(r for r in result["worst_case"] if r["eps_255"] == main)
+        # no input attack (a command asking only for bit flips): no robustness to inputs was measured
+        worst = next((r for r in result["worst_case"] if r["eps_255"] == main),
+                     {"accuracy": None, "n": 0, "attacks": [], "per_attack": {}})
         ref = spec.reference
         ref_all = next((r for r in result["robust"] if r["attack"] == ref and r["eps_255"] == main), None)
         return cls(result["clean_accuracy"], result["n"], result["robust"], result["worst_case"], worst["accuracy"],
                    worst["n"], worst["attacks"], main, ref,
                    None if ref_all is None else {"accuracy": ref_all["accuracy"], "n": ref_all["n"],
                                                  "accuracy_common": worst["per_attack"].get(ref)},
-                   _flags(record), _deployed_metrics(record.get("deployed")))
+                   _flags(record), _deployed_metrics(record.get("deployed")),
+                   {**record["bitflip"]["summary"], "target": record["bitflip"]["target"], "n": record["bitflip"]["n"]}
+                   if "bitflip" in record else None)
 
     @classmethod
     def read(cls, metrics: dict[str, Any]) -> "EvaluationMetrics":

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from robquant.modelfolder import weights_sha256
-from robquant.pipeline.specs import (AttackRun, Budget, DataRef, DeployedRun, DiagnoseRun, Evaluate, ImportFP, ModelRef,
-                                     ObjectiveRef, Quantize, StageSpec, TrainFP, spec_config, spec_key)
+from robquant.pipeline.specs import (AttackRun, BitFlipRun, Budget, DataRef, DeployedRun, DiagnoseRun, Evaluate,
+                                     ImportFP, ModelRef, ObjectiveRef, Quantize, StageSpec, TrainFP, spec_config,
+                                     spec_key)
 from robquant.pipeline.study import Cell, FPWeightsSpec, Study, TrainSpec
 from robquant.quant import AnyQuantConfig, PTQConfig, QATConfig
 from robquant.quant.precision import parse_precision
@@ -172,8 +173,14 @@ class _Planner:
             deployed = DeployedRun(ev.main_eps / 255, dep.n, pgd.steps if pgd else 20, pgd.restarts if pgd else 1,
                                    dep.square_queries, dep.opset, dep.tol / 100, dep.runtime, dep.fusion,
                                    label=ev.main_eps)
+        bitflip = None
+        if ev.bitflip.applies(seed) and parse_precision(cell.precision).weight_bits < 32:
+            b = ev.bitflip
+            bitflip = BitFlipRun(b.n or min(ev.n_test or 1000, 1000), tuple(range(b.repeats)), tuple(b.methods),
+                                 b.attack_batch, b.search_cap, b.random_cap)
         spec = Evaluate(self.data, model, attacks, budgets, Budget.of(ev.main_eps), seed, ev.batch_size, ev.cascade,
-                        diagnose, surrogate, deployed, skipped, self.model, label=f"evaluate {cell.label} (seed {seed})")
+                        diagnose, surrogate, deployed, skipped, self.model,
+                        label=f"evaluate {cell.label} (seed {seed})", bitflip=bitflip)
         return self.add(spec, lambda: evaluation_cost(spec))
 
 
@@ -241,4 +248,7 @@ def evaluation_cost(spec: Evaluate) -> dict[str, float]:
         c = spec.deployed.cost()
         fwd += spec.deployed.n * (c.gradients + c.forwards)
         bwd += spec.deployed.n * c.gradients
+    if spec.bitflip is not None:
+        f, b = spec.bitflip.cost()
+        fwd, bwd = fwd + f, bwd + b
     return {"forward": fwd, "backward": bwd}

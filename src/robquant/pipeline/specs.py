@@ -197,6 +197,35 @@ class DeployedRun:
 
 
 @dataclass(frozen=True)
+class BitFlipRun:
+    """The bit-flip attack's options (:func:`robquant.attacks.bitflip.bitflip_evaluation`): flips to bring
+    clean accuracy on the first ``n`` test examples to chance + 1 point, per method and seed."""
+
+    n: int
+    seeds: tuple[int, ...]
+    methods: tuple[str, ...]
+    attack_batch: int
+    search_cap: int
+    random_cap: int
+
+    def options(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def cost(self, layers: int = 20) -> tuple[float, float]:
+        """(forward, backward) image passes at most: per search flip a gradient on the attack batch,
+        each layer's candidate tried on it, accuracy on ``n``; random: 2 log2(cap) accuracies."""
+        import math
+
+        fwd = bwd = 0.0
+        if "search" in self.methods:
+            fwd += self.search_cap * (self.attack_batch * (1 + layers) + self.n)
+            bwd += self.search_cap * self.attack_batch
+        if "random" in self.methods:
+            fwd += 2 * (math.log2(self.random_cap) + 1) * self.n
+        return fwd * len(self.seeds), bwd * len(self.seeds)
+
+
+@dataclass(frozen=True)
 class Evaluate:
     """Clean and robust accuracy of the ``model`` parent under ``attacks`` at ``budgets``."""
 
@@ -217,6 +246,7 @@ class Evaluate:
     skipped: tuple[tuple[str, str], ...] = field(default=(), metadata=UNKEYED)  # (attack label, why)
     architecture: ModelRef | None = field(default=None, metadata=UNKEYED)  # the study's model (its parents' own)
     label: str = field(default="", metadata=UNKEYED)
+    bitflip: BitFlipRun | None = field(default=None, metadata=KEYED_IF_SET)  # flips in the stored weights
 
     def parents(self) -> dict[str, str]:
         return {k: v for k, v in (("model", self.model), ("surrogate", self.surrogate)) if v is not None}

@@ -177,6 +177,37 @@ class DeployedSpec(_Spec):
         return {"enabled": True, **value} if isinstance(value, dict) else value
 
 
+class BitFlipSpec(_Spec):
+    """Every model with quantized weights attacked in its stored weights (:mod:`robquant.attacks.bitflip`):
+    the flips that bring its clean accuracy to chance + 1 point, by the progressive bit search and by
+    random flips. ``bitflip: true`` turns it on with the defaults."""
+
+    enabled: bool = Field(False, description="count the bit flips that break every model with quantized weights")
+    n: Optional[int] = Field(None, ge=1, description="test examples accuracy is judged on (default: the "
+                             "evaluation's n_test, at most 1000)")
+    repeats: int = Field(3, ge=1, description="attack batches per model (seeds 0..repeats-1), each a run of every "
+                         "method")
+    methods: list[Literal["search", "random"]] = Field(["search", "random"], min_length=1,
+                                                       description="search (progressive bit search), random")
+    attack_batch: int = Field(128, ge=1, description="the search's examples, drawn from the test examples after "
+                              "the first n")
+    search_cap: int = Field(100, ge=1, description="flips the search may make")
+    random_cap: int = Field(2000, ge=1, description="flips the random baseline may make")
+    seeds: Optional[list[int]] = Field(None, min_length=1, description="only the models of these seeds (default: "
+                                       "every model)")
+
+    def applies(self, seed: int) -> bool:
+        return self.enabled and (self.seeds is None or seed in self.seeds)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _switch(cls, value: Any) -> Any:
+        """``true``/``false`` switch it; giving its options switches it on unless they say otherwise."""
+        if isinstance(value, bool):
+            return {"enabled": value}
+        return {"enabled": True, **value} if isinstance(value, dict) else value
+
+
 class EvalSpec(_Spec):
     attacks: list[AttackSpec] = Field(default_factory=lambda: [AttackSpec()], min_length=1)
     eps: list[float] = Field([1, 2, 4, 8], min_length=1, description="budgets in /255 units")
@@ -192,6 +223,8 @@ class EvalSpec(_Spec):
     diagnostics: DiagnoseSpec = Field(default_factory=DiagnoseSpec)
     deployed: DeployedSpec = Field(default_factory=lambda: DeployedSpec(enabled=False),
                                    description="true, or the deployed evaluation's options (off unless given)")
+    bitflip: BitFlipSpec = Field(default_factory=lambda: BitFlipSpec(enabled=False),
+                                 description="true, or the bit-flip attack's options (off unless given)")
 
     @field_validator("eps")
     @classmethod

@@ -33,10 +33,13 @@ from torch import nn
 
 from robquant.models.surgery import modes_restored, replace_module
 from robquant.quant.modules import QuantConv2d, QuantLinear
+from robquant.errors import ConfigError
 from robquant.quant.grid import IntegerGridError, Terms, reconstruct
+from robquant.quant.storage import StoredWeights, affine_storage
 from robquant.quant.ste import exact_float32
 
-__all__ = ["IntegerGridError", "Terms", "integer_agreement", "integer_model", "reconstruct", "weight_terms"]
+__all__ = ["IntegerGridError", "StoredWeights", "Terms", "integer_agreement", "integer_model", "reconstruct",
+           "stored_weights", "weight_terms"]
 
 def weight_terms(layer: QuantConv2d | QuantLinear) -> Terms | None:
     """The layer's quantized weights as integer terms (the quantizer's own integer form), or None
@@ -46,6 +49,21 @@ def weight_terms(layer: QuantConv2d | QuantLinear) -> Terms | None:
         return None
     with torch.no_grad():
         return q.integer_terms(layer.quantized_weight().float(), layer.weight, layer.frozen)
+
+
+def stored_weights(layer: QuantConv2d | QuantLinear, what: str = "layer") -> StoredWeights:
+    """The layer's quantized weights as the words a deployment stores (:mod:`robquant.quant.storage`):
+    the quantizer's own storage where it has one (PWLQ), else one code per weight.
+
+    Raises:
+        ConfigError: full-precision weights, or codes that are not one word per weight.
+    """
+    terms = weight_terms(layer)
+    if terms is None:
+        raise ConfigError(f"{what}: full-precision weights store no integer words")
+    q = layer.weight_quant
+    own = getattr(q, "stored_weights", None)
+    return own(terms, layer.frozen) if own is not None else affine_storage(terms, q.bits, what)
 
 
 class _Tape:

@@ -15,6 +15,7 @@ from torch import nn
 
 from robquant.errors import ConfigError
 from robquant.quant.grid import IntegerGridError, Terms, uniform_terms
+from robquant.quant.storage import StoredWeights, affine_storage, pwlq_storage
 
 BREAKPOINTS = ("gauss", "laplace", "exact", "search")
 
@@ -111,6 +112,11 @@ class PWLQWeightQuantizer(nn.Module):
     @property
     def storage_bits(self) -> int:
         return self.bits + 1
+
+    def stored_weights(self, terms: Terms, frozen: bool) -> StoredWeights:
+        """The words a deployment stores (see :mod:`robquant.quant.storage`): frozen, a region bit above
+        each weight's code (``bits + 1`` wide); live, the uniform grid's codes."""
+        return pwlq_storage(terms, self.bits) if frozen else affine_storage(terms, self.bits, "PWLQ (live)")
 
     def breakpoints(self, w: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
         """Breakpoints (C, 1) for rows of ``w`` (C, K) with ranges ``m`` (C, 1)."""

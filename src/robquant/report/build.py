@@ -10,12 +10,12 @@ from typing import Any, Sequence
 from robquant.errors import ConfigError
 from robquant.provenance import now_iso
 from robquant.report.figures import figure2, pareto
-from robquant.report.findings import findings, findings_tables, regime_table
+from robquant.report.findings import findings, findings_tables, pixel_grid_table, regime_table
 from robquant.report.paper import appendix_comparison, comparison, label_comparison, paper_numbers
 from robquant.report.records import collect
 from robquant.report.stats import t_interval
-from robquant.report.tables import (Table, deployed_table, table1, table2, table2_reference, table3, table45,
-                                    trend_labels)
+from robquant.report.tables import (Table, bitflip_table, deployed_table, table1, table2, table2_reference, table3,
+                                    table45, trend_labels)
 
 FORMATS = ("md", "latex", "csv", "html")
 
@@ -89,7 +89,10 @@ def write_report(plan: Any, store: Any, out: str | Path, formats: Sequence[str] 
               table3(rows, ev.main_eps), *table45(rows, ev.main_eps), table1(labels, weak, ev.main_eps, paper["table1"]),
               label_table,
               comparison(rows, paper), *appendix_comparison(rows, paper), cost_table(rows),
-              deployed_table(rows, ev.main_eps)]
+              deployed_table(rows, ev.main_eps), bitflip_table(rows)]
+    grid = next((a.label or a.name for a in ev.attacks if a.name == "pgd" and a.pixel_grid), None)
+    if grid is not None:  # the paper's attack on the 8-bit grid, beside the unconstrained one, and what it moves
+        tables.insert(3, pixel_grid_table(rows, grid, weak, ev.main_eps))
     fig2 = figure2(rows, out)
     pareto_paths, recommended = pareto(rows, out)
     tables.append(_recommend_table(recommended))

@@ -382,3 +382,49 @@ def findings_tables(found: list[Finding]) -> list[Table]:
                      ["finding", "cell", "measure", "value", "delta", "verdict", "power (not significant)"],
                      [[f.key, *e] for f in found for e in f.evidence])
     return [summary, evidence]
+
+
+def _paper_verdicts(found: list[Finding], rows: list[dict[str, Any]]) -> tuple[dict[str, str], dict[str, str]]:
+    """Each finding's verdict under the paper's attack, and each cell's (``finding: cell``) behind it."""
+    name = next((n for n, w in measures(rows).items() if w == PAPER), None)
+    findings_ = {f.claim: f.verdicts.get(name, NOT_RUN) for f in found}
+    cells = {f"{f.claim}: {e[0]}": e[4] for f in found for e in f.evidence if e[1] == name and e[4]}
+    return findings_, cells
+
+
+def pixel_grid_table(rows: list[dict[str, Any]], grid: str, weak_eps: float | None, main_eps: float) -> Table | None:
+    """The paper's attack beside the same attack kept on the 8-bit pixel grid (the attack labelled
+    ``grid``, run with ``pixel_grid``), per pipeline and precision at the main eps, paired by seed and
+    example; and every verdict (a finding's, or one of its cells') that changes when the pixel-valid
+    attack is taken as the paper's attack. None when no row ran it."""
+    from robquant.report.records import aggregates, comparable
+
+    ran = [r for r in comparable(rows) if r.get("reference_attack") and r["reference_attack"] != grid
+           and r["outcomes"].attack(grid, r["main_eps"]) is not None]
+    if not ran:
+        return None
+    ref = ran[0]["reference_attack"]
+    on_grid = [{**r, **aggregates(r["outcomes"], grid, r["main_eps"])} for r in rows]
+    base, base_cells = _paper_verdicts(findings(rows, weak_eps, main_eps), rows)
+    alt, alt_cells = _paper_verdicts(findings(on_grid, weak_eps, main_eps), on_grid)
+    changed = {k: (v, alt_cells.get(k, NOT_RUN)) for k, v in base_cells.items() if alt_cells.get(k, NOT_RUN) != v}
+    out = []
+    pipes: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in ran:
+        pipes.setdefault((r["pipeline"], r["precision"]), []).append(r)
+    for (pipeline, precision), runs in pipes.items():
+        cell = " ".join(["/".join(p for p in (runs[0]["method"], runs[0]["strategy"], runs[0]["init"]) if p),
+                         precision])
+        flips = [f"{k.split(': ')[0]}: {a} -> {b}" for k, (a, b) in changed.items() if k.endswith(f": {cell}")]
+        diff = contrast([(runs, grid), (runs, ref)], (1.0, -1.0))
+        out.append([pipeline, precision, str(len(runs)), _fmt(cell_estimate(runs, ref)),
+                    _fmt(cell_estimate(runs, grid)), _fmt(diff, signed=True), "; ".join(flips) or "no"])
+    notes = [f"At {main_eps:g}/255. {ref}: the paper's attack; {grid}: the same attack with every adversarial input "
+             "kept on the 8-bit grid (k/255), as an image that was saved; paired by seed and test example (a "
+             "difference > 0: the pixel-valid attack is weaker). Verdict changes: the cell's verdict in a finding "
+             "when the pixel-valid attack is taken as the paper's."]
+    moved = [f"{claim}: {v} -> {alt.get(claim, NOT_RUN)}" for claim, v in base.items() if alt.get(claim, NOT_RUN) != v]
+    notes.append("Findings whose verdict changes under the pixel-valid attack: " + ("; ".join(moved) if moved else
+                                                                                    "none"))
+    return Table("pixel_grid", f"Pixel-valid inputs: robustness (%) under {ref} and under {grid} (8-bit grid)",
+                 ["pipeline", "precision", "seeds", ref, grid, f"{grid} - {ref}", "verdict changes"], out, notes)

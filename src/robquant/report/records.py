@@ -35,7 +35,8 @@ def collect(plan: Any, store: Any) -> list[dict[str, Any]]:
     (:func:`aggregates`), flags, wall_s and passes (of the quantization stage), bytes (model
     size), fp (the key of the FP parent, None from random parameters), fp_clean (that FP model's
     clean accuracy as its record states it), key, deployed (the deployed model's numbers on its
-    runtime, None unless the study asked for them) and onnx (the exported file, or None).
+    runtime, None unless the study asked for them), onnx (the exported file, or None) and bitflip (the
+    flips to break the model per method, None unless the study asked for them).
     """
     rows, fp_clean = [], {}
     for cell, seed, key in plan.cells:
@@ -66,7 +67,7 @@ def collect(plan: Any, store: Any) -> list[dict[str, Any]]:
             "wall_s": (q.get("stage") or {}).get("wall_s"), "passes": passes,
             "bytes": (q.get("size") or {}).get("bytes"), "key": key,
             "fp": fp, "fp_clean": fp_clean.get(fp),
-            "deployed": m.deployed, "onnx": _onnx(store, key),
+            "deployed": m.deployed, "onnx": _onnx(store, key), "bitflip": m.bitflip,
         })
     return rows
 

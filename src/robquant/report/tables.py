@@ -325,3 +325,43 @@ def deployed_table(rows: list[dict[str, Any]], main_eps: float) -> Table | None:
                        "seeds; a mismatch flag fires above 1 point. Without QDQ fusion: where they disagree, the same "
                        "file with the runtime's QDQ fusion off (the fusion quantizes the float weights of layers whose "
                        "input is quantized to int8: an activation-only model runs with int8 weights)."])
+
+
+def bitflip_table(rows: list[dict[str, Any]]) -> Table | None:
+    """Bit flips to break (``evaluation.bitflip``): per pipeline and precision, the flips that bring clean
+    accuracy to chance + 1 point, by the progressive bit search and by random flips, pooled over the
+    models' seeds and the attack batches. None when no model was attacked in its weights."""
+    from robquant.attacks.bitflip import flips_summary
+
+    rows = [r for r in rows if r.get("bitflip")]
+    if not rows:
+        return None
+    methods = [m for m in ("search", "random") if any(m in r["bitflip"] for r in rows)]
+    out = []
+    for method, strategy, init in _pipelines(rows):
+        for p in _precisions(rows):
+            runs = [r for r in rows if (r["method"], r["strategy"], r["init"], r["precision"])
+                    == (method, strategy, init, p)]
+            if not runs:
+                continue
+            cells = [runs[0]["pipeline"], p, str(len(runs))]
+            for m in methods:
+                found = [r["bitflip"][m] for r in runs if m in r["bitflip"]]
+                s = flips_summary([f for x in found for f in x["flips"]], max(x["cap"] for x in found))
+                mean = "" if s["mean"] is None else f"{s['mean']:.1f}"
+                if s["ci95"] is not None:
+                    mean += f" [{max(s['ci95'][0], 0):.1f}, {s['ci95'][1]:.1f}]"
+                cells += [mean, f"{s['censored']}/{len(s['flips'])} (>{s['cap']})"]
+            out.append(cells)
+    n = sorted({r["bitflip"]["n"] for r in rows})
+    columns = ["pipeline", "precision", "seeds"]
+    for m in methods:
+        columns += [f"{m}: flips to break, mean [95 %]", f"{m}: not broken (cap)"]
+    return Table("bitflip", "Bit flips to break: flipped bits of the stored weights that bring clean accuracy to "
+                 "chance + 1 point", columns, out,
+                 [f"Accuracy on the first {'/'.join(map(str, n))} test examples; chance: the largest class's share "
+                  "there. search: the progressive bit search (Rakin et al. 2019) on an attack batch of other test "
+                  "examples; random: bits drawn uniformly from every stored bit. Pooled over the models' seeds and "
+                  "the attack batches; the mean and its t-interval are over the runs that broke the model, and a run "
+                  "not broken within the cap is counted apart (it needs more than the cap: the mean then understates "
+                  "the flips)."])

@@ -1,0 +1,118 @@
+"""Bit flips in stored weights: words decode to the weights, a flip is one bit within the field, the
+progressive bit search breaks a trained model with far fewer flips than random ones, and a flipped
+model exports and runs on ONNX Runtime as it computes."""
+
+import pytest
+import torch
+
+from robquant.attacks.bitflip import FlippableModel, bitflip_evaluation, flips_to_break, random_flips
+from robquant.errors import ConfigError
+from robquant.quant import QuantConfig, quantize
+
+SHAPE = (1, 8, 8)
+
+
+def _quantized(model, digits_test, method, quantizer, bits):
+    calib = digits_test.images.float()[:64] / 255
+    cfg = QuantConfig(method=method, precision=f"A8W{bits}", weight_quantizer=quantizer)
+    return quantize(model, cfg, calib_images=calib if cfg.needs_calibration else None)
+
+
+@pytest.mark.parametrize("method,quantizer", [("ptq", "pwlq"), ("ptq", "uniform"), ("qat", "dorefa"),
+                                              ("qat", "uniform")])
+def test_words_decode_to_the_weights_and_a_flip_is_one_bit_within_the_field(clean_model, digits_test, method,
+                                                                           quantizer):
+    for bits in (2, 4, 8):
+        fm = FlippableModel(_quantized(clean_model, digits_test, method, quantizer, bits))
+        for name, (layer, store) in fm.layers.items():
+            w = layer.weight.detach().double()
+            assert torch.allclose(store.weights(), w, rtol=0, atol=1e-5 * float(w.abs().max())), name
+            assert int(store.words.min()) >= 0 and int(store.words.max()) <= store.top
+            assert store.bits == bits + (1 if quantizer == "pwlq" and method == "ptq" else 0)
+        for name, index, bit in random_flips(fm, 40, torch.Generator().manual_seed(bits)):
+            before = fm.words(name)
+            flip = fm.flip(name, index, bit)
+            after = fm.words(name)
+            changed = (before != after).nonzero()
+            assert len(changed) == 1  # one word of one layer
+            xor = int(before.view(-1)[index]) ^ int(after.view(-1)[index])
+            assert xor == 1 << bit and bin(xor).count("1") == 1  # exactly one bit
+            assert 0 <= flip.after <= fm.layers[name][1].top  # within the stored field
+            layer, store = fm.layers[name]
+            assert torch.allclose(layer.weight.detach().double(), store.weights(), rtol=0,
+                                  atol=1e-5 * float(layer.weight.abs().max()))
+
+
+def test_full_precision_models_have_nothing_to_flip(clean_model):
+    with pytest.raises(ConfigError, match="bit flips need quantized weights"):
+        FlippableModel(clean_model)
+
+
+@pytest.fixture(scope="module")
+def searched(clean_model, digits_test):
+    """PTQ A8W8 (PWLQ) of the clean digits model, broken by the bit search and by random flips."""
+    model = _quantized(clean_model, digits_test, "ptq", "pwlq", 8)
+    result = bitflip_evaluation(model, digits_test, n=200, seeds=(0,), search_cap=60, random_cap=1000)
+    return model, result
+
+
+def test_bit_search_needs_5x_fewer_flips_than_random(searched, digits_test):
+    model, result = searched
+    search, random = result["summary"]["search"], result["summary"]["random"]
+    (s,), (r,) = search["flips"], random["flips"]
+    assert s is not None and s <= 30, search  # broken, with few flips
+    fewest_random = r if r is not None else random["cap"]  # not broken within the cap: at least the cap
+    assert fewest_random >= 5 * s, (search, random)
+    run = next(r for r in result["runs"] if r["method"] == "search")
+    majority = torch.bincount(digits_test.labels[:200]).max().item() / 200  # chance: the best constant answer
+    assert run["accuracy_before"] > 0.9 and run["accuracy_after"] <= result["target"] == pytest.approx(majority + 0.01)
+    assert result["disjoint"]  # the attack batch came from outside the 200 judged examples
+
+
+def test_a_flipped_model_exports_and_the_runtime_shows_the_same_drop(clean_model, digits_test, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from robquant.deploy import RuntimeModel, export_onnx
+
+    model = _quantized(clean_model, digits_test, "ptq", "pwlq", 8)
+    x, y = digits_test.images.float()[:200] / 255, digits_test.labels[:200]
+    attack = (digits_test.images.float()[200:328] / 255, digits_test.labels[200:328])
+    run = flips_to_break(model, attack, (x, y), target=0.5, cap=30)
+    assert run["broken"]
+    fm = FlippableModel(model)
+    for b in run["bits"]:  # the same flips, replayed
+        fm.flip(b["layer"], b["index"], b["bit"])
+    export_onnx(fm.model, tmp_path / "flipped.onnx", SHAPE)
+    with torch.no_grad():
+        ours, theirs = fm.model(x).argmax(1), RuntimeModel(tmp_path / "flipped.onnx")(x).argmax(1)
+    assert (ours == theirs).float().mean() >= 0.99
+    acc = (theirs == y).float().mean().item()
+    assert acc == pytest.approx(run["accuracy_after"], abs=0.01) and acc <= 0.5 < run["accuracy_before"]
+
+
+def test_cli_attack_bitflip(demo_models, tmp_path):
+    """`robquant attack DIR --attack bitflip` records the flips to break a quantized model in its
+    evaluation stage; a full-precision model is refused by name, before any work."""
+    from typer.testing import CliRunner
+
+    from robquant.cli import app
+    from robquant.pipeline import quantize_model
+
+    def cli(*args):
+        result = CliRunner().invoke(app, ["--quiet", *map(str, args)])
+        return result.exit_code, " ".join(result.output.split())
+
+    fp = demo_models["non_robust"][0]
+    code, text = cli("attack", fp, "--attack", "bitflip", "--store", tmp_path / "store")
+    assert code == 2 and "stores its weights in full precision (quantize it first)" in text
+    assert not (tmp_path / "store").exists()  # refused before any work
+    quantize_model(fp, quant=QuantConfig(method="ptq", precision="A8W4", calib_images=64), out=tmp_path / "q")
+    code, text = cli("attack", tmp_path / "q", "--attack", "pgd,bitflip", "--eps", "8", "--n-test", "100",
+                     "--steps", "5", "--bitflip-seeds", "1", "--out", tmp_path / "q-attack")
+    assert code == 0, text
+    assert "bit flips to break it" in text and "search" in text and "random" in text
+    import json
+
+    record = json.loads((tmp_path / "q-attack" / "stage.json").read_text())
+    assert record["config"]["bitflip"]["seeds"] == [0] and record["config"]["bitflip"]["n"] == 100
+    (search,) = [r for r in record["bitflip"]["runs"] if r["method"] == "search"]
+    assert search["broken"] and search["flips"] <= 30 and record["result"]["robust"][0]["attack"] == "pgd"
