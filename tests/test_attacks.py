@@ -278,3 +278,18 @@ def test_cascade_gives_the_same_worst_case_for_less_work(clean_model, digits_tes
     assert entry["per_attack"]["pgd"] >= entry["accuracy"]
     with pytest.raises(ConfigError, match="subset of the evaluation's eps"):
         evaluate(clean_model, digits_test, [("fgsm", {"eps": [4 / 255]})], eps, n=8)
+
+
+def test_a_transfer_from_a_model_to_itself_is_its_white_box_pgd(clean_model, digits_test):
+    """The precision transfer matrix's diagonal is the target's own PGD record: crafting on the target
+    itself is the white-box attack, example by example (same seed, steps and best iterate)."""
+    from robquant.quant import QuantConfig, quantize
+
+    model = quantize(clean_model, QuantConfig(method="ptq", precision="A4W4"),
+                     calib_images=digits_test.images[:64].float() / 255)
+    eps = 32 / 255
+    ev = evaluate(model, digits_test, [("pgd", {"steps": 5}), ("transfer", {"steps": 5, "surrogate": model})],
+                  [eps], n=120, seed=4)
+    own, crafted_on_itself = ev.robust_correct[("pgd", eps)], ev.robust_correct[("transfer", eps)]
+    assert 0.05 < own.float().mean() < ev.clean_accuracy - 0.2  # the attack breaks some, not all
+    assert torch.equal(own, crafted_on_itself)

@@ -231,7 +231,7 @@ DEPLOYED_STUDY = {
 }
 
 
-def test_study_with_deployed_evaluation_bit_flips_and_pixel_valid_inputs(tmp_path):
+def test_study_with_deployment_bit_flips_pixel_valid_inputs_and_the_transfer_matrix(tmp_path):
     from robquant.pipeline import build_plan, load_study
     from robquant.pipeline.specs import spec_config
     from robquant.pipeline.store import Store
@@ -240,6 +240,7 @@ def test_study_with_deployed_evaluation_bit_flips_and_pixel_valid_inputs(tmp_pat
     study["evaluation"]["deployed"] = {"n": 40, "square_queries": 30}  # options given: on
     study["evaluation"]["bitflip"] = {"n": 40, "repeats": 2, "search_cap": 30, "random_cap": 64}
     study["evaluation"]["attacks"].append({"name": "pgd", "steps": 3, "pixel_grid": True, "label": "pgd-grid"})
+    study["evaluation"]["transfer_matrix"] = True
     path = write(tmp_path, study)
     code, text = cli("run", path, "--device", "cpu")
     assert code == 0, text
@@ -266,6 +267,22 @@ def test_study_with_deployed_evaluation_bit_flips_and_pixel_valid_inputs(tmp_pat
     report = (tmp_path / "runs" / "report" / "report.md").read_text()
     assert "Deployed models on onnxruntime" in report and "Bit flips to break" in report
     assert "Pixel-valid inputs: robustness (%) under pgd and under pgd-grid" in report
+    # the precision transfer matrix: each model attacked from its FP parent and from the other precision
+    a4w4_stage = store.get(evaluations["A4W4"])
+    quantized = {cell.precision: plan.stages[key].parents[0] for cell, _, key in plan.cells}
+    assert a4w4_stage["parents"] == [quantized["A4W4"], plan.stages[quantized["A4W4"]].parents[0], quantized["A32W32"]]
+    labels = {r["attack"] for r in a4w4["result"]["robust"]}
+    assert {"transfer:FP", "transfer:A32W32"} <= labels and "transfer:A4W4" not in labels
+    assert "Precision transfer matrix" in report and (tmp_path / "runs" / "report" / "transfer_matrix_0.png").is_file()
+    from robquant.report import collect
+    from robquant.report.figures import transfer_matrices
+
+    rows = collect(plan, store)
+    (matrix,) = transfer_matrices(rows).values()
+    own = next(r for r in rows if r["precision"] == "A4W4")
+    diagonal = matrix["cells"][("A4W4", "A4W4")]  # the target's white-box record on the same examples
+    assert diagonal.mean == pytest.approx(own["reference"]) and diagonal.examples == own["reference_n"]
+    assert set(matrix["sources"]) == {"FP", "A4W4", "A32W32"}
     assert str(store.artifact_dir(evaluations["A4W4"]) / "model.onnx") in report
     # without deployed (not given, or false), the keys are what they were before the option existed
     for name, value in (("off.yaml", False), ("absent.yaml", None)):
@@ -275,7 +292,7 @@ def test_study_with_deployed_evaluation_bit_flips_and_pixel_valid_inputs(tmp_pat
         off = build_plan(load_study(write(tmp_path, DEPLOYED_STUDY | {"evaluation": evaluation}, name)))
         assert not off.study.evaluation.deployed.enabled
         assert all("deployed" not in spec_config(s.spec) and "bitflip" not in spec_config(s.spec)
-                   for s in off.stages.values())
+                   and "transfer:" not in json.dumps(spec_config(s.spec)) for s in off.stages.values())
 
 
 def test_study_deployed_bad_input(tmp_path):

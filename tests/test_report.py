@@ -424,3 +424,29 @@ def test_pixel_grid_table_sets_the_pixel_valid_attack_beside_the_papers_and_name
     assert "PTQ of robust parameters keeps" in by_precision["A8W8"][6] and "->" in by_precision["A8W8"][6]
     assert "PTQ of robust parameters keeps" in t.notes[-1] and f"{REPRODUCED} -> {CONTRADICTED}" in t.notes[-1]
     assert pixel_grid_table([row("ptq", None, "robust", "A8W8", 0, 0.9, 0.45)], "pgd-grid", None, 8.0) is None
+
+
+def test_beyond_the_paper_answers_bit_width_and_adversarial_qat_questions():
+    from robquant.report.beyond import NOT_SIGNIFICANT, beyond_table, flips_difference
+
+    def extra(r, transfer, flips, cap=100):  # a transfer attack's outcomes and the search's flips
+        o = r["outcomes"]
+        mask = np.zeros(len(o.indices), dtype=bool)
+        mask[: int(round(transfer * len(o.indices)))] = True
+        o = Outcomes(o.indices, o.clean, {**o.robust, ("transfer", 8.0): mask}, o.dataset_sha256, False, o.split_size)
+        return {**r, **aggregates(o, "pgd", 8.0), "bitflip": {"search": {"flips": flips, "cap": cap}}}
+
+    rows = [extra(row("qat", "vanilla", "robust", "A4W4", s, 0.8, 0.1), 0.30, [10 + s, 11, 9]) for s in (0, 1)]
+    rows += [extra(row("qat", "vanilla", "robust", "A8W8", s, 0.8, 0.1), 0.30, [20 + s, 21, 19]) for s in (0, 1)]
+    rows += [extra(row("qat", "adversarial", "robust", "A8W8", s, 0.7, 0.4), 0.50, [20, 22 - s, None])
+             for s in (0, 1)]
+    t = beyond_table(rows, 8.0)
+    got = {(r[0].split(":")[0], r[1], "points" if " points " in r[3] else "flips", r[4]) for r in t.rows}
+    assert ("lower weight bit-width", "qat/vanilla/robust A4W4", "points", NOT_SIGNIFICANT) in got  # same transfer
+    assert ("lower weight bit-width", "qat/vanilla/robust A4W4", "flips", "fewer flips") in got
+    assert ("adversarial QAT (vs vanilla)", "qat/adversarial/robust A8W8", "points", "higher") in got
+    censored = next(r for r in t.rows if r[1] == "qat/adversarial/robust A8W8" and "flips" in r[3])
+    assert "a bound" in censored[3]  # a run not broken counts at the cap
+    diff, low, high = flips_difference([10, 11, 12], [20, 21, 22])
+    assert diff == -10 and low < -10 < high < 0
+    assert beyond_table([row("ptq", None, "robust", "A8W8", 0, 0.9, 0.4)], 8.0) is None

@@ -213,7 +213,11 @@ def run_evaluate(spec: Evaluate, ctx: Context, out: os.PathLike) -> dict[str, An
     surrogate = ctx.model(spec.surrogate) if spec.surrogate is not None else None
     attacks = []
     for run in spec.attacks:  # the typed runs go to the evaluation as they are, a transfer given its surrogate
-        if run.needs_surrogate and "surrogate" not in run.options:
+        if "source" in run.options:  # a transfer from another stage's model (the precision transfer matrix)
+            source = run.options["source"]
+            options = {k: v for k, v in run.options.items() if k != "source"}
+            run = replace(run, options={**options, "surrogate": ctx.model(source), "surrogate_id": f"stage {source}"})
+        elif run.needs_surrogate and "surrogate" not in run.options:
             if surrogate is None:
                 raise ConfigError(f"attack {run.name}: the model records no full-precision parent; pass a surrogate")
             run = replace(run, options={**run.options, "surrogate": surrogate,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from robquant.defaults import ATTACK_STEPS
 from robquant.modelfolder import weights_sha256
 from robquant.pipeline.specs import (AttackRun, BitFlipRun, Budget, DataRef, DeployedRun, DiagnoseRun, Evaluate,
                                      ImportFP, ModelRef, ObjectiveRef, Quantize, StageSpec, TrainFP, spec_config,
@@ -102,6 +103,7 @@ class _Planner:
         self.data = DataRef(ds.name, ev.n_test, ds.root, ds.allow_unverified)
         self.model = ModelRef(study.model.name, study.model.options(), study.model.source())
         self.stages: dict[str, Stage] = {}
+        self.cells: list[Cell] = []
 
     def add(self, spec: StageSpec, count: Callable[[], dict[str, float]]) -> str:
         key = spec_key(spec)
@@ -148,6 +150,24 @@ class _Planner:
         calib = quant.calib_images if quant.needs_calibration else 0
         return self.add(spec, self.training_cost(objective, recipe.epochs, cell.fraction, calib))
 
+    def transfer_sources(self, cell: Cell, seed: int, attacks: tuple[AttackRun, ...]) -> tuple[AttackRun, ...]:
+        """The precision transfer matrix's attacks on ``cell``: PGD (the paper's attack's steps, best
+        iterate) crafted on the FP parent (``transfer:FP``) and on each other precision of the cell's
+        pipeline, seed and fraction (``transfer:AxWy``), each a run whose ``source`` is that model's stage."""
+        pgd = self.study.evaluation.reference_pgd()
+        options = {"steps": pgd.steps if pgd is not None and pgd.steps else ATTACK_STEPS}
+        runs = []
+        if cell.init != "random":
+            runs.append(AttackRun("transfer", "transfer:FP", {**options, "source": self.fp(cell.init, seed)}))
+        for other in self.cells:
+            if (other.method, other.strategy, other.init, other.fraction) == (cell.method, cell.strategy, cell.init,
+                                                                              cell.fraction) \
+                    and other.precision != cell.precision:
+                runs.append(AttackRun("transfer", f"transfer:{other.precision}",
+                                      {**options, "source": self.quantize(other, seed)}))
+        taken = {a.label for a in attacks}
+        return tuple(r for r in runs if r.label not in taken)
+
     def evaluate(self, cell: Cell, seed: int, model: str) -> str:
         ev = self.study.evaluation
         attacks = attack_runs(self.study)
@@ -158,6 +178,8 @@ class _Planner:
                         if a.needs_surrogate and surrogate is None)
         attacks = tuple(a for a in attacks if any(a.runs_at(b) for b in budgets)  # runs at one of the cell's
                         and (not a.needs_surrogate or surrogate is not None))
+        if ev.transfer_matrix:
+            attacks += self.transfer_sources(cell, seed, attacks)
         d = ev.diagnostics
         diagnose = None
         if d.applies(seed):
@@ -190,6 +212,7 @@ def build_plan(study: Study, n_train: Callable[[], int] | None = None) -> Plan:
     n_train = n_train or training_set_size(study)
     planner = _Planner(study, n_train)
     cells, dropped = study.expand()
+    planner.cells = cells  # the grid (the precision transfer matrix attacks a cell from its siblings)
     planned = []
     for seed in study.seeds:
         for cell in cells:

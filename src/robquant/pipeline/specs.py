@@ -249,7 +249,11 @@ class Evaluate:
     bitflip: BitFlipRun | None = field(default=None, metadata=KEYED_IF_SET)  # flips in the stored weights
 
     def parents(self) -> dict[str, str]:
-        return {k: v for k, v in (("model", self.model), ("surrogate", self.surrogate)) if v is not None}
+        """The model, the surrogate, and each transfer source (a model of another precision: an attack
+        run whose option ``source`` names its stage)."""
+        out = {k: v for k, v in (("model", self.model), ("surrogate", self.surrogate)) if v is not None}
+        out.update({f"source {a.label}": a.options["source"] for a in self.attacks if "source" in a.options})
+        return out
 
     @property
     def reference(self) -> str | None:

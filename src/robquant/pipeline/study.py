@@ -225,6 +225,9 @@ class EvalSpec(_Spec):
                                    description="true, or the deployed evaluation's options (off unless given)")
     bitflip: BitFlipSpec = Field(default_factory=lambda: BitFlipSpec(enabled=False),
                                  description="true, or the bit-flip attack's options (off unless given)")
+    transfer_matrix: bool = Field(False, description="also attack every model with PGD crafted on its FP parent and "
+                                  "on each other precision of its pipeline (same seed and fraction): the precision "
+                                  "transfer matrix; every source joins the worst case")
 
     @field_validator("eps")
     @classmethod

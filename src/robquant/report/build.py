@@ -9,13 +9,14 @@ from typing import Any, Sequence
 
 from robquant.errors import ConfigError
 from robquant.provenance import now_iso
-from robquant.report.figures import figure2, pareto
+from robquant.report.beyond import beyond_table
+from robquant.report.figures import figure2, pareto, transfer_heatmaps, transfer_matrices
 from robquant.report.findings import findings, findings_tables, pixel_grid_table, regime_table
 from robquant.report.paper import appendix_comparison, comparison, label_comparison, paper_numbers
 from robquant.report.records import collect
 from robquant.report.stats import t_interval
 from robquant.report.tables import (Table, bitflip_table, deployed_table, table1, table2, table2_reference, table3,
-                                    table45, trend_labels)
+                                    table45, transfer_matrix_table, trend_labels)
 
 FORMATS = ("md", "latex", "csv", "html")
 
@@ -85,14 +86,17 @@ def write_report(plan: Any, store: Any, out: str | Path, formats: Sequence[str] 
     found = findings_tables(findings(rows, weak, ev.main_eps))
     setup = f"{study.dataset.name}, {study.model.name}, {len({r['seed'] for r in rows})} seeds"
     regime = regime_table(rows, ev.main_eps, setup, paper["regime"])
-    tables = [found[0], regime, found[1], table2(rows, ev.main_eps), table2_reference(rows, ev.main_eps),
+    tables = [found[0], regime, found[1], beyond_table(rows, ev.main_eps), table2(rows, ev.main_eps),
+              table2_reference(rows, ev.main_eps),
               table3(rows, ev.main_eps), *table45(rows, ev.main_eps), table1(labels, weak, ev.main_eps, paper["table1"]),
               label_table,
               comparison(rows, paper), *appendix_comparison(rows, paper), cost_table(rows),
               deployed_table(rows, ev.main_eps), bitflip_table(rows)]
+    matrices = transfer_matrices(rows)
+    tables.append(transfer_matrix_table(matrices, ev.main_eps))
     grid = next((a.label or a.name for a in ev.attacks if a.name == "pgd" and a.pixel_grid), None)
     if grid is not None:  # the paper's attack on the 8-bit grid, beside the unconstrained one, and what it moves
-        tables.insert(3, pixel_grid_table(rows, grid, weak, ev.main_eps))
+        tables.insert(4, pixel_grid_table(rows, grid, weak, ev.main_eps))
     fig2 = figure2(rows, out)
     pareto_paths, recommended = pareto(rows, out)
     tables.append(_recommend_table(recommended))
@@ -100,9 +104,10 @@ def write_report(plan: Any, store: Any, out: str | Path, formats: Sequence[str] 
     seeds = sorted({r["seed"] for r in rows})
     header = (f"Study {study.name}: {study.dataset.name}, {study.model.name}; {len(rows)} evaluated models, seeds "
               f"{seeds}; store {store.root}; written {now_iso()}.")
-    files: list[Path] = [*fig2, *pareto_paths]
+    heat = transfer_heatmaps(matrices, out)
+    files: list[Path] = [*fig2, *pareto_paths, *heat]
     if "md" in formats:
-        figs = "".join(f"\n![{p.stem}]({p.name})\n" for p in (*fig2, *pareto_paths) if p.suffix == ".png")
+        figs = "".join(f"\n![{p.stem}]({p.name})\n" for p in (*fig2, *pareto_paths, *heat) if p.suffix == ".png")
         path = out / "report.md"
         path.write_text(f"# Report: {study.name}\n\n{header}\n\n" + "\n".join(t.markdown() for t in tables) + figs)
         files.append(path)
@@ -117,7 +122,7 @@ def write_report(plan: Any, store: Any, out: str | Path, formats: Sequence[str] 
         files.append(path)
     if "html" in formats:
         imgs = "".join(f"<h3>{p.stem}</h3><img alt='{p.stem}' src='data:image/png;base64,"
-                       f"{base64.b64encode(p.read_bytes()).decode()}'>" for p in (*fig2, *pareto_paths)
+                       f"{base64.b64encode(p.read_bytes()).decode()}'>" for p in (*fig2, *pareto_paths, *heat)
                        if p.suffix == ".png")
         page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>robquant report: "
                 f"{html.escape(study.name)}</title><style>{_CSS}</style></head><body><h1>Report: "

@@ -178,3 +178,80 @@ def pareto(rows: list[dict[str, Any]], out: Path) -> tuple[list[Path], list[dict
         best = max((p for p in points if p["bits"] == bits), key=lambda p: (p["robustness"], p["clean"]))
         recommended.append(best)
     return paths, recommended
+
+
+TRANSFER_PREFIX = "transfer:"  # the precision transfer matrix's attacks: transfer:FP, transfer:AxWy
+
+
+def transfer_matrices(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The precision transfer matrix of each pipeline whose evaluations ran it
+    (``evaluation.transfer_matrix``): robustness at the main eps of each target precision (rows) under PGD
+    crafted on each source (columns: the FP parent, then each precision), mean over seeds and test
+    examples with its 95 % interval (seeds and test sample counted). The diagonal is the target's own
+    white-box PGD (the paper's attack; a transfer from a model to itself is that attack). Per target,
+    ``strongest``: the source whose examples leave it least robust.
+
+    Returns:
+        ``{pipeline: {"targets", "sources", "cells": {(target, source): Estimate}, "strongest": {target: source},
+        "n": {target: (seeds, examples)}}}``.
+    """
+    from robquant.report.records import comparable
+
+    out: dict[str, dict[str, Any]] = {}
+    rows = [r for r in comparable(rows) if any(a.startswith(TRANSFER_PREFIX) for a, _ in r["outcomes"].robust)]
+    for pipeline in dict.fromkeys(r["pipeline"] for r in rows):
+        mine = [r for r in rows if r["pipeline"] == pipeline]
+        targets = sorted({r["precision"] for r in mine},
+                         key=lambda p: next((r["act_bits"], r["weight_bits"]) for r in mine if r["precision"] == p))
+        sources = ["FP", *targets]
+        cells, strongest = {}, {}
+        for target in targets:
+            runs = [r for r in mine if r["precision"] == target]
+            for source in sources:
+                what = runs[0]["reference_attack"] if source == target else TRANSFER_PREFIX + source
+                if what is None or any(r["outcomes"].attack(what, r["main_eps"]) is None for r in runs):
+                    continue
+                cells[(target, source)] = cell_estimate(runs, what)
+            found = [s for s in sources if s != target and (target, s) in cells]
+            if found:
+                strongest[target] = min(found, key=lambda s: cells[(target, s)].mean)
+        out[pipeline] = {"targets": targets, "sources": sources, "cells": cells, "strongest": strongest}
+    return out
+
+
+def transfer_heatmaps(matrices: dict[str, dict[str, Any]], out: Path) -> list[Path]:
+    """One heatmap per pipeline (PNG) and every cell with its interval as ``transfer_matrix_cells.csv``."""
+    if not matrices:
+        return []
+    paths = []
+    csv_path = out / "transfer_matrix_cells.csv"
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["pipeline", "target", "source", "robustness", "low", "high", "seeds", "examples",
+                         "strongest_source"])
+        for pipeline, m in matrices.items():
+            for (target, source), est in m["cells"].items():
+                writer.writerow([pipeline, target, source, f"{est.mean:.6f}", f"{est.low:.6f}", f"{est.high:.6f}",
+                                 est.seeds, est.examples, m["strongest"].get(target) == source])
+    for i, (pipeline, m) in enumerate(matrices.items()):
+        grid = [[100 * m["cells"][(t, s)].mean if (t, s) in m["cells"] else float("nan") for s in m["sources"]]
+                for t in m["targets"]]
+        fig, ax = plt.subplots(figsize=(1.1 * len(m["sources"]) + 2.5, 0.6 * len(m["targets"]) + 2))
+        image = ax.imshow(grid, vmin=0, vmax=100, cmap="viridis")
+        for r, row in enumerate(grid):
+            for c, value in enumerate(row):
+                if value == value:
+                    ax.text(c, r, f"{value:.0f}", ha="center", va="center", color="w" if value < 60 else "k",
+                            fontsize=8)
+        ax.set_xticks(range(len(m["sources"])), m["sources"])
+        ax.set_yticks(range(len(m["targets"])), m["targets"])
+        ax.set_xlabel("source: PGD crafted on")
+        ax.set_ylabel("target")
+        ax.set_title(f"{pipeline}: robustness (%) under transfer", fontsize=9)
+        fig.colorbar(image, ax=ax, fraction=0.05)
+        fig.tight_layout()
+        path = out / f"transfer_matrix_{i}.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        paths.append(path)
+    return [*paths, csv_path]

@@ -365,3 +365,31 @@ def bitflip_table(rows: list[dict[str, Any]]) -> Table | None:
                   "the attack batches; the mean and its t-interval are over the runs that broke the model, and a run "
                   "not broken within the cap is counted apart (it needs more than the cap: the mean then understates "
                   "the flips)."])
+
+
+def transfer_matrix_table(matrices: dict[str, dict[str, Any]], main_eps: float) -> Table | None:
+    """The precision transfer matrices (:func:`robquant.report.figures.transfer_matrices`) as one table:
+    a row per pipeline and target precision, a column per source. None when no study cell ran them."""
+    if not matrices:
+        return None
+    sources = list(dict.fromkeys(s for m in matrices.values() for s in m["sources"]))
+    out = []
+    for pipeline, m in matrices.items():
+        for target in m["targets"]:
+            cells = []
+            for source in sources:
+                est = m["cells"].get((target, source))
+                text = "" if est is None else format_estimate(est)
+                if text and source == target:
+                    text += " (white-box)"
+                elif text and m["strongest"].get(target) == source:
+                    text += " *"
+                cells.append(text)
+            out.append([pipeline, target, *cells])
+    return Table("transfer_matrix", f"Precision transfer matrix: robustness (%) at {main_eps:g}/255 of each target "
+                 "under PGD crafted on each source", ["pipeline", "target", *[f"from {s}" for s in sources]], out,
+                 ["Each target is attacked with PGD (the paper's attack's steps, best iterate) crafted on its FP "
+                  "parent and on each other precision of its pipeline (same seed and fraction), on the same test "
+                  "examples; the diagonal is its own white-box PGD. Mean over seeds and test examples with the 95 % "
+                  "interval (seeds and test sample counted). *: the strongest source for that target. Every source "
+                  "is an attack of the evaluation, so it is part of the worst case of record."])

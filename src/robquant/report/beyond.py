@@ -1,0 +1,143 @@
+"""Findings beyond the paper: does a lower bit-width, or adversarial QAT, change how a quantized model
+fares against the attackers a deployed model meets besides white-box PGD?
+
+- **Transfer from FP** (a study's ``transfer`` attack, or the transfer matrix's ``transfer:FP``: PGD crafted
+  on the model's full-precision parent):
+  robustness at the main eps, compared between two cells seed by seed and example by example, with the
+  interval that counts the seeds and the test sample (as the paper's findings:
+  :func:`robquant.report.records.contrast`).
+- **Bit flips** (``evaluation.bitflip``): the flips the progressive bit search needs to break a model,
+  compared between two cells by a Welch t-interval over their runs (models' seeds x attack batches). A
+  run not broken within its cap counts at the cap: the difference is then a bound, and the row says so.
+
+Comparisons: within each pipeline, its lowest weight bit-width against its highest (the same activation
+bits where the study has them); and, at each init and precision, adversarial QAT against vanilla QAT.
+An answer is *higher* / *lower* (more / fewer flips) when the interval excludes 0, else *not significant
+at this scale*.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+from scipy import stats
+
+from robquant.report.records import comparable, contrast
+from robquant.report.stats import format_estimate
+from robquant.report.tables import Table
+
+TRANSFERS = ("transfer", "transfer:FP")  # the study's transfer attack, or the transfer matrix's FP source
+NOT_SIGNIFICANT = "not significant at this scale"
+
+
+def _cells(rows: list[dict[str, Any]]) -> dict[tuple[str, str | None, str, str], list[dict[str, Any]]]:
+    out: dict[tuple[str, str | None, str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        out.setdefault((r["method"], r["strategy"], r["init"], r["precision"]), []).append(r)
+    return out
+
+
+def _pairs(cells: dict[tuple[str, str | None, str, str], list[dict[str, Any]]], has: Any
+           ) -> list[tuple[str, tuple[Any, ...], tuple[Any, ...]]]:
+    """``(question, cell a, cell b)``: a pipeline's lowest weight bit-width against its highest, and
+    adversarial against vanilla QAT at each init and precision; only cells where ``has(runs)``."""
+    out = []
+    pipes: dict[tuple[str, str | None, str], list[tuple[Any, ...]]] = {}
+    for key, runs in cells.items():
+        if has(runs) and runs[0]["weight_bits"] < 32:
+            pipes.setdefault(key[:3], []).append(key)
+    for pipe, keys in pipes.items():
+        keys.sort(key=lambda k: (cells[k][0]["weight_bits"], cells[k][0]["act_bits"]))
+        low, high = keys[0], keys[-1]
+        if cells[low][0]["weight_bits"] < cells[high][0]["weight_bits"]:
+            out.append(("lower weight bit-width", low, high))
+    for (method, strategy, init, precision), runs in cells.items():
+        vanilla = ("qat", "vanilla", init, precision)
+        if strategy == "adversarial" and method == "qat" and vanilla in cells and has(runs) and has(cells[vanilla]):
+            out.append(("adversarial QAT (vs vanilla)", (method, strategy, init, precision), vanilla))
+    return out
+
+
+def _name(key: tuple[Any, ...]) -> str:
+    return " ".join(["/".join(p for p in key[:3] if p), key[3]])
+
+
+def _answer(low: float, high: float, up: str, down: str) -> str:
+    if low > 0:
+        return up
+    if high < 0:
+        return down
+    return NOT_SIGNIFICANT
+
+
+def flips_difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float]:
+    """Mean difference ``a - b`` of two samples of flip counts and its 95 % Welch t-interval (nan
+    half-width when either sample has fewer than 2 runs or no spread)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    diff = float(a.mean() - b.mean())
+    if len(a) < 2 or len(b) < 2:
+        return diff, math.nan, math.nan
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return diff, diff, diff
+    dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    half = float(stats.t.ppf(0.975, dof)) * se
+    return diff, diff - half, diff + half
+
+
+def _flips(runs: list[dict[str, Any]]) -> tuple[list[float], int]:
+    """Every search run's flips (censored ones at their cap) and how many were censored."""
+    out, censored = [], 0
+    for r in runs:
+        s = r["bitflip"]["search"]
+        for f in s["flips"]:
+            out.append(float(s["cap"] if f is None else f))
+            censored += f is None
+    return out, censored
+
+
+def beyond_table(rows: list[dict[str, Any]], main_eps: float) -> Table | None:
+    """The findings beyond the paper the study's records can answer (None when none)."""
+    rows = comparable(rows)
+    cells = _cells(rows)
+    out = []
+
+    transfer = next((t for t in TRANSFERS if any(r["outcomes"].attack(t, r["main_eps"]) is not None for r in rows)),
+                    TRANSFERS[0])
+
+    def has_transfer(runs: list[dict[str, Any]]) -> bool:
+        return all(r["outcomes"].attack(transfer, r["main_eps"]) is not None for r in runs)
+
+    for question, a, b in _pairs(cells, has_transfer):
+        est = contrast([(cells[a], transfer), (cells[b], transfer)], (1.0, -1.0))
+        if est.examples == 0:
+            continue
+        text = format_estimate(est, signed=True, low=-1.0)
+        answer = _answer(est.low, est.high, "higher", "lower") if not math.isnan(est.half) else NOT_SIGNIFICANT
+        out.append([f"{question}: robustness to transfer from FP at {main_eps:g}/255", _name(a), _name(b),
+                    f"{text} points (n={est.seeds}x{est.examples})", answer])
+
+    def has_flips(runs: list[dict[str, Any]]) -> bool:
+        return all((r.get("bitflip") or {}).get("search") for r in runs)
+
+    for question, a, b in _pairs(cells, has_flips):
+        (fa, ca), (fb, cb) = _flips(cells[a]), _flips(cells[b])
+        diff, low, high = flips_difference(fa, fb)
+        answer = NOT_SIGNIFICANT if math.isnan(low) else _answer(low, high, "more flips", "fewer flips")
+        bound = " (censored runs at their cap: a bound)" if ca or cb else ""
+        interval = "" if math.isnan(low) else f" [{low:+.1f}, {high:+.1f}]"
+        out.append([f"{question}: bit flips to break (search)", _name(a), _name(b),
+                    f"{diff:+.1f} flips{interval} ({len(fa)} vs {len(fb)} runs){bound}", answer])
+    if not out:
+        return None
+    return Table("beyond", "Beyond the paper: lower bit-width and adversarial QAT against transfer from FP and bit "
+                 "flips", ["question", "cell", "compared with", "difference (cell - compared), 95 % interval",
+                           "answer"], out,
+                 ["Transfer from FP: the study's transfer attack (PGD crafted on the model's full-precision parent), "
+                  "compared seed by seed and example by example; its interval counts the seeds and the test sample, "
+                  "as the paper's findings. Bit flips: the flips the progressive bit search needs to bring clean "
+                  "accuracy to chance + 1 point, compared by a Welch t-interval over the runs (models' seeds x "
+                  "attack batches). An answer is given where the interval excludes 0."])
