@@ -148,7 +148,25 @@ class DiagnoseSpec(_Spec):
         return self.enabled and (self.seeds is None or seed in self.seeds)
 
 
-class DeployedSpec(_Spec):
+class _Switched(_Spec):
+    """An evaluation option that is off unless given: ``true``/``false``, or its options (which switch
+    it on unless they say otherwise); ``seeds`` limits it to the models of those seeds."""
+
+    enabled: bool
+    seeds: Optional[list[int]]
+
+    def applies(self, seed: int) -> bool:
+        return self.enabled and (self.seeds is None or seed in self.seeds)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _switch(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            return {"enabled": value}
+        return {"enabled": True, **value} if isinstance(value, dict) else value
+
+
+class DeployedSpec(_Switched):
     """Every quantized model exported to ONNX (QDQ) and attacked on ONNX Runtime at the main eps
     (:mod:`robquant.deploy`): transfer from the fake-quantized model, Square on the runtime, top-1
     agreement, and the trust check ``deployed_mismatch``. ``deployed: true`` turns it on with the defaults."""
@@ -165,19 +183,9 @@ class DeployedSpec(_Spec):
     seeds: Optional[list[int]] = Field(None, min_length=1, description="evaluate only the models of these seeds "
                                        "(default: every model)")
 
-    def applies(self, seed: int) -> bool:
-        return self.enabled and (self.seeds is None or seed in self.seeds)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _switch(cls, value: Any) -> Any:
-        """``true``/``false`` switch it; giving its options switches it on unless they say otherwise."""
-        if isinstance(value, bool):
-            return {"enabled": value}
-        return {"enabled": True, **value} if isinstance(value, dict) else value
 
 
-class BitFlipSpec(_Spec):
+class BitFlipSpec(_Switched):
     """Every model with quantized weights attacked in its stored weights (:mod:`robquant.attacks.bitflip`):
     the flips that bring its clean accuracy to chance + 1 point, by the progressive bit search and by
     random flips. ``bitflip: true`` turns it on with the defaults."""
@@ -196,16 +204,6 @@ class BitFlipSpec(_Spec):
     seeds: Optional[list[int]] = Field(None, min_length=1, description="only the models of these seeds (default: "
                                        "every model)")
 
-    def applies(self, seed: int) -> bool:
-        return self.enabled and (self.seeds is None or seed in self.seeds)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _switch(cls, value: Any) -> Any:
-        """``true``/``false`` switch it; giving its options switches it on unless they say otherwise."""
-        if isinstance(value, bool):
-            return {"enabled": value}
-        return {"enabled": True, **value} if isinstance(value, dict) else value
 
 
 class EvalSpec(_Spec):

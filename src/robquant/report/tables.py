@@ -108,6 +108,17 @@ PIPELINE_ORDER = [(m, s, i) for m, s in (("ptq", None), ("qat", "vanilla"), ("qa
                   for i in ("random", "non_robust", "robust")]
 
 
+def _by_cell(rows: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """``(precision, runs)`` per cell that has rows, pipelines and precisions in the tables' order."""
+    out = []
+    for pipe in _pipelines(rows):
+        for p in _precisions(rows):
+            runs = [r for r in rows if (r["method"], r["strategy"], r["init"], r["precision"]) == (*pipe, p)]
+            if runs:
+                out.append((p, runs))
+    return out
+
+
 def _pipelines(rows: list[dict[str, Any]]) -> list[tuple[str, str | None, str]]:
     present = {(r["method"], r["strategy"], r["init"]) for r in rows}
     return [p for p in PIPELINE_ORDER if p in present] + sorted(present - set(PIPELINE_ORDER), key=str)
@@ -295,22 +306,17 @@ def deployed_table(rows: list[dict[str, Any]], main_eps: float) -> Table | None:
     if not rows:
         return None
     out = []
-    for method, strategy, init in _pipelines(rows):
-        for p in _precisions(rows):
-            runs = [r for r in rows if (r["method"], r["strategy"], r["init"], r["precision"])
-                    == (method, strategy, init, p)]
-            if not runs:
-                continue
-            dep = [r["deployed"] for r in runs]
-            agree = min(min(d["clean_agreement"], d["adversarial_agreement"]) for d in dep)
-            flagged = sum("deployed_mismatch" in r["flags"] for r in runs)
-            unfused = [d["unfused"] for d in dep if d.get("unfused")]
-            without = (f"{100 * min(min(u['clean_agreement'], u['adversarial_agreement']) for u in unfused):.1f}"
-                       if unfused else "")
-            out.append([runs[0]["pipeline"], p, str(len(runs)),
-                        _fmt([d["record_accuracy"] for d in dep if d.get("record_accuracy") is not None]),
-                        _fmt([d["robustness"] for d in dep]), _fmt([d["accuracy"]["square"] for d in dep]),
-                        f"{100 * agree:.1f}", without, str(flagged), runs[0].get("onnx") or ""])
+    for p, runs in _by_cell(rows):
+        dep = [r["deployed"] for r in runs]
+        agree = min(min(d["clean_agreement"], d["adversarial_agreement"]) for d in dep)
+        flagged = sum("deployed_mismatch" in r["flags"] for r in runs)
+        unfused = [d["unfused"] for d in dep if d.get("unfused")]
+        without = (f"{100 * min(min(u['clean_agreement'], u['adversarial_agreement']) for u in unfused):.1f}"
+                   if unfused else "")
+        out.append([runs[0]["pipeline"], p, str(len(runs)),
+                    _fmt([d["record_accuracy"] for d in dep if d.get("record_accuracy") is not None]),
+                    _fmt([d["robustness"] for d in dep]), _fmt([d["accuracy"]["square"] for d in dep]),
+                    f"{100 * agree:.1f}", without, str(flagged), runs[0].get("onnx") or ""])
     n = sorted({r["deployed"]["n"] for r in rows})
     runtime = rows[0]["deployed"].get("runtime", "")
     return Table("deployed", f"Deployed models on {runtime}: robustness at {main_eps:g}/255 (%), fake-quantized "
@@ -338,21 +344,16 @@ def bitflip_table(rows: list[dict[str, Any]]) -> Table | None:
         return None
     methods = [m for m in ("search", "random") if any(m in r["bitflip"] for r in rows)]
     out = []
-    for method, strategy, init in _pipelines(rows):
-        for p in _precisions(rows):
-            runs = [r for r in rows if (r["method"], r["strategy"], r["init"], r["precision"])
-                    == (method, strategy, init, p)]
-            if not runs:
-                continue
-            cells = [runs[0]["pipeline"], p, str(len(runs))]
-            for m in methods:
-                found = [r["bitflip"][m] for r in runs if m in r["bitflip"]]
-                s = flips_summary([f for x in found for f in x["flips"]], max(x["cap"] for x in found))
-                mean = "" if s["mean"] is None else f"{s['mean']:.1f}"
-                if s["ci95"] is not None:
-                    mean += f" [{max(s['ci95'][0], 0):.1f}, {s['ci95'][1]:.1f}]"
-                cells += [mean, f"{s['censored']}/{len(s['flips'])} (>{s['cap']})"]
-            out.append(cells)
+    for p, runs in _by_cell(rows):
+        cells = [runs[0]["pipeline"], p, str(len(runs))]
+        for m in methods:
+            found = [r["bitflip"][m] for r in runs if m in r["bitflip"]]
+            s = flips_summary([f for x in found for f in x["flips"]], max(x["cap"] for x in found))
+            mean = "" if s["mean"] is None else f"{s['mean']:.1f}"
+            if s["ci95"] is not None:
+                mean += f" [{max(s['ci95'][0], 0):.1f}, {s['ci95'][1]:.1f}]"
+            cells += [mean, f"{s['censored']}/{len(s['flips'])} (>{s['cap']})"]
+        out.append(cells)
     n = sorted({r["bitflip"]["n"] for r in rows})
     columns = ["pipeline", "precision", "seeds"]
     for m in methods:
