@@ -273,6 +273,7 @@ def test_study_with_deployment_bit_flips_pixel_valid_inputs_and_the_transfer_mat
     assert a4w4_stage["parents"] == [quantized["A4W4"], plan.stages[quantized["A4W4"]].parents[0], quantized["A32W32"]]
     labels = {r["attack"] for r in a4w4["result"]["robust"]}
     assert {"transfer:FP", "transfer:A32W32"} <= labels and "transfer:A4W4" not in labels
+    assert a4w4["config"]["cascade"] is False  # each source's own outcome, not one cumulative with earlier attacks
     assert "Precision transfer matrix" in report and (tmp_path / "runs" / "report" / "transfer_matrix_0.png").is_file()
     from robquant.report import collect
     from robquant.report.figures import transfer_matrices

@@ -63,3 +63,17 @@ def test_figure2_is_one_study_of_activation_and_weight_only_sweeps_with_pgd_and_
     assert len(evaluations) == len(cells) * len(study.seeds)
     # random init: no full-precision parent to transfer from, so an evaluation depends on its model only
     assert all(len(s.parents) == 1 for s in evaluations)
+
+
+def test_the_threats_companion_adds_only_evaluations_to_cifar10_cpu():
+    """cifar10-cpu-threats.yaml evaluates cifar10-cpu's own models (the same stages, so run into its store
+    it trains nothing) with the transfer matrix and bit flips."""
+    base = build_plan(load_study(CONFIGS / "cifar10-cpu.yaml"), lambda: 50_000)
+    threats = build_plan(load_study(CONFIGS / "cifar10-cpu-threats.yaml"), lambda: 50_000)
+    models = {k for k, s in threats.stages.items() if s.kind != "evaluate"}
+    assert models and models <= set(base.stages)
+    evaluations = [s.spec for s in threats.stages.values() if s.kind == "evaluate"]
+    assert len(evaluations) == 5 and all(e.bitflip is not None for e in evaluations)
+    assert all({"transfer:FP"} <= {a.label for a in e.attacks} for e in evaluations)
+    assert all(a.n == 500 for e in evaluations for a in e.attacks)  # sources on the paper's attack's examples
+    assert not any(e.cascade for e in evaluations)  # each source's own outcomes

@@ -151,20 +151,21 @@ class _Planner:
         return self.add(spec, self.training_cost(objective, recipe.epochs, cell.fraction, calib))
 
     def transfer_sources(self, cell: Cell, seed: int, attacks: tuple[AttackRun, ...]) -> tuple[AttackRun, ...]:
-        """The precision transfer matrix's attacks on ``cell``: PGD (the paper's attack's steps, best
-        iterate) crafted on the FP parent (``transfer:FP``) and on each other precision of the cell's
+        """The precision transfer matrix's attacks on ``cell``: PGD (the paper's attack's steps and examples,
+        best iterate) crafted on the FP parent (``transfer:FP``) and on each other precision of the cell's
         pipeline, seed and fraction (``transfer:AxWy``), each a run whose ``source`` is that model's stage."""
         pgd = self.study.evaluation.reference_pgd()
         options = {"steps": pgd.steps if pgd is not None and pgd.steps else ATTACK_STEPS}
+        n = pgd.n if pgd is not None else None  # on the paper's attack's examples
         runs = []
         if cell.init != "random":
-            runs.append(AttackRun("transfer", "transfer:FP", {**options, "source": self.fp(cell.init, seed)}))
+            runs.append(AttackRun("transfer", "transfer:FP", {**options, "source": self.fp(cell.init, seed)}, n))
         for other in self.cells:
             if (other.method, other.strategy, other.init, other.fraction) == (cell.method, cell.strategy, cell.init,
                                                                               cell.fraction) \
                     and other.precision != cell.precision:
                 runs.append(AttackRun("transfer", f"transfer:{other.precision}",
-                                      {**options, "source": self.quantize(other, seed)}))
+                                      {**options, "source": self.quantize(other, seed)}, n))
         taken = {a.label for a in attacks}
         return tuple(r for r in runs if r.label not in taken)
 
@@ -200,7 +201,10 @@ class _Planner:
             b = ev.bitflip
             bitflip = BitFlipRun(b.n or min(ev.n_test or 1000, 1000), tuple(range(b.repeats)), tuple(b.methods),
                                  b.attack_batch, b.search_cap, b.random_cap)
-        spec = Evaluate(self.data, model, attacks, budgets, Budget.of(ev.main_eps), seed, ev.batch_size, ev.cascade,
+        # the transfer matrix needs each source's own outcome on every example: no cascade (a cascaded
+        # attack's outcome is cumulative, robust under it and every earlier attack)
+        cascade = ev.cascade and not ev.transfer_matrix
+        spec = Evaluate(self.data, model, attacks, budgets, Budget.of(ev.main_eps), seed, ev.batch_size, cascade,
                         diagnose, surrogate, deployed, skipped, self.model,
                         label=f"evaluate {cell.label} (seed {seed})", bitflip=bitflip)
         return self.add(spec, lambda: evaluation_cost(spec))

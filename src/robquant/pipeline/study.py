@@ -225,7 +225,8 @@ class EvalSpec(_Spec):
                                  description="true, or the bit-flip attack's options (off unless given)")
     transfer_matrix: bool = Field(False, description="also attack every model with PGD crafted on its FP parent and "
                                   "on each other precision of its pipeline (same seed and fraction): the precision "
-                                  "transfer matrix; every source joins the worst case")
+                                  "transfer matrix; every source joins the worst case; turns cascade off (each "
+                                  "source's own outcome on every example)")
 
     @field_validator("eps")
     @classmethod
