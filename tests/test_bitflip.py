@@ -70,7 +70,7 @@ def test_bit_search_needs_5x_fewer_flips_than_random(searched, digits_test):
 
 
 def test_a_flipped_model_exports_and_the_runtime_shows_the_same_drop(clean_model, digits_test, tmp_path):
-    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (the extra robquant[onnx])")
     from robquant.deploy import RuntimeModel, export_onnx
 
     model = _quantized(clean_model, digits_test, "ptq", "pwlq", 8)
