@@ -5,7 +5,7 @@ model exports and runs on ONNX Runtime as it computes."""
 import pytest
 import torch
 
-from robquant.attacks.bitflip import FlippableModel, bitflip_evaluation, flips_to_break, random_flips
+from robquant.attacks.bitflip import FlippableModel, PrefixRerun, bitflip_evaluation, flips_to_break, random_flips
 from robquant.errors import ConfigError
 from robquant.quant import QuantConfig, quantize
 
@@ -41,6 +41,52 @@ def test_words_decode_to_the_weights_and_a_flip_is_one_bit_within_the_field(clea
             layer, store = fm.layers[name]
             assert torch.allclose(layer.weight.detach().double(), store.weights(), rtol=0,
                                   atol=1e-5 * float(layer.weight.abs().max()))
+
+
+def _full_loss(model, x, y):
+    with torch.no_grad():
+        return float(torch.nn.functional.cross_entropy(model(x), y))
+
+
+@pytest.mark.parametrize("method,quantizer", [("ptq", "pwlq"), ("qat", "dorefa")])
+def test_rerun_from_a_flipped_layer_gives_the_full_forwards_loss(clean_model, digits_test, method, quantizer):
+    fm = FlippableModel(_quantized(clean_model, digits_test, method, quantizer, 4))
+    x, y = digits_test.images.float()[:64] / 255, digits_test.labels[:64]
+    prefix = PrefixRerun(fm.model, x)
+    for k, name in enumerate(fm.layers):
+        flip = fm.flip(name, k * 7 % fm.layers[name][1].words.numel(), fm.layers[name][1].bits - 1)
+        assert prefix.loss(fm.layers[name][0], y) == _full_loss(fm.model, x, y), name  # bit for bit
+        fm.flip(flip.layer, flip.index, flip.bit)
+    assert not any("forward" in m.__dict__ for m in fm.model.modules())  # every module as it was
+
+
+def test_rerun_with_a_shared_in_place_module():
+    """A module called twice always runs; a later in-place op does not change a recorded output."""
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.c = (torch.nn.Conv2d(3, 3, 3, padding=1) for _ in range(3))
+            self.act = torch.nn.ReLU(inplace=True)  # shared: called after a and after b
+            self.head = torch.nn.Linear(3 * 8 * 8, 4)
+
+        def forward(self, x):
+            h = self.act(self.a(x))
+            g = self.b(h)
+            g += h  # in place on b's output after its call
+            h = self.c(self.act(g))
+            return self.head(h.flatten(1))
+
+    torch.manual_seed(0)
+    net, x, y = Net().eval(), torch.rand(5, 3, 8, 8), torch.tensor([0, 1, 2, 3, 0])
+    prefix = PrefixRerun(net, x)
+    for layer in (net.a, net.b, net.c, net.head):
+        with torch.no_grad():
+            layer.weight.mul_(-1.5)
+        assert prefix.loss(layer, y) == _full_loss(net, x, y)
+        assert prefix.loss(layer, y) == _full_loss(net, x, y)  # the recording is unchanged by the rerun
+        with torch.no_grad():
+            layer.weight.div_(-1.5)
 
 
 def test_full_precision_models_have_nothing_to_flip(clean_model):

@@ -61,6 +61,21 @@ def test_uniform_equals_torch_fake_quantize_per_tensor():
         assert torch.equal(ours, torch.fake_quantize_per_tensor_affine(x, scale, 0, -8, 7))
 
 
+def test_fake_quant_same_values_with_and_without_gradient():
+    """Without a gradient it computes in place: the same values, the input left as it was."""
+    x = torch.randn(4, 8, 5, 5) * 3
+    kept = x.clone()
+    scale, zp = torch.tensor(0.07), torch.tensor(3.0)
+    plain = fake_quant(x, scale, zp, 0, 15)
+    assert torch.equal(x, kept)
+    for ste in (True, False):
+        xg = x.clone().requires_grad_(True)
+        assert torch.equal(fake_quant(xg, scale, zp, 0, 15, ste).detach(), plain)
+        with torch.no_grad():
+            assert torch.equal(fake_quant(xg, scale, zp, 0, 15, ste), plain)
+    assert torch.equal(plain, torch.fake_quantize_per_tensor_affine(x, 0.07, 3, 0, 15))
+
+
 def test_uniform_equals_torch_fake_quantize_per_channel():
     w = torch.randn(16, 8, 3, 3)
     scale = torch.rand(16) * 0.1 + 0.01

@@ -236,6 +236,28 @@ def test_time_estimate_counts_passes_times_measured_speeds():
     assert by[("evaluate", None, None, None)] == pytest.approx(2 * 60 * ASSUMED_ACCURACY * 0.25)
 
 
+def test_time_estimate_counts_the_bit_search():
+    from robquant.pipeline.estimate import ASSUMED_SEARCH_FLIPS, Speeds, estimate_plan
+
+    speeds = Speeds(device="test", train_fp=0.0, train_q=0.0, grad_fp=0.0, grad_q=0.25, grad_view=0.0, fwd_fp=0.0,
+                    fwd_q=0.01, fwd_calib=0.0, load_train=0.0, load_test=0.0)
+    bitflip = {"n": 50, "repeats": 2, "methods": ["search"], "attack_batch": 16, "search_cap": 80}
+    seconds = {}
+    for on in (False, True):
+        study = parse_study(_with(evaluation__diagnostics__enabled=False, evaluation__bitflip=bitflip if on else False,
+                                  axes__init=["robust"], axes__method=["ptq"]))
+        plan = build_plan(study, lambda: 1000)
+        (seconds[on],) = [t for k, t in estimate_plan(plan, speeds, 1000).items() if plan.stages[k].kind == "evaluate"]
+    assert {s.spec.bitflip.seeds for s in plan.stages.values() if s.kind == "evaluate"} == {(0, 1)}
+    two_seeds = build_plan(parse_study(_with(seeds=[0, 1], evaluation__bitflip=bitflip, axes__init=["robust"],
+                                             axes__method=["ptq"])), lambda: 1000)
+    batches = {s.spec.seed: s.spec.bitflip.seeds for s in two_seeds.stages.values() if s.kind == "evaluate"}
+    assert batches == {0: (0, 1), 1: (2, 3)}  # attack batches of its own per model seed
+    layers = 20
+    per_flip = 16 * 0.25 + (16 * (1 + layers / 2) + 50) * 0.01  # gradient; recorded forward, candidates, accuracy
+    assert seconds[True] - seconds[False] == pytest.approx(2 * ASSUMED_SEARCH_FLIPS * per_flip)
+
+
 def test_dry_run_prints_the_plan_and_writes_only_the_store(tmp_path):
     path = write(tmp_path, TINY)
     code, text = cli("run", path, "--dry-run", "--device", "cpu")

@@ -116,14 +116,71 @@ def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: in
     return right / max(len(x), 1)
 
 
-def _loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    with torch.no_grad():
-        return float(F.cross_entropy(model(x), y))
+class _Cached:
+    """A module's ``forward`` that returns what it computed before (a copy: a later in-place op must
+    not change it)."""
+
+    def __init__(self, output: torch.Tensor) -> None:
+        self.output = output
+
+    def __call__(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return self.output.clone()
+
+
+class PrefixRerun:
+    """One forward on a batch, kept so that a change to one layer reruns only what follows it.
+
+    The forward is recorded module by module (when each call started and ended, and its output).
+    :meth:`loss` with ``layer`` changed replaces every module called once whose call ended before
+    ``layer``'s first call started by its recorded output and runs the model: what ran before the
+    layer gets the same inputs and gives the same outputs, so the loss is the full forward's, bit for
+    bit (``tests/test_bitflip.py``), at the cost of the rest. A model whose layers run in any order
+    works: only what provably ran before is skipped; a module called twice always runs.
+    """
+
+    def __init__(self, model: nn.Module, x: torch.Tensor) -> None:
+        self.model, self.x = model, x
+        self.calls: dict[nn.Module, list[Any]] = {}  # module -> [first start, last end, output, calls]
+        clock = iter(range(1 << 62))
+
+        def before(module: nn.Module, args: Any) -> None:
+            call = self.calls.setdefault(module, [next(clock), None, None, 0])
+            call[3] += 1
+
+        def after(module: nn.Module, args: Any, output: Any) -> None:
+            call = self.calls[module]
+            # a copy: an in-place op after the call (``out += shortcut``) must not change the record
+            call[1], call[2] = next(clock), output.clone() if isinstance(output, torch.Tensor) else None
+
+        handles = []
+        for module in model.modules():
+            handles += [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
+        try:
+            with torch.no_grad():
+                self.logits = model(x)
+        finally:
+            for h in handles:
+                h.remove()
+
+    def loss(self, layer: nn.Module, y: torch.Tensor) -> float:
+        """The cross-entropy on the batch now, ``layer`` (only it) having changed since the recording."""
+        start = self.calls[layer][0] if layer in self.calls else -1
+        skip = [m for m, (_, end, out, n) in self.calls.items()
+                if n == 1 and out is not None and end < start and "forward" not in m.__dict__]
+        for m in skip:
+            m.forward = _Cached(self.calls[m][2])
+        try:
+            with torch.no_grad():
+                return float(F.cross_entropy(self.model(self.x), y))
+        finally:
+            for m in skip:
+                del m.forward
 
 
 def search_step(fm: FlippableModel, x: torch.Tensor, y: torch.Tensor) -> Flip:
     """One flip of the progressive bit search on the attack batch ``(x, y)``: in each layer the bit
-    whose flip raises the loss most to first order, then of those the one that raises it most."""
+    whose flip raises the loss most to first order, then of those the one that raises it most (each
+    candidate's loss computed by rerunning the model from its layer on: :class:`PrefixRerun`)."""
     params = [m.weight for m, _ in fm.layers.values()]
     for p in params:
         p.requires_grad_(True)
@@ -142,10 +199,10 @@ def search_step(fm: FlippableModel, x: torch.Tensor, y: torch.Tensor) -> Flip:
     for p in params:
         p.requires_grad_(False)
         p.grad = None
-    tried = []
+    prefix, tried = PrefixRerun(fm.model, x), []
     for name, index, bit in candidates:  # the cross-layer search: each layer's candidate, tried
         fm.flip(name, index, bit)
-        tried.append((_loss(fm.model, x, y), name, index, bit))
+        tried.append((prefix.loss(fm.layers[name][0], y), name, index, bit))
         fm.flip(name, index, bit)
     _, name, index, bit = max(tried, key=lambda t: t[0])
     return fm.flip(name, index, bit)
@@ -300,5 +357,5 @@ def flips_summary(flips: Sequence[int | None], cap: int) -> dict[str, Any]:
     return {"flips": list(flips), "mean": mean, "ci95": ci, "censored": len(flips) - len(done), "cap": cap}
 
 
-__all__ = ["ATTACK_BATCH", "FlippableModel", "Flip", "METHODS", "RANDOM_CAP", "SEARCH_CAP", "bitflip_evaluation",
+__all__ = ["ATTACK_BATCH", "FlippableModel", "Flip", "METHODS", "PrefixRerun", "RANDOM_CAP", "SEARCH_CAP", "bitflip_evaluation",
            "chance", "flips_summary", "flips_to_break", "random_flips", "search_step"]

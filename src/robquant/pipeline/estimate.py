@@ -5,7 +5,8 @@ The training and calibration passes are known exactly. An evaluation's passes de
 not yet known: attacks run only on correctly classified examples, PGD drops an example at the first
 iterate that fools the model, and a cascaded attack sees only the survivors of the earlier ones.
 The estimate assumes :data:`ASSUMED_ACCURACY` and :data:`ASSUMED_SURVIVAL` (typical of CIFAR
-ResNet-20 models, robust or not, between 1/255 and 8/255).
+ResNet-20 models, robust or not, between 1/255 and 8/255), and a bit search that breaks a model in
+:data:`ASSUMED_SEARCH_FLIPS` flips.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from robquant.provenance import device_name
 ASSUMED_ACCURACY = 0.7  # share of test examples classified correctly (the ones attacked)
 ASSUMED_SURVIVAL = 0.5  # share of attacked examples an attack leaves robust
 BROKEN_AFTER = 0.3  # share of its steps PGD spends on an example it breaks
+ASSUMED_SEARCH_FLIPS = 30  # flips the bit search makes to break a model (CIFAR-10 ResNet-20: 22-36 measured)
 
 
 @dataclass(frozen=True)
@@ -194,6 +196,9 @@ def _evaluation_seconds(spec: Evaluate, speeds: Speeds) -> float:
         cost = spec.diagnose.cost(spec.surrogate is not None)
         examples = spec.diagnose.n * ASSUMED_ACCURACY
         seconds += examples * (cost.gradients * speeds.grad_q + cost.forwards * speeds.fwd_q)
+    if spec.bitflip is not None:  # a gradient pass counts as one backward and one forward
+        forwards, backwards = spec.bitflip.cost(search_flips=ASSUMED_SEARCH_FLIPS)
+        seconds += backwards * speeds.grad_q + (forwards - backwards) * speeds.fwd_q
     return seconds
 
 

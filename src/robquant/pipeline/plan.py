@@ -198,8 +198,9 @@ class _Planner:
                                    label=ev.main_eps)
         bitflip = None
         if ev.bitflip.applies(seed) and parse_precision(cell.precision).weight_bits < 32:
-            b = ev.bitflip
-            bitflip = BitFlipRun(b.n or min(ev.n_test or 1000, 1000), tuple(range(b.repeats)), tuple(b.methods),
+            b = ev.bitflip  # attack batches of their own per seed: pooled runs are independent draws
+            bitflip = BitFlipRun(b.n or min(ev.n_test or 1000, 1000),
+                                 tuple(range(seed * b.repeats, (seed + 1) * b.repeats)), tuple(b.methods),
                                  b.attack_batch, b.search_cap, b.random_cap)
         # the transfer matrix needs each source's own outcome on every example: no cascade (a cascaded
         # attack's outcome is cumulative, robust under it and every earlier attack)

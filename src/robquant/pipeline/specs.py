@@ -211,15 +211,18 @@ class BitFlipRun:
     def options(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def cost(self, layers: int = 20) -> tuple[float, float]:
-        """(forward, backward) image passes at most: per search flip a gradient on the attack batch,
-        each layer's candidate tried on it, accuracy on ``n``; random: 2 log2(cap) accuracies."""
+    def cost(self, layers: int = 20, search_flips: int | None = None) -> tuple[float, float]:
+        """(forward, backward) image passes: per search flip a gradient on the attack batch, one forward
+        recorded, each layer's candidate tried (from its layer on: half a forward on average), accuracy
+        on ``n``; random: accuracy at 1, 2, 4, ... flips up to the cap and a bisection. ``search_flips``
+        per search (default the cap: at most)."""
         import math
 
+        flips = self.search_cap if search_flips is None else min(search_flips, self.search_cap)
         fwd = bwd = 0.0
         if "search" in self.methods:
-            fwd += self.search_cap * (self.attack_batch * (1 + layers) + self.n)
-            bwd += self.search_cap * self.attack_batch
+            fwd += flips * (self.attack_batch * (2 + layers / 2) + self.n)
+            bwd += flips * self.attack_batch
         if "random" in self.methods:
             fwd += 2 * (math.log2(self.random_cap) + 1) * self.n
         return fwd * len(self.seeds), bwd * len(self.seeds)

@@ -193,8 +193,8 @@ class BitFlipSpec(_Switched):
     enabled: bool = Field(False, description="count the bit flips that break every model with quantized weights")
     n: Optional[int] = Field(None, ge=1, description="test examples accuracy is judged on (default: the "
                              "evaluation's n_test, at most 1000)")
-    repeats: int = Field(3, ge=1, description="attack batches per model (seeds 0..repeats-1), each a run of every "
-                         "method")
+    repeats: int = Field(3, ge=1, description="attack batches per model, each a run of every method (the model of "
+                         "seed s draws batches s*repeats .. (s+1)*repeats-1: no two models share one)")
     methods: list[Literal["search", "random"]] = Field(["search", "random"], min_length=1,
                                                        description="search (progressive bit search), random")
     attack_batch: int = Field(128, ge=1, description="the search's examples, drawn from the test examples after "

@@ -60,10 +60,9 @@ class _FakeQuantSTE(Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor,  # type: ignore[override]
                 qmin: int, qmax: int) -> torch.Tensor:
-        q = torch.round(x * (1.0 / scale)) + zero_point
-        inside = (q >= qmin) & (q <= qmax)
-        ctx.save_for_backward(inside)
-        return (q.clamp(qmin, qmax) - zero_point) * scale
+        q = (x * (1.0 / scale)).round_().add_(zero_point)
+        ctx.save_for_backward((q >= qmin) & (q <= qmax))
+        return q.clamp_(qmin, qmax).sub_(zero_point).mul_(scale)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
@@ -92,8 +91,12 @@ def fake_quant(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, q
     ``x`` (per-tensor scalars or per-channel shapes such as ``(C, 1, 1, 1)``).
 
     Gradient: 1 where ``x`` falls inside the representable range, 0 where it is clamped; with
-    ``ste=False``, 0 everywhere (plain rounding).
+    ``ste=False``, 0 everywhere (plain rounding). Where no gradient is wanted (``torch.no_grad``, or
+    nothing requires one) it is computed in place on one new tensor: the same values, about 10x faster
+    on the CPU, where a large activation's temporaries cost more than the arithmetic.
     """
+    if not (torch.is_grad_enabled() and (x.requires_grad or scale.requires_grad)):
+        return (x * (1.0 / scale)).round_().add_(zero_point).clamp_(qmin, qmax).sub_(zero_point).mul_(scale)
     if ste:
         return _FakeQuantSTE.apply(x, scale, zero_point, qmin, qmax)
     q = torch.round(x * (1.0 / scale)) + zero_point
