@@ -357,5 +357,5 @@ def flips_summary(flips: Sequence[int | None], cap: int) -> dict[str, Any]:
     return {"flips": list(flips), "mean": mean, "ci95": ci, "censored": len(flips) - len(done), "cap": cap}
 
 
-__all__ = ["ATTACK_BATCH", "FlippableModel", "Flip", "METHODS", "PrefixRerun", "RANDOM_CAP", "SEARCH_CAP", "bitflip_evaluation",
-           "chance", "flips_summary", "flips_to_break", "random_flips", "search_step"]
+__all__ = ["ATTACK_BATCH", "FlippableModel", "Flip", "METHODS", "PrefixRerun", "RANDOM_CAP", "SEARCH_CAP",
+           "bitflip_evaluation", "chance", "flips_summary", "flips_to_break", "random_flips", "search_step"]
