@@ -450,3 +450,23 @@ def test_beyond_the_paper_answers_bit_width_and_adversarial_qat_questions():
     diff, low, high = flips_difference([10, 11, 12], [20, 21, 22])
     assert diff == -10 and low < -10 < high < 0
     assert beyond_table([row("ptq", None, "robust", "A8W8", 0, 0.9, 0.4)], 8.0) is None
+
+
+def test_bit_flip_table_lists_every_run_and_pools_them():
+    from robquant.report.tables import bitflip_table
+
+    def flips(r, search, random):
+        return {**r, "bitflip": {"n": 250, "search": {"flips": search, "cap": 100},
+                                 "random": {"flips": random, "cap": 500}}}
+
+    rows = [flips(row("ptq", None, "robust", "A8W8", s, 0.9, 0.4), [20 + 2 * s, 24], [None, None]) for s in (0, 1)]
+    rows.append(row("ptq", None, "robust", "A32W32", 0, 0.9, 0.4))  # FP: nothing flipped, no row
+    t = bitflip_table(rows)
+    (only,) = t.rows
+    cells = dict(zip(t.columns, only))
+    assert cells["seeds x batches"] == "2 x 2"
+    assert cells["search: flips per run"] == "20, 24, 22, 24"  # seed by seed, batch by batch
+    assert cells["search: mean [95 %]"].startswith("22.5 [")  # over the 4 runs
+    assert cells["random: flips per run"] == ">500, >500, >500, >500" and cells["random: mean [95 %]"] == ""
+    assert cells["random: not broken (cap)"] == "4/4 (>500)"
+    assert bitflip_table([row("ptq", None, "robust", "A8W8", 0, 0.9, 0.4)]) is None

@@ -24,19 +24,12 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import stats
 
-from robquant.report.records import comparable, contrast
+from robquant.report.records import by_cell, comparable, contrast
 from robquant.report.stats import format_estimate
 from robquant.report.tables import Table
 
 TRANSFERS = ("transfer", "transfer:FP")  # the study's transfer attack, or the transfer matrix's FP source
 NOT_SIGNIFICANT = "not significant at this scale"
-
-
-def _cells(rows: list[dict[str, Any]]) -> dict[tuple[str, str | None, str, str], list[dict[str, Any]]]:
-    out: dict[tuple[str, str | None, str, str], list[dict[str, Any]]] = {}
-    for r in rows:
-        out.setdefault((r["method"], r["strategy"], r["init"], r["precision"]), []).append(r)
-    return out
 
 
 def _pairs(cells: dict[tuple[str, str | None, str, str], list[dict[str, Any]]], has: Any
@@ -102,7 +95,7 @@ def _flips(runs: list[dict[str, Any]]) -> tuple[list[float], int]:
 def beyond_table(rows: list[dict[str, Any]], main_eps: float) -> Table | None:
     """The findings beyond the paper the study's records can answer (None when none)."""
     rows = comparable(rows)
-    cells = _cells(rows)
+    cells = by_cell(rows)
     out = []
 
     transfer = next((t for t in TRANSFERS if any(r["outcomes"].attack(t, r["main_eps"]) is not None for r in rows)),

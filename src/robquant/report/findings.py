@@ -397,7 +397,7 @@ def pixel_grid_table(rows: list[dict[str, Any]], grid: str, weak_eps: float | No
     ``grid``, run with ``pixel_grid``), per pipeline and precision at the main eps, paired by seed and
     example; and every verdict (a finding's, or one of its cells') that changes when the pixel-valid
     attack is taken as the paper's attack. None when no row ran it."""
-    from robquant.report.records import aggregates, comparable
+    from robquant.report.records import aggregates, by_cell, comparable
 
     ran = [r for r in comparable(rows) if r.get("reference_attack") and r["reference_attack"] != grid
            and r["outcomes"].attack(grid, r["main_eps"]) is not None]
@@ -409,12 +409,9 @@ def pixel_grid_table(rows: list[dict[str, Any]], grid: str, weak_eps: float | No
     alt, alt_cells = _paper_verdicts(findings(on_grid, weak_eps, main_eps), on_grid)
     changed = {k: (v, alt_cells.get(k, NOT_RUN)) for k, v in base_cells.items() if alt_cells.get(k, NOT_RUN) != v}
     out = []
-    pipes: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for r in ran:
-        pipes.setdefault((r["pipeline"], r["precision"]), []).append(r)
-    for (pipeline, precision), runs in pipes.items():
-        cell = " ".join(["/".join(p for p in (runs[0]["method"], runs[0]["strategy"], runs[0]["init"]) if p),
-                         precision])
+    for (method, strategy, init, precision), runs in by_cell(ran).items():
+        pipeline = runs[0]["pipeline"]
+        cell = " ".join(["/".join(p for p in (method, strategy, init) if p), precision])
         flips = [f"{k.split(': ')[0]}: {a} -> {b}" for k, (a, b) in changed.items() if k.endswith(f": {cell}")]
         diff = contrast([(runs, grid), (runs, ref)], (1.0, -1.0))
         out.append([pipeline, precision, str(len(runs)), _fmt(cell_estimate(runs, ref)),

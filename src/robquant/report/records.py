@@ -177,6 +177,14 @@ def nc_cells(rows: Sequence[dict[str, Any]]) -> set[tuple[str, str, float]]:
     return {(r["pipeline"], r["precision"], r["fraction"]) for r in rows if r["status"] == "NC"}
 
 
+def by_cell(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str | None, str, str], list[dict[str, Any]]]:
+    """``rows`` grouped by cell ``(method, strategy, init, precision)``, in the order first met."""
+    out: dict[tuple[str, str | None, str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        out.setdefault((r["method"], r["strategy"], r["init"], r["precision"]), []).append(r)
+    return out
+
+
 def comparable(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """``rows`` without the not-comparable cells (:func:`nc_cells`)."""
     nc = nc_cells(rows)

@@ -11,7 +11,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from robquant.report.inference import Estimate
-from robquant.report.records import (CLEAN, PAPER, WORST, cell_estimate, contrast, outcome_matrix, per_example)
+from robquant.report.records import (CLEAN, PAPER, WORST, by_cell, cell_estimate, contrast, outcome_matrix,
+                                     per_example)
 from robquant.report.stats import format_estimate, format_interval, trend_label_examples
 
 
@@ -110,13 +111,9 @@ PIPELINE_ORDER = [(m, s, i) for m, s in (("ptq", None), ("qat", "vanilla"), ("qa
 
 def _by_cell(rows: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
     """``(precision, runs)`` per cell that has rows, pipelines and precisions in the tables' order."""
-    out = []
-    for pipe in _pipelines(rows):
-        for p in _precisions(rows):
-            runs = [r for r in rows if (r["method"], r["strategy"], r["init"], r["precision"]) == (*pipe, p)]
-            if runs:
-                out.append((p, runs))
-    return out
+    pipes, precisions, cells = _pipelines(rows), _precisions(rows), by_cell(rows)
+    order = sorted(cells, key=lambda k: (pipes.index(k[:3]), precisions.index(k[3])))
+    return [(k[3], cells[k]) for k in order]
 
 
 def _pipelines(rows: list[dict[str, Any]]) -> list[tuple[str, str | None, str]]:
@@ -345,27 +342,30 @@ def bitflip_table(rows: list[dict[str, Any]]) -> Table | None:
     methods = [m for m in ("search", "random") if any(m in r["bitflip"] for r in rows)]
     out = []
     for p, runs in _by_cell(rows):
-        cells = [runs[0]["pipeline"], p, str(len(runs))]
+        batches = sorted({len(r["bitflip"][m]["flips"]) for r in runs for m in methods if m in r["bitflip"]})
+        cells = [runs[0]["pipeline"], p, f"{len(runs)} x {'/'.join(map(str, batches))}"]
         for m in methods:
             found = [r["bitflip"][m] for r in runs if m in r["bitflip"]]
             s = flips_summary([f for x in found for f in x["flips"]], max(x["cap"] for x in found))
             mean = "" if s["mean"] is None else f"{s['mean']:.1f}"
             if s["ci95"] is not None:
                 mean += f" [{max(s['ci95'][0], 0):.1f}, {s['ci95'][1]:.1f}]"
-            cells += [mean, f"{s['censored']}/{len(s['flips'])} (>{s['cap']})"]
+            each = ", ".join(str(f) if f is not None else f">{x['cap']}" for x in found for f in x["flips"])
+            cells += [each, mean, f"{s['censored']}/{len(s['flips'])} (>{s['cap']})"]
         out.append(cells)
     n = sorted({r["bitflip"]["n"] for r in rows})
-    columns = ["pipeline", "precision", "seeds"]
+    columns = ["pipeline", "precision", "seeds x batches"]
     for m in methods:
-        columns += [f"{m}: flips to break, mean [95 %]", f"{m}: not broken (cap)"]
+        columns += [f"{m}: flips per run", f"{m}: mean [95 %]", f"{m}: not broken (cap)"]
     return Table("bitflip", "Bit flips to break: flipped bits of the stored weights that bring clean accuracy to "
                  "chance + 1 point", columns, out,
                  [f"Accuracy on the first {'/'.join(map(str, n))} test examples; chance: the largest class's share "
                   "there. search: the progressive bit search (Rakin et al. 2019) on an attack batch of other test "
-                  "examples; random: bits drawn uniformly from every stored bit. Pooled over the models' seeds and "
-                  "the attack batches; the mean and its t-interval are over the runs that broke the model, and a run "
-                  "not broken within the cap is counted apart (it needs more than the cap: the mean then understates "
-                  "the flips)."])
+                  "examples; random: bits drawn uniformly from every stored bit. A run: one model (seed) and one "
+                  "attack batch; its flips are listed seed by seed ('>cap': not broken within the cap). Pooled over "
+                  "the runs; the mean and its t-interval (a negative lower end shown as 0) are over the runs that "
+                  "broke the model, and a run not broken within the cap is counted apart (it needs more than the "
+                  "cap: the mean then understates the flips)."])
 
 
 def transfer_matrix_table(matrices: dict[str, dict[str, Any]], main_eps: float) -> Table | None:
