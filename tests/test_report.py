@@ -427,7 +427,7 @@ def test_pixel_grid_table_sets_the_pixel_valid_attack_beside_the_papers_and_name
 
 
 def test_beyond_the_paper_answers_bit_width_and_adversarial_qat_questions():
-    from robquant.report.beyond import NOT_SIGNIFICANT, beyond_table, flips_difference
+    from robquant.report.beyond import NOT_SIGNIFICANT, beyond_table, flips_difference, runs_needed
 
     def extra(r, transfer, flips, cap=100):  # a transfer attack's outcomes and the search's flips
         o = r["outcomes"]
@@ -447,8 +447,16 @@ def test_beyond_the_paper_answers_bit_width_and_adversarial_qat_questions():
     assert ("adversarial QAT (vs vanilla)", "qat/adversarial/robust A8W8", "points", "higher") in got
     censored = next(r for r in t.rows if r[1] == "qat/adversarial/robust A8W8" and "flips" in r[3])
     assert "a bound" in censored[3]  # a run not broken counts at the cap
+    for r in t.rows:  # what would decide a difference not decided: test examples, or runs per cell
+        assert (r[5] != "") == (r[4] == NOT_SIGNIFICANT)
+        assert r[4] != NOT_SIGNIFICANT or ("80 % power" in r[5] and ("detects" in r[5]) == (" points " in r[3]))
+    same = next(r for r in t.rows if r[1] == "qat/vanilla/robust A4W4" and " points " in r[3])
+    assert "no size decides it" in same[5]  # the same transfer robustness: a difference of 0
     diff, low, high = flips_difference([10, 11, 12], [20, 21, 22])
     assert diff == -10 and low < -10 < high < 0
+    # runs per cell to detect the observed difference at 80 % power: (1.96 + 0.84)^2 (1 + 1) / 10^2 -> 1
+    assert runs_needed([10, 11, 12], [20, 21, 22]) == 1 and runs_needed([10, 20], [12, 22]) == 197
+    assert runs_needed([10, 11], [11, 10]) is None  # no difference: no number of runs decides it
     assert beyond_table([row("ptq", None, "robust", "A8W8", 0, 0.9, 0.4)], 8.0) is None
 
 

@@ -24,12 +24,13 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import stats
 
+from robquant.report.findings import NOT_SIGNIFICANT, power_text
+from robquant.report.inference import POWER
 from robquant.report.records import by_cell, comparable, contrast
 from robquant.report.stats import format_estimate
 from robquant.report.tables import Table
 
 TRANSFERS = ("transfer", "transfer:FP")  # the study's transfer attack, or the transfer matrix's FP source
-NOT_SIGNIFICANT = "not significant at this scale"
 
 
 def _pairs(cells: dict[tuple[str, str | None, str, str], list[dict[str, Any]]], has: Any
@@ -81,6 +82,26 @@ def flips_difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, flo
     return diff, diff - half, diff + half
 
 
+def runs_needed(a: Sequence[float], b: Sequence[float], power: float = POWER) -> int | None:
+    """Runs per cell for a two-sided 5 % test to detect the observed mean difference of flip counts
+    ``a - b`` with ``power``, planned from the spreads observed (normal approximation); None when the
+    difference is 0 or no spread was seen."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    diff = abs(float(a.mean() - b.mean()))
+    spread = (a.var(ddof=1) if len(a) > 1 else 0.0) + (b.var(ddof=1) if len(b) > 1 else 0.0)
+    if diff == 0 or spread == 0:
+        return None
+    return math.ceil((stats.norm.ppf(0.975) + stats.norm.ppf(power)) ** 2 * spread / diff**2)
+
+
+def _flips_power(a: Sequence[float], b: Sequence[float]) -> str:
+    need = runs_needed(a, b)
+    if need is None:
+        return "the difference is 0 or the runs did not vary: more runs are needed to say"
+    return (f"to decide a difference of {abs(float(np.mean(a) - np.mean(b))):.1f} flips: about {need:,} runs per cell "
+            f"({100 * POWER:g} % power, from the spread observed)")
+
+
 def _flips(runs: list[dict[str, Any]]) -> tuple[list[float], int]:
     """Every search run's flips (censored ones at their cap) and how many were censored."""
     out, censored = [], 0
@@ -110,8 +131,10 @@ def beyond_table(rows: list[dict[str, Any]], main_eps: float) -> Table | None:
             continue
         text = format_estimate(est, signed=True, low=-1.0)
         answer = _answer(est.low, est.high, "higher", "lower") if not math.isnan(est.half) else NOT_SIGNIFICANT
+        split = max((r["outcomes"].split_size for r in cells[a] + cells[b]), default=0)
         out.append([f"{question}: robustness to transfer from FP at {main_eps:g}/255", _name(a), _name(b),
-                    f"{text} points (n={est.seeds}x{est.examples})", answer])
+                    f"{text} points (n={est.seeds}x{est.examples})", answer,
+                    power_text(est, est.mean, split) if answer == NOT_SIGNIFICANT else ""])
 
     def has_flips(runs: list[dict[str, Any]]) -> bool:
         return all((r.get("bitflip") or {}).get("search") for r in runs)
@@ -123,14 +146,16 @@ def beyond_table(rows: list[dict[str, Any]], main_eps: float) -> Table | None:
         bound = " (censored runs at their cap: a bound)" if ca or cb else ""
         interval = "" if math.isnan(low) else f" [{low:+.1f}, {high:+.1f}]"
         out.append([f"{question}: bit flips to break (search)", _name(a), _name(b),
-                    f"{diff:+.1f} flips{interval} ({len(fa)} vs {len(fb)} runs){bound}", answer])
+                    f"{diff:+.1f} flips{interval} ({len(fa)} vs {len(fb)} runs){bound}", answer,
+                    _flips_power(fa, fb) if answer == NOT_SIGNIFICANT else ""])
     if not out:
         return None
     return Table("beyond", "Beyond the paper: lower bit-width and adversarial QAT against transfer from FP and bit "
                  "flips", ["question", "cell", "compared with", "difference (cell - compared), 95 % interval",
-                           "answer"], out,
+                           "answer", "what would decide it"], out,
                  ["Transfer from FP: the study's transfer attack (PGD crafted on the model's full-precision parent), "
                   "compared seed by seed and example by example; its interval counts the seeds and the test sample, "
                   "as the paper's findings. Bit flips: the flips the progressive bit search needs to bring clean "
                   "accuracy to chance + 1 point, compared by a Welch t-interval over the runs (models' seeds x "
-                  "attack batches). An answer is given where the interval excludes 0."])
+                  "attack batches). An answer is given where the interval excludes 0; where it does not, what "
+                  "would decide the difference observed, planned from the variance observed."])

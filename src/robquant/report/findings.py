@@ -74,9 +74,10 @@ def _fmt(est: Estimate, signed: bool = False) -> str:
     return f"{text} (n={est.seeds}x{est.examples})" if text else ""
 
 
-def _power(est: Estimate, distance: float, split: int = 0) -> str:
+def power_text(est: Estimate, distance: float, split: int = 0) -> str:
     """What the design detects, and the test examples and seeds that would decide a truth ``distance``
-    from the boundary (planned from the variance observed; at most the ``split``'s examples)."""
+    from the boundary (planned from the variance observed; at most the ``split``'s examples): what a
+    *not significant* verdict is given with."""
     text = f"detects >= {100 * est.detectable():.1f} points from the boundary (80 % power)"
     if math.isnan(est.se):
         return text
@@ -108,7 +109,7 @@ def _kept(diff: Estimate, split: int = 0) -> tuple[str, str]:
         return REPRODUCED, ""
     if diff.high < -MARGIN:
         return CONTRADICTED, ""
-    return NOT_SIGNIFICANT, _power(diff, diff.mean + MARGIN, split)
+    return NOT_SIGNIFICANT, power_text(diff, diff.mean + MARGIN, split)
 
 
 def _lost(diff: Estimate, share: Estimate, split: int = 0) -> tuple[str, str]:
@@ -120,8 +121,8 @@ def _lost(diff: Estimate, share: Estimate, split: int = 0) -> tuple[str, str]:
     if diff.low > -MARGIN:
         return CONTRADICTED, ""
     if diff.high < -MARGIN:
-        return (ERODED, "") if share.low > 0 else (NOT_SIGNIFICANT, _power(share, share.mean, split))
-    return NOT_SIGNIFICANT, _power(diff, diff.mean + MARGIN, split)
+        return (ERODED, "") if share.low > 0 else (NOT_SIGNIFICANT, power_text(share, share.mean, split))
+    return NOT_SIGNIFICANT, power_text(diff, diff.mean + MARGIN, split)
 
 
 def _combine(verdicts: list[str]) -> str:
@@ -225,7 +226,7 @@ def _trend(rows: list[dict[str, Any]], finding: Finding, pipe: tuple[str, str | 
         ends = contrast([(by_bits[low], what), (by_bits[high], what)], (1.0, -1.0), eps)
         power = ""
         if lab == "n.s.":
-            power = (_power(ends, abs(ends.mean) - MARGIN, _split(group)) if abs(ends.mean) > MARGIN else
+            power = (power_text(ends, abs(ends.mean) - MARGIN, _split(group)) if abs(ends.mean) > MARGIN else
                      f"the ends differ by less than {100 * MARGIN:g} points: no size decides a trend")
         finding.evidence.append([f"{label}: trend over {cells.format(b='x')} (x = {', '.join(map(_bits, info['bits']))})",
                                  f"{measure} at {eps:g}/255", f"label {lab} (P(+) {info['p_plus']:.2f}, "
