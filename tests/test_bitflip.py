@@ -52,7 +52,13 @@ def _full_loss(model, x, y):
 def test_rerun_from_a_flipped_layer_gives_the_full_forwards_loss(clean_model, digits_test, method, quantizer):
     fm = FlippableModel(_quantized(clean_model, digits_test, method, quantizer, 4))
     x, y = digits_test.images.float()[:64] / 255, digits_test.labels[:64]
-    prefix = PrefixRerun(fm.model, x)
+    layers = [m for m, _ in fm.layers.values()]
+    prefix = PrefixRerun(fm.model, x, layers)
+    def kept(p):
+        return [m for m, (_, _, out, _) in p.calls.items() if out is not None]
+
+    assert not any(m in kept(prefix) for layer in layers for m in layer.modules() if m is not layer)  # run inside
+    assert len(kept(prefix)) < len(kept(PrefixRerun(fm.model, x)))  # only what a rerun from these layers uses
     for k, name in enumerate(fm.layers):
         flip = fm.flip(name, k * 7 % fm.layers[name][1].words.numel(), fm.layers[name][1].bits - 1)
         assert prefix.loss(fm.layers[name][0], y) == _full_loss(fm.model, x, y), name  # bit for bit
@@ -79,7 +85,11 @@ def test_rerun_with_a_shared_in_place_module():
 
     torch.manual_seed(0)
     net, x, y = Net().eval(), torch.rand(5, 3, 8, 8), torch.tensor([0, 1, 2, 3, 0])
-    prefix = PrefixRerun(net, x)
+    for prefix in (PrefixRerun(net, x), PrefixRerun(net, x, [net.a, net.b, net.c, net.head])):
+        _changed_layers_rerun(net, prefix, x, y)
+
+
+def _changed_layers_rerun(net, prefix, x, y):
     for layer in (net.a, net.b, net.c, net.head):
         with torch.no_grad():
             layer.weight.mul_(-1.5)

@@ -136,21 +136,35 @@ class PrefixRerun:
     layer gets the same inputs and gives the same outputs, so the loss is the full forward's, bit for
     bit (``tests/test_bitflip.py``), at the cost of the rest. A model whose layers run in any order
     works: only what provably ran before is skipped; a module called twice always runs.
+
+    Only the outputs a rerun uses are kept: those of the modules that had ended when one of ``layers``
+    (default: any module) started while their caller had not (inside a skipped module nothing runs),
+    so the memory is about one forward's activations along the way, not every module's.
     """
 
-    def __init__(self, model: nn.Module, x: torch.Tensor) -> None:
+    def __init__(self, model: nn.Module, x: torch.Tensor, layers: Sequence[nn.Module] | None = None) -> None:
         self.model, self.x = model, x
         self.calls: dict[nn.Module, list[Any]] = {}  # module -> [first start, last end, output, calls]
+        targets = None if layers is None else set(layers)
         clock = iter(range(1 << 62))
+        ended: list[list[nn.Module]] = [[]]  # per open call: the modules it called that have ended
+        keep: set[nn.Module] = set()
 
         def before(module: nn.Module, args: Any) -> None:
             call = self.calls.setdefault(module, [next(clock), None, None, 0])
             call[3] += 1
+            if targets is None or module in targets:  # a rerun from here skips these
+                keep.update(m for done in ended for m in done)
+            ended.append([])
 
         def after(module: nn.Module, args: Any, output: Any) -> None:
+            for m in ended.pop():
+                if m not in keep:
+                    self.calls[m][2] = None  # inside a call that ended: no rerun uses it
             call = self.calls[module]
             # a copy: an in-place op after the call (``out += shortcut``) must not change the record
             call[1], call[2] = next(clock), output.clone() if isinstance(output, torch.Tensor) else None
+            ended[-1].append(module)
 
         handles = []
         for module in model.modules():
@@ -199,7 +213,7 @@ def search_step(fm: FlippableModel, x: torch.Tensor, y: torch.Tensor) -> Flip:
     for p in params:
         p.requires_grad_(False)
         p.grad = None
-    prefix, tried = PrefixRerun(fm.model, x), []
+    prefix, tried = PrefixRerun(fm.model, x, [m for m, _ in fm.layers.values()]), []
     for name, index, bit in candidates:  # the cross-layer search: each layer's candidate, tried
         fm.flip(name, index, bit)
         tried.append((prefix.loss(fm.layers[name][0], y), name, index, bit))
