@@ -162,13 +162,19 @@ def test_cli_attack_bitflip(demo_models, tmp_path):
     assert code == 2 and "stores its weights in full precision (quantize it first)" in text
     assert not (tmp_path / "store").exists()  # refused before any work
     quantize_model(fp, quant=QuantConfig(method="ptq", precision="A8W4", calib_images=64), out=tmp_path / "q")
+    code, text = cli("attack", tmp_path / "q", "--attack", "bitflip", "--bitflip-caps", "50", "--out", tmp_path / "x")
+    assert code == 2 and "--bitflip-caps must be two whole numbers >= 1" in text and "'50'" in text
+    assert not (tmp_path / "x").exists()
     code, text = cli("attack", tmp_path / "q", "--attack", "pgd,bitflip", "--eps", "8", "--n-test", "100",
-                     "--steps", "5", "--bitflip-seeds", "1", "--out", tmp_path / "q-attack")
+                     "--steps", "5", "--bitflip-seeds", "1", "--bitflip-batch", "64", "--bitflip-caps", "60,300",
+                     "--out", tmp_path / "q-attack")
     assert code == 0, text
     assert "bit flips to break it" in text and "search" in text and "random" in text
     import json
 
     record = json.loads((tmp_path / "q-attack" / "stage.json").read_text())
     assert record["config"]["bitflip"]["seeds"] == [0] and record["config"]["bitflip"]["n"] == 100
+    assert (record["config"]["bitflip"]["attack_batch"], record["config"]["bitflip"]["search_cap"],
+            record["config"]["bitflip"]["random_cap"]) == (64, 60, 300)
     (search,) = [r for r in record["bitflip"]["runs"] if r["method"] == "search"]
     assert search["broken"] and search["flips"] <= 30 and record["result"]["robust"][0]["attack"] == "pgd"
