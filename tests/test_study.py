@@ -264,8 +264,11 @@ def test_dry_run_prints_the_plan_and_writes_only_the_store(tmp_path):
     assert code == 0, text
     assert "14 stages (2 train_fp, 6 quantize, 6 evaluate); 0 done, 14 to run" in text
     assert "cost to run" in text and "dropped 1 grid cell(s): PTQ has no training strategy" in text
-    assert "estimated wall time on cpu" in text
+    assert "estimated wall time on cpu" in text and "bit search" not in text
     assert not list((tmp_path / "runs" / "store" / "stages").iterdir())
+    path = write(tmp_path, _with(evaluation__bitflip=True), "flips.yaml")  # what the estimate assumes is said
+    code, text = cli("run", path, "--dry-run", "--device", "cpu")
+    assert code == 0 and "a bit search 30 flips to break a model" in text, text
 
 
 # ---------------------------------------------------------------- running, resuming, crash safety

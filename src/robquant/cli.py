@@ -566,7 +566,8 @@ def _check_model(plan: Any) -> None:
 def _estimate(plan: Any, store: Any, device: Any, todo: set[str]) -> float | None:
     """Estimate every stage's wall time on ``device`` (speeds measured once per store and device),
     print the total for the stages to run, and return it (None if the speeds cannot be measured)."""
-    from robquant.pipeline.estimate import ASSUMED_ACCURACY, ASSUMED_SURVIVAL, cached_speeds, estimate_plan
+    from robquant.pipeline.estimate import (ASSUMED_ACCURACY, ASSUMED_SEARCH_FLIPS, ASSUMED_SURVIVAL, cached_speeds,
+                                            estimate_plan)
 
     try:
         speeds = cached_speeds(plan.study, device, store.root)
@@ -576,9 +577,11 @@ def _estimate(plan: Any, store: Any, device: Any, todo: set[str]) -> float | Non
     for key, seconds in estimate_plan(plan, speeds, plan.n_train()).items():
         plan.stages[key].estimated_s = seconds
     total = sum(plan.stages[k].estimated_s for k in todo)
+    flips = any(getattr(plan.stages[k].spec, "bitflip", None) is not None for k in todo)
     console.print(f"estimated wall time on {speeds.device}: {total / 60:.1f} min for {len(todo)} stages (measured "
                   f"speeds; attacks assume {100 * ASSUMED_ACCURACY:g} % clean accuracy and "
-                  f"{100 * ASSUMED_SURVIVAL:g} % of attacked examples surviving each attack)")
+                  f"{100 * ASSUMED_SURVIVAL:g} % of attacked examples surviving each attack"
+                  + (f"; a bit search {ASSUMED_SEARCH_FLIPS} flips to break a model)" if flips else ")"))
     return total
 
 
