@@ -171,7 +171,7 @@ class PrefixRerun:
             handles += [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
         try:
             with torch.no_grad():
-                self.logits = model(x)
+                model(x)
         finally:
             for h in handles:
                 h.remove()

@@ -56,13 +56,23 @@ class _ClampSTE(Function):
         return grad * inside, None, None
 
 
+def _codes(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor) -> torch.Tensor:
+    """``round(x / scale) + zp`` as ``torch.fake_quantize_*`` computes it, on one new tensor."""
+    return (x * (1.0 / scale)).round_().add_(zero_point)
+
+
+def _values(q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
+    """The values of codes ``q`` clamped to ``[qmin, qmax]``, in place on ``q``."""
+    return q.clamp_(qmin, qmax).sub_(zero_point).mul_(scale)
+
+
 class _FakeQuantSTE(Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor,  # type: ignore[override]
                 qmin: int, qmax: int) -> torch.Tensor:
-        q = (x * (1.0 / scale)).round_().add_(zero_point)
+        q = _codes(x, scale, zero_point)
         ctx.save_for_backward((q >= qmin) & (q <= qmax))
-        return q.clamp_(qmin, qmax).sub_(zero_point).mul_(scale)
+        return _values(q, scale, zero_point, qmin, qmax)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
@@ -96,7 +106,7 @@ def fake_quant(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, q
     on the CPU, where a large activation's temporaries cost more than the arithmetic.
     """
     if not (torch.is_grad_enabled() and (x.requires_grad or scale.requires_grad)):
-        return (x * (1.0 / scale)).round_().add_(zero_point).clamp_(qmin, qmax).sub_(zero_point).mul_(scale)
+        return _values(_codes(x, scale, zero_point), scale, zero_point, qmin, qmax)
     if ste:
         return _FakeQuantSTE.apply(x, scale, zero_point, qmin, qmax)
     q = torch.round(x * (1.0 / scale)) + zero_point

@@ -26,7 +26,7 @@ from scipy import stats
 
 from robquant.report.findings import NOT_SIGNIFICANT, power_text
 from robquant.report.inference import POWER
-from robquant.report.records import by_cell, comparable, contrast
+from robquant.report.records import by_cell, cell_name, comparable, contrast
 from robquant.report.stats import format_estimate
 from robquant.report.tables import Table
 
@@ -52,10 +52,6 @@ def _pairs(cells: dict[tuple[str, str | None, str, str], list[dict[str, Any]]], 
         if strategy == "adversarial" and method == "qat" and vanilla in cells and has(runs) and has(cells[vanilla]):
             out.append(("adversarial QAT (vs vanilla)", (method, strategy, init, precision), vanilla))
     return out
-
-
-def _name(key: tuple[Any, ...]) -> str:
-    return " ".join(["/".join(p for p in key[:3] if p), key[3]])
 
 
 def _answer(low: float, high: float, up: str, down: str) -> str:
@@ -132,7 +128,7 @@ def beyond_table(rows: list[dict[str, Any]], main_eps: float) -> Table | None:
         text = format_estimate(est, signed=True, low=-1.0)
         answer = _answer(est.low, est.high, "higher", "lower") if not math.isnan(est.half) else NOT_SIGNIFICANT
         split = max((r["outcomes"].split_size for r in cells[a] + cells[b]), default=0)
-        out.append([f"{question}: robustness to transfer from FP at {main_eps:g}/255", _name(a), _name(b),
+        out.append([f"{question}: robustness to transfer from FP at {main_eps:g}/255", cell_name(*a), cell_name(*b),
                     f"{text} points (n={est.seeds}x{est.examples})", answer,
                     power_text(est, est.mean, split) if answer == NOT_SIGNIFICANT else ""])
 
@@ -145,7 +141,7 @@ def beyond_table(rows: list[dict[str, Any]], main_eps: float) -> Table | None:
         answer = NOT_SIGNIFICANT if math.isnan(low) else _answer(low, high, "more flips", "fewer flips")
         bound = " (censored runs at their cap: a bound)" if ca or cb else ""
         interval = "" if math.isnan(low) else f" [{low:+.1f}, {high:+.1f}]"
-        out.append([f"{question}: bit flips to break (search)", _name(a), _name(b),
+        out.append([f"{question}: bit flips to break (search)", cell_name(*a), cell_name(*b),
                     f"{diff:+.1f} flips{interval} ({len(fa)} vs {len(fb)} runs){bound}", answer,
                     _flips_power(fa, fb) if answer == NOT_SIGNIFICANT else ""])
     if not out:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from robquant.report.inference import MAX_EXAMPLES, Estimate
-from robquant.report.records import CLEAN, PAPER, WORST, cell_estimate, contrast
+from robquant.report.records import CLEAN, PAPER, WORST, cell_estimate, cell_name, contrast
 from robquant.report.stats import format_estimate
 from robquant.report.tables import RESAMPLED, Table, sweep_trend
 
@@ -165,7 +165,7 @@ def _against_reference(rows: list[dict[str, Any]], finding: Finding, pipe: tuple
     cells = _pipe(rows, *pipe)
     ordered = sorted(cells, key=lambda p: (cells[p][0]["act_bits"], cells[p][0]["weight_bits"]))
     chosen = [p for p in (precisions or ordered) if p in cells and (pipe, p) != (REFERENCE[:3], REFERENCE[3])]
-    label = "/".join(p for p in pipe if p)
+    label = cell_name(*pipe)
     ref_nc = any(r["status"] == "NC" for r in ref)
     if not ref or ref_nc or not chosen:
         need = [] if ref else ["PTQ from robust A32W32 (the FP reference)"]
@@ -204,7 +204,7 @@ def _trend(rows: list[dict[str, Any]], finding: Finding, pipe: tuple[str, str | 
     reproduced when the label is ``expected``, not significant when ``n.s.``, else contradicted."""
     group = [r for r in rows if (r["method"], r["strategy"], r["init"]) == pipe and r[field_] is not None
              and (field_ == "bits" or r["weight_bits"] == 32)]
-    label = "/".join(p for p in pipe if p)
+    label = cell_name(*pipe)
     out = {}
     for column, what in measures(rows).items():
         lab, info = sweep_trend(group, field_, what, eps)
@@ -412,7 +412,7 @@ def pixel_grid_table(rows: list[dict[str, Any]], grid: str, weak_eps: float | No
     out = []
     for (method, strategy, init, precision), runs in by_cell(ran).items():
         pipeline = runs[0]["pipeline"]
-        cell = " ".join(["/".join(p for p in (method, strategy, init) if p), precision])
+        cell = cell_name(method, strategy, init, precision)
         flips = [f"{k.split(': ')[0]}: {a} -> {b}" for k, (a, b) in changed.items() if k.endswith(f": {cell}")]
         diff = contrast([(runs, grid), (runs, ref)], (1.0, -1.0))
         out.append([pipeline, precision, str(len(runs)), _fmt(cell_estimate(runs, ref)),

@@ -7,6 +7,7 @@ from typing import Any
 
 import yaml
 
+from robquant.report.records import cell_name
 from robquant.report.stats import t_interval
 from robquant.report.tables import Table, label_verdict
 
@@ -15,10 +16,6 @@ def paper_numbers() -> dict[str, Any]:
     """The typed numbers of the paper, as shipped in the package."""
     text = resources.files("robquant").joinpath("report/paper_numbers.yaml").read_text()
     return yaml.safe_load(text)
-
-
-def _key(method: str, strategy: str | None, init: str) -> str:
-    return "/".join(p for p in (method, strategy, init) if p)
 
 
 def _mean(values: list[float]) -> float:
@@ -43,7 +40,7 @@ def comparison(rows: list[dict[str, Any]], paper: dict[str, Any]) -> Table:
 
 
 def _robust_cells(rows: list[dict[str, Any]], key: str, precision: str, fraction: float) -> list[dict[str, Any]]:
-    return [r for r in rows if _key(r["method"], r["strategy"], r["init"]) == key and r["precision"] == precision
+    return [r for r in rows if cell_name(r["method"], r["strategy"], r["init"]) == key and r["precision"] == precision
             and abs(r["fraction"] - fraction) < 1e-9]
 
 

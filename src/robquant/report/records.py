@@ -177,6 +177,13 @@ def nc_cells(rows: Sequence[dict[str, Any]]) -> set[tuple[str, str, float]]:
     return {(r["pipeline"], r["precision"], r["fraction"]) for r in rows if r["status"] == "NC"}
 
 
+def cell_name(method: str, strategy: str | None, init: str, precision: str | None = None) -> str:
+    """``method/strategy/init`` (no strategy for PTQ), then `` precision`` when given: how the report names
+    a pipeline and a cell (and how the paper's numbers are keyed)."""
+    pipe = "/".join(p for p in (method, strategy, init) if p)
+    return pipe if precision is None else f"{pipe} {precision}"
+
+
 def by_cell(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str | None, str, str], list[dict[str, Any]]]:
     """``rows`` grouped by cell ``(method, strategy, init, precision)``, in the order first met."""
     out: dict[tuple[str, str | None, str, str], list[dict[str, Any]]] = {}

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from robquant.report.inference import Estimate
-from robquant.report.records import (CLEAN, PAPER, WORST, by_cell, cell_estimate, contrast, outcome_matrix,
+from robquant.report.records import (CLEAN, PAPER, WORST, by_cell, cell_estimate, cell_name, contrast, outcome_matrix,
                                      per_example)
 from robquant.report.stats import format_estimate, format_interval, trend_label_examples
 
@@ -272,7 +272,7 @@ def table1(labels: dict[tuple[str, str | None, str], dict[str, tuple[str, dict[s
         line = [f"{m.upper()}{' (' + s + ')' if s else ''}"]
         for init in ("random", "non_robust", "robust"):
             cell = labels.get((m, s, init))
-            theirs = (paper or {}).get("/".join(p for p in (m, s, init) if p), {})
+            theirs = (paper or {}).get(cell_name(m, s, init), {})
             line.append("" if cell is None else ", ".join(
                 f"{k}: {v[0]}" + (f" (paper {theirs[k]}: {label_verdict(v[0], theirs[k])})" if k in theirs else "")
                 for k, v in cell.items()))
