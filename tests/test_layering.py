@@ -1,5 +1,5 @@
 """Imports flow one way: the base modules (defaults, errors, registry, progress, provenance) -> data, models,
-quant -> modelfolder (the saved-model format) -> attacks -> deploy -> train -> pipeline -> report -> display, cli."""
+quant -> modelfolder (the saved-model format) -> zoo (shipped models by name) -> attacks -> deploy -> train -> pipeline -> report -> display, cli."""
 
 import ast
 from pathlib import Path
@@ -7,17 +7,18 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "robquant"
-ABOVE_BASE = {"data", "models", "quant", "modelfolder", "attacks", "deploy", "train", "pipeline", "report", "display", "cli"}
+ABOVE_BASE = {"data", "models", "quant", "modelfolder", "zoo", "attacks", "deploy", "train", "pipeline", "report", "display", "cli"}
 FORBIDDEN = {
     "defaults": ABOVE_BASE | {"errors", "registry", "progress", "provenance"},
     "errors": ABOVE_BASE | {"registry", "progress", "provenance"},
     "registry": ABOVE_BASE | {"progress", "provenance"},
     "progress": ABOVE_BASE,
     "provenance": ABOVE_BASE,
-    "data": {"models", "quant", "modelfolder", "attacks", "deploy", "train", "pipeline", "report", "display", "cli"},
-    "models": {"data", "quant", "modelfolder", "attacks", "deploy", "train", "pipeline", "report", "display", "cli"},
-    "quant": {"data", "modelfolder", "deploy", "train", "pipeline", "report", "display", "cli"},
-    "modelfolder": {"data", "attacks", "deploy", "train", "pipeline", "report", "display", "cli"},
+    "data": {"models", "quant", "modelfolder", "zoo", "attacks", "deploy", "train", "pipeline", "report", "display", "cli"},
+    "models": {"data", "quant", "modelfolder", "zoo", "attacks", "deploy", "train", "pipeline", "report", "display", "cli"},
+    "quant": {"data", "modelfolder", "zoo", "deploy", "train", "pipeline", "report", "display", "cli"},
+    "modelfolder": {"data", "zoo", "attacks", "deploy", "train", "pipeline", "report", "display", "cli"},
+    "zoo": {"data", "attacks", "deploy", "train", "pipeline", "report", "display", "cli"},
     "attacks": {"deploy", "train", "pipeline", "report", "display", "cli"},
     "deploy": {"train", "pipeline", "report", "display", "cli"},
     "train": {"pipeline", "report", "display", "cli"},

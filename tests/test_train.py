@@ -242,3 +242,90 @@ def test_bf16_autocast_trains_to_the_same_accuracy_and_is_keyed_only_when_set(di
     assert "autocast" not in _keyed(TrainConfig()) and _keyed(TrainConfig(autocast="bf16"))["autocast"] == "bf16"
     with pytest.raises(ConfigError, match="autocast must be one of None, bf16, got 'fp16'"):
         TrainConfig(autocast="fp16")
+
+
+def test_n_fgsm_steps_beyond_the_ball_from_noise_and_trains():
+    # N-FGSM: noise U(-2 eps, 2 eps), a step of eps, no projection onto the eps-ball (de Jorge et al.)
+    eps = 8 / 255
+    obj = create_objective("n_fgsm", eps=eps)
+    assert obj.passes_per_image == 2 and obj.step_size == pytest.approx(eps) and obj.noise == 2.0
+    data = create_dataset("synthetic", n_train=64, image_size=8)
+    seed_everything(0)
+    model = create_model("resnet20", 10, 1, width=4, mean=data.mean, std=data.std)
+    seen = []
+    model.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()))
+    x, y = data.images[:32].float() / 255, data.labels[:32]
+    obj(model, x, y, torch.Generator().manual_seed(0))
+    start, trained = seen
+    assert (start - x).abs().max() <= 2 * eps + 1e-6 and (start - x).abs().max() > 1.5 * eps
+    delta = (trained - x).abs()
+    assert delta.max() <= 3 * eps + 1e-6 and delta.max() > 2 * eps  # beyond the ball: not projected
+    assert trained.min() >= 0 and trained.max() <= 1
+    _, result = _tiny_run(epochs=2, objective=obj)
+    assert result.status == "done" and result.history[1]["loss"] < result.history[0]["loss"]
+
+
+def _checked_run(tmp_path, scores, epochs=5, monkeypatch=None):
+    """A tiny run whose held-out check reports ``scores`` (one per epoch) and keeps each epoch's weights."""
+    from robquant.train import HeldOutCheck, split_held_out
+
+    weights = []
+
+    def measure(self, model, held_out, seed, epoch, batch_size=500):
+        weights.append({k: v.clone() for k, v in model.state_dict().items()})
+        return {"held_out_clean": 0.9, "held_out_pgd": scores[epoch]}
+
+    monkeypatch.setattr(HeldOutCheck, "measure", measure)
+    data = create_dataset("synthetic", n_train=128, image_size=8)
+    train, held = split_held_out(data, 20, 0)
+    seed_everything(0)
+    model = create_model("resnet20", 10, 1, width=4, mean=data.mean, std=data.std)
+    result = fit(model, train, Clean(), TrainConfig(epochs=epochs, batch_size=32, lr=0.05, schedule="cosine"),
+                 checkpoint_dir=tmp_path, check=HeldOutCheck(n=20, drop=0.2), held_out=held)
+    return model, result, weights
+
+
+def test_held_out_check_stops_on_a_collapse_and_hands_back_the_best_epoch(tmp_path, monkeypatch):
+    model, result, weights = _checked_run(tmp_path, [0.30, 0.45, 0.40, 0.10, 0.5], monkeypatch=monkeypatch)
+    assert result.epochs_completed == 4 and result.best_epoch == 2  # 0.10 < 0.45 - 0.2: stop after epoch 4
+    assert "catastrophic overfitting" in result.stop_reason and "epoch 4" in result.stop_reason
+    assert [h["held_out_pgd"] for h in result.history] == [0.30, 0.45, 0.40, 0.10]
+    assert all(torch.equal(v, weights[1][k]) for k, v in model.state_dict().items())  # epoch 2's weights
+    assert not all(torch.equal(v, weights[3][k]) for k, v in model.state_dict().items())
+    # resumed from its checkpoint, a stopped run trains no further and hands back the same best weights
+    seed_everything(5)
+    again, result2, weights2 = _checked_run(tmp_path, [0.30, 0.45, 0.40, 0.10, 0.5], monkeypatch=monkeypatch)
+    assert weights2 == [] and result2.epochs_completed == 4 and result2.best_epoch == 2
+    assert all(torch.equal(v, weights[1][k]) for k, v in again.state_dict().items())
+
+
+def test_held_out_check_without_a_collapse_keeps_the_best_epoch(tmp_path, monkeypatch):
+    model, result, weights = _checked_run(tmp_path, [0.2, 0.3, 0.35, 0.34], epochs=4, monkeypatch=monkeypatch)
+    assert result.epochs_completed == 4 and result.best_epoch == 3 and result.stop_reason == ""
+    assert all(torch.equal(v, weights[2][k]) for k, v in model.state_dict().items())
+
+
+def test_held_out_split_is_stratified_disjoint_and_below_clean_accuracy(demo_models):
+    import dataclasses
+
+    from robquant.train import HeldOutCheck, split_held_out
+
+    data = create_dataset("digits", split="train")
+    ids = torch.arange(len(data))
+    tagged = dataclasses.replace(data, images=data.images.clone())
+    tagged.images[:, 0, 0, 0], tagged.images[:, 0, 0, 1] = ids % 256, ids // 256  # each image names its index
+    train, held = split_held_out(tagged, 100, 0)
+
+    def index(d):
+        return (d.images[:, 0, 0, 0].long() + 256 * d.images[:, 0, 0, 1].long()).tolist()
+
+    assert not set(index(train)) & set(index(held)) and len(train) + len(held) == len(data)
+    counts = torch.bincount(held.labels, minlength=10)
+    assert abs(len(held) - 100) <= 5 and counts.min() >= 9 and counts.max() <= 11  # about 10 per class
+    model = load_model(demo_models["robust"][0])
+    _, held = split_held_out(data, 100, 0)
+    scores = HeldOutCheck(n=100, eps=DEMO_TRAIN_EPS_255 / 255, step_size=DEMO_TRAIN_EPS_255 / 4 / 255).measure(
+        model, held, 0, 0)
+    assert 0 < scores["held_out_pgd"] < scores["held_out_clean"] <= 1
+    with pytest.raises(ConfigError, match="check.n must be below"):
+        split_held_out(data, len(data), 0)

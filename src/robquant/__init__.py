@@ -16,15 +16,17 @@ def load_model(path: str, device: str = "cpu") -> "nn.Module":
     Weights are read with safetensors: no code is executed.
 
     Args:
-        path: A model folder written by robquant, or its ``model.safetensors`` file.
+        path: A model folder written by robquant, or its ``model.safetensors`` file, or a zoo model
+            (``zoo:NAME``: see ``robquant zoo``; its files are checked against the zoo's sha256 first).
         device: Where to put the model.
 
     Returns:
         The model in eval mode.
     """
     from robquant.modelfolder import load_model as _load
+    from robquant.zoo import resolve_path
 
-    return _load(path, device=device)
+    return _load(resolve_path(path), device=device)
 
 
 __all__ = ["__version__", "load_model"]

@@ -3,6 +3,7 @@ exit 2; an internal one a message naming the log that holds its traceback, and e
 
 from __future__ import annotations
 
+import json
 import functools
 import logging
 import sys
@@ -730,6 +731,73 @@ def list_names() -> None:
     for kind, registry in (("weight quantizers", WEIGHT_QUANTIZERS), ("activation quantizers", ACT_QUANTIZERS)):
         console.print(f"[bold]{kind}[/]: " + "; ".join(f"{method}: {', '.join(registry.names(method))}"
                                                         for method in ("ptq", "qat")))
+
+
+zoo_app = typer.Typer(add_completion=False, invoke_without_command=True,
+                      help="The model zoo: trained models shipped with robquant, loaded by name (zoo:NAME) "
+                      "wherever a model folder is taken; your own zoo folders in ROBQUANT_ZOO.")
+app.add_typer(zoo_app, name="zoo")
+
+
+@zoo_app.callback()
+@user_errors
+def zoo_list(ctx: typer.Context) -> None:
+    """List the zoo's models with their numbers (clean, PGD-20 and AutoAttack accuracy, on how many test images)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from rich.table import Table
+
+    from robquant.zoo import entries
+
+    def pct(m: dict[str, Any], key: str) -> str:
+        return "-" if m.get(key) is None else f"{100 * m[key]:.2f} ({m.get(key + '_n', 0):,})"
+
+    table = Table(title="robquant zoo (accuracy %, test images)")
+    for column in ("name", "data", "model", "init", "clean", "PGD-20", "AutoAttack", "from"):
+        table.add_column(column)
+    for name, entry in sorted(entries().items()):
+        info, m = entry.info, entry.info.get("metrics", {})
+        table.add_row(f"zoo:{name}", info.get("dataset", "?"), info.get("model", "?"), info.get("init", "?"),
+                      pct(m, "clean"), pct(m, "pgd20"), pct(m, "autoattack"),
+                      "robquant" if entry.shipped else str(entry.zoo))
+    console.print(table)
+
+
+@zoo_app.command("add")
+@user_errors
+def zoo_add(
+    model: Path = typer.Argument(..., help="the model folder (a study's FP stage, or a link to one)"),
+    name: str = typer.Option(..., help="the zoo name (zoo:NAME)"),
+    into: Path = typer.Option(..., help="the zoo folder (put it in ROBQUANT_ZOO to load it by name)"),
+    evaluation: Optional[Path] = typer.Option(None, help="an evaluate stage's folder on this model: its clean, "
+                                              "PGD-20 and AutoAttack accuracy go into the index and the card"),
+    description: str = typer.Option("", help="a sentence for the card"),
+    command: Optional[list[str]] = typer.Option(None, help="a command that reproduces it (repeatable)"),
+    data_note: str = typer.Option("", help="a note on the data for the card"),
+) -> None:
+    """Put a trained model into a zoo folder: its weights, record, card and training curve, hashed in the index."""
+    from robquant.modelfolder import read_record, record_dataset
+    from robquant.report.paper import paper_numbers
+    from robquant.zoo import add
+    from robquant.zoo.card import evaluation_summary, render_card
+
+    _, record = read_record(model)
+    config = record.get("config") or {}
+    init = config.get("init", "?")
+    info: dict[str, Any] = {"dataset": record_dataset(record), "model": record["model"]["name"], "init": init,
+                            "description": description, "command": command or [], "data_note": data_note,
+                            "recipe": {"train": config.get("train"), "objective": config.get("objective"),
+                                       "check": config.get("check")}}
+    if evaluation is not None:
+        stage = evaluation / "stage.json"
+        if not stage.is_file():
+            raise ConfigError(f"--evaluation {evaluation}: no stage.json (an evaluate stage's folder)")
+        info["metrics"] = evaluation_summary(json.loads(stage.read_text()))
+    regime = paper_numbers().get("regime", {}).get(init)
+    if info["dataset"] == "cifar10" and regime:
+        info["paper"] = {"clean": regime["clean"] / 100, "pgd20": regime["pgd20"] / 100}
+    entry = add(model, name, into, info=info, card=render_card(name, record, info))
+    console.print(f"zoo:{name} -> {entry.folder} ({len(entry.files)} files hashed in {into / 'index.json'})")
 
 
 def parse_eps(text: str, field: str = "--eps") -> list[float]:

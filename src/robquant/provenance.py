@@ -28,6 +28,33 @@ def git_commit() -> str | None:
     return sha + ("+dirty" if dirty else "")
 
 
+@lru_cache(maxsize=1)
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_bf16() -> bool:
+    """Whether PyTorch's CPU kernels (oneDNN) see bfloat16 units on this CPU (AVX512-BF16 or AMX):
+    where they do not, bf16 autocast emulates it and runs slower than float32."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def cpu_facts() -> dict[str, object]:
+    """The CPU as PyTorch uses it: model, kernel level (``ATEN_CPU_CAPABILITY``), bf16 units, threads."""
+    return {"model": cpu_model(), "capability": torch.backends.cpu.get_cpu_capability(), "bf16": cpu_bf16(),
+            "threads": torch.get_num_threads()}
+
+
 def device_name(device: torch.device | str) -> str:
     """A human-readable device description (GPU model name on CUDA)."""
     device = torch.device(device)
@@ -48,6 +75,7 @@ def environment(device: torch.device | str | None = None) -> dict[str, object]:
         "numpy": numpy.__version__,
         "platform": platform.platform(),
         "torch_threads": torch.get_num_threads(),
+        "cpu": cpu_facts(),
     }
     if device is not None:
         env["device"] = device_name(device)

@@ -40,8 +40,10 @@ from robquant.progress import NULL_PROGRESS, Progress
 from robquant.quant import AnyQuantConfig
 from robquant.quant.coverage import check_coverage
 from robquant.train import QAT_FINETUNE, TrainConfig
+import robquant.zoo as zoo
 
 STORE = "store"  # the default store's folder name, beside ``out``
+ZOO_STORE = Path("runs") / STORE  # where a zoo model is imported when no store is given (never into the package)
 INIT_OF_OBJECTIVE = {"clean": "non_robust", "pgd_at": "robust"}  # a study's FP inits and their objectives
 STRATEGY_OF_OBJECTIVE = {"clean": "vanilla", "pgd_at": "adversarial", "fast_adversarial": "fast_adversarial",
                          "transfer": "transfer"}  # a study's QAT strategies and their objectives
@@ -221,7 +223,10 @@ def _contexts(device: torch.device, progress: Progress) -> Callable[[Store], Sta
 def _parent(checkpoint: str | os.PathLike, store: Store | None, ctx_for: Callable[[Store], StageContext],
             data_root: str | None = None, allow_unverified: bool = False) -> tuple[Store, str, dict[str, Any]]:
     """The store, key and keyed config of the model stage ``checkpoint`` names; a model folder from
-    elsewhere is first imported into the store (keyed by its weights; its data read from ``data_root``)."""
+    elsewhere is first imported into the store (keyed by its weights; its data read from ``data_root``). A zoo
+    model (``zoo:NAME``, its files checked) is imported like one, into ``runs/store`` when no store is given."""
+    from_zoo = zoo.is_reference(str(checkpoint))
+    checkpoint = zoo.resolve_path(checkpoint)
     found = locate(checkpoint)
     if found is not None and (store is None or found[0].root.resolve() == store.root.resolve()):
         st, key = found
@@ -230,7 +235,7 @@ def _parent(checkpoint: str | os.PathLike, store: Store | None, ctx_for: Callabl
     name = record_dataset(record)
     if name is None:
         raise ConfigError(f"{folder / RECORD} names no data set")
-    st = store if store is not None else (found[0] if found else Store(folder.parent / STORE))
+    st = store if store is not None else (found[0] if found else Store(ZOO_STORE if from_zoo else folder.parent / STORE))
     ctx = ctx_for(st)
     model = record["model"]
     kwargs = {k: v for k, v in (model.get("kwargs") or {}).items() if k not in ("mean", "std")}
@@ -263,6 +268,7 @@ def quantize_model(checkpoint: str | os.PathLike, *, quant: AnyQuantConfig, out:
     check_out(out)
     if reinit and quant.method != "qat":
         raise ConfigError("--reinit needs --method qat (PTQ of random parameters is meaningless)")
+    zoo.resolve_path(checkpoint)  # a zoo model's files are checked before any store folder exists
     dev = resolve_device(device)
     given = Store(store) if store is not None else None
     ctx_for = _contexts(dev, progress)
@@ -321,7 +327,7 @@ def _bitflip_run(options: dict[str, Any], n_test: int | None, checkpoint: str | 
     from robquant.attacks.bitflip import ATTACK_BATCH, METHODS, RANDOM_CAP, SEARCH_CAP
     from robquant.quant.precision import parse_precision
 
-    quant = (read_record(checkpoint)[1].get("model") or {}).get("quant") or {}
+    quant = (read_record(zoo.resolve_path(checkpoint))[1].get("model") or {}).get("quant") or {}
     if parse_precision(quant.get("precision", "A32W32")).weight_bits >= 32:
         raise ConfigError(f"--attack bitflip flips bits of stored integer weights: {checkpoint} stores its weights in "
                           "full precision (quantize it first)")
@@ -372,6 +378,7 @@ def attack_model(checkpoint: str | os.PathLike, *,
         The record (``path``: its folder).
     """
     check_out(out)
+    zoo.resolve_path(checkpoint)  # a zoo model's files are checked before any store folder exists
     dev = resolve_device(device)
     flips = None if bitflip is None else _bitflip_run(bitflip, n_test, checkpoint)
     given = Store(store) if store is not None else None

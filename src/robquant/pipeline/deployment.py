@@ -11,6 +11,7 @@ from typing import Any, Sequence
 
 import torch
 
+import robquant.zoo as zoo
 from robquant.defaults import ATTACK_STEPS, CHECK_EXAMPLES, CHECK_SQUARE_QUERIES, CHECK_TOL, RESTARTS
 from robquant.deploy import OPSET, OPSETS, RUNTIMES, RuntimeModel
 from robquant.deploy.stage import FILE, SOURCE_KEY, export_metadata, file_opset, runtime_agreement
@@ -46,6 +47,7 @@ def export_model(checkpoint: str | os.PathLike, out: str | os.PathLike, *, forma
     if opset not in OPSETS:
         raise ConfigError(f"opset must be one of {', '.join(map(str, OPSETS))}, got {opset}")
     check_out(out)
+    zoo.resolve_path(checkpoint)  # a zoo model's files are checked before any store folder exists
     ctx_for = _contexts(torch.device("cpu"), progress)
     st, key, config = _parent(checkpoint, Store(store) if store is not None else None, ctx_for, data_root,
                               allow_unverified)

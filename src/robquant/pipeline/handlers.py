@@ -34,7 +34,7 @@ from robquant.progress import Progress
 from robquant.provenance import environment, now_iso
 from robquant.quant import AnyQuantConfig, model_size, quantize
 from robquant.quant.coverage import check_coverage
-from robquant.train import TrainResult, convergence_status, create_objective, fit, seed_everything
+from robquant.train import TrainResult, convergence_status, create_objective, fit, seed_everything, split_held_out
 
 
 class Context(Protocol):
@@ -99,12 +99,15 @@ def run_train_fp(spec: TrainFP, ctx: Context, out: os.PathLike) -> dict[str, Any
     """Train a model from seeded random parameters (resuming from ``out/checkpoints``)."""
     t0 = time.perf_counter()
     train_set, test_set = ctx.splits(spec.data, spec.fraction, spec.train.seed)
+    held_out = None
+    if spec.check is not None:  # its images come out of the training set
+        train_set, held_out = split_held_out(train_set, spec.check.n, spec.train.seed)
     objective = create_objective(spec.objective.name, **spec.objective.kwargs)
     seed_everything(spec.train.seed)
     model = architecture_spec(spec.model, train_set)
     net = build_architecture(model, train_set, ctx.device)
     result = fit(net, train_set, objective, spec.train, device=ctx.device, checkpoint_dir=Path(out) / "checkpoints",
-                 progress=ctx.progress)
+                 progress=ctx.progress, check=spec.check, held_out=held_out)
     return _finish(net, spec, ctx, out, model=model, seed=spec.train.seed, train_set=train_set, test_set=test_set,
                    result=result, t0=t0, extra={"objective": objective.config()})
 

@@ -111,11 +111,11 @@ class _Planner:
         return key
 
     def training_cost(self, objective: ObjectiveRef, epochs: int, fraction: float,
-                      extra_forwards: float = 0.0) -> Callable[[], dict[str, float]]:
+                      extra_forwards: float = 0.0, extra_passes: float = 0.0) -> Callable[[], dict[str, float]]:
         def count() -> dict[str, float]:
             forwards, passes = objective.cost()
             n = epochs * max(1, round(self.n_train() * fraction))
-            return {"forward": float(n * forwards + extra_forwards), "backward": float(n * passes)}
+            return {"forward": float(n * forwards + extra_forwards), "backward": float(n * passes + extra_passes)}
         return count
 
     def fp(self, init: str, seed: int) -> str:
@@ -127,10 +127,12 @@ class _Planner:
                                      label=f"import {init} FP weights ({Path(spec.checkpoint).name})"),
                             lambda: {"forward": 0.0, "backward": 0.0})
         seed = seed if study.fp.seed is None else study.fp.seed
-        objective = (ObjectiveRef("pgd_at", study.fp.pgd.kwargs()) if init == "robust" else ObjectiveRef("clean"))
+        objective = ObjectiveRef(*study.fp.objective(init))
+        check = study.fp.held_out_check(init)
         stage = TrainFP(self.data, self.model, init, objective, fraction, train_config(spec, seed),
-                        label=f"train {init} FP (seed {seed})")
-        return self.add(stage, self.training_cost(objective, spec.epochs, fraction))
+                        label=f"train {init} FP (seed {seed})", check=check)
+        check_passes = 0.0 if check is None else float(spec.epochs * check.n * check.passes())
+        return self.add(stage, self.training_cost(objective, spec.epochs, fraction, check_passes, check_passes))
 
     def quantize(self, cell: Cell, seed: int) -> str:
         study = self.study

@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Union
 from robquant.attacks.runs import AttackRun, Budget
 from robquant.quant import AnyQuantConfig
 from robquant.quant.config import is_quant_config
-from robquant.train import TrainConfig
+from robquant.train import HeldOutCheck, TrainConfig
 
 STAGE_VERSION = 3  # bump when a stage's computation changes meaning: old results stop matching
 UNKEYED = {"keyed": False}
@@ -98,6 +98,7 @@ class TrainFP:
     fraction: float
     train: TrainConfig
     label: str = field(default="", metadata=UNKEYED)
+    check: HeldOutCheck | None = field(default=None, metadata=KEYED_IF_SET)  # held-out PGD check (robust FP)
 
     def parents(self) -> dict[str, str]:
         return {}

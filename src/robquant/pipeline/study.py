@@ -18,11 +18,12 @@ from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, Validati
 
 from robquant.defaults import (ATTACK_STEPS, CHECK_EXAMPLES, CHECK_SQUARE_QUERIES, CHECK_TOL, COLLAPSE_EPS_255, OPSET,
                                OPSETS, RESTARTS)
-from robquant.errors import ConfigError
+from robquant.errors import CheckpointError, ConfigError
 from robquant.quant.config import PACT_INITS, WEIGHT_QUANTIZERS, PTQConfig, QATConfig
 from robquant.quant.precision import parse_precision
 from robquant.quant.pwlq import BREAKPOINTS
-from robquant.train import FP_TRAIN, PGD_AT, QAT_FINETUNE, QAT_SCRATCH, TrainConfig
+from robquant.train import FP_TRAIN, PGD_AT, QAT_FINETUNE, QAT_SCRATCH, HeldOutCheck, TrainConfig
+import robquant.zoo as zoo
 
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -299,6 +300,19 @@ class PGDSpec(_Spec):
         return {"eps": self.eps / 255, "step_size": self.step / 255, "steps": self.steps, "bn_mode": self.bn_mode}
 
 
+class CheckSpec(_Spec):
+    """The held-out PGD check of adversarial FP training (:class:`~robquant.train.HeldOutCheck`)."""
+
+    n: int = Field(HeldOutCheck.n, ge=1, description="training images held out for the check (not trained on)")
+    steps: int = Field(HeldOutCheck.steps, ge=1, description="the check's PGD steps (eps fp.pgd.eps, step eps/4)")
+    drop: float = Field(round(HeldOutCheck.drop * 100, 6), gt=0, le=100,
+                        description="stop when held-out PGD accuracy falls this many points below its best")
+
+    def config(self, eps: float) -> HeldOutCheck:
+        """The check at budget ``eps`` (/255 units)."""
+        return HeldOutCheck(n=self.n, eps=eps / 255, step_size=eps / 4 / 255, steps=self.steps, drop=self.drop / 100)
+
+
 class FPTrainSpec(TrainSpec):
     fraction: Optional[float] = Field(None, description="training data for this FP model (default fp.fraction)")
 
@@ -311,12 +325,17 @@ class FPTrainSpec(TrainSpec):
 class FPWeightsSpec(_Spec):
     """Your own trained weights as the FP model: no FP training runs."""
 
-    checkpoint: str = Field(..., min_length=1, description="a safetensors file, a robquant model folder, or a "
+    checkpoint: str = Field(..., min_length=1, description="a zoo model (zoo:NAME), a safetensors file, a robquant model folder, or a "
                             "PyTorch state_dict saved with torch.save (read weights-only); relative to the study file")
 
     @field_validator("checkpoint")
     @classmethod
     def _exists(cls, v: str) -> str:
+        if zoo.is_reference(v):  # a zoo model: its folder, its files checked against the zoo's sha256
+            try:
+                return str(zoo.resolve(v))
+            except (ConfigError, CheckpointError) as exc:
+                raise ValueError(str(exc)) from None
         if not Path(v).exists():
             raise ValueError(f"no such file or folder: {v!r}")
         return v
@@ -336,6 +355,11 @@ class FPSpec(_Spec):
     robust: Optional[FPModel] = Field(default_factory=lambda: FPTrainSpec(weight_decay=2e-4),
                                       description="PGD adversarial training (the RRM teacher), or your weights")
     pgd: PGDSpec = Field(default_factory=PGDSpec)
+    robust_objective: Literal["pgd_at", "fast_adversarial", "n_fgsm"] = Field(
+        "pgd_at", description="the robust FP model's adversarial training at fp.pgd.eps: PGD (fp.pgd), FGSM-RS "
+        "(Wong et al.) or N-FGSM (de Jorge et al.)")
+    check: Optional[CheckSpec] = Field(None, description="held-out PGD check of the robust FP training after every "
+                                       "epoch (stops on catastrophic overfitting, keeps the best epoch)")
     fraction: float = Field(1.0, description="class-stratified, seeded fraction of the training set the FP models "
                             "train on")
     seed: Optional[int] = Field(None, description="null: each study seed trains its own FP models; a number: every "
@@ -352,6 +376,18 @@ class FPSpec(_Spec):
         spec = self.robust if init == "robust" else self.non_robust
         assert spec is not None  # the study's validation guarantees it
         return spec
+
+    def objective(self, init: str) -> tuple[str, dict[str, Any]]:
+        """The training objective (name, options) of the ``robust`` or ``non_robust`` FP model."""
+        if init != "robust":
+            return "clean", {}
+        if self.robust_objective == "pgd_at":
+            return "pgd_at", self.pgd.kwargs()
+        return self.robust_objective, {"eps": self.pgd.eps / 255}
+
+    def held_out_check(self, init: str) -> HeldOutCheck | None:
+        """The robust FP model's held-out check (None for the non-robust one, or when off)."""
+        return self.check.config(self.pgd.eps) if init == "robust" and self.check is not None else None
 
     def fraction_of(self, init: str) -> float:
         spec = self.spec(init)
@@ -574,7 +610,7 @@ def load_study(path: str | Path) -> Study:
     for init in ("non_robust", "robust"):  # your weights are found beside the study file
         fp = (data.get("fp") or {}) if isinstance(data, dict) else {}
         spec = fp.get(init) if isinstance(fp, dict) else None
-        if isinstance(spec, dict) and isinstance(spec.get("checkpoint"), str):
+        if isinstance(spec, dict) and isinstance(spec.get("checkpoint"), str) and not zoo.is_reference(spec["checkpoint"]):
             spec["checkpoint"] = str((path.resolve().parent / spec["checkpoint"]).resolve())
     study = parse_study(data, str(path))
     if study.store is None:

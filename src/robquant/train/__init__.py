@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from robquant.train.check import HeldOutCheck, split_held_out
 from robquant.train.loop import SCHEDULES, TrainConfig, TrainResult, fit, seed_everything
-from robquant.train.objectives import (OBJECTIVES, PGDAT, Clean, FastAdversarial, Objective, PGDATConfig,
+from robquant.train.objectives import (OBJECTIVES, PGDAT, Clean, FastAdversarial, NoiseFGSM, Objective, PGDATConfig,
                                        RRM, create_objective, list_objectives)
 
 # The defaults every entry point reads (studies, the CLI, the Python API): the paper's recipes.
@@ -21,6 +22,7 @@ def convergence_status(accuracy: float, num_classes: int, margin: float = 0.05) 
     return "done", ""
 
 
-__all__ = ["FP_TRAIN", "PGD_AT", "QAT_FINETUNE", "QAT_SCRATCH", "Clean", "FastAdversarial", "OBJECTIVES", "RRM", "Objective", "PGDAT", "PGDATConfig", "SCHEDULES", "TrainConfig",
+__all__ = ["FP_TRAIN", "PGD_AT", "QAT_FINETUNE", "QAT_SCRATCH", "Clean", "FastAdversarial", "HeldOutCheck",
+           "NoiseFGSM", "OBJECTIVES", "split_held_out", "RRM", "Objective", "PGDAT", "PGDATConfig", "SCHEDULES", "TrainConfig",
            "TrainResult", "convergence_status", "create_objective", "fit", "list_objectives",
            "seed_everything"]

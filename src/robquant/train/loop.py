@@ -18,6 +18,7 @@ from torch import nn
 from robquant.data import DeviceLoader, ImageDataset, epoch_generator
 from robquant.errors import CheckpointError, ConfigError, check_range
 from robquant.progress import NULL_PROGRESS, Progress
+from robquant.train.check import HeldOutCheck
 from robquant.train.objectives import Objective
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,8 @@ class TrainResult:
         passes_per_image: Forward+backward passes per training image.
         forwards_per_image: Forward passes per training image (a teacher's included).
         memory_format: The layout the model trained in (``channels_last`` or ``contiguous``).
+        best_epoch: With a held-out check: the epoch (from 1) whose weights the model holds.
+        stop_reason: With a held-out check: why training stopped before its last epoch (empty if not).
     """
 
     status: str
@@ -118,6 +121,8 @@ class TrainResult:
     passes_per_image: int = 1
     forwards_per_image: int = 1
     memory_format: str = "contiguous"
+    best_epoch: int | None = None
+    stop_reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -135,7 +140,8 @@ def seed_everything(seed: int) -> None:
 
 def fit(model: nn.Module, train_set: ImageDataset, objective: Objective, config: TrainConfig, *,
         device: torch.device | str = "cpu", checkpoint_dir: str | os.PathLike | None = None,
-        progress: Progress = NULL_PROGRESS, channels_last: bool = True) -> TrainResult:
+        progress: Progress = NULL_PROGRESS, channels_last: bool = True,
+        check: HeldOutCheck | None = None, held_out: ImageDataset | None = None) -> TrainResult:
     """Train ``model`` on ``train_set`` with ``objective``; resume from ``checkpoint_dir`` if possible.
 
     After every epoch the model, optimizer and history are written atomically to
@@ -156,6 +162,11 @@ def fit(model: nn.Module, train_set: ImageDataset, objective: Objective, config:
         device: Where to train.
         checkpoint_dir: Folder for the per-epoch checkpoint; None disables checkpoints.
         progress: Progress display.
+        channels_last: Train in channels-last layout.
+        check: Measure PGD accuracy on ``held_out`` after every epoch (its history gets
+            ``held_out_clean`` and ``held_out_pgd``), stop when it collapses and hand back the best
+            epoch's weights (see :class:`~robquant.train.check.HeldOutCheck`).
+        held_out: The check's images (kept out of ``train_set``).
 
     Returns:
         A :class:`TrainResult`.
@@ -171,29 +182,42 @@ def fit(model: nn.Module, train_set: ImageDataset, objective: Objective, config:
     ckpt = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
     train = {k: v for k, v in asdict(config).items() if not (k == "autocast" and v is None)}  # as before it existed
     meta = {"train": train, "objective": objective.config(), "n_train": len(train_set)}
+    if check is not None:
+        if held_out is None:
+            raise ConfigError("a held-out check needs held_out images")
+        meta["check"] = {**asdict(check), "n_held_out": len(held_out)}  # absent without one: older checkpoints match
     result = TrainResult(status="done", passes_per_image=objective.passes_per_image,
                          forwards_per_image=objective.forwards_per_image)
+    best: dict[str, torch.Tensor] | None = None  # the best epoch's weights under the check
     if ckpt is not None and ckpt.exists():
-        _resume(ckpt, meta, model, optimizer, result)
+        best = _resume(ckpt, meta, model, optimizer, result)
     layout = torch.channels_last if channels_last else torch.contiguous_format
     result.memory_format = "channels_last" if channels_last else "contiguous"
     start = time.perf_counter()
     model.to(memory_format=layout)  # in place: the optimizer keeps the same parameters
     try:
         for epoch in range(result.epochs_completed, config.epochs):
-            if result.status == "NC":
+            if result.status == "NC" or result.stop_reason:  # (a resumed run that had stopped)
                 break
             stats = _train_epoch(model, loader, objective, optimizer, config, epoch, progress, layout)
             result.images += stats.pop("images")
             if not math.isfinite(stats["loss"]):
                 result.status, result.reason = "NC", f"non-finite training loss in epoch {epoch + 1}"
                 log.warning("training stopped: %s", result.reason)
+            if check is not None and result.status == "done":
+                stats.update(check.measure(model, held_out, config.seed, epoch))
+                best = _track_best(model, check, result, stats, epoch, best)
             result.history.append({"epoch": epoch + 1, **stats})
             result.epochs_completed = epoch + 1
             if ckpt is not None:
-                _save(ckpt, meta, model, optimizer, result)
+                _save(ckpt, meta, model, optimizer, result, best)
+            if result.stop_reason:
+                break
     finally:
         model.to(memory_format=torch.contiguous_format)  # saved weights and later users see the usual layout
+    if best is not None and result.status == "done" and result.best_epoch != result.epochs_completed:
+        model.load_state_dict(best)
+        log.info("kept epoch %d's weights (best held-out PGD accuracy)", result.best_epoch)
     result.seconds = time.perf_counter() - start
     return result
 
@@ -228,17 +252,35 @@ def _train_epoch(model: nn.Module, loader: DeviceLoader, objective: Objective,
             "lr": lr, "seconds": time.perf_counter() - t0, "images": seen}
 
 
+def _track_best(model: nn.Module, check: HeldOutCheck, result: TrainResult, stats: dict[str, float],
+                epoch: int, best: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor] | None:
+    """Keep a copy of the weights when held-out PGD accuracy is at its best; set the stop reason on a collapse."""
+    scores = [h["held_out_pgd"] for h in result.history if "held_out_pgd" in h]
+    top = max(scores, default=-1.0)
+    if stats["held_out_pgd"] > top:
+        result.best_epoch = epoch + 1
+        return {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    if stats["held_out_pgd"] < top - check.drop:
+        result.stop_reason = (f"held-out PGD accuracy fell to {stats['held_out_pgd']:.3f} in epoch {epoch + 1} "
+                              f"from {top:.3f} in epoch {result.best_epoch} (catastrophic overfitting)")
+        log.warning("training stopped: %s", result.stop_reason)
+    return best
+
+
 def _save(path: Path, meta: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
-          result: TrainResult) -> None:
+          result: TrainResult, best: dict[str, torch.Tensor] | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    torch.save({"meta": meta, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "result": {k: v for k, v in asdict(result).items() if k != "seconds"}}, tmp)
+    state = {"meta": meta, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "result": {k: v for k, v in asdict(result).items() if k != "seconds"}}
+    if best is not None:
+        state["best"] = best
+    torch.save(state, tmp)
     os.replace(tmp, path)  # atomic: the checkpoint is the old one or the new one, never half
 
 
 def _resume(path: Path, meta: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
-            result: TrainResult) -> None:
+            result: TrainResult) -> dict[str, torch.Tensor] | None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)  # no code execution
     except Exception as exc:
@@ -252,6 +294,7 @@ def _resume(path: Path, meta: dict[str, Any], model: nn.Module, optimizer: torch
         setattr(result, key, value)
     result.resumed_from = result.epochs_completed
     log.info("resumed from %s at epoch %d", path, result.epochs_completed)
+    return state.get("best")
 
 
 def _canonical(obj: Any) -> Any:

@@ -149,6 +149,39 @@ class FastAdversarial(Objective):
         return {"name": self.name, "eps": self.eps, "step_size": self.step_size}
 
 
+class NoiseFGSM(Objective):
+    """N-FGSM ("Make some noise", de Jorge et al., NeurIPS 2022).
+
+    eta ~ U(-k eps, k eps) (k = ``noise``, 2), one signed-gradient step of ``step_size`` (eps) from
+    x + eta, and *no* projection back onto the eps-ball: the training perturbation reaches up to
+    (k + 1) eps, which is what keeps single-step training from catastrophic overfitting at the
+    cost of FGSM-RS. Inputs stay in [0, 1]. Two forward+backward passes per image.
+    """
+
+    name = "n_fgsm"
+
+    def __init__(self, eps: float = 8 / 255, noise: float = 2.0, step_size: float | None = None) -> None:
+        self.eps = float(check_range("n_fgsm.eps", eps, 0.0))
+        self.noise = float(check_range("n_fgsm.noise", noise, 0.0))
+        self.step_size = self.eps if step_size is None else float(check_range("n_fgsm.step_size", step_size, 0.0))
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                 gen: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        k = self.noise * self.eps
+        start = (x + torch.empty_like(x).uniform_(-k, k, generator=gen)).clamp(0, 1).requires_grad_(True)
+        loss = F.cross_entropy(model(start), y)
+        (grad,) = torch.autograd.grad(loss, start)
+        logits = model((start.detach() + self.step_size * grad.sign()).clamp(0, 1))
+        return F.cross_entropy(logits, y), logits
+
+    @classmethod
+    def cost(cls, **options: Any) -> tuple[int, int]:
+        return 2, 2
+
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name, "eps": self.eps, "noise": self.noise, "step_size": self.step_size}
+
+
 class RRM(Objective):
     """Robust representation matching (RRM; Vaishnavi et al., USENIX Security 2022).
 
@@ -199,6 +232,7 @@ OBJECTIVES: Registry[Callable[..., Objective]] = Registry("objective")
 OBJECTIVES.register("clean")(Clean)
 OBJECTIVES.register("pgd_at")(PGDAT)
 OBJECTIVES.register("fast_adversarial")(FastAdversarial)
+OBJECTIVES.register("n_fgsm")(NoiseFGSM)
 OBJECTIVES.register("transfer")(RRM)
 
 
