@@ -293,3 +293,69 @@ def test_a_transfer_from_a_model_to_itself_is_its_white_box_pgd(clean_model, dig
     own, crafted_on_itself = ev.robust_correct[("pgd", eps)], ev.robust_correct[("transfer", eps)]
     assert 0.05 < own.float().mean() < ev.clean_accuracy - 0.2  # the attack breaks some, not all
     assert torch.equal(own, crafted_on_itself)
+
+
+def test_a_transfer_runs_its_full_course_and_transfers_better_than_its_first_fooling_iterate(demo_models,
+                                                                                            digits_test):
+    # crafted on the clean model, judged on the robust one: the clean model is fooled within a step or two,
+    # and the iterate that barely fools it rarely fools the robust model; the whole course does better
+    from robquant import load_model
+
+    surrogate, target = (load_model(demo_models[k][0]) for k in ("non_robust", "robust"))
+    eps = 32 / 255
+    runs = [("transfer", {"steps": 10, "surrogate": surrogate, "full_course": full, "label": f"full={full}"})
+            for full in (False, True)]
+    ev = evaluate(target, digits_test, runs, [eps], n=200, seed=0)
+    early, full = (ev.robust_correct[(f"full={f}", eps)].float().mean().item() for f in (False, True))
+    assert full <= early - 0.05, (early, full)
+    assert ev.details[("full=True", eps)]["full_course"] is True
+
+
+def test_transfer_matrix_sources_take_the_white_box_attacks_settings():
+    from robquant.pipeline.plan import build_plan
+    from robquant.pipeline.study import parse_study
+
+    study = parse_study({
+        "name": "m", "dataset": {"name": "digits"}, "model": {"name": "resnet20", "width": 4}, "seeds": [0],
+        "evaluation": {"attacks": [{"name": "pgd", "steps": 7, "restarts": 2, "step_size": 3, "pixel_grid": True}],
+                       "eps": [8], "main_eps": 8, "transfer_matrix": True, "diagnostics": {"enabled": False}},
+        "fp": {"non_robust": {"epochs": 1}, "robust": {"epochs": 1}},
+        "axes": {"init": ["robust"], "method": ["ptq"], "precision": ["A4W4", "A8W8"]}})
+    plan = build_plan(study, lambda: 1000)
+    runs = [a for s in plan.stages.values() if s.kind == "evaluate" for a in s.spec.attacks]
+    pgd = next(a for a in runs if a.name == "pgd")
+    sources = [a for a in runs if a.name == "transfer"]
+    assert len(sources) == 4  # FP and the other precision, on each of the two cells
+    for a in sources:
+        options = {k: v for k, v in a.options.items() if k not in ("source", "full_course")}
+        assert options == dict(pgd.options) and options["restarts"] == 2 and options["pixel_grid"] is True
+        assert a.options["full_course"] is True
+
+
+@pytest.mark.parametrize("eps_255", [1, 2])
+def test_pixel_valid_pgd_moves_pixels_at_small_budgets_and_is_no_weaker_than_its_random_start(clean_model,
+                                                                                               correct_batch, eps_255):
+    # with a step of eps/4 (a quarter or half a grey level) every step rounded back onto the grid where it was:
+    # the attack was its random start alone; its step is now at least one level
+    from robquant.attacks import PGD
+
+    x, y = correct_batch
+    x = torch.round(x * 255) / 255  # 8-bit images
+    eps = eps_255 / 255
+
+    def run(steps):
+        attack = PGD(clean_model, eps, steps=steps, pixel_grid=True, keep_best=False,
+                     generator=torch.Generator().manual_seed(0))
+        return attack(x, y)
+
+    start, moved = run(0), run(10)
+    assert PGD(clean_model, eps, pixel_grid=True).step_size == pytest.approx(1 / 255)
+    assert (moved != start).float().mean() > 0.05  # the steps move pixels off the random start
+    levels = torch.round(moved * 255) - torch.round(x * 255)
+    assert levels.abs().max() <= eps_255 and torch.equal(moved * 255, torch.round(moved * 255))
+    with torch.no_grad():
+        loss = [torch.nn.functional.cross_entropy(clean_model(a), y).item() for a in (start, moved)]
+    assert loss[1] > loss[0]  # stronger than its random start
+    from robquant.attacks import ATTACKS
+    assert ATTACKS.get("pgd").select_options({"pixel_grid": True, "steps": 5})["min_step_levels"] == 1
+    assert "min_step_levels" not in ATTACKS.get("pgd").select_options({"steps": 5})

@@ -1,6 +1,7 @@
 """Studies: schema and its errors, grid expansion, planning, the store, running and resuming."""
 
 import json
+import re
 import os
 import random
 import signal
@@ -222,7 +223,8 @@ def test_time_estimate_counts_passes_times_measured_speeds():
     from robquant.pipeline.estimate import ASSUMED_ACCURACY, Speeds, estimate_plan
 
     speeds = Speeds(device="test", train_fp=1.0, train_q=2.0, grad_fp=0.5, grad_q=0.25, grad_view=0.1, fwd_fp=0.0,
-                    fwd_q=0.0, fwd_calib=0.0, load_train=0.0, load_test=0.0)
+                    fwd_q=0.0, fwd_calib=0.0, load_train=0.0, load_test=0.0, train_fp_bf16=0.4, train_q_bf16=0.8,
+                    grad_fp_bf16=0.2, grad_q_bf16=0.1)
     study = parse_study(_with(evaluation__diagnostics__enabled=False, evaluation__attacks=[{"name": "fgsm"}]))
     plan = build_plan(study, lambda: 1000)
     seconds = estimate_plan(plan, speeds, 1000)
@@ -234,13 +236,24 @@ def test_time_estimate_counts_passes_times_measured_speeds():
     assert by[("quantize", "robust", "ptq", None)] == 0.0
     # FGSM: one gradient pass per correctly classified example, at each of the two eps
     assert by[("evaluate", None, None, None)] == pytest.approx(2 * 60 * ASSUMED_ACCURACY * 0.25)
+    # bf16 recipes at their own measured speeds; N-FGSM's two passes; the held-out check in float32
+    bf16 = {"epochs": 2, "batch_size": 64, "lr": 0.1, "autocast": "bf16"}
+    study = parse_study(_with(evaluation__diagnostics__enabled=False, evaluation__attacks=[{"name": "fgsm"}],
+                              fp__non_robust=bf16, fp__robust=bf16, fp__robust_objective="n_fgsm",
+                              fp__check={"n": 100, "steps": 10}))
+    plan = build_plan(study, lambda: 1000)
+    seconds = estimate_plan(plan, speeds, 1000)
+    by = {(s.kind, getattr(s.spec, "init", None)): seconds[k] for k, s in plan.stages.items() if s.kind == "train_fp"}
+    assert by[("train_fp", "non_robust")] == pytest.approx(2 * 1000 * 0.4)
+    assert by[("train_fp", "robust")] == pytest.approx(2 * 1000 * (0.4 + 0.2) + 2 * 100 * 10 * 0.5)
 
 
 def test_time_estimate_counts_the_bit_search():
     from robquant.pipeline.estimate import ASSUMED_SEARCH_FLIPS, Speeds, estimate_plan
 
     speeds = Speeds(device="test", train_fp=0.0, train_q=0.0, grad_fp=0.0, grad_q=0.25, grad_view=0.0, fwd_fp=0.0,
-                    fwd_q=0.01, fwd_calib=0.0, load_train=0.0, load_test=0.0)
+                    fwd_q=0.01, fwd_calib=0.0, load_train=0.0, load_test=0.0, train_fp_bf16=0.0, train_q_bf16=0.0,
+                    grad_fp_bf16=0.0, grad_q_bf16=0.0)
     bitflip = {"n": 50, "repeats": 2, "methods": ["search"], "attack_batch": 16, "search_cap": 80}
     seconds = {}
     for on in (False, True):
@@ -269,6 +282,22 @@ def test_dry_run_prints_the_plan_and_writes_only_the_store(tmp_path):
     path = write(tmp_path, _with(evaluation__bitflip=True), "flips.yaml")  # what the estimate assumes is said
     code, text = cli("run", path, "--dry-run", "--device", "cpu")
     assert code == 0 and "a bit search 30 flips to break a model" in text, text
+
+
+@pytest.mark.parametrize("units", [True, False])
+def test_bf16_on_a_cpu_without_bf16_units_is_named_with_its_measured_cost(tmp_path, monkeypatch, units):
+    import robquant.provenance
+
+    monkeypatch.setattr(robquant.provenance, "cpu_bf16", lambda: units)
+    bf16 = {**TINY["fp"]["non_robust"], "autocast": "bf16"}
+    path = write(tmp_path, _with(fp__non_robust=bf16))
+    code, text = cli("run", path, "--dry-run", "--device", "cpu")
+    assert code == 0, text
+    said = re.search(r"1 stage\(s\) train under bf16 autocast, but this CPU has no bf16 units .* takes ([\d.]+)x "
+                     r"its float32 time", text)
+    assert (said is None) == units, text
+    if said:
+        assert float(said.group(1)) > 0
 
 
 # ---------------------------------------------------------------- running, resuming, crash safety

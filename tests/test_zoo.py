@@ -127,3 +127,23 @@ def test_the_package_ships_the_zoo_files():
     text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
     assert '"zoo/models/index.json"' in text and '"zoo/models/*/*"' in text
     assert (zoo.PACKAGED / "index.json").is_file()
+
+
+CIFAR = Path(__file__).resolve().parents[1] / ".data"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(n for n, e in zoo.read_index(zoo.PACKAGED).items()
+                                        if e.info.get("dataset") == "cifar10"))
+def test_each_shipped_cifar10_model_scores_its_card_on_1000_test_images(name):
+    # the card's clean accuracy on the same first 1,000 test images (its evaluation's per-example outcomes),
+    # within 1 point: other kernels round differently, nothing else may differ
+    from robquant.attacks import evaluate
+    from robquant.data import create_dataset
+
+    if not (CIFAR / "cifar-10-batches-py").is_dir():
+        pytest.skip("no .data/cifar-10-batches-py (bash benchmarks/prepare_cifar.sh)")
+    m = zoo.get(name).info["metrics"]
+    test = create_dataset("cifar10", CIFAR, "test", allow_unverified=True).head(m["clean_first_n"])
+    accuracy = evaluate(robquant.load_model(f"zoo:{name}"), test, [], []).clean_accuracy
+    assert abs(accuracy - m["clean_first"]) <= 0.01, (accuracy, m["clean_first"])

@@ -583,7 +583,22 @@ def _estimate(plan: Any, store: Any, device: Any, todo: set[str]) -> float | Non
                   f"speeds; attacks assume {100 * ASSUMED_ACCURACY:g} % clean accuracy and "
                   f"{100 * ASSUMED_SURVIVAL:g} % of attacked examples surviving each attack"
                   + (f"; a bit search {ASSUMED_SEARCH_FLIPS} flips to break a model)" if flips else ")"))
+    warning = _bf16_warning(plan, todo, device, speeds.bf16_ratio())
+    if warning:
+        console.print(f"[yellow]warning:[/] {warning}")
     return total
+
+
+def _bf16_warning(plan: Any, todo: set[str], device: Any, ratio: float) -> str | None:
+    """What bf16 autocast will cost where the CPU has no bf16 units (None where it has them, or no stage asks)."""
+    from robquant.provenance import cpu_bf16
+
+    asking = [k for k in todo if getattr(getattr(plan.stages[k].spec, "train", None), "autocast", None) == "bf16"]
+    if not asking or device.type != "cpu" or cpu_bf16():
+        return None
+    return (f"{len(asking)} stage(s) train under bf16 autocast, but this CPU has no bf16 units (PyTorch's oneDNN sees "
+            f"none): bf16 is emulated, and a training step measured here takes {ratio:.2f}x its float32 time (the "
+            f"estimate counts it); remove autocast: bf16 from the recipe to train in float32 (a new stage key)")
 
 
 def _print_summary(plan: Any, store: Any) -> None:
@@ -793,6 +808,11 @@ def zoo_add(
         if not stage.is_file():
             raise ConfigError(f"--evaluation {evaluation}: no stage.json (an evaluate stage's folder)")
         info["metrics"] = evaluation_summary(json.loads(stage.read_text()))
+        if (evaluation / "outcomes.npz").is_file():  # the first 1,000 examples' clean accuracy: a check's yardstick
+            from robquant.attacks.outcomes import Outcomes
+
+            clean = Outcomes.load(evaluation / "outcomes.npz").clean[:1000]
+            info["metrics"].update(clean_first=float(clean.mean()), clean_first_n=int(len(clean)))
     regime = paper_numbers().get("regime", {}).get(init)
     if info["dataset"] == "cifar10" and regime:
         info["paper"] = {"clean": regime["clean"] / 100, "pgd20": regime["pgd20"] / 100}

@@ -9,6 +9,8 @@ from robquant.attacks.base import Attack, Cost
 from robquant.defaults import ATTACK_STEPS, RESTARTS
 from robquant.errors import check_range
 
+GREY_LEVEL = 1 / 255  # one step of the 8-bit grid
+
 
 class PGD(Attack):
     """Untargeted projected gradient descent with random start and restarts; inputs in [0, 1].
@@ -40,6 +42,12 @@ class PGD(Attack):
         keep_best: Return the first iterate that fooled the model (else the last one).
         pixel_grid: Keep every iterate, the random start included, on the 8-bit grid (see
             :meth:`~robquant.attacks.base.Attack.project`): each is projected before it is judged.
+            The step is then at least one grey level (1/255): a step under half a level rounds back
+            to where it was, and at 1/255 (step eps/4) the attack would be its random start alone.
+        judge: With ``keep_best``, the model whose predictions say whether an iterate fooled (default:
+            the attacked model, from the logits its gradient pass already gives). A transfer attack
+            judges on its target: the surrogate's PGD goes on until the *target* is fooled.
+        min_step_levels: With ``pixel_grid``, the smallest step in grey levels (1).
     """
 
     name = "pgd"
@@ -48,7 +56,8 @@ class PGD(Attack):
     def __init__(self, model: nn.Module, eps: float, *, steps: int = ATTACK_STEPS, step_size: float | None = None,
                  norm: str = "linf", random_start: bool = True, restarts: int = RESTARTS,
                  generator: torch.Generator | None = None, model_mode: str = "eval",
-                 fold_bn: bool = True, keep_best: bool = True, pixel_grid: bool = False) -> None:
+                 fold_bn: bool = True, keep_best: bool = True, pixel_grid: bool = False,
+                 judge: nn.Module | None = None, min_step_levels: int = 1) -> None:
         super().__init__(model, eps, norm=norm, model_mode=model_mode, generator=generator,
                          fold_bn=fold_bn, pixel_grid=pixel_grid)
         self.keep_best = bool(keep_best)
@@ -56,8 +65,18 @@ class PGD(Attack):
         check_range("restarts", restarts, 1)
         self.steps = int(steps)
         self.step_size = float(eps) / 4 if step_size is None else float(check_range("step_size", step_size, 0.0))
+        if self.pixel_grid:
+            self.step_size = max(self.step_size, min_step_levels * GREY_LEVEL)
         self.random_start = random_start
         self.restarts = int(restarts)
+        self.judge = judge
+
+    @classmethod
+    def select_options(cls, given: dict[str, object]) -> dict[str, object]:
+        options = super().select_options(given)
+        if options.get("pixel_grid"):  # named in records and keys: earlier pixel-grid runs had steps under a level
+            options["min_step_levels"] = 1
+        return options
 
     @classmethod
     def cost(cls, *, steps: int = ATTACK_STEPS, restarts: int = RESTARTS, **options: object) -> Cost:
@@ -92,6 +111,9 @@ class PGD(Attack):
         open_ = torch.ones(len(y), dtype=torch.bool, device=y.device)  # of those, not yet fooled
         for _ in range(self.steps):
             grad, logits = self.loss_grad_logits(x_adv, y)
+            if self.judge is not None:
+                with torch.no_grad():
+                    logits = self.judge(x_adv)
             fooled = (logits.argmax(1) != y) & open_  # judges the iterate this pass was run on
             if bool(fooled.any()):
                 out[alive[fooled]] = x_adv[fooled]

@@ -45,6 +45,9 @@ class Speeds:
         fwd_fp / fwd_q: One forward pass without gradients.
         fwd_calib: One calibration forward pass (batches of 4).
         load_train / load_test: Seconds to load each split (once per stage that reads it).
+        train_fp_bf16 / train_q_bf16 / grad_fp_bf16 / grad_q_bf16: The same training and attack passes
+            under bf16 autocast (``autocast: bf16`` recipes): faster where the CPU or GPU has bf16
+            units, slower where it emulates them.
     """
 
     device: str
@@ -58,6 +61,17 @@ class Speeds:
     fwd_calib: float
     load_train: float
     load_test: float
+    train_fp_bf16: float
+    train_q_bf16: float
+    grad_fp_bf16: float
+    grad_q_bf16: float
+
+    def bf16_ratio(self) -> float:
+        """Time of an FP training step under bf16 autocast over its float32 time, here."""
+        return self.train_fp_bf16 / self.train_fp
+
+
+SPEEDS_VERSION = 2  # bump when Speeds gains a field: cached speeds of another version are measured again
 
 
 def _per_image(fn: Callable[[], object], images: int, device: torch.device, repeats: int = 3) -> float:
@@ -129,9 +143,19 @@ def _measure(study: Any, device: torch.device) -> Speeds:
                 model(inputs)
         return run
 
-    speeds = {"train_fp": _per_image(step(fp), batch, device), "train_q": _per_image(step(qat), batch, device)}
+    def bf16(fn: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            with torch.autocast(device.type, torch.bfloat16):
+                fn()
+        return run
+
+    speeds = {"train_fp": _per_image(step(fp), batch, device), "train_q": _per_image(step(qat), batch, device),
+              "train_fp_bf16": _per_image(bf16(step(fp)), batch, device),
+              "train_q_bf16": _per_image(bf16(step(qat)), batch, device)}
     fp.eval()
     qat.eval()
+    speeds.update(grad_fp_bf16=_per_image(bf16(grad(fp)), batch, device),
+                  grad_q_bf16=_per_image(bf16(grad(qat)), batch, device))
     speeds.update(grad_fp=_per_image(grad(fp), batch, device), grad_q=_per_image(grad(qat), batch, device),
                   grad_view=_per_image(grad(view), batch, device), fwd_fp=_per_image(forward(fp, x), batch, device),
                   fwd_q=_per_image(forward(qat, x), batch, device),
@@ -143,7 +167,7 @@ def cached_speeds(study: Any, device: torch.device, store_root: str | Path) -> S
     """:func:`measure_speeds`, kept in ``speeds.json`` of the store for the same device, torch
     version, model and data set (re-measured when any of them changes)."""
     ident = {"device": device_name(device), "torch": torch.__version__, "model": study.model.model_dump(),
-             "dataset": study.dataset.name}
+             "dataset": study.dataset.name, "version": SPEEDS_VERSION}
     key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
     path = Path(store_root) / "speeds.json"
     try:
@@ -166,10 +190,17 @@ def _training_seconds(spec: TrainFP | Quantize, images: int, speeds: Speeds, qua
     objective declares: one training step, its extra gradient passes and extra forwards."""
     assert spec.objective is not None and spec.train is not None
     forwards, passes = spec.objective.cost()
-    step = speeds.train_q if quantized else speeds.train_fp
-    grad = speeds.grad_q if quantized else speeds.grad_fp
+    bf16 = spec.train.autocast == "bf16"
+    step = {(False, False): speeds.train_fp, (True, False): speeds.train_q, (False, True): speeds.train_fp_bf16,
+            (True, True): speeds.train_q_bf16}[quantized, bf16]
+    grad = {(False, False): speeds.grad_fp, (True, False): speeds.grad_q, (False, True): speeds.grad_fp_bf16,
+            (True, True): speeds.grad_q_bf16}[quantized, bf16]
     per_image = step + (passes - 1) * grad + (forwards - passes) * speeds.fwd_fp
-    return spec.train.epochs * images * per_image
+    seconds = spec.train.epochs * images * per_image
+    check = getattr(spec, "check", None)
+    if check is not None:  # the held-out check: float32, eval mode, after every epoch
+        seconds += spec.train.epochs * check.n * (check.steps * speeds.grad_fp + speeds.fwd_fp)
+    return seconds
 
 
 def _attack_seconds(attack: AttackRun, examples: float, speeds: Speeds) -> float:

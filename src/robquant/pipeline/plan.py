@@ -153,11 +153,14 @@ class _Planner:
         return self.add(spec, self.training_cost(objective, recipe.epochs, cell.fraction, calib))
 
     def transfer_sources(self, cell: Cell, seed: int, attacks: tuple[AttackRun, ...]) -> tuple[AttackRun, ...]:
-        """The precision transfer matrix's attacks on ``cell``: PGD (the paper's attack's steps and examples,
-        best iterate) crafted on the FP parent (``transfer:FP``) and on each other precision of the cell's
+        """The precision transfer matrix's attacks on ``cell``: PGD (the paper's attack's settings and examples,
+        its full course) crafted on the FP parent (``transfer:FP``) and on each other precision of the cell's
         pipeline, seed and fraction (``transfer:AxWy``), each a run whose ``source`` is that model's stage."""
+        from robquant.attacks import ATTACKS
+
         pgd = self.study.evaluation.reference_pgd()
-        options = {"steps": pgd.steps if pgd is not None and pgd.steps else ATTACK_STEPS}
+        # the white-box attack's own settings (steps, step, restarts, pixel grid), so that every cell compares alike
+        options = ATTACKS.get("transfer").select_options(pgd.options() if pgd is not None else {"steps": ATTACK_STEPS})
         n = pgd.n if pgd is not None else None  # on the paper's attack's examples
         runs = []
         if cell.init != "random":
