@@ -120,3 +120,23 @@ def test_demo_preset_is_packaged():
     from importlib import resources
 
     assert (resources.files("robquant") / "configs" / "demo.yaml").is_file()
+
+
+def test_refused_models_leave_no_store_folder(tmp_path, demo_models):
+    # refused input writes nothing: the checks run before any store folder exists
+    code, text = run("train", "--model", "os:system", "--dataset", "digits", "--epochs", "1", "--out", tmp_path / "m")
+    assert code == 2 and "os:system" in text and not (tmp_path / "store").exists()
+    folder, _ = demo_models["robust"]
+    for name, payload in (("corrupt", b"garbage"), ("pickle", None)):
+        bad = tmp_path / name / "model"
+        bad.mkdir(parents=True)
+        shutil.copy(folder / "record.json", bad / "record.json")
+        if payload is None:
+            import pickle
+            payload = pickle.dumps({"conv1.weight": [1.0]})
+        (bad / "model.safetensors").write_bytes(payload)
+        code, text = run("attack", bad, "--eps", "8", "--n-test", "10")
+        assert code == 2 and "safetensors" in "".join(text.split()), text
+        assert not (tmp_path / name / "store").exists()
+        code, text = run("quantize", bad, "--method", "ptq", "--precision", "A8W8", "--out", tmp_path / name / "q")
+        assert code == 2 and not (tmp_path / name / "store").exists(), text

@@ -142,9 +142,9 @@ def test_bad_config_and_names():
         TrainConfig(epochs=0)
     with pytest.raises(ConfigError, match="bn_mode"):
         create_objective("pgd_at", bn_mode="frozen")
-    with pytest.raises(UnknownNameError, match="clean, fast_adversarial, pgd_at, transfer"):
+    with pytest.raises(UnknownNameError, match="clean, fast_adversarial, n_fgsm, pgd_at, transfer"):
         create_objective("trades")
-    assert list_objectives() == ["clean", "fast_adversarial", "pgd_at", "transfer"]
+    assert list_objectives() == ["clean", "fast_adversarial", "n_fgsm", "pgd_at", "transfer"]
 
 
 def test_transfer_loss_is_lambda_ce_plus_cosine_distance():

@@ -29,7 +29,7 @@ from robquant.data import ImageDataset, create_dataset
 from robquant.defaults import (ATTACK_STEPS, CHECK_EXAMPLES, CHECK_SQUARE_QUERIES, CHECK_TOL, COLLAPSE_EPS_255,
                                RESTARTS)
 from robquant.errors import CheckpointError, ConfigError, check_range
-from robquant.modelfolder import RECORD, read_record, record_dataset, weights_sha256
+from robquant.modelfolder import RECORD, read_record, read_weights, record_dataset, weights_sha256
 from robquant.models import external
 from robquant.pipeline.executor import StageContext, execute_stage
 from robquant.pipeline.plan import Stage
@@ -200,6 +200,7 @@ def train_model(*, dataset: str, model: str, objective: str, train: TrainConfig,
     check_out(out)
     obj, ref = _objective(objective, objective_kwargs), _model_ref(model, model_kwargs or {})
     data, test = _data(dataset, data_root, n_test, allow_unverified, download)
+    check_user_model(ref.name, dict(ref.kwargs), test)  # a factory that cannot build is refused before any store
     st = open_store(store, out)  # after every check: a refused command leaves no store behind
     ctx = StageContext(st, resolve_device(device), progress)
     ctx.keep(data, "test", test)
@@ -218,6 +219,19 @@ def _contexts(device: torch.device, progress: Progress) -> Callable[[Store], Sta
         return contexts.setdefault(st.root, StageContext(st, device, progress))
 
     return ctx_for
+
+
+def check_model_files(checkpoint: str | os.PathLike) -> None:
+    """Before any store folder exists: a zoo model's files against its index, and a model folder
+    from elsewhere read (its record, and its weights without executing code).
+
+    Raises:
+        CheckpointError: naming the file that is missing, changed, corrupt or not weights-only.
+    """
+    path = zoo.resolve_path(checkpoint)
+    if locate(path) is None:
+        read_record(path)
+        read_weights(path)
 
 
 def _parent(checkpoint: str | os.PathLike, store: Store | None, ctx_for: Callable[[Store], StageContext],
@@ -268,7 +282,7 @@ def quantize_model(checkpoint: str | os.PathLike, *, quant: AnyQuantConfig, out:
     check_out(out)
     if reinit and quant.method != "qat":
         raise ConfigError("--reinit needs --method qat (PTQ of random parameters is meaningless)")
-    zoo.resolve_path(checkpoint)  # a zoo model's files are checked before any store folder exists
+    check_model_files(checkpoint)
     dev = resolve_device(device)
     given = Store(store) if store is not None else None
     ctx_for = _contexts(dev, progress)
@@ -378,7 +392,7 @@ def attack_model(checkpoint: str | os.PathLike, *,
         The record (``path``: its folder).
     """
     check_out(out)
-    zoo.resolve_path(checkpoint)  # a zoo model's files are checked before any store folder exists
+    check_model_files(checkpoint)
     dev = resolve_device(device)
     flips = None if bitflip is None else _bitflip_run(bitflip, n_test, checkpoint)
     given = Store(store) if store is not None else None

@@ -11,13 +11,12 @@ from typing import Any, Sequence
 
 import torch
 
-import robquant.zoo as zoo
 from robquant.defaults import ATTACK_STEPS, CHECK_EXAMPLES, CHECK_SQUARE_QUERIES, CHECK_TOL, RESTARTS
 from robquant.deploy import OPSET, OPSETS, RUNTIMES, RuntimeModel
 from robquant.deploy.stage import FILE, SOURCE_KEY, export_metadata, file_opset, runtime_agreement
 from robquant.errors import CheckpointError, ConfigError
 from robquant.modelfolder import RECORD, weights_sha256
-from robquant.pipeline.api import _contexts, _data_in, _parent, check_out, link, locate, resolve_device, run_spec
+from robquant.pipeline.api import _contexts, check_model_files, _data_in, _parent, check_out, link, locate, resolve_device, run_spec
 from robquant.pipeline.specs import Budget, DeployedRun, EvaluateDeployed, Export, ModelRef
 from robquant.pipeline.store import Store
 from robquant.progress import NULL_PROGRESS, Progress
@@ -47,7 +46,7 @@ def export_model(checkpoint: str | os.PathLike, out: str | os.PathLike, *, forma
     if opset not in OPSETS:
         raise ConfigError(f"opset must be one of {', '.join(map(str, OPSETS))}, got {opset}")
     check_out(out)
-    zoo.resolve_path(checkpoint)  # a zoo model's files are checked before any store folder exists
+    check_model_files(checkpoint)  # before any store folder exists
     ctx_for = _contexts(torch.device("cpu"), progress)
     st, key, config = _parent(checkpoint, Store(store) if store is not None else None, ctx_for, data_root,
                               allow_unverified)
