@@ -105,7 +105,14 @@ def test_zoo_names_and_duplicates_are_refused(user_zoo, tmp_path, demo_models, m
         zoo.entries()
 
 
-@pytest.mark.parametrize("name", sorted(zoo.read_index(zoo.PACKAGED)))
+def _shipped(dataset=None):
+    """The shipped models' names, or one skipped case that says none ships yet (a stated condition)."""
+    names = sorted(n for n, e in zoo.read_index(zoo.PACKAGED).items()
+                   if dataset is None or e.info.get("dataset") == dataset)
+    return names or [pytest.param(None, marks=pytest.mark.skip(reason="no model ships in the zoo yet"))]
+
+
+@pytest.mark.parametrize("name", _shipped())
 def test_each_shipped_model_matches_its_hashes_and_its_card(name):
     entry = zoo.read_index(zoo.PACKAGED)[name]
     entry.verify(tuple(entry.files))  # every file the index lists, not only those a load reads
@@ -133,8 +140,7 @@ CIFAR = Path(__file__).resolve().parents[1] / ".data"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(n for n, e in zoo.read_index(zoo.PACKAGED).items()
-                                        if e.info.get("dataset") == "cifar10"))
+@pytest.mark.parametrize("name", _shipped("cifar10"))
 def test_each_shipped_cifar10_model_scores_its_card_on_1000_test_images(name):
     # the card's clean accuracy on the same first 1,000 test images (its evaluation's per-example outcomes),
     # within 1 point: other kernels round differently, nothing else may differ

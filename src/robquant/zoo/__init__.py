@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from robquant.errors import CheckpointError, ConfigError, UnknownNameError
-from robquant.modelfolder import RECORD, WEIGHTS, read_record, write_json
+from robquant.modelfolder import RECORD, WEIGHTS, read_record, weights_sha256, write_json
 
 PREFIX = "zoo:"
 INDEX = "index.json"
@@ -63,8 +63,6 @@ class ZooEntry:
         Raises:
             CheckpointError: naming the model and the file that is missing or changed.
         """
-        from robquant.modelfolder import weights_sha256
-
         for name in names:
             path = self.folder / name
             if name not in self.files:
@@ -165,8 +163,6 @@ def add(model: str | os.PathLike, name: str, zoo: str | os.PathLike, *, info: di
         ConfigError: for a name that is not a plain file name.
         CheckpointError: if ``model`` is not a model folder.
     """
-    from robquant.modelfolder import weights_sha256
-
     if not name or name != Path(name).name or name.startswith(".") or ":" in name:
         raise ConfigError(f"zoo model name must be a plain file name without ':', got {name!r}")
     src, record = read_record(model)
