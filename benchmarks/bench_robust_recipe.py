@@ -8,7 +8,7 @@ JSON line per recipe: the per-epoch held-out curve, the test numbers and the wal
 
 Needs `.data/cifar-10-batches-py` (bash benchmarks/prepare_cifar.sh); prints "skipped" without it.
 
-    python benchmarks/bench_robust_recipe.py [--epochs 6] [--recipes fast_adversarial,n_fgsm]
+    python benchmarks/bench_robust_recipe.py [--epochs 6] [--fraction 1.0] [--recipes fast_adversarial,n_fgsm]
 """
 
 from __future__ import annotations
@@ -47,12 +47,15 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--n-test", type=int, default=1000)
+    p.add_argument("--fraction", type=float, default=1.0, help="share of the training images (class-stratified)")
     p.add_argument("--recipes", default="fast_adversarial,n_fgsm")
     args = p.parse_args()
     if not (Path(args.data_root) / "cifar-10-batches-py").is_dir():
         print(json.dumps({"bench": "robust_recipe", "skipped": f"no {args.data_root}/cifar-10-batches-py"}))
         return
     data = create_dataset("cifar10", args.data_root, "train", allow_unverified=True)
+    if args.fraction < 1.0:
+        data = data.subset(args.fraction, seed=0)
     test = create_dataset("cifar10", args.data_root, "test", allow_unverified=True).head(args.n_test)
     check = HeldOutCheck(n=1000, eps=EPS, step_size=2 / 255, steps=10)
     train, held = split_held_out(data, check.n, 0)

@@ -205,8 +205,10 @@ def test_channels_last_training_is_the_same_function_within_float_rounding(quant
     # up to rounding; the model comes back in the default layout, and the record says which one trained it
     from robquant.quant import QuantConfig, quantize
 
-    data = create_dataset("synthetic", n_train=128, image_size=8)
-    x = data.images[:64].float() / 255
+    # one optimizer step (32 images, one batch): exact up to rounding there; over many steps the
+    # rounding differences grow through training, by amounts that differ from CPU to CPU
+    data = create_dataset("synthetic", n_train=32, image_size=8)
+    x = data.images.float() / 255
     out = {}
     for channels_last in (False, True):
         seed_everything(0)
@@ -214,7 +216,7 @@ def test_channels_last_training_is_the_same_function_within_float_rounding(quant
         if quantized:  # QAT A4W4: PACT activations, DoReFa weights with their own backward
             model = quantize(model, QuantConfig(method="qat", precision="A4W4", pact_init="fixed"))
         result = fit(model, data, create_objective("pgd_at", eps=8 / 255, step_size=2 / 255, steps=2),
-                     TrainConfig(epochs=2, batch_size=32, lr=0.05, schedule="cosine"), channels_last=channels_last)
+                     TrainConfig(epochs=1, batch_size=32, lr=0.05), channels_last=channels_last)
         assert result.memory_format == ("channels_last" if channels_last else "contiguous")
         assert all(p.is_contiguous() for p in model.parameters())
         with torch.no_grad():
