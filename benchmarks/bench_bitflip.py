@@ -54,7 +54,8 @@ def main() -> None:
                 row = {"init": init, "model": f"{method.upper()} {quantizer} A8W{bits}",
                        "accuracy": r["runs"][0]["accuracy_before"], "target": round(r["target"], 3),
                        "search": s["flips"], "search_mean": s["mean"], "search_ci95": s["ci95"],
-                       "random": rnd["flips"], "random_cap": rnd["cap"], "seconds": round(seconds, 1)}
+                       "random": rnd["flips"], "random_cap": rnd["cap"], "seconds": round(seconds, 1),
+                       "escalated": sum(run.get("escalated", 0) for run in r["runs"] if run["method"] == "search")}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     print("\n| FP init | model | clean % | search: flips per batch | mean [95 %] | random: flips per batch | s |")

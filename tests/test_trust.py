@@ -100,9 +100,10 @@ def test_masked_model_is_caught_and_the_straight_through_one_is_not(clean_model,
     assert acc["square"] < acc["pgd"] - 0.3  # a gradient-free attack breaks what PGD cannot
 
     honest = _ptq(clean_model, calib, ste=True)
-    good = diagnose(honest, digits_test, EPS, autoattack=["apgd-ce"], **kw)
-    # no sign of masking; PGD-20 may leave a few examples of 100 to restarts at this large budget
-    # (a real, machine-dependent figure: pgd_not_converged reports it), never many
+    # no sign of masking. With one restart PGD-20 may leave a few examples of 100 at this large budget
+    # (machine-dependent: 3 on one CPU's kernels, 6 on AVX2's, where the FP model's transfer then breaks
+    # 2 more and transfer_beats_pgd fires with pgd_not_converged): the reference PGD takes 3 restarts
+    good = diagnose(honest, digits_test, EPS, autoattack=["apgd-ce"], **(kw | {"restarts": 3}))
     assert [f for f in good["flags"] if f != "pgd_not_converged"] == [], {k: good["checks"][k] for k in TRUST_CHECKS.names()}
     assert good["checks"]["pgd_not_converged"]["value"] <= 0.06
     assert good["accuracy"]["pgd"] < 0.3

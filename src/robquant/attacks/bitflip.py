@@ -8,12 +8,14 @@ a fault-injection attacker (RowHammer, a laser) flips some of their bits. Two at
   Network with Progressive Bit Search"). On an attack batch, per flip: the loss's gradient with respect
   to the weights gives each bit's first-order effect (gradient x the weight change its flip makes);
   in each layer the bit of largest effect is a candidate (in-layer search); each candidate is tried
-  and the one that raises the batch's loss most is kept (cross-layer search).
+  and the one that raises the batch's loss most is kept (cross-layer search). When no candidate
+  raises the loss, each layer's 2, 3, ... best bits are tried together, as Rakin et al. escalate, so
+  a flip never lowers the loss it was chosen to raise.
 - **random**: bits drawn uniformly from every stored bit, the baseline.
 
 Each flip changes one bit of one word and any word decodes to a weight the layer can hold, so a
 flipped model is still a valid integer model: it exports and runs like the original. The count of
-flips to break a model is taken on evaluation examples the attack batch does not contain, capped
+flips to break a model is taken on evaluation examples the attack batch never contains, capped
 (the cap is recorded; a model not broken within it is censored there). Random flips are checked at
 1, 2, 4, ... flips and the count bisected in the last interval (accuracy taken as falling with more
 flips), which takes 2 log2(cap) evaluations instead of cap.
@@ -191,35 +193,54 @@ class PrefixRerun:
                 del m.forward
 
 
-def search_step(fm: FlippableModel, x: torch.Tensor, y: torch.Tensor) -> Flip:
-    """One flip of the progressive bit search on the attack batch ``(x, y)``: in each layer the bit
-    whose flip raises the loss most to first order, then of those the one that raises it most (each
-    candidate's loss computed by rerunning the model from its layer on: :class:`PrefixRerun`)."""
+def search_step(fm: FlippableModel, x: torch.Tensor, y: torch.Tensor, limit: int | None = None) -> list[Flip]:
+    """One iteration of the progressive bit search on the attack batch ``(x, y)``: in each layer the
+    ``k`` bits whose flips raise the loss most to first order (in-layer search), then of the layers the
+    one whose ``k`` flips raise it most (cross-layer search: each candidate's loss computed by rerunning
+    the model from its layer on, :class:`PrefixRerun`). ``k`` starts at 1 and grows while no layer's
+    flips raise the loss above its present value (Rakin et al.'s escalation), up to ``limit`` bits.
+
+    Returns:
+        The flips made (``k`` of them), or none when no bit of any layer raises the loss to first order.
+    """
     params = [m.weight for m, _ in fm.layers.values()]
     for p in params:
         p.requires_grad_(True)
         p.grad = None
-    F.cross_entropy(fm.model(x), y).backward()
-    candidates = []
+    loss = F.cross_entropy(fm.model(x), y)
+    loss.backward()
+    now = float(loss.detach())
+    ranked = {}  # layer -> its bits by first-order gain, best first: (index, bit) with a positive gain
     for name, (m, store) in fm.layers.items():
-        grad, now = m.weight.grad.double(), store.decode(store.words)
-        best = None
-        for bit in range(store.bits):
-            gain = (grad * (store.decode(store.words ^ (1 << bit)) - now)).view(-1)
-            i = int(gain.argmax())
-            if best is None or float(gain[i]) > best[0]:
-                best = (float(gain[i]), i, bit)
-        candidates.append((name, best[1], best[2]))
+        grad, weights = m.weight.grad.double().view(-1), store.decode(store.words).view(-1)
+        gains = torch.stack([grad * (store.decode(store.words ^ (1 << bit)).view(-1) - weights)
+                             for bit in range(store.bits)])  # (bits, weights)
+        order = gains.view(-1).argsort(descending=True)
+        order = order[gains.view(-1)[order] > 0][:limit or None]
+        n = gains.shape[1]
+        ranked[name] = [(int(i) % n, int(i) // n) for i in order]
     for p in params:
         p.requires_grad_(False)
         p.grad = None
-    prefix, tried = PrefixRerun(fm.model, x, [m for m, _ in fm.layers.values()]), []
-    for name, index, bit in candidates:  # the cross-layer search: each layer's candidate, tried
-        fm.flip(name, index, bit)
-        tried.append((prefix.loss(fm.layers[name][0], y), name, index, bit))
-        fm.flip(name, index, bit)
-    _, name, index, bit = max(tried, key=lambda t: t[0])
-    return fm.flip(name, index, bit)
+    prefix = PrefixRerun(fm.model, x, [m for m, _ in fm.layers.values()])
+    k, most = 0, max((len(r) for r in ranked.values()), default=0)
+    if limit is not None:
+        most = min(most, limit)
+    while k < most:
+        k += 1
+        tried = []
+        for name, bits in ranked.items():  # the cross-layer search: each layer's k best bits, tried
+            if len(bits) < k:
+                continue
+            for index, bit in bits[:k]:
+                fm.flip(name, index, bit)
+            tried.append((prefix.loss(fm.layers[name][0], y), name))
+            for index, bit in reversed(bits[:k]):
+                fm.flip(name, index, bit)
+        best, name = max(tried, key=lambda t: t[0])
+        if best > now or k == most:
+            return [fm.flip(name, index, bit) for index, bit in ranked[name][:k]]
+    return []
 
 
 def random_flips(fm: FlippableModel, count: int, generator: torch.Generator) -> list[tuple[str, int, int]]:
@@ -254,7 +275,8 @@ def flips_to_break(model: nn.Module, attack: tuple[torch.Tensor, torch.Tensor], 
         ``method``, ``flips`` (to break; None when not broken within ``cap``), ``cap``, ``broken``,
         ``target``, ``accuracy_before``, ``accuracy_after`` (after ``flips``, else after ``cap``),
         ``trace`` (``[flips, accuracy]`` at each count checked), ``bits`` (the flips made, search: all;
-        random: the first ``flips``), ``layers`` (flips per layer), ``total_bits``, ``seconds``.
+        random: the first ``flips``), ``layers`` (flips per layer), ``total_bits``, ``escalated`` (search
+        iterations that flipped more than one bit), ``seconds``.
     """
     if method not in METHODS:
         raise ConfigError(f"bitflip method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -264,12 +286,17 @@ def flips_to_break(model: nn.Module, attack: tuple[torch.Tensor, torch.Tensor], 
     before = _accuracy(fm.model, *held)
     trace: list[list[float]] = [[0, before]]
     flips: list[Flip] = []
+    escalated = 0  # search iterations that flipped more than one bit
     if method == "search":
         with progress.task(f"bit search (to {100 * target:.0f} %, at most {cap} flips)", cap) as task:
             while len(flips) < cap and trace[-1][1] > target:
-                flips.append(search_step(fm, *attack))
+                step = search_step(fm, *attack, limit=cap - len(flips))
+                if not step:  # no bit raises the loss to first order: the search has nowhere to go
+                    break
+                flips += step
+                escalated += len(step) > 1
                 trace.append([len(flips), _accuracy(fm.model, *held)])
-                task.advance()
+                task.advance(len(step))
         broken = trace[-1][1] <= target
         n = len(flips) if broken else None
         after = trace[-1][1]
@@ -310,13 +337,26 @@ def flips_to_break(model: nn.Module, attack: tuple[torch.Tensor, torch.Tensor], 
         layers[f.layer] = layers.get(f.layer, 0) + 1
     return {"method": method, "flips": n, "cap": cap, "broken": broken, "target": target,
             "accuracy_before": before, "accuracy_after": after, "trace": trace, "bits": [asdict(f) for f in flips],
-            "layers": layers, "total_bits": fm.total_bits, "seed": seed, "seconds": time.perf_counter() - t0}
+            "layers": layers, "total_bits": fm.total_bits, "escalated": escalated, "seed": seed, "seconds": time.perf_counter() - t0}
 
 
 def chance(labels: torch.Tensor, num_classes: int) -> float:
     """Chance accuracy on these examples: what the best constant answer gets, the largest class's share
     (a broken model often answers one class; on a balanced set, 1 / classes)."""
     return float(torch.bincount(labels.cpu(), minlength=num_classes).max()) / max(len(labels), 1)
+
+
+def check_attack_pool(n: int, attack_batch: int, size: int) -> None:
+    """Refuse an attack batch that cannot come from outside the ``n`` judged examples of a test split
+    of ``size`` examples.
+
+    Raises:
+        ConfigError: ``n + attack_batch > size``, naming both and what would fit.
+    """
+    if size - min(n, size) < attack_batch:
+        raise ConfigError(f"bitflip: n ({n}) + attack_batch ({attack_batch}) exceed the test split's {size} examples: "
+                          "the attack batch must come from outside the judged examples; lower n to at most "
+                          f"{max(size - attack_batch, 0)} or attack_batch to at most {max(size - n, 0)}")
 
 
 def bitflip_evaluation(model: nn.Module, dataset: Any, *, n: int | None = None, methods: Sequence[str] = METHODS,
@@ -326,22 +366,27 @@ def bitflip_evaluation(model: nn.Module, dataset: Any, *, n: int | None = None, 
     """Flips to break ``model`` (clean accuracy at most chance + 1 point on its first ``n`` test
     examples, chance being the largest class's share there: :func:`chance`) per method and seed;
     each seed draws its own attack batch of ``attack_batch`` examples from the test examples after
-    the first ``n`` (from all of them when too few remain).
+    the first ``n``, never from the judged ones.
 
     Returns:
         ``target``, ``n``, ``attack_batch``, ``runs`` (one :func:`flips_to_break` result per method and seed,
         without its bits), and per method a ``summary``: flips per seed (None: not broken within the cap),
         their mean and 95 % t-interval over the seeds that broke it, and how many did not.
+
+    Raises:
+        ConfigError: the test split holds fewer than ``n + attack_batch`` examples (the attack batch
+            would overlap the judged examples).
     """
     device = torch.device(device)
     held_set = dataset.head(n)
     n = len(held_set)
     if n == 0:
         raise ConfigError("bit flips need at least one test example")
+    check_attack_pool(n, attack_batch, len(dataset))
     images = dataset.images.float().div(255)
     held = (images[:n].to(device), dataset.labels[:n].to(device))
     target = chance(held[1], dataset.num_classes) + MARGIN
-    pool = torch.arange(n, len(dataset)) if len(dataset) - n >= attack_batch else torch.arange(len(dataset))
+    pool = torch.arange(n, len(dataset))
     runs, summary = [], {}
     for method in methods:
         for seed in seeds:
@@ -352,7 +397,7 @@ def bitflip_evaluation(model: nn.Module, dataset: Any, *, n: int | None = None, 
             runs.append({k: v for k, v in run.items() if k != "bits"} | {"n_bits_recorded": len(run["bits"])})
         summary[method] = flips_summary([r["flips"] for r in runs if r["method"] == method],
                                         search_cap if method == "search" else random_cap)
-    return {"target": target, "n": n, "attack_batch": attack_batch, "disjoint": len(pool) < len(dataset),
+    return {"target": target, "n": n, "attack_batch": attack_batch, "disjoint": True,
             "runs": runs, "summary": summary}
 
 
@@ -372,4 +417,4 @@ def flips_summary(flips: Sequence[int | None], cap: int) -> dict[str, Any]:
 
 
 __all__ = ["ATTACK_BATCH", "FlippableModel", "Flip", "METHODS", "PrefixRerun", "RANDOM_CAP", "SEARCH_CAP",
-           "bitflip_evaluation", "chance", "flips_summary", "flips_to_break", "random_flips", "search_step"]
+           "bitflip_evaluation", "chance", "check_attack_pool", "flips_summary", "flips_to_break", "random_flips", "search_step"]

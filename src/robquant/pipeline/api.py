@@ -401,6 +401,10 @@ def attack_model(checkpoint: str | os.PathLike, *,
     st, key, config = _parent(checkpoint, given, ctx_for, data_root, allow_unverified)
     ctx = ctx_for(st)
     data = _data_in(ctx, dataset or config["data"]["name"], data_root, n_test, allow_unverified)
+    if flips is not None:  # the attack batch from outside the judged examples, before any work
+        from robquant.attacks.bitflip import check_attack_pool
+
+        check_attack_pool(flips.n, flips.attack_batch, len(ctx.dataset(data, "test")))
     budgets = tuple(Budget.of(e) for e in sorted(set(eps)))
     runs = tuple(attack_runs(attacks, budgets))  # typed, labels distinct, before any work
     if surrogate is not None:

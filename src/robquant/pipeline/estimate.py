@@ -212,8 +212,8 @@ def _attack_seconds(attack: AttackRun, examples: float, speeds: Speeds) -> float
     return examples * (cost.gradients * share * grad + cost.forwards * speeds.fwd_q)
 
 
-def _evaluation_seconds(spec: Evaluate, speeds: Speeds) -> float:
-    n_test = spec.data.n_test or 10_000
+def _evaluation_seconds(spec: Evaluate, speeds: Speeds, test_size: int) -> float:
+    n_test = min(spec.data.n_test or test_size, test_size)
     seconds = speeds.load_test + n_test * speeds.fwd_q
     for budget in spec.budgets:
         left = 1.0  # share of the correct examples the cascade still attacks
@@ -233,14 +233,15 @@ def _evaluation_seconds(spec: Evaluate, speeds: Speeds) -> float:
     return seconds
 
 
-def estimate_seconds(stage: Stage, speeds: Speeds, n_train: int) -> float:
-    """Estimated wall time of one stage on the device ``speeds`` were measured on."""
+def estimate_seconds(stage: Stage, speeds: Speeds, n_train: int, test_size: int = 10_000) -> float:
+    """Estimated wall time of one stage on the device ``speeds`` were measured on (``test_size``: the
+    test split's size, what a stage with ``n_test: null`` evaluates on)."""
     spec = stage.spec
+    n_test = min(spec.data.n_test or test_size, test_size)
     if isinstance(spec, Evaluate):
-        return _evaluation_seconds(spec, speeds)
+        return _evaluation_seconds(spec, speeds, test_size)
     if isinstance(spec, ImportFP):  # load the data, then the clean accuracy
-        return speeds.load_train + speeds.load_test + (spec.data.n_test or 10_000) * speeds.fwd_fp
-    n_test = spec.data.n_test or 10_000
+        return speeds.load_train + speeds.load_test + n_test * speeds.fwd_fp
     seconds = speeds.load_train + speeds.load_test
     images = max(1, round(n_train * spec.fraction))
     if isinstance(spec, TrainFP):
@@ -252,6 +253,8 @@ def estimate_seconds(stage: Stage, speeds: Speeds, n_train: int) -> float:
     return seconds + n_test * speeds.fwd_q
 
 
-def estimate_plan(plan: Plan, speeds: Speeds, n_train: int) -> dict[str, float]:
-    """``{stage key: estimated seconds}`` for every stage of ``plan``."""
-    return {key: estimate_seconds(stage, speeds, n_train) for key, stage in plan.stages.items()}
+def estimate_plan(plan: Plan, speeds: Speeds, n_train: int, test_size: int | None = None) -> dict[str, float]:
+    """``{stage key: estimated seconds}`` for every stage of ``plan`` (``test_size``: default the
+    plan's test split, loaded once)."""
+    test_size = plan.n_test_split() if test_size is None else test_size
+    return {key: estimate_seconds(stage, speeds, n_train, test_size) for key, stage in plan.stages.items()}

@@ -68,24 +68,30 @@ class Plan:
     cells: list[tuple[Cell, int, str]]  # (cell, seed, evaluate-stage key)
     dropped: list[tuple[dict[str, Any], str]]
     n_train: Callable[[], int] = field(default=lambda: 0)  # the training-set size (loaded once, on demand)
+    n_test_split: Callable[[], int] = field(default=lambda: 10_000)  # the test split's size (likewise)
 
     def order(self) -> list[Stage]:
         return list(self.stages.values())  # inserted parents first
 
 
-def training_set_size(study: Study) -> Callable[[], int]:
-    """``n_train()``: the study's training-set size, loaded on first call only."""
+def split_size(study: Study, split: str = "train") -> Callable[[], int]:
+    """``size()``: how many examples the study's ``split`` holds, loaded on first call only."""
     sizes: dict[str, int] = {}
 
-    def n_train() -> int:
+    def size() -> int:
         if "n" not in sizes:
             from robquant.data import create_dataset
 
             ds = study.dataset
-            sizes["n"] = len(create_dataset(ds.name, ds.root, "train", allow_unverified=ds.allow_unverified))
+            sizes["n"] = len(create_dataset(ds.name, ds.root, split, allow_unverified=ds.allow_unverified))
         return sizes["n"]
 
-    return n_train
+    return size
+
+
+def training_set_size(study: Study) -> Callable[[], int]:
+    """``n_train()``: the study's training-set size, loaded on first call only."""
+    return split_size(study, "train")
 
 
 def train_config(spec: TrainSpec, seed: int) -> TrainConfig:
@@ -228,7 +234,7 @@ def build_plan(study: Study, n_train: Callable[[], int] | None = None) -> Plan:
         for cell in cells:
             model = planner.quantize(cell, seed)
             planned.append((cell, seed, planner.evaluate(cell, seed, model)))
-    return Plan(study, planner.stages, planned, dropped, n_train)
+    return Plan(study, planner.stages, planned, dropped, n_train, split_size(study, "test"))
 
 
 def attack_runs(study: Study) -> tuple[AttackRun, ...]:

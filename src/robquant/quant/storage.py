@@ -3,9 +3,10 @@ and the rule that turns words back into weights. What a bit-flip attack flips
 (:mod:`robquant.attacks.bitflip`): any word of the field decodes to a weight the layer can hold,
 so a flipped model is still a valid integer model (it exports like the original).
 
-- One integer code per weight (uniform, DoReFa: ``W = s N + o`` per output channel): the word is
-  the code as a ``bits``-bit two's-complement field when the codes are signed, else the code above
-  its channel's offset as an unsigned field.
+- One integer code per weight (uniform, DoReFa: ``W = s N + o`` per output channel): the grid's
+  own code, as the ONNX export writes it: a ``bits``-bit two's-complement field for grids through
+  zero (the int8 the export writes, at 8 bits), else the level as an unsigned field
+  (:func:`affine_storage`).
 - PWLQ (frozen after PTQ): a region bit above a ``bits``-bit code: the centre grid's code in two's
   complement, or the tail's sign and level (sign-magnitude: ``bits - 1`` bits of level), so a word
   is ``bits + 1`` wide, as PWLQ's storage (:attr:`~robquant.quant.pwlq.PWLQWeightQuantizer.storage_bits`).
@@ -30,11 +31,13 @@ def _twos(words: torch.Tensor, bits: int) -> torch.Tensor:
 @dataclass
 class StoredWeights:
     """A layer's weights as stored words: ``words`` (int64, the weight's shape) each ``bits`` wide,
-    ``decode(words)`` the weights they stand for (float64, the weight's shape)."""
+    ``decode(words)`` the weights they stand for (float64, the weight's shape); ``signed``: the words
+    are two's-complement codes (else unsigned levels)."""
 
     words: torch.Tensor
     bits: int
     decode: Callable[[torch.Tensor], torch.Tensor]
+    signed: bool = False
 
     @property
     def top(self) -> int:
@@ -44,10 +47,28 @@ class StoredWeights:
     def weights(self) -> torch.Tensor:
         return self.decode(self.words)
 
+    def codes(self) -> torch.Tensor:
+        """The integers the words hold: two's complement read as signed where ``signed``."""
+        return _twos(self.words, self.bits) if self.signed else self.words.clone()
+
 
 def affine_storage(terms: Terms, bits: int, what: str) -> StoredWeights:
     """Words of a layer whose weights are one integer code per weight plus per-channel constants
     (``terms``: one varying tensor and constant ones, as uniform and DoReFa quantizers give them).
+
+    The words are the grid's own codes, as the ONNX export writes them (:mod:`robquant.deploy.export`):
+
+    - a grid through zero (the per-channel offset a whole number of steps, as uniform symmetric
+      grids): ``W = s c`` with ``c`` in ``-2^(b-1) .. 2^(b-1) - 1`` stored as a ``b``-bit two's-complement
+      word (at 8 bits exactly the int8 the export writes; below, its low ``b`` bits);
+    - otherwise (DoReFa's ``W = (2/L) k - 1``, asymmetric grids): the level ``k`` in ``0 .. 2^b - 1``
+      as an unsigned word with the per-channel offset beside it (DoReFa: every word is one of the
+      grid's ``2^b`` levels; the export writes ``2k - L`` as int8, which a flip of bit ``j`` of ``k``
+      moves by ``2^(j+1)``).
+
+    Every word of the field decodes onto the layer's grid. A channel whose weights are all equal
+    keeps its value as its offset with code 0 and takes the coarsest step of the layer's other
+    channels, so a flip moves it no further than a flip elsewhere in the layer.
 
     Raises:
         ConfigError: the terms hold more than one code per weight, or codes beyond ``bits`` bits.
@@ -60,25 +81,40 @@ def affine_storage(terms: Terms, bits: int, what: str) -> StoredWeights:
     if len(varying) > 1:
         raise ConfigError(f"{what}: weights stored as {len(varying)} integer codes each have no one word to flip")
     codes, scale = varying[0] if varying else (torch.zeros_like(terms[0][0]), torch.ones_like(terms[0][1]))
-    codes, scale = codes.double(), scale.double()
+    shape, scale = codes.shape, scale.double().clone()
+    rows = codes.double().flatten(1).clone()
     offset = sum((n.flatten(1)[:, 0].double() * s.double() for n, s in terms if not varies(n)),
                  torch.zeros_like(scale))
-    lo, hi = float(codes.min()), float(codes.max())
-    if -(2 ** (bits - 1)) <= lo and hi < 2 ** (bits - 1):  # signed: two's complement
-        words = torch.where(codes < 0, codes + 2**bits, codes).long()
+    constant = (rows == rows[:, :1]).all(1)  # every weight of the channel equal: its value is the offset
+    offset = offset + torch.where(constant, rows[:, 0] * scale, torch.zeros_like(scale))
+    rows[constant] = 0
+    # an offset of a whole number of steps moves into the codes: the grid runs through zero
+    ratio = offset / scale
+    whole = ((ratio - ratio.round()).abs() <= 1e-6 * ratio.abs().clamp_min(1.0)) & ~constant
+    rows += torch.where(whole, ratio.round(), torch.zeros_like(ratio))[:, None]
+    offset = torch.where(whole, torch.zeros_like(offset), offset)
+    others = scale[~constant]
+    if bool(constant.any()):
+        values = offset[constant].abs().max()
+        coarse = others.max() if len(others) else (values / (2 ** (bits - 1) - 1) if values > 0 else scale.new_ones(()))
+        scale = torch.where(constant, coarse, scale)
+    lo, hi = float(rows.min()), float(rows.max())
+    signed = -(2 ** (bits - 1)) <= lo and hi < 2 ** (bits - 1) and not bool((~whole & ~constant).any())
+    if signed:  # two's complement
+        words = torch.where(rows < 0, rows + 2**bits, rows)
+    else:  # unsigned levels: from zero where they fit, else above each channel's lowest code
+        base = (torch.zeros(len(rows), dtype=torch.float64) if lo >= 0 and hi < 2**bits
+                else rows.min(1).values)
+        words = rows - base[:, None]
+        if float(words.max()) >= 2**bits:
+            raise ConfigError(f"{what}: weight codes span {lo:g}..{hi:g}, more than {bits} bits")
+        offset = offset + base * scale
+    words = words.long().view(shape)
 
-        def decode(w: torch.Tensor) -> torch.Tensor:
-            return _twos(w, bits).double() * per_channel(scale, w) + per_channel(offset, w)
-        return StoredWeights(words, bits, decode)
-    base = codes.flatten(1).min(1).values  # unsigned above each channel's lowest code
-    words = (codes - per_channel(base, codes)).long()
-    if int(words.max()) >= 2**bits:
-        raise ConfigError(f"{what}: weight codes span {lo:g}..{hi:g}, more than {bits} bits")
-    offset = offset + base * scale
-
-    def decode_unsigned(w: torch.Tensor) -> torch.Tensor:
-        return w.double() * per_channel(scale, w) + per_channel(offset, w)
-    return StoredWeights(words, bits, decode_unsigned)
+    def decode(w: torch.Tensor) -> torch.Tensor:
+        c = _twos(w, bits) if signed else w
+        return c.double() * per_channel(scale, w) + per_channel(offset, w)
+    return StoredWeights(words, bits, decode, signed)
 
 
 def pwlq_storage(terms: Terms, bits: int) -> StoredWeights:
@@ -98,7 +134,7 @@ def pwlq_storage(terms: Terms, bits: int) -> StoredWeights:
         level = (code % half).double()
         tails = sign * (per_channel(s_p, w) + level * per_channel(s_t, w))
         return torch.where(region == 1, tails, centre) + per_channel(s_shift, w)
-    return StoredWeights(words, bits + 1, decode)
+    return StoredWeights(words, bits + 1, decode, False)
 
 
 __all__ = ["StoredWeights", "affine_storage", "pwlq_storage"]
