@@ -267,3 +267,16 @@ def test_cli_attack_bitflip(demo_models, tmp_path):
             record["config"]["bitflip"]["random_cap"]) == (64, 60, 300)
     (search,) = [r for r in record["bitflip"]["runs"] if r["method"] == "search"]
     assert search["broken"] and record["result"]["robust"][0]["attack"] == "pgd"  # within the cap of 60
+
+
+def test_a_grid_is_found_from_values_a_rounding_apart():
+    # a level written once by float32 fake quantization and once from its code in float64 (as a flip
+    # writes it) may differ in the last bit: still one level of the same grid, not a grid of 1-ulp steps
+    from robquant.quant.grid import uniform_terms
+
+    s = torch.tensor(0.0123, dtype=torch.float32)
+    w = (torch.tensor([[-128, -3, 0, 5, 127, 5]], dtype=torch.float32) * s)
+    w[0, 5] = torch.nextafter(w[0, 5], torch.tensor(1.0))  # code 5, one float32 ulp above
+    (codes, step), (_, offset) = uniform_terms(w)
+    assert float(step[0]) == pytest.approx(float(s), rel=1e-6)
+    assert (codes + torch.round(offset / step)[:, None]).tolist() == [[-128, -3, 0, 5, 127, 5]]

@@ -63,7 +63,10 @@ def uniform_terms(w: torch.Tensor) -> Terms:
             offsets.append(lo)
             codes.append(torch.zeros_like(row))
             continue
-        base = (values[1:] - values[:-1]).min()
+        # values a rounding apart (a level written once by float32 fake quantization and once from its
+        # code in float64, as a bit flip writes it) are one level: gaps below 1e-6 of the range are none
+        gaps = values[1:] - values[:-1]
+        base = gaps[gaps > 1e-6 * (values[-1] - lo)].min()
         for k in range(1, 257):  # the smallest gap is a multiple of the step if levels are unused
             step = base / k
             n = torch.round((row - lo) / step)
