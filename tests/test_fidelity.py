@@ -76,8 +76,9 @@ def test_qat_at_32_activation_bits_keeps_plain_relus(clean_model, calib, precisi
 def test_calibration_follows_pwlq_code_on_a_fixed_tensor():
     """Per batch of 4 images: the lower median of the 10 smallest and of the 10 largest values
     (torch.median of the sorted top-10, as PWLQ's act_clip_bounds), averaged over batches."""
-    gen = torch.Generator().manual_seed(0)
-    x = torch.distributions.Laplace(0.0, 1.0).sample((32, 3, 5, 5))  # signed, heavy tails
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        x = torch.distributions.Laplace(0.0, 1.0).sample((32, 3, 5, 5))  # signed, heavy tails
     q = UniformActQuant(4, relu=False)
     holder = nn.Sequential(nn.Identity(), q, nn.Conv2d(3, 1, 1))
     calibrate(holder, x, batch_size=4)

@@ -53,3 +53,17 @@ def test_low_layers_never_import_high_ones(part):
     for path in _files(part):
         bad = set(_imports(path)) & FORBIDDEN[part]
         assert not bad, f"{path.relative_to(SRC)} imports robquant.{bad}"
+
+
+def test_the_code_is_clean_under_pyflakes_rules():
+    # ruff with the F rules (pyproject.toml): no unused imports or names, no undefined names
+    import shutil
+    import subprocess
+    import sys
+
+    ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
+    if not Path(ruff).is_file():
+        pytest.skip("ruff is not installed (the extra robquant[test])")
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([ruff, "check", "src", "tests", "benchmarks"], cwd=root, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -77,3 +77,17 @@ def test_the_threats_companion_adds_only_evaluations_to_cifar10_cpu():
     assert all({"transfer:FP"} <= {a.label for a in e.attacks} for e in evaluations)
     assert all(a.n == 500 for e in evaluations for a in e.attacks)  # sources on the paper's attack's examples
     assert not any(e.cascade for e in evaluations)  # each source's own outcomes
+
+
+def test_every_presets_stage_keys_are_the_kept_ones():
+    # a changed key makes every stored stage of that preset stale: a refactor must keep them all;
+    # a change meant to re-key writes them again (python tests/preset_keys.py) in the same commit
+    import json
+
+    from preset_keys import KEPT, preset_keys
+
+    kept, now = json.loads(KEPT.read_text()), preset_keys()
+    assert sorted(now) == sorted(kept), "presets added or removed: python tests/preset_keys.py"
+    for preset, keys in now.items():
+        gone, new = sorted(set(kept[preset]) - set(keys)), sorted(set(keys) - set(kept[preset]))
+        assert not gone and not new, f"{preset}: {len(gone)} stage keys gone, {len(new)} new (e.g. {(gone + new)[:3]})"

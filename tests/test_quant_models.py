@@ -96,8 +96,8 @@ def test_attacks_see_real_gradients_only_with_straight_through(fp, digits_test, 
     acc = {}
     for ste in (True, False):
         cfg = QuantConfig(method=method, precision="A4W4", straight_through=ste)
-        rec = quantize_model(fp[0], quant=cfg, out=tmp_path / str(ste),
-                             train=TrainConfig(epochs=1, batch_size=64, lr=0.01))
+        quantize_model(fp[0], quant=cfg, out=tmp_path / str(ste),
+                       train=TrainConfig(epochs=1, batch_size=64, lr=0.01))
         model = load_model(tmp_path / str(ste))
         # rebuilt from the record: the planted model must stay planted after a save/load
         act = next(m for m in model.modules() if isinstance(m, (UniformActQuant, PACT)))
