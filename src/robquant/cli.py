@@ -229,6 +229,9 @@ def attack(
     bitflip_caps: Optional[str] = typer.Option(None, help="bitflip: at most this many flips, search,random (default "
                                                "100,2000; a run not broken within its cap is recorded as such)"),
     eps: str = typer.Option("1,2,4,8", help="budgets in /255 units, comma-separated"),
+    attack_option: Optional[list[str]] = typer.Option(None, "--attack-option", help="KEY=VALUE, repeatable: a further "
+                                                      "option of the attack by the name it declares (a plug-in's "
+                                                      "own; the value read as YAML)"),
     steps: int = typer.Option(ATTACK_STEPS, help="PGD / transfer steps"),
     step_size: Optional[float] = typer.Option(None, help="PGD step in /255 units (default eps/4)"),
     restarts: int = typer.Option(RESTARTS, help="PGD restarts"),
@@ -295,7 +298,12 @@ def attack(
     given = {"steps": steps, "restarts": restarts, "norm": norm, "attacks": sub,
              "step_size": None if step_size is None else check_range("--step-size", step_size, 0.0) / 255,
              "n_queries": check_range("--square-queries", square_queries, 1), "pixel_grid": pixel_grid or None}
-    specs = [(name, ATTACKS.get(name).select_options(given))  # each attack takes the options it declares
+    extra = _attack_options(attack_option or [])
+    declared = {o for name in names for o in ATTACKS.get(name).OPTIONS}
+    if set(extra) - declared:
+        raise ConfigError(f"--attack-option {', '.join(sorted(set(extra) - declared))}: no attack of --attack "
+                          f"{attack_name!r} declares it; they declare: {', '.join(sorted(declared)) or 'none'}")
+    specs = [(name, ATTACKS.get(name).select_options(given | extra))  # each attack takes the options it declares
              for name in names]
     if not specs and bitflip is None:
         raise ConfigError("--attack needs at least one attack name")
@@ -317,6 +325,22 @@ def attack(
     if "bitflip" in record:
         console.print(bitflip_table(f"{checkpoint}: bit flips to break it", record["bitflip"]))
     console.print(f"record: {Path(record['path']) / 'stage.json'}" + (f" (linked as {out})" if out else ""))
+
+
+def _attack_options(items: list[str]) -> dict[str, Any]:
+    """``--attack-option KEY=VALUE`` items as options (values read as YAML scalars), or ConfigError."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--attack-option must be KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"--attack-option {key.strip()}: cannot read {value!r} as a value") from None
+    return out
 
 
 def _attack_deployed(path: Path, runtime: str, reference: Optional[Path], eps: list[float], n: int, steps: int,

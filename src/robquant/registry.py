@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Callable, Generic, TypeVar
 
 from robquant.errors import UnknownNameError
+from robquant.plugins import load_plugins
 
 T = TypeVar("T")
 
@@ -37,6 +38,8 @@ class Registry(Generic[T]):
         Raises:
             UnknownNameError: if ``name`` is not registered; the message lists the known names.
         """
+        if name not in self._items:
+            load_plugins()  # a name registered by a plug-in (robquant.plugins)
         try:
             return self._items[name]
         except KeyError:
@@ -44,7 +47,8 @@ class Registry(Generic[T]):
             raise UnknownNameError(f"unknown {self.kind} {name!r}; known: {known}") from None
 
     def names(self) -> list[str]:
-        """Registered names, sorted."""
+        """Registered names (the plug-ins' included), sorted."""
+        load_plugins()
         return sorted(self._items)
 
     def unregister(self, name: str) -> None:
@@ -56,4 +60,6 @@ class Registry(Generic[T]):
         return list(self._items.items())
 
     def __contains__(self, name: object) -> bool:
+        if name not in self._items:
+            load_plugins()
         return name in self._items

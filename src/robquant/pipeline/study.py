@@ -95,7 +95,8 @@ AA_ATTACKS = Literal["apgd-ce", "apgd-t", "fab-t", "square"]
 
 
 class AttackSpec(_Spec):
-    name: Literal["pgd", "fgsm", "autoattack", "apgd", "square", "transfer"] = Field("pgd", description="attack")
+    name: str = Field("pgd", description="attack: pgd, fgsm, autoattack, apgd, square, transfer, or one a plug-in "
+                      "registers (robquant.plugins)")
     label: Optional[str] = Field(None, min_length=1, description="name the results are reported under (default: name)")
     steps: int = Field(ATTACK_STEPS, ge=1, description="PGD / transfer steps")
     restarts: int = Field(RESTARTS, ge=1, description="PGD / transfer restarts")
@@ -108,6 +109,17 @@ class AttackSpec(_Spec):
                                        "of evaluation.eps; default all)")
     pixel_grid: bool = Field(False, description="pgd / fgsm: keep every adversarial input on the 8-bit grid "
                              "(k/255, within the budget) and judge only such images (keyed when set)")
+    params: dict[str, Any] = Field(default_factory=dict, description="further options of the attack, by the names "
+                                   "it declares (Attack.OPTIONS; a plug-in's own), in its own units")
+
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        from robquant.attacks import ATTACKS
+
+        if name not in ATTACKS:
+            raise ValueError(f"unknown attack {name!r}; known: {', '.join(ATTACKS.names())}")
+        return name
 
     @model_validator(mode="after")
     def _subsets(self) -> "AttackSpec":
@@ -115,6 +127,14 @@ class AttackSpec(_Spec):
             raise ValueError(f"attacks applies to autoattack and apgd only, not {self.name}")
         if self.name == "apgd" and self.attacks and not set(self.attacks) <= {"apgd-ce", "apgd-t"}:
             raise ValueError(f"apgd attacks must be apgd-ce and/or apgd-t, got {self.attacks}")
+        if self.params:
+            from robquant.attacks import ATTACKS
+
+            declared = ATTACKS.get(self.name).OPTIONS
+            unknown = sorted(set(self.params) - set(declared))
+            if unknown:
+                raise ValueError(f"{self.name} takes no option {', '.join(map(repr, unknown))}; it declares: "
+                                 f"{', '.join(declared) or 'none'}")
         return self
 
     def options(self) -> dict[str, Any]:
@@ -125,7 +145,7 @@ class AttackSpec(_Spec):
                  "step_size": None if self.step_size is None else self.step_size / 255,
                  "attacks": None if self.attacks is None else list(self.attacks), "n_queries": self.n_queries,
                  "pixel_grid": True if self.pixel_grid else None}  # left out while off: earlier keys stand
-        return ATTACKS.get(self.name).select_options(given)
+        return ATTACKS.get(self.name).select_options(given | self.params)
 
 
 class DiagnoseSpec(_Spec):
