@@ -15,6 +15,7 @@ choosable in a study (``{name: yours, params: {...}}``) and on the command line 
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 from importlib.metadata import entry_points
@@ -26,10 +27,17 @@ GROUP = "robquant.plugins"
 _loaded: set[str] = set()
 
 
+@functools.lru_cache(maxsize=1)
+def _entry_point_modules() -> tuple[str, ...]:
+    """The installed packages' plug-in modules (read once per process: scanning every installed
+    package's metadata takes milliseconds, and registries are asked often)."""
+    return tuple(ep.value.split(":")[0] for ep in entry_points(group=GROUP))
+
+
 def plugin_modules() -> list[str]:
     """The modules named by ``ROBQUANT_PLUGINS`` and by installed packages' entry points, in that order."""
     named = [m.strip() for m in os.environ.get(ENV, "").split(",") if m.strip()]
-    return named + [ep.value.split(":")[0] for ep in entry_points(group=GROUP)]
+    return named + list(_entry_point_modules())
 
 
 def load_plugins() -> list[str]:
