@@ -153,3 +153,13 @@ def test_each_shipped_cifar10_model_scores_its_card_on_1000_test_images(name):
     test = create_dataset("cifar10", CIFAR, "test", allow_unverified=True).head(m["clean_first_n"])
     accuracy = evaluate(robquant.load_model(f"zoo:{name}"), test, [], []).clean_accuracy
     assert abs(accuracy - m["clean_first"]) <= 0.01, (accuracy, m["clean_first"])
+
+
+def test_the_card_takes_the_speed_from_the_median_epoch_not_the_paused_ones():
+    from robquant.zoo.card import render_card
+
+    history = [{"epoch": e, "seconds": s} for e, s in enumerate([80.0, 82.0, 860.0, 81.0, 79.0], 1)]  # one paused
+    record = {"train": {"history": history, "images": 5 * 49_000, "epochs_completed": 5}, "config": {}, "env": {}}
+    card = render_card("m", record, {"metrics": {}})
+    assert "median epoch 81.0 s, 605 training images/s" in card  # 49,000 / 81
+    assert "19.7 min of training (the epochs' sum, any pause included)" in card

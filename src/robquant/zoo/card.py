@@ -4,6 +4,7 @@ the command that reproduces it) and its training curve, made from its records al
 from __future__ import annotations
 
 import os
+import statistics
 from typing import Any
 
 
@@ -57,6 +58,10 @@ def render_card(name: str, record: dict[str, Any], info: dict[str, Any]) -> str:
         lines.append(f"| the paper's (Li et al. 2024) | {_pct(paper.get('clean'))} | {_pct(paper.get('pgd20'))} | - |")
     history = train.get("history") or []
     seconds = sum(h.get("seconds", 0.0) for h in history)
+    # a run paused between epochs (kill -STOP while tests ran) counts the pause in that epoch's seconds:
+    # the speed is taken from the median epoch, which a few paused epochs do not move
+    epoch_s = statistics.median(h.get("seconds", 0.0) for h in history) if history else 0.0
+    per_epoch = train.get("images", 0) / max(len(history), 1)
     lines += ["", "## Training", "",
               f"- Model: {(record.get('model') or {}).get('name')}, {size.get('fp32_bytes', 0) / 1e6:.2f} MB "
               f"at 32 bits.",
@@ -65,8 +70,8 @@ def render_card(name: str, record: dict[str, Any], info: dict[str, Any]) -> str:
               f"- Epochs: {train.get('epochs_completed')} (best epoch kept: {train.get('best_epoch')}); "
               f"{train.get('stop_reason') or 'ran its whole schedule'}." if train.get("best_epoch") else
               f"- Epochs: {train.get('epochs_completed')}.",
-              f"- Wall time: {seconds / 60:.1f} min of training, {train.get('images', 0) / max(seconds, 1e-9):.0f} "
-              f"training images/s, on {_cpu(env)}.",
+              f"- Wall time: {seconds / 60:.1f} min of training (the epochs' sum, any pause included); median "
+              f"epoch {epoch_s:.1f} s, {per_epoch / max(epoch_s, 1e-9):.0f} training images/s, on {_cpu(env)}.",
               f"- Data: {_n(data.get('n_train'))} training images, sha256 "
               f"{(data.get('train') or {}).get('sha256', '?')}; verified: {data.get('verified')}.",
               f"- Code: robquant {env.get('robquant', '?')} (commit {env.get('git_commit', '?')}), torch "
