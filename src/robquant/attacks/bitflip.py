@@ -215,8 +215,9 @@ def search_step(fm: FlippableModel, x: torch.Tensor, y: torch.Tensor, limit: int
         grad, weights = m.weight.grad.double().view(-1), store.decode(store.words).view(-1)
         gains = torch.stack([grad * (store.decode(store.words ^ (1 << bit)).view(-1) - weights)
                              for bit in range(store.bits)])  # (bits, weights)
-        order = gains.view(-1).argsort(descending=True)
-        order = order[gains.view(-1)[order] > 0][:limit or None]
+        flat = gains.view(-1)  # only the best ``limit`` bits can be tried: a top-k, not a sort of every bit
+        values, order = flat.topk(min(limit or flat.numel(), flat.numel()))
+        order = order[values > 0]
         n = gains.shape[1]
         ranked[name] = [(int(i) % n, int(i) // n) for i in order]
     for p in params:
