@@ -68,3 +68,33 @@ def test_the_code_is_clean_under_pyflakes_rules():
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run([ruff, "check", "src", "tests", "benchmarks"], cwd=root, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+# Defaults whose values are distinctive enough to find: each is written in robquant/defaults.py and
+# nowhere else in the source (its users import it), so that changing it changes it everywhere.
+WRITTEN_ONCE = ("SQUARE_QUERIES", "BITFLIP_RANDOM_CAP", "N_BOOT")
+
+
+def _literals(path):
+    """The numbers a module writes, outside docstrings and comments."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+            yield node.value, node.lineno
+
+
+def test_shared_defaults_are_written_once():
+    import robquant.defaults as defaults
+
+    values = {getattr(defaults, name): name for name in WRITTEN_ONCE}
+    found = [f"{path.relative_to(SRC)}:{line} writes {value} ({values[value]})"
+             for path in sorted(SRC.rglob("*.py")) if path.name != "defaults.py"
+             for value, line in _literals(path) if value in values]
+    assert not found, found
+
+
+def test_pixels_become_unit_floats_in_one_place():
+    # uint8 pixels -> [0, 1] floats: robquant.data.to_unit, not a division by 255 repeated in every module
+    pattern = ("div(255", "div_(255", "/ 255.0")
+    found = [f"{path.relative_to(SRC)}:{i}" for path in sorted(SRC.rglob("*.py"))
+             for i, line in enumerate(path.read_text().splitlines(), 1) if any(p in line for p in pattern)]
+    assert not found, found

@@ -16,8 +16,9 @@ import typer
 from rich.console import Console
 
 from robquant import __version__
-from robquant.defaults import (ATTACK_STEPS, CHECK_EXAMPLES, DEPLOYED_SQUARE_QUERIES, OPSET, RESTARTS,
-                               SQUARE_QUERIES)
+from robquant.defaults import (ATTACK_STEPS, BITFLIP_ATTACK_BATCH, BITFLIP_RANDOM_CAP, BITFLIP_REPEATS,
+                               BITFLIP_SEARCH_CAP, CHECK_EXAMPLES, CHECK_SQUARE_QUERIES, DEPLOYED_SQUARE_QUERIES, OPSET,
+                               RESTARTS, SQUARE_QUERIES)
 from robquant.errors import ConfigError, RobquantError, check_range
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -221,13 +222,13 @@ def attack(
     attack_name: str = typer.Option("pgd", "--attack", help="attack name(s), comma-separated: pgd, fgsm, autoattack, "
                                     "apgd, square, transfer; bitflip flips bits of a quantized model's stored "
                                     "weights (no eps: the flips to bring accuracy to chance)"),
-    bitflip_seeds: int = typer.Option(3, help="bitflip: seeds (attack batches and random draws), each a run of the "
+    bitflip_seeds: int = typer.Option(BITFLIP_REPEATS, help="bitflip: seeds (attack batches and random draws), each a run of the "
                                       "bit search and of random flips (about 2-6 s each on the digits ResNet-20)"),
     bitflip_batch: Optional[int] = typer.Option(None, help="bitflip: the search's attack batch (default Rakin et "
-                                                "al.'s 128; on a CPU, 32 broke CIFAR-10 ResNet-20s in about as many "
+                                                f"al.'s {BITFLIP_ATTACK_BATCH}; on a CPU, 32 broke CIFAR-10 ResNet-20s in about as many "
                                                 "flips in 64-81 % of the time)"),
     bitflip_caps: Optional[str] = typer.Option(None, help="bitflip: at most this many flips, search,random (default "
-                                               "100,2000; a run not broken within its cap is recorded as such)"),
+                                               f"{BITFLIP_SEARCH_CAP},{BITFLIP_RANDOM_CAP}; a run not broken within its cap is recorded as such)"),
     eps: str = typer.Option("1,2,4,8", help="budgets in /255 units, comma-separated"),
     attack_option: Optional[list[str]] = typer.Option(None, "--attack-option", help="KEY=VALUE, repeatable: a further "
                                                       "option of the attack by the name it declares (a plug-in's "
@@ -240,8 +241,8 @@ def attack(
                                     "8-bit grid (k/255 within the budget): images that survive being saved"),
     aa_attacks: Optional[str] = typer.Option(None, help="autoattack: sub-attacks, comma-separated (default the "
                                              "standard apgd-ce,apgd-t,fab-t,square)"),
-    square_queries: Optional[int] = typer.Option(None, help="square: queries per example (default 5000, "
-                                                 "AutoAttack's; on an .onnx model 200: about a minute for 200 "
+    square_queries: Optional[int] = typer.Option(None, help=f"square: queries per example (default {SQUARE_QUERIES}, "
+                                                 f"AutoAttack's; on an .onnx model {DEPLOYED_SQUARE_QUERIES}: about a minute for 200 "
                                                  "digits images at 4 budgets on 2 cores, and the time grows "
                                                  "with the queries: 500 took twice as long)"),
     surrogate: Optional[Path] = typer.Option(None, help="transfer / diagnostics: surrogate model folder (default: "
@@ -278,6 +279,7 @@ def attack(
                          allow_unverified_data, seed, batch_size, out, store, device, fusion)
         return
     check_range("--diagnose-n", diagnose_n, 1)
+    square_given = square_queries
     square_queries = SQUARE_QUERIES if square_queries is None else square_queries
     from robquant.attacks import ATTACKS
 
@@ -292,7 +294,7 @@ def attack(
         if bitflip_caps is not None:
             caps = [c.strip() for c in bitflip_caps.split(",")]
             if len(caps) != 2 or not all(c.isdigit() and int(c) >= 1 for c in caps):
-                raise ConfigError(f"--bitflip-caps must be two whole numbers >= 1, search,random (e.g. 100,2000), "
+                raise ConfigError(f"--bitflip-caps must be two whole numbers >= 1, search,random (e.g. {BITFLIP_SEARCH_CAP},{BITFLIP_RANDOM_CAP}), "
                                   f"got {bitflip_caps!r}")
             bitflip["search_cap"], bitflip["random_cap"] = int(caps[0]), int(caps[1])
     given = {"steps": steps, "restarts": restarts, "norm": norm, "attacks": sub,
@@ -310,8 +312,11 @@ def attack(
     options = None
     if diagnose:
         at = max(eps_list) if diagnose_eps is None else check_range("--diagnose-eps", diagnose_eps, 0.0)
+        # Square's queries: --square-queries when given, else the trust checks' own (as in a study)
         options = {"eps": at, "n": diagnose_n, "steps": steps, "restarts": restarts,
-                   "autoattack": sub or ["apgd-ce"], "square_queries": square_queries}
+                   "square_queries": CHECK_SQUARE_QUERIES if square_given is None else square_given}
+        if sub:
+            options["autoattack"] = sub
     dev = resolve_device(device)
     with _progress() as progress:
         record = attack_model(checkpoint, attacks=specs, eps=eps_list, n_test=n_test, dataset=dataset,

@@ -32,7 +32,7 @@ STANDARD = ("apgd-ce", "apgd-t", "fab-t", "square")
 _NORMS = {"linf": "Linf", "l2": "L2"}
 # per example, at most: APGD 100 iterations (APGD-T and FAB-T: 9 targets x 100), Square 5000 queries
 GRADIENT_PASSES = {"apgd-ce": 100, "apgd-t": 900, "fab-t": 900, "square": 0}
-FORWARD_PASSES = {"apgd-ce": 0, "apgd-t": 0, "fab-t": 0, "square": 5000}
+FORWARD_PASSES = {"apgd-ce": 0, "apgd-t": 0, "fab-t": 0, "square": SQUARE_QUERIES}
 
 
 def package_version() -> str:

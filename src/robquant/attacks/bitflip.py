@@ -33,17 +33,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robquant.data import to_unit
+from robquant.defaults import BITFLIP_ATTACK_BATCH as ATTACK_BATCH
+from robquant.defaults import BITFLIP_METHODS as METHODS
+from robquant.defaults import BITFLIP_RANDOM_CAP as RANDOM_CAP
+from robquant.defaults import BITFLIP_REPEATS
+from robquant.defaults import BITFLIP_SEARCH_CAP as SEARCH_CAP
 from robquant.errors import ConfigError, check_range
 from robquant.progress import NULL_PROGRESS, Progress
 from robquant.quant.integer import stored_weights
 from robquant.quant.modules import QuantConv2d, QuantLinear
 from robquant.quant.ste import exact_float32
 
-METHODS = ("search", "random")
 MARGIN = 0.01  # broken: clean accuracy at most chance (the largest class's share) + 1 point
-SEARCH_CAP = 100  # flips the search may make
-RANDOM_CAP = 2000  # flips the random baseline may make
-ATTACK_BATCH = 128  # the search's examples (Rakin et al.'s batch)
 
 
 @dataclass(frozen=True)
@@ -361,7 +363,7 @@ def check_attack_pool(n: int, attack_batch: int, size: int) -> None:
 
 
 def bitflip_evaluation(model: nn.Module, dataset: Any, *, n: int | None = None, methods: Sequence[str] = METHODS,
-                       seeds: Sequence[int] = (0, 1, 2), attack_batch: int = ATTACK_BATCH,
+                       seeds: Sequence[int] = tuple(range(BITFLIP_REPEATS)), attack_batch: int = ATTACK_BATCH,
                        search_cap: int = SEARCH_CAP, random_cap: int = RANDOM_CAP, device: torch.device | str = "cpu",
                        progress: Progress = NULL_PROGRESS) -> dict[str, Any]:
     """Flips to break ``model`` (clean accuracy at most chance + 1 point on its first ``n`` test
@@ -384,7 +386,7 @@ def bitflip_evaluation(model: nn.Module, dataset: Any, *, n: int | None = None, 
     if n == 0:
         raise ConfigError("bit flips need at least one test example")
     check_attack_pool(n, attack_batch, len(dataset))
-    images = dataset.images.float().div(255)
+    images = to_unit(dataset.images)
     held = (images[:n].to(device), dataset.labels[:n].to(device))
     target = chance(held[1], dataset.num_classes) + MARGIN
     pool = torch.arange(n, len(dataset))

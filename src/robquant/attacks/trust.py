@@ -51,6 +51,7 @@ from torch import nn
 
 from robquant.attacks.base import Cost
 from robquant.attacks.evaluate import evaluate
+from robquant.data import to_unit
 from robquant.defaults import (ATTACK_STEPS, CHECK_EXAMPLES, CHECK_SQUARE_QUERIES, CHECK_TOL, COLLAPSE_EPS_255,
                                RESTARTS)
 from robquant.models.surgery import modes_restored
@@ -229,7 +230,7 @@ def diagnose(model: nn.Module, dataset: Any, eps: float, *, n: int = CHECK_EXAMP
         acc.update({label: ev.robust_accuracy[(label, eps)] for label in ev.attack_params})
         details.update({f"{a}@{label:g}": d for (a, _), d in ev.details.items()})
     collapse = evaluate(model, data, [("pgd", {"steps": steps})], [collapse_eps], **kw)
-    x, y, correct = data.images.float().div(255).to(device), data.labels.to(device), clean.to(device)
+    x, y, correct = to_unit(data.images).to(device), data.labels.to(device), clean.to(device)
     zero = zero_gradient_fraction(model, x[correct], y[correct], batch_size) if bool(correct.any()) else 0.0
     measured = {"accuracy": acc, "overstated": overstated, "zero_gradient": zero,
                 "collapse": collapse.robust_accuracy[("pgd", collapse_eps)]}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
-from robquant.data.base import Augment, ImageDataset, channel_stats, stratified_index
+from robquant.data.base import PIXEL_LEVELS, Augment, ImageDataset, channel_stats, stratified_index, to_unit
 from robquant.data.cifar import CIFAR10, CIFAR100, load_cifar, md5sum
 from robquant.data.loader import DeviceLoader, augment_batch, epoch_generator
 from robquant.data.small import load_digits, load_imagefolder, make_synthetic
@@ -79,6 +79,7 @@ def list_datasets() -> list[str]:
 
 
 __all__ = [
+    "PIXEL_LEVELS", "to_unit",
     "Augment", "CIFAR10", "CIFAR100", "DeviceLoader", "ImageDataset", "augment_batch",
     "channel_stats", "create_dataset", "epoch_generator", "list_datasets", "load_cifar", "md5sum",
     "stratified_index",

@@ -11,6 +11,15 @@ import torch
 from robquant.errors import check_range
 
 
+PIXEL_LEVELS = 255  # an 8-bit pixel's largest value: [0, 1] units are pixels / 255
+
+
+def to_unit(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels (0-255) as float32 in [0, 1], the units every model and attack takes: the one
+    place robquant converts them."""
+    return pixels / float(PIXEL_LEVELS)  # uint8 -> float32 in one kernel
+
+
 @dataclass(frozen=True)
 class Augment:
     """Training-time augmentation, applied per batch on the device.
@@ -118,6 +127,6 @@ def stratified_index(labels: torch.Tensor, fraction: float, seed: int) -> torch.
 
 def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std of uint8 images, in [0, 1] units."""
-    x = images.float().div_(255).transpose(0, 1).reshape(images.shape[1], -1)  # (C, N*H*W)
+    x = to_unit(images).transpose(0, 1).reshape(images.shape[1], -1)  # (C, N*H*W)
     std = x.std(dim=1).clamp_min(1e-3)
     return tuple(x.mean(dim=1).tolist()), tuple(std.tolist())

@@ -14,7 +14,7 @@ from typing import Iterator
 
 import torch
 
-from robquant.data.base import Augment, ImageDataset
+from robquant.data.base import Augment, ImageDataset, to_unit
 
 
 def epoch_generator(seed: int, epoch: int, device: torch.device, stream: int = 0) -> torch.Generator:
@@ -66,7 +66,7 @@ class DeviceLoader:
                                 for i in range(0, n, AUGMENT_CHUNK)])
         for i in range(len(self)):
             idx = slice(i * self.batch_size, min(n, (i + 1) * self.batch_size))
-            yield images[idx] / 255.0, labels[idx]  # uint8 -> float32 in [0, 1], one kernel
+            yield to_unit(images[idx]), labels[idx]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return self.epoch(0)

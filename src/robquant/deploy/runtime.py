@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from robquant.attacks.trust import TrustCheck, register_check
+from robquant.data import to_unit
 from robquant.defaults import ATTACK_STEPS, CHECK_EXAMPLES, CHECK_SQUARE_QUERIES, CHECK_TOL, RESTARTS
 from robquant.errors import CheckpointError, ConfigError
 from robquant.progress import NULL_PROGRESS, Progress
@@ -144,7 +145,7 @@ def deployed_evaluation(runtime: nn.Module, reference: nn.Module, dataset: Any, 
     n = len(data)
     if n == 0:
         raise ConfigError("deployed evaluation needs at least one test example")
-    x, y = data.images.float().div(255), data.labels
+    x, y = to_unit(data.images), data.labels
     logits = functools.partial(batched_logits, batch_size=batch_size, device=device)
     ref_clean, run_clean = logits(reference.eval(), x), logits(runtime, x)
     correct = run_clean.argmax(1) == y

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from robquant import __version__
-from robquant.data import ImageDataset
+from robquant.data import ImageDataset, to_unit
 from robquant.defaults import OPSET
 from robquant.deploy.export import ExportInfo, export_onnx, needs_onnx
 from robquant.deploy.runtime import RuntimeModel, batched_logits, deployed_evaluation, needs_onnxruntime
@@ -72,7 +72,7 @@ def run_export(spec: Any, ctx: Any, out: os.PathLike) -> dict[str, Any]:
     check: dict[str, Any] = {"agreement": None, "agreement_unfused": None, "n": 0}
     t0 = time.perf_counter()
     if spec.check_n > 0 and _has_onnxruntime():
-        x = test_set.head(spec.check_n).images.float().div(255)
+        x = to_unit(test_set.head(spec.check_n).images)
         check.update(agreement=runtime_agreement(info.path, model, x), n=len(x))
         if check["agreement"] < AGREEMENT_FLOOR:  # is it the runtime's QDQ fusion?
             check["agreement_unfused"] = runtime_agreement(info.path, model, x, fusion=False)

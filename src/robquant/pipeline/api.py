@@ -25,10 +25,9 @@ from typing import Any, Callable, Sequence
 import torch
 
 from robquant.attacks.evaluate import attack_runs
-from robquant.data import ImageDataset, create_dataset
-from robquant.defaults import (ATTACK_STEPS, CHECK_EXAMPLES, CHECK_SQUARE_QUERIES, CHECK_TOL, COLLAPSE_EPS_255,
-                               RESTARTS)
-from robquant.errors import CheckpointError, ConfigError, check_range
+from robquant.data import ImageDataset, create_dataset, to_unit
+from robquant.defaults import BITFLIP_REPEATS, CHECK_EXAMPLES
+from robquant.errors import CheckpointError, ConfigError
 from robquant.modelfolder import RECORD, read_record, read_weights, record_dataset, weights_sha256
 from robquant.models import external
 from robquant.pipeline.executor import StageContext, execute_stage
@@ -82,7 +81,7 @@ def check_user_model(name: str, options: dict[str, Any], dataset: ImageDataset,
         return
     net = external.build(name, options, num_classes=dataset.num_classes, in_channels=dataset.in_channels)
     external.check_shape(net, name, dataset.in_channels, dataset.image_size, dataset.num_classes)
-    check_coverage(net, list(quant_configs), dataset.images[:2].float().div(255))
+    check_coverage(net, list(quant_configs), to_unit(dataset.images[:2]))
 
 
 def run_spec(spec: StageSpec, store: Store, ctx: StageContext) -> tuple[Path, dict[str, Any]]:
@@ -313,49 +312,45 @@ def quantize_model(checkpoint: str | os.PathLike, *, quant: AnyQuantConfig, out:
 
 
 def _diagnose_run(options: dict[str, Any], budgets: tuple[Budget, ...]) -> tuple[Budget, DiagnoseRun]:
-    """The trust checks' run from the options given (the shared defaults for the rest) and the budget
-    they judge, which becomes the budget of record.
+    """The trust checks' run from the options given (:meth:`DiagnoseRun.at`'s defaults for the rest) and
+    the budget they judge, which becomes the budget of record.
 
     Raises:
-        ConfigError: a budget not among the evaluation's.
+        ConfigError: a budget not among the evaluation's, an option the checks do not take.
     """
     at = options.get("eps", budgets[-1].label)
     main = next((b for b in budgets if b.label == at), None)
     if main is None:
         raise ConfigError(f"--diagnose-eps must be one of --eps ({', '.join(f'{b.label:g}' for b in budgets)}), "
                           f"got {at:g}")
-    aa = options.get("autoattack", ["apgd-ce"])
-    return main, DiagnoseRun(main.eps, options.get("n", CHECK_EXAMPLES), options.get("steps", ATTACK_STEPS),
-                             options.get("restarts", RESTARTS), options.get("square_queries", CHECK_SQUARE_QUERIES),
-                             tuple(aa) if aa else None, options.get("collapse_eps", COLLAPSE_EPS_255) / 255,
-                             options.get("tol", CHECK_TOL), options.get("integer", True), label=main.label)
+    known = ("n", "steps", "restarts", "square_queries", "autoattack", "collapse_eps", "tol", "integer")
+    unknown = sorted(set(options) - {"eps", *known})
+    if unknown:
+        raise ConfigError(f"diagnose takes no option {', '.join(unknown)}; it takes: eps, {', '.join(known)}")
+    given = {("collapse_eps_255" if k == "collapse_eps" else k): v for k, v in options.items() if k != "eps"}
+    return main, DiagnoseRun.at(main.label, **given)
 
 
 def _bitflip_run(options: dict[str, Any], n_test: int | None, checkpoint: str | os.PathLike) -> BitFlipRun:
-    """The bit-flip attack's run from the options given (defaults for the rest), for a model that
-    stores quantized weights.
+    """The bit-flip attack's run from the options given (:meth:`BitFlipRun.of`'s defaults for the rest),
+    for a model that stores quantized weights.
 
     Raises:
-        ConfigError: a full-precision model, an unknown method, a bad number.
+        ConfigError: a full-precision model, an unknown method, a bad number, an option it does not take.
     """
-    from robquant.attacks.bitflip import ATTACK_BATCH, METHODS, RANDOM_CAP, SEARCH_CAP
     from robquant.quant.precision import parse_precision
 
     quant = (read_record(zoo.resolve_path(checkpoint))[1].get("model") or {}).get("quant") or {}
     if parse_precision(quant.get("precision", "A32W32")).weight_bits >= 32:
         raise ConfigError(f"--attack bitflip flips bits of stored integer weights: {checkpoint} stores its weights in "
                           "full precision (quantize it first)")
-    methods = tuple(options.get("methods", METHODS))
-    bad = [m for m in methods if m not in METHODS]
-    if bad or not methods:
-        raise ConfigError(f"bitflip methods must be among {', '.join(METHODS)}, got {', '.join(bad) or 'none'}")
-    seeds = tuple(int(s) for s in options.get("seeds", (0, 1, 2)))
-    if not seeds:
-        raise ConfigError("bitflip seeds must name at least one seed")
-    return BitFlipRun(int(check_range("bitflip n", options.get("n") or n_test or CHECK_EXAMPLES, 1)), seeds, methods,
-                      int(check_range("bitflip attack_batch", options.get("attack_batch", ATTACK_BATCH), 1)),
-                      int(check_range("bitflip search_cap", options.get("search_cap", SEARCH_CAP), 1)),
-                      int(check_range("bitflip random_cap", options.get("random_cap", RANDOM_CAP), 1)))
+    known = ("n", "seeds", "methods", "attack_batch", "search_cap", "random_cap")
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ConfigError(f"bitflip takes no option {', '.join(unknown)}; it takes: {', '.join(known)}")
+    given = {k: v for k, v in options.items() if k not in ("n", "seeds")}
+    return BitFlipRun.of(options.get("n") or n_test or CHECK_EXAMPLES,
+                         options.get("seeds", range(BITFLIP_REPEATS)), **given)
 
 
 def attack_model(checkpoint: str | os.PathLike, *,

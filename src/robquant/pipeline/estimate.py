@@ -98,7 +98,7 @@ def measure_speeds(study: Any, device: torch.device) -> Speeds:
 
 def _measure(study: Any, device: torch.device) -> Speeds:
     from robquant.attacks.view import attack_view
-    from robquant.data import create_dataset
+    from robquant.data import create_dataset, to_unit
     from robquant.quant import QATConfig, quantize
 
     ds = study.dataset
@@ -109,7 +109,7 @@ def _measure(study: Any, device: torch.device) -> Speeds:
     test = create_dataset(ds.name, ds.root, "test", allow_unverified=ds.allow_unverified)
     load_test = time.perf_counter() - t0
     batch = 128
-    x = test.images[:batch].float().div(255).to(device)
+    x = to_unit(test.images[:batch]).to(device)
     x = torch.cat([x] * (-(-batch // len(x))))[:batch]
     y = torch.randint(0, test.num_classes, (batch,), device=device)
     from robquant.modelfolder import build_model

@@ -21,7 +21,7 @@ from torch import nn
 from robquant.attacks import evaluate
 from robquant.attacks.runs import AttackRun
 from robquant.attacks.outcomes import OUTCOMES
-from robquant.data import ImageDataset
+from robquant.data import ImageDataset, to_unit
 from robquant.deploy import mismatch_check  # registers the deployed model's trust check
 from robquant.errors import CheckpointError, ConfigError
 from robquant.modelfolder import RECORD, build_model, load_model, read_record, read_weights, save_model, weights_sha256
@@ -157,7 +157,7 @@ def calibration_images(train_set: ImageDataset, quant: AnyQuantConfig, seed: int
     """The ``quant.calib_images`` training images calibration reads, drawn with ``seed``, in [0, 1]."""
     gen = torch.Generator().manual_seed(seed)
     index = torch.randperm(len(train_set), generator=gen)[: quant.calib_images]
-    return train_set.images[index].float().div_(255).to(device)
+    return to_unit(train_set.images[index]).to(device)
 
 
 def pact_alphas(model: nn.Module) -> dict[str, float]:
@@ -185,7 +185,7 @@ def run_quantize(spec: Quantize, ctx: Context, out: os.PathLike) -> dict[str, An
         calib = calibration_images(train_set, quant, spec.seed, ctx.device)
         extra["calibration"] = {"images": len(calib), "batch_size": quant.calib_batch_size, "seed": spec.seed}
     else:  # quantize() checks on its calibration images; else on two training images here
-        check_coverage(fp_model, quant, train_set.images[:2].float().div(255).to(ctx.device))
+        check_coverage(fp_model, quant, to_unit(train_set.images[:2]).to(ctx.device))
     t_cal = time.perf_counter()
     net = quantize(fp_model, quant, calib_images=calib)
     timings = {"calibrate_s": time.perf_counter() - t_cal}

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from robquant.defaults import ATTACK_STEPS
+from robquant.defaults import ATTACK_STEPS, BITFLIP_N_MAX, RESTARTS
 from robquant.modelfolder import weights_sha256
 from robquant.pipeline.specs import (AttackRun, BitFlipRun, Budget, DataRef, DeployedRun, DiagnoseRun, Evaluate,
                                      ImportFP, ModelRef, ObjectiveRef, Quantize, StageSpec, TrainFP, spec_config,
@@ -196,23 +196,24 @@ class _Planner:
         diagnose = None
         if d.applies(seed):
             pgd = ev.reference_pgd()
-            diagnose = DiagnoseRun(ev.main_eps / 255, d.n, d.steps or (pgd.steps if pgd else 20),
-                                   pgd.restarts if pgd else 1, d.square_queries,
-                                   tuple(d.autoattack) if d.autoattack else None, d.collapse_eps / 255, d.tol / 100,
-                                   d.integer, label=ev.main_eps)
+            diagnose = DiagnoseRun.at(ev.main_eps, n=d.n, steps=d.steps or (pgd.steps if pgd else ATTACK_STEPS),
+                                      restarts=pgd.restarts if pgd else RESTARTS, square_queries=d.square_queries,
+                                      autoattack=d.autoattack, collapse_eps_255=d.collapse_eps, tol=d.tol / 100,
+                                      integer=d.integer)
         deployed = None
         if ev.deployed.applies(seed) and not parse_precision(cell.precision).is_fp:
             pgd = ev.reference_pgd()
             dep = ev.deployed
-            deployed = DeployedRun(ev.main_eps / 255, dep.n, pgd.steps if pgd else 20, pgd.restarts if pgd else 1,
+            deployed = DeployedRun(ev.main_eps / 255, dep.n, pgd.steps if pgd else ATTACK_STEPS,
+                                   pgd.restarts if pgd else RESTARTS,
                                    dep.square_queries, dep.opset, dep.tol / 100, dep.runtime, dep.fusion,
                                    label=ev.main_eps)
         bitflip = None
         if ev.bitflip.applies(seed) and parse_precision(cell.precision).weight_bits < 32:
             b = ev.bitflip  # attack batches of their own per seed: pooled runs are independent draws
-            bitflip = BitFlipRun(b.n or min(ev.n_test or 1000, 1000),
-                                 tuple(range(seed * b.repeats, (seed + 1) * b.repeats)), tuple(b.methods),
-                                 b.attack_batch, b.search_cap, b.random_cap)
+            bitflip = BitFlipRun.of(b.n or min(ev.n_test or BITFLIP_N_MAX, BITFLIP_N_MAX),
+                                    range(seed * b.repeats, (seed + 1) * b.repeats), b.methods,
+                                    attack_batch=b.attack_batch, search_cap=b.search_cap, random_cap=b.random_cap)
         # the transfer matrix needs each source's own outcome on every example: no cascade (a cascaded
         # attack's outcome is cumulative, robust under it and every earlier attack)
         cascade = ev.cascade and not ev.transfer_matrix

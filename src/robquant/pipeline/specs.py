@@ -23,6 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Union
 
 from robquant.attacks.runs import AttackRun, Budget
+from robquant.defaults import (ATTACK_STEPS, BITFLIP_ATTACK_BATCH, BITFLIP_METHODS, BITFLIP_RANDOM_CAP, BITFLIP_SEARCH_CAP,
+                               CHECK_EXAMPLES, CHECK_SQUARE_QUERIES, CHECK_TOL, COLLAPSE_EPS_255, RESTARTS)
+from robquant.errors import ConfigError, check_range
 from robquant.quant import AnyQuantConfig
 from robquant.quant.config import is_quant_config
 from robquant.train import HeldOutCheck, TrainConfig
@@ -159,6 +162,16 @@ class DiagnoseRun:
     integer: bool
     label: float | None = field(default=None, metadata=UNKEYED)  # eps as the study wrote it (/255)
 
+    @classmethod
+    def at(cls, eps_255: float, *, n: int = CHECK_EXAMPLES, steps: int = ATTACK_STEPS, restarts: int = RESTARTS,
+           square_queries: int = CHECK_SQUARE_QUERIES, autoattack: Any = ("apgd-ce",),
+           collapse_eps_255: float = COLLAPSE_EPS_255, tol: float = CHECK_TOL, integer: bool = True) -> "DiagnoseRun":
+        """The trust checks at ``eps_255`` (/255), the defaults for what is not given: the one place a
+        study's ``diagnostics`` and ``robquant attack --diagnose`` build it. ``tol`` is a fraction (0.01: one
+        accuracy point); ``autoattack`` None or empty skips the AutoAttack comparison."""
+        return cls(eps_255 / 255, n, steps, restarts, square_queries, tuple(autoattack) if autoattack else None,
+                   collapse_eps_255 / 255, tol, integer, label=eps_255)
+
     def options(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["autoattack"] = list(self.autoattack) if self.autoattack else None
@@ -208,6 +221,27 @@ class BitFlipRun:
     attack_batch: int
     search_cap: int
     random_cap: int
+
+    @classmethod
+    def of(cls, n: int, seeds: Any, methods: Any = BITFLIP_METHODS, *,
+           attack_batch: int = BITFLIP_ATTACK_BATCH, search_cap: int = BITFLIP_SEARCH_CAP,
+           random_cap: int = BITFLIP_RANDOM_CAP) -> "BitFlipRun":
+        """The bit-flip run, checked, the defaults for what is not given: the one place a study's ``bitflip``
+        and ``robquant attack --attack bitflip`` build it.
+
+        Raises:
+            ConfigError: an unknown or no method, no seed, a number below 1 (naming the option).
+        """
+        methods, seeds = tuple(methods), tuple(int(s) for s in seeds)
+        bad = [m for m in methods if m not in BITFLIP_METHODS]
+        if bad or not methods:
+            raise ConfigError(f"bitflip methods must be among {', '.join(BITFLIP_METHODS)}, got {', '.join(bad) or 'none'}")
+        if not seeds:
+            raise ConfigError("bitflip seeds must name at least one seed")
+        return cls(int(check_range("bitflip n", n, 1)), seeds, methods,
+                   int(check_range("bitflip attack_batch", attack_batch, 1)),
+                   int(check_range("bitflip search_cap", search_cap, 1)),
+                   int(check_range("bitflip random_cap", random_cap, 1)))
 
     def options(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -16,8 +16,9 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator,
                       model_validator)
 
-from robquant.defaults import (ATTACK_STEPS, CHECK_EXAMPLES, CHECK_SQUARE_QUERIES, CHECK_TOL, COLLAPSE_EPS_255, OPSET,
-                               OPSETS, RESTARTS)
+from robquant.defaults import (ATTACK_STEPS, BITFLIP_ATTACK_BATCH, BITFLIP_METHODS, BITFLIP_N_MAX, BITFLIP_RANDOM_CAP,
+                               BITFLIP_REPEATS, BITFLIP_SEARCH_CAP, CHECK_EXAMPLES, CHECK_SQUARE_QUERIES, CHECK_TOL,
+                               COLLAPSE_EPS_255, OPSET, OPSETS, RESTARTS, SQUARE_QUERIES)
 from robquant.errors import CheckpointError, ConfigError
 from robquant.quant.config import PACT_INITS, WEIGHT_QUANTIZERS, PTQConfig, QATConfig
 from robquant.quant.precision import parse_precision
@@ -103,7 +104,7 @@ class AttackSpec(_Spec):
     step_size: Optional[float] = Field(None, gt=0, description="PGD step in /255 units (default eps/4)")
     attacks: Optional[list[AA_ATTACKS]] = Field(None, min_length=1,
                                                 description="autoattack/apgd: sub-attacks (default: standard / apgd-ce)")
-    n_queries: int = Field(5000, ge=1, description="square: queries per example")
+    n_queries: int = Field(SQUARE_QUERIES, ge=1, description="square: queries per example")
     n: Optional[int] = Field(None, ge=1, description="attack only the first n test examples (expensive attacks)")
     eps: Optional[list[float]] = Field(None, min_length=1, description="run only at these budgets (/255; a subset "
                                        "of evaluation.eps; default all)")
@@ -213,15 +214,15 @@ class BitFlipSpec(_Switched):
 
     enabled: bool = Field(False, description="count the bit flips that break every model with quantized weights")
     n: Optional[int] = Field(None, ge=1, description="test examples accuracy is judged on (default: the "
-                             "evaluation's n_test, at most 1000)")
-    repeats: int = Field(3, ge=1, description="attack batches per model, each a run of every method (the model of "
+                             f"evaluation's n_test, at most {BITFLIP_N_MAX})")
+    repeats: int = Field(BITFLIP_REPEATS, ge=1, description="attack batches per model, each a run of every method (the model of "
                          "seed s draws batches s*repeats .. (s+1)*repeats-1: no two models share one)")
-    methods: list[Literal["search", "random"]] = Field(["search", "random"], min_length=1,
+    methods: list[Literal[BITFLIP_METHODS]] = Field(list(BITFLIP_METHODS), min_length=1,
                                                        description="search (progressive bit search), random")
-    attack_batch: int = Field(128, ge=1, description="the search's examples, drawn from the test examples after "
+    attack_batch: int = Field(BITFLIP_ATTACK_BATCH, ge=1, description="the search's examples, drawn from the test examples after "
                               "the first n")
-    search_cap: int = Field(100, ge=1, description="flips the search may make")
-    random_cap: int = Field(2000, ge=1, description="flips the random baseline may make")
+    search_cap: int = Field(BITFLIP_SEARCH_CAP, ge=1, description="flips the search may make")
+    random_cap: int = Field(BITFLIP_RANDOM_CAP, ge=1, description="flips the random baseline may make")
     seeds: Optional[list[int]] = Field(None, min_length=1, description="only the models of these seeds (default: "
                                        "every model)")
 

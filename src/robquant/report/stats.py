@@ -36,6 +36,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from scipy import stats
 
+from robquant.defaults import N_BOOT
 from robquant.report.inference import Estimate, draw_means
 
 LABELS = ("+", "-", "~", "n.s.")
@@ -93,7 +94,7 @@ def format_estimate(est: Estimate, scale: float = 100.0, signed: bool = False, l
     return f"{text} ({scale * lo:.1f}–{scale * hi:.1f})"
 
 
-def trend_label_examples(y: np.ndarray, bits: Sequence[int], *, n_boot: int = 2000, level: float = 0.95,
+def trend_label_examples(y: np.ndarray, bits: Sequence[int], *, n_boot: int = N_BOOT, level: float = 0.95,
                          min_effect: float = 0.02, seed: int = 0) -> tuple[str, dict[str, Any]]:
     """The trend label from per-example outcomes ``y`` ``(S seeds, n examples, k bit-widths)``, the
     bit-widths ``bits`` ascending (see the module docstring); the draws count seeds and examples.
@@ -122,7 +123,7 @@ def _label(means: np.ndarray, min_effect: float, level: float, info: dict[str, A
     return "n.s.", info
 
 
-def trend_label(values: Mapping[int, Sequence[float] | Mapping[int, float]], *, n_boot: int = 2000,
+def trend_label(values: Mapping[int, Sequence[float] | Mapping[int, float]], *, n_boot: int = N_BOOT,
                 level: float = 0.95, min_effect: float = 0.02, seed: int = 0, paired: bool = True
                 ) -> tuple[str, dict[str, Any]]:
     """The trend label of robustness vs bit-width (see the module docstring).

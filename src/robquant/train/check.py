@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from robquant.attacks import PGD
-from robquant.data import ImageDataset, epoch_generator, stratified_index
+from robquant.data import ImageDataset, epoch_generator, stratified_index, to_unit
 from robquant.errors import ConfigError, check_range
 
 
@@ -58,7 +58,7 @@ class HeldOutCheck:
         clean = robust = 0
         try:
             for start in range(0, len(held_out), batch_size):
-                x = held_out.images[start:start + batch_size].to(device).float().div_(255)  # (B, C, H, W)
+                x = to_unit(held_out.images[start:start + batch_size].to(device))  # (B, C, H, W)
                 y = held_out.labels[start:start + batch_size].to(device)
                 with torch.no_grad():
                     right = model(x).argmax(1) == y

@@ -1,0 +1,58 @@
+"""Each evaluation run is built in one place, with its defaults written once: a study and the
+command line (through the library) build the same run for the same options."""
+
+import pytest
+
+from robquant.defaults import (ATTACK_STEPS, BITFLIP_ATTACK_BATCH, BITFLIP_RANDOM_CAP, BITFLIP_REPEATS,
+                               BITFLIP_SEARCH_CAP, CHECK_EXAMPLES, CHECK_SQUARE_QUERIES, CHECK_TOL, SQUARE_QUERIES)
+from robquant.errors import ConfigError
+from robquant.pipeline.api import _diagnose_run
+from robquant.pipeline.plan import build_plan
+from robquant.pipeline.specs import BitFlipRun, Budget
+from robquant.pipeline.study import AttackSpec, BitFlipSpec, parse_study
+
+STUDY = {"name": "defaults", "dataset": {"name": "digits"}, "model": {"name": "resnet20", "width": 4},
+         "evaluation": {"eps": [8, 32], "main_eps": 32, "n_test": 300, "bitflip": True},
+         "axes": {"init": ["non_robust"], "method": ["ptq"], "precision": ["A4W4"]}}
+
+
+def _evaluate_spec(study):
+    plan = build_plan(parse_study(study), lambda: 1000)
+    return next(st.spec for st in plan.stages.values() if st.kind == "evaluate")
+
+
+def test_a_studys_trust_checks_are_the_command_lines_with_the_same_options():
+    spec = _evaluate_spec(STUDY)
+    budgets = (Budget.of(8), Budget.of(32))
+    main, run = _diagnose_run({"eps": 32}, budgets)  # robquant attack --diagnose --eps 8,32, every default
+    assert main == budgets[1] and run == spec.diagnose
+    assert (run.n, run.steps, run.square_queries, run.tol) == (CHECK_EXAMPLES, ATTACK_STEPS, CHECK_SQUARE_QUERIES,
+                                                              CHECK_TOL)
+    assert run.eps == 32 / 255 and run.label == 32
+    with pytest.raises(ConfigError, match="diagnose takes no option 'quries'|diagnose takes no option quries"):
+        _diagnose_run({"eps": 32, "quries": 5}, budgets)
+
+
+def test_a_studys_bit_flips_are_built_by_the_same_constructor_with_the_same_defaults():
+    flips = _evaluate_spec(STUDY).bitflip
+    assert flips == BitFlipRun.of(300, range(BITFLIP_REPEATS))
+    assert (flips.attack_batch, flips.search_cap, flips.random_cap) == (BITFLIP_ATTACK_BATCH, BITFLIP_SEARCH_CAP,
+                                                                        BITFLIP_RANDOM_CAP)
+    spec = BitFlipSpec(enabled=True)
+    assert (spec.attack_batch, spec.search_cap, spec.random_cap, spec.repeats) == (
+        BITFLIP_ATTACK_BATCH, BITFLIP_SEARCH_CAP, BITFLIP_RANDOM_CAP, BITFLIP_REPEATS)
+    with pytest.raises(ConfigError, match="bitflip methods must be among search, random, got flip"):
+        BitFlipRun.of(10, [0], ["flip"])
+    with pytest.raises(ConfigError, match="bitflip search_cap"):
+        BitFlipRun.of(10, [0], search_cap=0)
+
+
+def test_the_schema_and_the_command_line_show_the_declared_defaults():
+    from typer.testing import CliRunner
+
+    from robquant.cli import app
+
+    assert AttackSpec(name="square").n_queries == SQUARE_QUERIES
+    help_text = " ".join(CliRunner().invoke(app, ["attack", "--help"], terminal_width=400).output.split())
+    assert f"default {SQUARE_QUERIES}" in help_text
+    assert f"{BITFLIP_SEARCH_CAP},{BITFLIP_RANDOM_CAP}" in help_text
