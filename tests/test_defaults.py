@@ -47,12 +47,44 @@ def test_a_studys_bit_flips_are_built_by_the_same_constructor_with_the_same_defa
         BitFlipRun.of(10, [0], search_cap=0)
 
 
-def test_the_schema_and_the_command_line_show_the_declared_defaults():
+def _help(command):
+    """A command's --help as one line of words (wide, the table's borders removed)."""
     from typer.testing import CliRunner
 
     from robquant.cli import app
 
+    out = CliRunner(env={"COLUMNS": "400"}).invoke(app, [command, "--help"]).output
+    return " ".join(out.replace("│", " ").split())
+
+
+def test_the_schema_and_the_command_line_show_the_declared_defaults():
     assert AttackSpec(name="square").n_queries == SQUARE_QUERIES
-    help_text = " ".join(CliRunner().invoke(app, ["attack", "--help"], terminal_width=400).output.split())
+    help_text = _help("attack")
     assert f"default {SQUARE_QUERIES}" in help_text
     assert f"{BITFLIP_SEARCH_CAP},{BITFLIP_RANDOM_CAP}" in help_text
+
+
+def test_each_qat_strategy_names_a_registered_objective_and_the_library_inverts_the_same_table():
+    from robquant.pipeline.api import STRATEGY_OF_OBJECTIVE
+    from robquant.pipeline.study import QAT_STRATEGIES, Axes
+    from robquant.train.objectives import OBJECTIVES
+
+    assert set(QAT_STRATEGIES.values()) <= set(OBJECTIVES.names())
+    assert {STRATEGY_OF_OBJECTIVE[o] for o in QAT_STRATEGIES.values()} == set(QAT_STRATEGIES)
+    with pytest.raises(ValueError, match="vanilla"):  # the schema's choices are the table's
+        Axes(strategy=["pgd7"])
+
+
+def test_the_command_lines_recipe_help_shows_the_recipes_own_defaults():
+    from robquant.quant import PTQConfig, QATConfig
+    from robquant.train import FP_TRAIN, PGD_AT, QAT_FINETUNE
+
+    train, quantize = _help("train"), _help("quantize")
+    assert f"training epochs (default {FP_TRAIN.epochs}," in train
+    assert f"initial learning rate (default {FP_TRAIN.lr:g})" in train
+    assert f"attack steps (default {PGD_AT.steps})" in train
+    assert f"budget in /255 units (default {round(PGD_AT.eps * 255)})" in train
+    assert f"fine-tuning epochs (default {QAT_FINETUNE.epochs}," in quantize
+    assert f"initial learning rate (default {QAT_FINETUNE.lr:g}," in quantize
+    assert f"default {PTQConfig(precision='A8W8').calib_images})" in quantize
+    assert f"(default {QATConfig(precision='A8W8').pact_alpha:g}," in quantize

@@ -16,9 +16,11 @@ import typer
 from rich.console import Console
 
 from robquant import __version__
-from robquant.defaults import (ATTACK_STEPS, BITFLIP_ATTACK_BATCH, BITFLIP_RANDOM_CAP, BITFLIP_REPEATS,
-                               BITFLIP_SEARCH_CAP, CHECK_EXAMPLES, CHECK_SQUARE_QUERIES, DEPLOYED_SQUARE_QUERIES, OPSET,
-                               RESTARTS, SQUARE_QUERIES)
+from robquant.defaults import (ATTACK_STEPS, BATCH_SIZE, BITFLIP_ATTACK_BATCH, BITFLIP_RANDOM_CAP, BITFLIP_REPEATS,
+                               BITFLIP_SEARCH_CAP, CALIB_BATCH_SIZE, CALIB_IMAGES, CHECK_EXAMPLES, CHECK_SQUARE_QUERIES,
+                               DEPLOYED_SQUARE_QUERIES, EPOCHS, LR, OPSET, PACT_ALPHA, PACT_PERCENTILE, PGD_AT_EPS_255,
+                               PGD_AT_STEP_255, PGD_AT_STEPS, QAT_EPOCHS, QAT_LR, RESTARTS, SQUARE_QUERIES,
+                               WEIGHT_DECAY)
 from robquant.errors import ConfigError, RobquantError, check_range
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -112,19 +114,19 @@ def train(
                               "package.module:factory (importable, called with --model-kwargs)"),
     model_kwargs: Optional[str] = typer.Option(None, help="your own model's factory options, as JSON"),
     objective: str = typer.Option("clean", help="clean or pgd_at"),
-    epochs: Optional[int] = typer.Option(None, help="training epochs (default 200, the paper's)"),
+    epochs: Optional[int] = typer.Option(None, help=f"training epochs (default {EPOCHS}, the paper's)"),
     out: Path = typer.Option(..., help="the result's name: a link to its folder in the store (model, record)"),
     store: Optional[Path] = typer.Option(None, help=STORE_HELP),
     fraction: float = typer.Option(1.0, help="fraction of the training set, in (0, 1], class-stratified"),
     seed: int = typer.Option(0, help="seed for initialisation, data order and attacks"),
-    batch_size: Optional[int] = typer.Option(None, help="examples per step (default 128)"),
-    lr: Optional[float] = typer.Option(None, help="initial learning rate (default 0.1)"),
-    weight_decay: Optional[float] = typer.Option(None, help="L2 coefficient (default 1e-4)"),
+    batch_size: Optional[int] = typer.Option(None, help=f"examples per step (default {BATCH_SIZE})"),
+    lr: Optional[float] = typer.Option(None, help=f"initial learning rate (default {LR:g})"),
+    weight_decay: Optional[float] = typer.Option(None, help=f"L2 coefficient (default {WEIGHT_DECAY:g})"),
     schedule: Optional[str] = typer.Option(None, help="multistep (x0.1 at 1/2, 3/4; default), cosine or constant"),
     width: Optional[int] = typer.Option(None, help="model width (ResNet-20: 16)"),
-    pgd_eps: Optional[float] = typer.Option(None, help="pgd_at: budget in /255 units (default 8)"),
-    pgd_step: Optional[float] = typer.Option(None, help="pgd_at: step in /255 units (default 2)"),
-    pgd_steps: Optional[int] = typer.Option(None, help="pgd_at: attack steps (default 7)"),
+    pgd_eps: Optional[float] = typer.Option(None, help=f"pgd_at: budget in /255 units (default {PGD_AT_EPS_255})"),
+    pgd_step: Optional[float] = typer.Option(None, help=f"pgd_at: step in /255 units (default {PGD_AT_STEP_255})"),
+    pgd_steps: Optional[int] = typer.Option(None, help=f"pgd_at: attack steps (default {PGD_AT_STEPS})"),
     bn_mode: Optional[str] = typer.Option(None, help="pgd_at: BN mode while generating (eval, the default, or train)"),
     n_test: Optional[int] = typer.Option(None, help="test examples for the final accuracy (default all)"),
     autocast: Optional[str] = typer.Option(None, help="bf16: train under bfloat16 autocast (faster on GPUs with "
@@ -424,30 +426,30 @@ def quantize(
                                              "search"),
     first_last: bool = typer.Option(False, "--quantize-first-last", help="also quantize the first and last layer"),
     calib_images: Optional[int] = typer.Option(None, help="calibration images from the training fraction (PTQ "
-                                               "ranges, QAT's PACT alpha; default 512)"),
-    calib_batch_size: Optional[int] = typer.Option(None, help="images per calibration batch (default 4, PWLQ's)"),
+                                               f"ranges, QAT's PACT alpha; default {CALIB_IMAGES})"),
+    calib_batch_size: Optional[int] = typer.Option(None, help=f"images per calibration batch (default {CALIB_BATCH_SIZE}, PWLQ's)"),
     act_placement: Optional[str] = typer.Option(None, help="PTQ activations: inputs (of every conv, linear and "
                                                 "pooling layer; PWLQ's code; default) or relu"),
     pact_init: Optional[str] = typer.Option(None, help="QAT: PACT alpha from the data (a percentile of each "
                                             "layer's activations) or fixed (--pact-alpha); default data, "
                                             "fixed with --reinit"),
-    pact_alpha: Optional[float] = typer.Option(None, help="QAT: PACT alpha when fixed (default 10, PACT's "
+    pact_alpha: Optional[float] = typer.Option(None, help=f"QAT: PACT alpha when fixed (default {PACT_ALPHA:g}, PACT's "
                                                "from-scratch value)"),
-    pact_percentile: Optional[float] = typer.Option(None, help="QAT: percentile of pact_init data (default 99.9)"),
+    pact_percentile: Optional[float] = typer.Option(None, help=f"QAT: percentile of pact_init data (default {PACT_PERCENTILE:g})"),
     fraction: float = typer.Option(1.0, help="fraction of the training set (calibration / fine-tuning)"),
-    epochs: Optional[int] = typer.Option(None, help="QAT: fine-tuning epochs (default 60, the paper's)"),
+    epochs: Optional[int] = typer.Option(None, help=f"QAT: fine-tuning epochs (default {QAT_EPOCHS}, the paper's)"),
     objective: str = typer.Option("clean", help="QAT: clean, pgd_at, fast_adversarial or transfer (RRM "
                                   "distillation from --teacher)"),
     teacher: Optional[Path] = typer.Option(None, help="QAT --objective transfer: the robust full-precision model "
                                            "folder whose features the quantized model learns to match"),
-    lr: Optional[float] = typer.Option(None, help="QAT: initial learning rate (default 0.01, cosine schedule)"),
-    batch_size: Optional[int] = typer.Option(None, help="QAT: examples per step (default 128)"),
+    lr: Optional[float] = typer.Option(None, help=f"QAT: initial learning rate (default {QAT_LR:g}, cosine schedule)"),
+    batch_size: Optional[int] = typer.Option(None, help=f"QAT: examples per step (default {BATCH_SIZE})"),
     weight_decay: Optional[float] = typer.Option(None, help="QAT: L2 coefficient, also regularises PACT's alpha "
-                                                 "(default 1e-4)"),
+                                                 f"(default {WEIGHT_DECAY:g})"),
     reinit: bool = typer.Option(False, help="QAT: start from random parameters (keep the architecture)"),
-    pgd_eps: Optional[float] = typer.Option(None, help="pgd_at: budget in /255 units (default 8)"),
-    pgd_step: Optional[float] = typer.Option(None, help="pgd_at: step in /255 units (default 2)"),
-    pgd_steps: Optional[int] = typer.Option(None, help="pgd_at: attack steps (default 7)"),
+    pgd_eps: Optional[float] = typer.Option(None, help=f"pgd_at: budget in /255 units (default {PGD_AT_EPS_255})"),
+    pgd_step: Optional[float] = typer.Option(None, help=f"pgd_at: step in /255 units (default {PGD_AT_STEP_255})"),
+    pgd_steps: Optional[int] = typer.Option(None, help=f"pgd_at: attack steps (default {PGD_AT_STEPS})"),
     seed: int = typer.Option(0, help="seed for calibration images, data order and attacks"),
     n_test: Optional[int] = typer.Option(None, help="test examples for the final accuracy (default all)"),
     data_root: Optional[Path] = typer.Option(None, help=DATA_ROOT_HELP),

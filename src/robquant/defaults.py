@@ -23,3 +23,19 @@ BITFLIP_N_MAX = 1000  # a study's bit-flip accuracy is judged on at most this ma
 N_BOOT = 2000  # bootstrap draws of the trend labels
 OPSET = 17  # the ONNX opset of an export
 OPSETS = (13, 14, 15, 16, 17, 18, 19, 20)  # per-channel QDQ from 13; torch's TorchScript exporter writes up to 20
+
+# training recipes (robquant.train: TrainConfig, PGDATConfig, QAT_FINETUNE); /255 where a user writes budgets
+EPOCHS = 200  # the paper's FP schedule (and QAT from random parameters)
+BATCH_SIZE = 128
+LR = 0.1
+WEIGHT_DECAY = 1e-4
+QAT_EPOCHS = 60  # QAT fine-tuning from trained FP parameters (the paper's)
+QAT_LR = 0.01
+PGD_AT_EPS_255 = 8  # PGD adversarial training: budget, step (/255) and steps (the paper's PGD-7)
+PGD_AT_STEP_255 = 2
+PGD_AT_STEPS = 7
+# quantization (robquant.quant: PTQConfig, QATConfig)
+CALIB_IMAGES = 512  # training images that calibrate activation ranges (and QAT's PACT alpha)
+CALIB_BATCH_SIZE = 4  # images per calibration batch (PWLQ's)
+PACT_ALPHA = 10.0  # PACT's clipping level when fixed (PACT's from-scratch value)
+PACT_PERCENTILE = 99.9  # the data percentile PACT's alpha starts from

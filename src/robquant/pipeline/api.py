@@ -35,6 +35,7 @@ from robquant.pipeline.plan import Stage
 from robquant.pipeline.specs import (AttackRun, BitFlipRun, Budget, DataRef, DiagnoseRun, Evaluate, ImportFP,
                                      ModelRef, ObjectiveRef, Quantize, StageSpec, TrainFP, spec_key)
 from robquant.pipeline.store import Store
+from robquant.pipeline.study import QAT_STRATEGIES
 from robquant.progress import NULL_PROGRESS, Progress
 from robquant.quant import AnyQuantConfig
 from robquant.quant.coverage import check_coverage
@@ -44,8 +45,7 @@ import robquant.zoo as zoo
 STORE = "store"  # the default store's folder name, beside ``out``
 ZOO_STORE = Path("runs") / STORE  # where a zoo model is imported when no store is given (never into the package)
 INIT_OF_OBJECTIVE = {"clean": "non_robust", "pgd_at": "robust"}  # a study's FP inits and their objectives
-STRATEGY_OF_OBJECTIVE = {"clean": "vanilla", "pgd_at": "adversarial", "fast_adversarial": "fast_adversarial",
-                         "transfer": "transfer"}  # a study's QAT strategies and their objectives
+STRATEGY_OF_OBJECTIVE = {objective: strategy for strategy, objective in QAT_STRATEGIES.items()}  # the inverse
 
 
 def resolve_device(device: str | torch.device) -> torch.device:

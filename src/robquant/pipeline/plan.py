@@ -18,7 +18,7 @@ from robquant.modelfolder import weights_sha256
 from robquant.pipeline.specs import (AttackRun, BitFlipRun, Budget, DataRef, DeployedRun, DiagnoseRun, Evaluate,
                                      ImportFP, ModelRef, ObjectiveRef, Quantize, StageSpec, TrainFP, spec_config,
                                      spec_key)
-from robquant.pipeline.study import Cell, FPWeightsSpec, Study, TrainSpec
+from robquant.pipeline.study import QAT_STRATEGIES, Cell, FPWeightsSpec, Study, TrainSpec
 from robquant.quant import AnyQuantConfig, PTQConfig, QATConfig
 from robquant.quant.precision import parse_precision
 from robquant.train import TrainConfig
@@ -261,14 +261,12 @@ def quant_config(study: Study, cell: Cell) -> AnyQuantConfig:
 
 
 def qat_objective(study: Study, cell: Cell) -> ObjectiveRef:
-    """The training objective of a QAT cell's strategy."""
-    if cell.strategy == "adversarial":
-        return ObjectiveRef("pgd_at", study.qat.pgd.kwargs())
-    if cell.strategy == "fast_adversarial":
-        return ObjectiveRef("fast_adversarial", {"eps": study.qat.fast_eps / 255})
-    if cell.strategy == "transfer":
-        return ObjectiveRef("transfer", {"lam": study.qat.transfer_lambda})
-    return ObjectiveRef("clean")
+    """The training objective of a QAT cell's strategy (:data:`~robquant.pipeline.study.QAT_STRATEGIES`) with
+    the study's options for it."""
+    name = QAT_STRATEGIES[cell.strategy or "vanilla"]
+    kwargs = {"pgd_at": lambda: study.qat.pgd.kwargs(), "fast_adversarial": lambda: {"eps": study.qat.fast_eps / 255},
+              "transfer": lambda: {"lam": study.qat.transfer_lambda}}.get(name, dict)()
+    return ObjectiveRef(name, kwargs)
 
 
 def evaluation_cost(spec: Evaluate) -> dict[str, float]:

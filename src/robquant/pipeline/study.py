@@ -93,6 +93,13 @@ class ModelSpec(_Spec):
 
 
 AA_ATTACKS = Literal["apgd-ce", "apgd-t", "fab-t", "square"]
+# A QAT cell's strategy and the training objective it fine-tunes with (robquant.train.OBJECTIVES),
+# the one list of them: the schema's choices, the plan's objective and the library's inverse come from it.
+QAT_STRATEGIES = {"vanilla": "clean", "adversarial": "pgd_at", "transfer": "transfer",
+                  "fast_adversarial": "fast_adversarial"}
+STRATEGY_NAMES = tuple(QAT_STRATEGIES)
+INITS = ("random", "non_robust", "robust")
+METHODS = ("ptq", "qat")
 
 
 class AttackSpec(_Spec):
@@ -473,9 +480,9 @@ def _check_fraction(v: float) -> float:
 
 
 class Axes(_Spec):
-    init: list[Literal["random", "non_robust", "robust"]] = Field(["non_robust", "robust"], min_length=1)
-    method: list[Literal["ptq", "qat"]] = Field(["ptq", "qat"], min_length=1)
-    strategy: list[Literal["vanilla", "adversarial", "transfer", "fast_adversarial"]] = Field(["vanilla"], min_length=1)
+    init: list[Literal[INITS]] = Field(["non_robust", "robust"], min_length=1)
+    method: list[Literal[METHODS]] = Field(list(METHODS), min_length=1)
+    strategy: list[Literal[STRATEGY_NAMES]] = Field(["vanilla"], min_length=1)
     precision: list[str] = Field(["A32W32", "A8W8", "A4W4"], min_length=1)
     fraction: list[float] = Field([1.0], min_length=1)
 
@@ -493,9 +500,9 @@ class Axes(_Spec):
 class Cell(_Spec):
     """One pipeline: where its parameters start, how it is quantized, and on how much data."""
 
-    init: Literal["random", "non_robust", "robust"]
-    method: Literal["ptq", "qat"]
-    strategy: Optional[Literal["vanilla", "adversarial", "transfer", "fast_adversarial"]] = None
+    init: Literal[INITS]
+    method: Literal[METHODS]
+    strategy: Optional[Literal[STRATEGY_NAMES]] = None
     precision: str
     fraction: float = 1.0
     eps: Optional[tuple[float, ...]] = Field(None, min_length=1, description="evaluate at these budgets only (/255; a "

@@ -22,6 +22,7 @@ from typing import Any, Callable, ClassVar, Union
 
 from torch import nn
 
+from robquant.defaults import CALIB_BATCH_SIZE, CALIB_IMAGES, PACT_ALPHA, PACT_PERCENTILE
 from robquant.errors import ConfigError, UnknownNameError, check_range
 from robquant.quant.pact import PACT, DoReFaWeightQuantizer
 from robquant.quant.precision import Precision, parse_precision
@@ -113,8 +114,8 @@ class _Config:
     act_placement: str = ""
     quantize_first_last: bool = False
     per_channel: bool = True
-    calib_images: int = 512
-    calib_batch_size: int = 4
+    calib_images: int = CALIB_IMAGES
+    calib_batch_size: int = CALIB_BATCH_SIZE
     straight_through: bool = True
 
     def __post_init__(self) -> None:
@@ -216,9 +217,9 @@ class QATConfig(_Config):
     weight_quantizer: str = "dorefa"
     act_quantizer: str = "pact"
     act_placement: str = "relu"
-    pact_alpha: float = 10.0
+    pact_alpha: float = PACT_ALPHA
     pact_init: str = "data"
-    pact_percentile: float = 99.9
+    pact_percentile: float = PACT_PERCENTILE
 
     def __post_init__(self) -> None:
         super().__post_init__()

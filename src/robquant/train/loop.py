@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from robquant.data import DeviceLoader, ImageDataset, epoch_generator
+from robquant.defaults import BATCH_SIZE, EPOCHS, LR, WEIGHT_DECAY
 from robquant.errors import CheckpointError, ConfigError, check_range
 from robquant.progress import NULL_PROGRESS, Progress
 from robquant.train.check import HeldOutCheck
@@ -52,11 +53,11 @@ class TrainConfig:
             set, so float32 stages keep their keys.
     """
 
-    epochs: int = 200
-    batch_size: int = 128
-    lr: float = 0.1
+    epochs: int = EPOCHS
+    batch_size: int = BATCH_SIZE
+    lr: float = LR
     momentum: float = 0.9
-    weight_decay: float = 1e-4
+    weight_decay: float = WEIGHT_DECAY
     nesterov: bool = False
     schedule: str = "multistep"
     milestones: tuple[int, ...] | None = None

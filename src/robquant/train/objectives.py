@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robquant.attacks import PGD
+from robquant.defaults import PGD_AT_EPS_255, PGD_AT_STEP_255, PGD_AT_STEPS
 from robquant.errors import ConfigError, check_range
 from robquant.registry import Registry
 
@@ -75,9 +76,9 @@ class PGDATConfig:
             the common PyTorch recipe) or ``"train"`` (batch statistics, as Madry's code).
     """
 
-    eps: float = 8 / 255
-    step_size: float = 2 / 255
-    steps: int = 7
+    eps: float = PGD_AT_EPS_255 / 255
+    step_size: float = PGD_AT_STEP_255 / 255
+    steps: int = PGD_AT_STEPS
     random_start: bool = True
     bn_mode: str = "eval"
 
