@@ -182,7 +182,7 @@ def sweep_section(args: argparse.Namespace) -> None:
     from robquant.pipeline.plan import build_plan
     from robquant.pipeline.store import Store
     from robquant.pipeline.study import load_study
-    from robquant.report.inference import estimate
+    from robquant.report.intervals import estimate
     from robquant.report.stats import trend_label_examples
 
     study = load_study(args.study)

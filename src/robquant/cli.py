@@ -574,7 +574,7 @@ def _plan(study_path: Path, store_dir: Optional[Path], open_store: bool = True):
 def _design_warnings(study: Any) -> list[str]:
     """What the study cannot decide at the findings' margin (planned before it runs)."""
     from robquant.data import create_dataset
-    from robquant.report.design import design_warnings
+    from robquant.report.power import design_warnings
 
     ds = study.dataset
     return design_warnings(study, lambda: len(create_dataset(ds.name, ds.root, "test",

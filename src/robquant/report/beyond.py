@@ -25,7 +25,7 @@ import numpy as np
 from scipy import stats
 
 from robquant.report.findings import NOT_SIGNIFICANT, power_text
-from robquant.report.inference import POWER
+from robquant.report.intervals import POWER
 from robquant.report.records import by_cell, cell_name, comparable, contrast
 from robquant.report.stats import format_estimate
 from robquant.report.tables import Table

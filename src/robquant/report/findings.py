@@ -6,7 +6,7 @@ What a verdict may claim (ALGORITHMS.md sec. 10):
 
 - A cell is compared with the robust FP reference (PTQ from robust at A32W32) of the same seed on
   the same test examples. The difference's interval counts the seeds and the test sample
-  (:mod:`robquant.report.inference`); where every seed shares one FP model the verdict holds for
+  (:mod:`robquant.report.intervals`); where every seed shares one FP model the verdict holds for
   that FP model, and says so.
 - *kept*: the interval's lower end is above ``-MARGIN`` (2 points). *lost*: the paper's size, the
   cell keeps at most ``LOST_SHARE`` (a quarter) of the reference's robustness (the paper: 0.1 of
@@ -25,7 +25,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from robquant.report.inference import MAX_EXAMPLES, Estimate
+from robquant.report.intervals import MAX_EXAMPLES, Estimate
 from robquant.report.records import CLEAN, PAPER, WORST, cell_estimate, cell_name, contrast
 from robquant.report.stats import format_estimate
 from robquant.report.tables import RESAMPLED, Table, sweep_trend

@@ -16,7 +16,7 @@ from robquant.attacks.outcomes import Outcomes
 from robquant.errors import ConfigError
 from robquant.pipeline.handlers import EvaluationMetrics
 from robquant.quant.precision import parse_precision
-from robquant.report.inference import Estimate, estimate
+from robquant.report.intervals import Estimate, estimate
 
 CLEAN, PAPER, WORST = "clean", "paper", "worst"  # what a per-example series measures (else: an attack label)
 
@@ -158,7 +158,7 @@ def outcome_matrix(conditions: Sequence[tuple[Sequence[dict[str, Any]], str]], e
 
 def cell_estimate(rows: Sequence[dict[str, Any]], what: str, eps: float | None = None) -> Estimate:
     """The mean of ``what`` over a cell's seeds and examples, with its interval (seeds and test
-    sample counted, :func:`robquant.report.inference.estimate`)."""
+    sample counted, :func:`robquant.report.intervals.estimate`)."""
     y, _ = outcome_matrix([(rows, what)], eps)
     return estimate(y[:, :, 0] if y.size else np.zeros((0, 0)))
 

@@ -1,7 +1,7 @@
 """Statistics of a report: intervals and the Table-1 trend labels.
 
 Intervals of a report's cells and comparisons count the seeds and the test sample
-(:mod:`robquant.report.inference`, :func:`format_estimate`); :func:`t_interval` (over seeds alone)
+(:mod:`robquant.report.intervals`, :func:`format_estimate`); :func:`t_interval` (over seeds alone)
 remains for quantities that have no per-example evidence (wall time, passes).
 
 Trend label of robustness vs bit-width (one pipeline, one attack strength), at three or more
@@ -11,7 +11,7 @@ bit-widths (full precision counts as 32 bits):
   bit-widths left is ``n.s.``.
 - Draw ``n_boot`` plausible sets of means. From per-example outcomes (:func:`trend_label_examples`,
   what reports use) the draws count the seeds and the test examples
-  (:func:`robquant.report.inference.draw_means`): every bit-width is evaluated on the same examples
+  (:func:`robquant.report.intervals.draw_means`): every bit-width is evaluated on the same examples
   and the bit-widths of one seed share their FP parent, so both pairings are kept. From per-seed
   values (:func:`trend_label`): **paired** (the default, when at least 2 seeds have a value at every
   bit-width) mean + sqrt((n-1)/chi2(n-1)) G R / sqrt(n (n-1)), R the seeds' residual vectors, G
@@ -37,7 +37,7 @@ import numpy as np
 from scipy import stats
 
 from robquant.defaults import N_BOOT
-from robquant.report.inference import Estimate, draw_means
+from robquant.report.intervals import Estimate, draw_means
 
 LABELS = ("+", "-", "~", "n.s.")
 

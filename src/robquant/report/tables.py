@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from robquant.report.inference import Estimate
+from robquant.report.intervals import Estimate
 from robquant.report.records import (CLEAN, PAPER, WORST, by_cell, cell_estimate, cell_name, contrast, outcome_matrix,
                                      per_example)
 from robquant.report.stats import format_estimate, format_interval, trend_label_examples
@@ -86,7 +86,7 @@ def _cell(runs: list[dict[str, Any]], what: str, n_all: int, mark: bool = True) 
 
 
 RESAMPLED = ("the 95 % interval counts the seeds and the test sample (crossed seeds x examples: every seed is "
-             "evaluated on the same test examples; see robquant.report.inference)")
+             "evaluated on the same test examples; see robquant.report.intervals)")
 
 
 def _seeds_note(rows: list[dict[str, Any]]) -> str:

@@ -1,7 +1,7 @@
 """Before a study runs: can it decide its findings at the margin?
 
 A finding compares a quantized cell with its FP reference on the same test examples, seed by seed.
-Its interval (:mod:`robquant.report.inference`) has a test-sample part, about ``q / n`` for ``n``
+Its interval (:mod:`robquant.report.intervals`) has a test-sample part, about ``q / n`` for ``n``
 examples of which a share ``q`` change outcome between the cell and the reference (the discordant
 pairs), and a seed part, ``sd^2 / S`` over ``S`` seeds. Planned with ``q = DISCORDANCE`` and the seed
 spread ``SEED_SD`` (smaller when every seed shares one FP model), the 95 % half-width must be below

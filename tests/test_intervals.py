@@ -11,7 +11,7 @@ from scipy import stats
 
 from robquant.attacks import Outcomes, evaluate
 from robquant.report.findings import CONTRADICTED, NOT_SIGNIFICANT, findings
-from robquant.report.inference import estimate, seed_only
+from robquant.report.intervals import estimate, seed_only
 from robquant.report.records import aggregates, pipeline_label
 
 
@@ -151,7 +151,7 @@ def test_dry_run_warns_when_the_design_cannot_decide_at_the_margin(tmp_path):
     from test_study import TINY, cli, write
 
     from robquant.pipeline.study import parse_study
-    from robquant.report.design import design_warnings, planned_half_width
+    from robquant.report.power import design_warnings, planned_half_width
 
     code, text = cli("run", write(tmp_path, TINY), "--dry-run")
     assert code == 0, text

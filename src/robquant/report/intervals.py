@@ -21,7 +21,7 @@ interval estimates ``sigma_a^2 / S + sigma_e^2 / (S n)`` and leaves out ``sigma_
 test-sample term, which dominates when every seed shares one FP model. With one seed only the
 example terms can be counted, and :attr:`Estimate.seeds` says so. Where every outcome is alike (no
 example and no seed differs) the half-width is the rule of three, 3 / n: no variation seen in n
-examples bounds the share that varies. ``tests/test_inference.py`` checks the coverage by simulation.
+examples bounds the share that varies. ``tests/test_intervals.py`` checks the coverage by simulation.
 
 Trend labels draw the mean vector of several conditions (bit-widths) from the same model: the seed
 part as a multivariate t over the seeds' residuals (n - 1 degrees of freedom), the example part as a
