@@ -19,14 +19,13 @@ import torch
 from torch import nn
 
 from robquant.attacks import evaluate
-from robquant.attacks.runs import AttackRun
 from robquant.attacks.outcomes import OUTCOMES
 from robquant.data import ImageDataset, to_unit
-from robquant.deploy import mismatch_check  # registers the deployed model's trust check
 from robquant.errors import CheckpointError, ConfigError
 from robquant.modelfolder import RECORD, build_model, load_model, read_record, read_weights, save_model, weights_sha256
 from robquant.models import external
-from robquant.deploy.stage import run_evaluate_deployed, run_export
+from robquant.deploy.stage import run_evaluate_deployed, run_export  # (robquant.deploy registers its trust check)
+from robquant.pipeline.addons import AddOnStep, contributed_checks, run_add_ons
 from robquant.pipeline.specs import (DataRef, Evaluate, EvaluateDeployed, Export, ImportFP, ModelRef, Quantize,
                                      TrainFP, spec_json)
 from robquant.pipeline.store import Store
@@ -233,66 +232,13 @@ def run_evaluate(spec: Evaluate, ctx: Context, out: os.PathLike) -> dict[str, An
         "data": {**test_set.provenance, "sha256": test_set.sha256}, "result": ev.to_dict(),
         "env": environment(ctx.device)}
     record["result"]["outcomes"] = ev.outcomes(None, test_set.sha256, len(test_set)).save(Path(out), OUTCOMES)
-    common = {"batch_size": spec.batch_size, "device": ctx.device, "seed": spec.seed}
-    if spec.diagnose is not None:
-        record["diagnostics"] = _diagnose_after(ev, model, test_set, attacks, spec.diagnose.options(), **common,
-                                                surrogate=surrogate, surrogate_id=f"stage {spec.surrogate}",
-                                                progress=ctx.progress)
-    if spec.deployed is not None:
-        record["deployed"] = _deployed_after(ev, model, test_set, spec.deployed.options(), out, **common)
-        if "diagnostics" in record:  # the trust checks list it beside their own
-            diag = record["diagnostics"]
-            diag["checks"]["deployed_mismatch"] = record["deployed"]["check"]
-            diag["flags"] = [k for k, c in diag["checks"].items() if c["flag"]]
-    if spec.bitflip is not None:
-        from robquant.attacks.bitflip import bitflip_evaluation
-
-        record["bitflip"] = bitflip_evaluation(model, test_set, device=ctx.device, progress=ctx.progress,
-                                               **spec.bitflip.options())
+    run_add_ons(spec, AddOnStep(ev, model, test_set, attacks, Path(out), ctx.device, spec.batch_size, spec.seed,
+                                surrogate, f"stage {spec.surrogate}", ctx.progress), record)
     if spec.skipped:
         record["skipped_attacks"] = dict(spec.skipped)
     record["metrics"] = evaluation_metrics(record, spec)
     record["status"] = (ctx.store.get(spec.model) or {}).get("status", "done")  # an NC model stays NC
     return record
-
-
-def _deployed_after(ev: Any, model: nn.Module, test_set: ImageDataset, options: dict[str, Any],
-                    out: os.PathLike, **kw: Any) -> dict[str, Any]:
-    """The deployed evaluation after an evaluation (:mod:`robquant.deploy`), with the trust check
-    ``deployed_mismatch`` judged against the evaluation's robustness of record on the same examples."""
-    from robquant.attacks import record_mask
-    from robquant.deploy.stage import deployed_for_stage
-
-    result, info = deployed_for_stage(model, test_set, out, options, **kw)
-    kept = record_mask(ev.robust_correct, options["eps"])
-    n = result["n"]
-    record_accuracy = kept[:n].double().mean().item() if kept is not None and len(kept) >= n else None
-    result.update(record_accuracy=record_accuracy, export=info.to_dict(),
-                  check=mismatch_check(result, record_accuracy))
-    return result
-
-
-def _diagnose_after(ev: Any, model: nn.Module, test_set: ImageDataset, attacks: list[AttackRun],
-                    options: dict[str, Any], **kw: Any) -> dict[str, Any]:
-    """The trust checks after an evaluation, judged against its robustness of record at the checks'
-    budget and reusing its reference PGD when that is the same attack run the same way."""
-    from robquant.attacks import diagnose, record_mask
-
-    eps, n = options["eps"], min(options["n"], ev.n)
-    kept = record_mask(ev.robust_correct, eps)  # per example: robust under every attack run at eps
-    reference = None
-    # the first PGD's own mask (cascaded, only the first attack's is its own)
-    first = next((i for i, run in enumerate(attacks) if run.name == "pgd"), None)
-    if first is not None and (first == 0 or not ev.cascade):
-        pgd = attacks[first]
-        same = (pgd.options.get("steps", options["steps"]) == options["steps"]
-                and pgd.options.get("restarts", options["restarts"]) == options["restarts"]
-                and set(pgd.options) <= {"steps", "restarts"})
-        mask = ev.robust_correct.get((pgd.label, eps))
-        if same and mask is not None and len(mask) >= n:
-            reference = mask[:n]
-    return diagnose(model, test_set, record=kept[:n] if kept is not None and len(kept) >= n else None,
-                    reference=reference, **kw, **{**options, "n": n})
 
 
 @dataclass(frozen=True)
@@ -342,7 +288,7 @@ class EvaluationMetrics:
                    worst["n"], worst["attacks"], main, ref,
                    None if ref_all is None else {"accuracy": ref_all["accuracy"], "n": ref_all["n"],
                                                  "accuracy_common": worst["per_attack"].get(ref)},
-                   _flags(record), _deployed_metrics(record.get("deployed")),
+                   _flags(record, spec), _deployed_metrics(record.get("deployed")),
                    {**record["bitflip"]["summary"], "target": record["bitflip"]["target"], "n": record["bitflip"]["n"]}
                    if "bitflip" in record else None)
 
@@ -360,12 +306,11 @@ def evaluation_metrics(record: dict[str, Any], spec: Evaluate) -> dict[str, Any]
     return EvaluationMetrics.of(record, spec).to_dict()
 
 
-def _flags(record: dict[str, Any]) -> list[str]:
-    """The trust checks that fired (the deployed check too, when the trust checks did not run)."""
+def _flags(record: dict[str, Any], spec: Evaluate) -> list[str]:
+    """The trust checks that fired, and those the add-ons contributed (the deployed model's check too when
+    the trust checks did not run)."""
     flags = list((record.get("diagnostics") or {}).get("flags", []))
-    check = (record.get("deployed") or {}).get("check") or {}
-    if check.get("flag") and "deployed_mismatch" not in flags:
-        flags.append("deployed_mismatch")
+    flags += [name for name, check in contributed_checks(spec, record).items() if check.get("flag") and name not in flags]
     return flags
 
 

@@ -278,15 +278,7 @@ def evaluation_cost(spec: Evaluate) -> dict[str, float]:
         c = a.cost()
         n = min(a.n or n_test, n_test) * sum(a.runs_at(b) for b in spec.budgets)
         fwd, bwd = fwd + (c.gradients + c.forwards) * n, bwd + c.gradients * n
-    if spec.diagnose is not None:
-        c = spec.diagnose.cost(spec.surrogate is not None)
-        fwd += spec.diagnose.n * (c.gradients + c.forwards)
-        bwd += spec.diagnose.n * c.gradients
-    if spec.deployed is not None:
-        c = spec.deployed.cost()
-        fwd += spec.deployed.n * (c.gradients + c.forwards)
-        bwd += spec.deployed.n * c.gradients
-    if spec.bitflip is not None:
-        f, b = spec.bitflip.cost()
+    for addon in spec.add_ons():  # the trust checks, the deployed evaluation, bit flips
+        f, b = addon.passes(spec)
         fwd, bwd = fwd + f, bwd + b
     return {"forward": fwd, "backward": bwd}

@@ -23,16 +23,13 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Union
 
 from robquant.attacks.runs import AttackRun, Budget
-from robquant.defaults import (ATTACK_STEPS, BITFLIP_ATTACK_BATCH, BITFLIP_METHODS, BITFLIP_RANDOM_CAP, BITFLIP_SEARCH_CAP,
-                               CHECK_EXAMPLES, CHECK_SQUARE_QUERIES, CHECK_TOL, COLLAPSE_EPS_255, RESTARTS)
-from robquant.errors import ConfigError, check_range
+from robquant.pipeline.addons import ADD_ONS, AddOn, BitFlipRun, DeployedRun, DiagnoseRun
+from robquant.pipeline.keys import KEYED_IF_SET, UNKEYED
 from robquant.quant import AnyQuantConfig
 from robquant.quant.config import is_quant_config
 from robquant.train import HeldOutCheck, TrainConfig
 
 STAGE_VERSION = 3  # bump when a stage's computation changes meaning: old results stop matching
-UNKEYED = {"keyed": False}
-KEYED_IF_SET = {"keyed": "if_set"}  # a later addition: left out of the key while None, so older keys still match
 
 
 def canonical_json(obj: Any) -> str:
@@ -148,122 +145,6 @@ class Quantize:
 
 
 @dataclass(frozen=True)
-class DiagnoseRun:
-    """The trust checks' options (:func:`robquant.attacks.diagnose`), budgets in [0, 1] units."""
-
-    eps: float
-    n: int
-    steps: int
-    restarts: int
-    square_queries: int
-    autoattack: tuple[str, ...] | None
-    collapse_eps: float
-    tol: float
-    integer: bool
-    label: float | None = field(default=None, metadata=UNKEYED)  # eps as the study wrote it (/255)
-
-    @classmethod
-    def at(cls, eps_255: float, *, n: int = CHECK_EXAMPLES, steps: int = ATTACK_STEPS, restarts: int = RESTARTS,
-           square_queries: int = CHECK_SQUARE_QUERIES, autoattack: Any = ("apgd-ce",),
-           collapse_eps_255: float = COLLAPSE_EPS_255, tol: float = CHECK_TOL, integer: bool = True) -> "DiagnoseRun":
-        """The trust checks at ``eps_255`` (/255), the defaults for what is not given: the one place a
-        study's ``diagnostics`` and ``robquant attack --diagnose`` build it. ``tol`` is a fraction (0.01: one
-        accuracy point); ``autoattack`` None or empty skips the AutoAttack comparison."""
-        return cls(eps_255 / 255, n, steps, restarts, square_queries, tuple(autoattack) if autoattack else None,
-                   collapse_eps_255 / 255, tol, integer, label=eps_255)
-
-    def options(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["autoattack"] = list(self.autoattack) if self.autoattack else None
-        return out
-
-    def cost(self, surrogate: bool):
-        from robquant.attacks import diagnose_cost
-
-        return diagnose_cost(self.steps, self.square_queries, self.autoattack, surrogate, self.restarts)
-
-
-@dataclass(frozen=True)
-class DeployedRun:
-    """The deployed evaluation's options (:func:`robquant.deploy.deployed_evaluation`), at ``eps``
-    ([0, 1] units), with the reference PGD's ``steps`` and ``restarts`` for the transfer."""
-
-    eps: float
-    n: int
-    steps: int
-    restarts: int
-    square_queries: int
-    opset: int
-    tol: float
-    runtime: str = "onnxruntime"
-    fusion: bool = True  # the runtime's QDQ fusion, as it ships
-    label: float | None = field(default=None, metadata=UNKEYED)  # eps as the study wrote it (/255)
-
-    def options(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def cost(self):
-        """Per example: the transfer PGD (gradients) and Square's queries (forwards on the runtime)."""
-        from robquant.attacks import ATTACKS
-
-        pgd = ATTACKS.get("pgd").cost(steps=self.steps, restarts=self.restarts)
-        return type(pgd)(pgd.gradients, pgd.forwards + self.square_queries + 4)
-
-
-@dataclass(frozen=True)
-class BitFlipRun:
-    """The bit-flip attack's options (:func:`robquant.attacks.bitflip.bitflip_evaluation`): flips to bring
-    clean accuracy on the first ``n`` test examples to chance + 1 point, per method and seed."""
-
-    n: int
-    seeds: tuple[int, ...]
-    methods: tuple[str, ...]
-    attack_batch: int
-    search_cap: int
-    random_cap: int
-
-    @classmethod
-    def of(cls, n: int, seeds: Any, methods: Any = BITFLIP_METHODS, *,
-           attack_batch: int = BITFLIP_ATTACK_BATCH, search_cap: int = BITFLIP_SEARCH_CAP,
-           random_cap: int = BITFLIP_RANDOM_CAP) -> "BitFlipRun":
-        """The bit-flip run, checked, the defaults for what is not given: the one place a study's ``bitflip``
-        and ``robquant attack --attack bitflip`` build it.
-
-        Raises:
-            ConfigError: an unknown or no method, no seed, a number below 1 (naming the option).
-        """
-        methods, seeds = tuple(methods), tuple(int(s) for s in seeds)
-        bad = [m for m in methods if m not in BITFLIP_METHODS]
-        if bad or not methods:
-            raise ConfigError(f"bitflip methods must be among {', '.join(BITFLIP_METHODS)}, got {', '.join(bad) or 'none'}")
-        if not seeds:
-            raise ConfigError("bitflip seeds must name at least one seed")
-        return cls(int(check_range("bitflip n", n, 1)), seeds, methods,
-                   int(check_range("bitflip attack_batch", attack_batch, 1)),
-                   int(check_range("bitflip search_cap", search_cap, 1)),
-                   int(check_range("bitflip random_cap", random_cap, 1)))
-
-    def options(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def cost(self, layers: int = 20, search_flips: int | None = None) -> tuple[float, float]:
-        """(forward, backward) image passes: per search flip a gradient on the attack batch, one forward
-        recorded, each layer's candidate tried (from its layer on: half a forward on average), accuracy
-        on ``n``; random: accuracy at 1, 2, 4, ... flips up to the cap and a bisection. ``search_flips``
-        per search (default the cap: at most)."""
-        import math
-
-        flips = self.search_cap if search_flips is None else min(search_flips, self.search_cap)
-        fwd = bwd = 0.0
-        if "search" in self.methods:
-            fwd += flips * (self.attack_batch * (2 + layers / 2) + self.n)
-            bwd += flips * self.attack_batch
-        if "random" in self.methods:
-            fwd += 2 * (math.log2(self.random_cap) + 1) * self.n
-        return fwd * len(self.seeds), bwd * len(self.seeds)
-
-
-@dataclass(frozen=True)
 class Evaluate:
     """Clean and robust accuracy of the ``model`` parent under ``attacks`` at ``budgets``."""
 
@@ -292,6 +173,10 @@ class Evaluate:
         out = {k: v for k, v in (("model", self.model), ("surrogate", self.surrogate)) if v is not None}
         out.update({f"source {a.label}": a.options["source"] for a in self.attacks if "source" in a.options})
         return out
+
+    def add_ons(self) -> list[AddOn]:
+        """The add-ons this evaluation runs after its attacks (:mod:`robquant.pipeline.addons`), in order."""
+        return [a for a in (getattr(self, name) for name in ADD_ONS) if a is not None]
 
     @property
     def reference(self) -> str | None:

@@ -1,0 +1,270 @@
+"""Evaluation add-ons: what an evaluate stage runs after its input attacks, each one class.
+
+An add-on is a frozen dataclass of its keyed options, held by a field of
+:class:`~robquant.pipeline.specs.Evaluate` (named in :data:`ADD_ONS`, in the order they run), that owns:
+
+- ``RECORD_KEY``: where its result goes in the evaluation's record;
+- ``passes(spec)``: its (forward, backward) image passes, for the plan's cost and the estimate;
+- ``run(step)``: its work, after the attacks, from an :class:`AddOnStep` (the evaluation's result, the
+  model, the test set, ...);
+- ``checks(result)``: the trust checks it contributes (``{name: {"flag": bool, ...}}``), which join the
+  evaluation's flags and are listed beside the trust checks' own.
+
+The evaluation handler loops over them (:func:`run_add_ons`); no add-on's result patches another's. The
+trust checks (:class:`DiagnoseRun`), the deployed evaluation (:class:`DeployedRun`) and the bit-flip attack
+(:class:`BitFlipRun`) are the add-ons now; the precision transfer matrix and pixel-valid inputs are attack
+runs (:class:`~robquant.attacks.runs.AttackRun`), not add-ons.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from robquant.defaults import (ATTACK_STEPS, BITFLIP_ATTACK_BATCH, BITFLIP_METHODS, BITFLIP_RANDOM_CAP, BITFLIP_SEARCH_CAP,
+                               CHECK_EXAMPLES, CHECK_SQUARE_QUERIES, CHECK_TOL, COLLAPSE_EPS_255, RESTARTS)
+from robquant.errors import ConfigError, check_range
+from robquant.pipeline.keys import UNKEYED
+
+if TYPE_CHECKING:
+    from robquant.pipeline.specs import Evaluate
+
+ADD_ONS = ("diagnose", "deployed", "bitflip")  # Evaluate's add-on fields, in the order they run
+
+
+@dataclass(frozen=True)
+class AddOnStep:
+    """What an add-on's ``run`` gets: the evaluation's result (``ev``: an
+    :class:`~robquant.attacks.EvalResult`) and what it ran on."""
+
+    ev: Any
+    model: Any
+    test_set: Any
+    attacks: list[Any]
+    out: Path
+    device: Any
+    batch_size: int
+    seed: int
+    surrogate: Any = None
+    surrogate_id: str | None = None
+    progress: Any = None
+
+
+class AddOn(Protocol):
+    RECORD_KEY: ClassVar[str]
+
+    def passes(self, spec: Evaluate) -> tuple[float, float]: ...
+
+    def run(self, step: AddOnStep) -> dict[str, Any]: ...
+
+    def checks(self, result: dict[str, Any]) -> dict[str, dict[str, Any]]: ...
+
+
+def contributed_checks(spec: Evaluate, record: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every trust check the spec's add-ons contributed, from their results in ``record``."""
+    return {name: check for addon in spec.add_ons() if addon.RECORD_KEY in record
+            for name, check in addon.checks(record[addon.RECORD_KEY]).items()}
+
+
+def run_add_ons(spec: Evaluate, step: AddOnStep, record: dict[str, Any]) -> None:
+    """Run the spec's add-ons in order, each result under its key in ``record``; the checks they
+    contribute are listed beside the trust checks' own (when those ran)."""
+    for addon in spec.add_ons():
+        record[addon.RECORD_KEY] = addon.run(step)
+    contributed = contributed_checks(spec, record)
+    diag = record.get(DiagnoseRun.RECORD_KEY)
+    if diag is not None and contributed:
+        checks = {**diag["checks"], **contributed}
+        record[DiagnoseRun.RECORD_KEY] = {**diag, "checks": checks, "flags": [k for k, c in checks.items() if c["flag"]]}
+
+
+@dataclass(frozen=True)
+class DiagnoseRun:
+    """The trust checks' options (:func:`robquant.attacks.diagnose`), budgets in [0, 1] units."""
+
+    RECORD_KEY: ClassVar[str] = "diagnostics"
+
+    eps: float
+    n: int
+    steps: int
+    restarts: int
+    square_queries: int
+    autoattack: tuple[str, ...] | None
+    collapse_eps: float
+    tol: float
+    integer: bool
+    label: float | None = field(default=None, metadata=UNKEYED)  # eps as the study wrote it (/255)
+
+    @classmethod
+    def at(cls, eps_255: float, *, n: int = CHECK_EXAMPLES, steps: int = ATTACK_STEPS, restarts: int = RESTARTS,
+           square_queries: int = CHECK_SQUARE_QUERIES, autoattack: Any = ("apgd-ce",),
+           collapse_eps_255: float = COLLAPSE_EPS_255, tol: float = CHECK_TOL, integer: bool = True) -> "DiagnoseRun":
+        """The trust checks at ``eps_255`` (/255), the defaults for what is not given: the one place a
+        study's ``diagnostics`` and ``robquant attack --diagnose`` build it. ``tol`` is a fraction (0.01: one
+        accuracy point); ``autoattack`` None or empty skips the AutoAttack comparison."""
+        return cls(eps_255 / 255, n, steps, restarts, square_queries, tuple(autoattack) if autoattack else None,
+                   collapse_eps_255 / 255, tol, integer, label=eps_255)
+
+    def options(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["autoattack"] = list(self.autoattack) if self.autoattack else None
+        return out
+
+    def cost(self, surrogate: bool):
+        from robquant.attacks import diagnose_cost
+
+        return diagnose_cost(self.steps, self.square_queries, self.autoattack, surrogate, self.restarts)
+
+    def passes(self, spec: Evaluate) -> tuple[float, float]:
+        c = self.cost(spec.surrogate is not None)
+        return self.n * (c.gradients + c.forwards), self.n * c.gradients
+
+    def run(self, step: AddOnStep) -> dict[str, Any]:
+        """The trust checks, judged against the evaluation's robustness of record at their budget and
+        reusing its reference PGD when that is the same attack run the same way."""
+        from robquant.attacks import diagnose, record_mask
+
+        options, ev = self.options(), step.ev
+        eps, n = options["eps"], min(options["n"], ev.n)
+        kept = record_mask(ev.robust_correct, eps)  # per example: robust under every attack run at eps
+        reference = None
+        # the first PGD's own mask (cascaded, only the first attack's is its own)
+        first = next((i for i, run in enumerate(step.attacks) if run.name == "pgd"), None)
+        if first is not None and (first == 0 or not ev.cascade):
+            pgd = step.attacks[first]
+            same = (pgd.options.get("steps", options["steps"]) == options["steps"]
+                    and pgd.options.get("restarts", options["restarts"]) == options["restarts"]
+                    and set(pgd.options) <= {"steps", "restarts"})
+            mask = ev.robust_correct.get((pgd.label, eps))
+            if same and mask is not None and len(mask) >= n:
+                reference = mask[:n]
+        return diagnose(step.model, step.test_set, record=kept[:n] if kept is not None and len(kept) >= n else None,
+                        reference=reference, batch_size=step.batch_size, device=step.device, seed=step.seed,
+                        surrogate=step.surrogate, surrogate_id=step.surrogate_id, progress=step.progress,
+                        **{**options, "n": n})
+
+    def checks(self, result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        return {}  # its checks are the trust checks themselves
+
+
+@dataclass(frozen=True)
+class DeployedRun:
+    """The deployed evaluation's options (:func:`robquant.deploy.deployed_evaluation`), at ``eps``
+    ([0, 1] units), with the reference PGD's ``steps`` and ``restarts`` for the transfer."""
+
+    RECORD_KEY: ClassVar[str] = "deployed"
+
+    eps: float
+    n: int
+    steps: int
+    restarts: int
+    square_queries: int
+    opset: int
+    tol: float
+    runtime: str = "onnxruntime"
+    fusion: bool = True  # the runtime's QDQ fusion, as it ships
+    label: float | None = field(default=None, metadata=UNKEYED)  # eps as the study wrote it (/255)
+
+    def options(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def cost(self):
+        """Per example: the transfer PGD (gradients) and Square's queries (forwards on the runtime)."""
+        from robquant.attacks import ATTACKS
+
+        pgd = ATTACKS.get("pgd").cost(steps=self.steps, restarts=self.restarts)
+        return type(pgd)(pgd.gradients, pgd.forwards + self.square_queries + 4)
+
+    def passes(self, spec: Evaluate) -> tuple[float, float]:
+        c = self.cost()
+        return self.n * (c.gradients + c.forwards), self.n * c.gradients
+
+    def run(self, step: AddOnStep) -> dict[str, Any]:
+        """The model exported to ``model.onnx`` beside the record and evaluated on its runtime, with the
+        trust check ``deployed_mismatch`` judged against the evaluation's robustness of record on the same
+        examples."""
+        from robquant.attacks import record_mask
+        from robquant.deploy import mismatch_check
+        from robquant.deploy.stage import deployed_for_stage
+
+        options = self.options()
+        result, info = deployed_for_stage(step.model, step.test_set, step.out, options, device=step.device,
+                                          seed=step.seed, batch_size=step.batch_size)
+        kept = record_mask(step.ev.robust_correct, options["eps"])
+        n = result["n"]
+        record_accuracy = kept[:n].double().mean().item() if kept is not None and len(kept) >= n else None
+        result.update(record_accuracy=record_accuracy, export=info.to_dict(),
+                      check=mismatch_check(result, record_accuracy))
+        return result
+
+    def checks(self, result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        return {"deployed_mismatch": result["check"]}
+
+
+@dataclass(frozen=True)
+class BitFlipRun:
+    """The bit-flip attack's options (:func:`robquant.attacks.bitflip.bitflip_evaluation`): flips to bring
+    clean accuracy on the first ``n`` test examples to chance + 1 point, per method and seed."""
+
+    RECORD_KEY: ClassVar[str] = "bitflip"
+
+    n: int
+    seeds: tuple[int, ...]
+    methods: tuple[str, ...]
+    attack_batch: int
+    search_cap: int
+    random_cap: int
+
+    @classmethod
+    def of(cls, n: int, seeds: Any, methods: Any = BITFLIP_METHODS, *,
+           attack_batch: int = BITFLIP_ATTACK_BATCH, search_cap: int = BITFLIP_SEARCH_CAP,
+           random_cap: int = BITFLIP_RANDOM_CAP) -> "BitFlipRun":
+        """The bit-flip run, checked, the defaults for what is not given: the one place a study's ``bitflip``
+        and ``robquant attack --attack bitflip`` build it.
+
+        Raises:
+            ConfigError: an unknown or no method, no seed, a number below 1 (naming the option).
+        """
+        methods, seeds = tuple(methods), tuple(int(s) for s in seeds)
+        bad = [m for m in methods if m not in BITFLIP_METHODS]
+        if bad or not methods:
+            raise ConfigError(f"bitflip methods must be among {', '.join(BITFLIP_METHODS)}, got {', '.join(bad) or 'none'}")
+        if not seeds:
+            raise ConfigError("bitflip seeds must name at least one seed")
+        return cls(int(check_range("bitflip n", n, 1)), seeds, methods,
+                   int(check_range("bitflip attack_batch", attack_batch, 1)),
+                   int(check_range("bitflip search_cap", search_cap, 1)),
+                   int(check_range("bitflip random_cap", random_cap, 1)))
+
+    def options(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def cost(self, layers: int = 20, search_flips: int | None = None) -> tuple[float, float]:
+        """(forward, backward) image passes: per search flip a gradient on the attack batch, one forward
+        recorded, each layer's candidate tried (from its layer on: half a forward on average), accuracy
+        on ``n``; random: accuracy at 1, 2, 4, ... flips up to the cap and a bisection. ``search_flips``
+        per search (default the cap: at most)."""
+        flips = self.search_cap if search_flips is None else min(search_flips, self.search_cap)
+        fwd = bwd = 0.0
+        if "search" in self.methods:
+            fwd += flips * (self.attack_batch * (2 + layers / 2) + self.n)
+            bwd += flips * self.attack_batch
+        if "random" in self.methods:
+            fwd += 2 * (math.log2(self.random_cap) + 1) * self.n
+        return fwd * len(self.seeds), bwd * len(self.seeds)
+
+    def passes(self, spec: Evaluate) -> tuple[float, float]:
+        return self.cost()
+
+    def run(self, step: AddOnStep) -> dict[str, Any]:
+        """The flips to break the model, per method and seed (:mod:`robquant.attacks.bitflip`)."""
+        from robquant.attacks.bitflip import bitflip_evaluation
+
+        return bitflip_evaluation(step.model, step.test_set, device=step.device, progress=step.progress,
+                                  **self.options())
+
+    def checks(self, result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        return {}
