@@ -198,9 +198,11 @@ def test_report_from_a_study_store(reference_run, tmp_path):
     assert code == 0, text
     assert "report of 6 models written" in text
     md = (tmp_path / "rep" / "report.md").read_text()
-    for title in ("Table 2:", "Table 1 (derived)", "Table 4:", "Table 5:", "Ours vs the paper", "Cost of quantization",
-                  "Recommended pipeline"):
-        assert title in md
+    titles = ("Findings:", "The regime:", "Table 2:", "Table 2 under the paper's attack", "Table 4:", "Table 5:",
+              "Table 1 (derived)", "Table 1 labels", "Ours vs the paper (", "Cost of quantization",
+              "Recommended pipeline")
+    where = [md.find(f"### {title}") for title in titles]
+    assert -1 not in where and where == sorted(where), dict(zip(titles, where))  # every table, in the report's order
     page = (tmp_path / "rep" / "report.html").read_text()
     assert "data:image/png;base64," in page and "src='http" not in page and "<table>" in page
     code, text = cli("report", path, "--out", tmp_path / "x", "--store", store, "--format", "md,pptx")
@@ -478,3 +480,29 @@ def test_bit_flip_table_lists_every_run_and_pools_them():
     assert cells["random: flips per run"] == ">500, >500, >500, >500" and cells["random: mean [95 %]"] == ""
     assert cells["random: not broken (cap)"] == "4/4 (>500)"
     assert bitflip_table([row("ptq", None, "robust", "A8W8", 0, 0.9, 0.4)]) is None
+
+
+def test_a_registered_table_joins_the_report_in_its_place(reference_run, tmp_path):
+    # a table registers where it is defined (robquant.report.sections); write_report lists none by hand
+    from test_study import cli
+
+    from robquant.report.sections import TABLES, report_table
+    from robquant.report.tables import Table
+
+    @report_table(25, "rows", "main_eps")
+    def models_per_precision(rows, main_eps):
+        counts = {}
+        for r in rows:
+            counts[r["precision"]] = counts.get(r["precision"], 0) + 1
+        return Table("per_precision", f"Models per precision (at {main_eps:g}/255)", ["precision", "models"],
+                     [[p, str(n)] for p, n in sorted(counts.items())])
+
+    try:
+        path, store, _ = reference_run
+        code, text = cli("report", path, "--out", tmp_path / "rep", "--store", store, "--format", "md,csv")
+        assert code == 0, text
+        md = (tmp_path / "rep" / "report.md").read_text()
+        assert md.find("### The regime:") < md.find("### Models per precision (at 32/255)") < md.find("### Table 2:")
+        assert (tmp_path / "rep" / "per_precision.csv").read_text().startswith("precision,models")
+    finally:
+        TABLES[:] = [t for t in TABLES if t[1] != "models_per_precision"]

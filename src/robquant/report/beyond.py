@@ -29,6 +29,7 @@ from robquant.report.intervals import POWER
 from robquant.report.records import by_cell, cell_name, comparable, contrast
 from robquant.report.stats import format_estimate
 from robquant.report.tables import Table
+from robquant.report.sections import report_table
 
 TRANSFERS = ("transfer", "transfer:FP")  # the study's transfer attack, or the transfer matrix's FP source
 
@@ -109,6 +110,7 @@ def _flips(runs: list[dict[str, Any]]) -> tuple[list[float], int]:
     return out, censored
 
 
+@report_table(40, "rows", "main_eps")
 def beyond_table(rows: list[dict[str, Any]], main_eps: float) -> Table | None:
     """The findings beyond the paper the study's records can answer (None when none)."""
     rows = comparable(rows)

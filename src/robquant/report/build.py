@@ -9,14 +9,15 @@ from typing import Any, Sequence
 
 from robquant.errors import ConfigError
 from robquant.provenance import now_iso
-from robquant.report.beyond import beyond_table
-from robquant.report.figures import figure2, pareto, transfer_heatmaps, transfer_matrices
-from robquant.report.findings import findings, findings_tables, pixel_grid_table, regime_table
-from robquant.report.paper import appendix_comparison, comparison, label_comparison, paper_numbers
+# the modules that define tables, imported so that each has registered its own
+import robquant.report.beyond  # noqa: F401
+import robquant.report.findings  # noqa: F401
+import robquant.report.paper  # noqa: F401
+from robquant.report.figures import figure2, transfer_heatmaps
 from robquant.report.records import collect
+from robquant.report.sections import ReportInputs, report_table, report_tables
 from robquant.report.stats import t_interval
-from robquant.report.tables import (Table, bitflip_table, deployed_table, table1, table2, table2_reference, table3,
-                                    table45, transfer_matrix_table, trend_labels)
+from robquant.report.tables import Table
 
 FORMATS = ("md", "latex", "csv", "html")
 
@@ -25,6 +26,7 @@ table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px soli
 th{background:#eef}.note{font-size:12px;color:#555}img{max-width:100%;border:1px solid #ddd}"""
 
 
+@report_table(130, "rows")
 def cost_table(rows: list[dict[str, Any]]) -> Table:
     """Per pipeline: quantization wall time and passes, mean over cells, relative to vanilla QAT from
     the same init at the same precision and fraction (the paper's "7x" for PGD-7 becomes measured)."""
@@ -50,6 +52,7 @@ def cost_table(rows: list[dict[str, Any]]) -> Table:
                   "image summed over training (PTQ: calibration forwards)."])
 
 
+@report_table(170, "recommended")
 def _recommend_table(recommended: list[dict[str, Any]]) -> Table:
     return Table("recommended", "Recommended pipeline per bit budget (highest robustness, then accuracy)",
                  ["bits", "pipeline", "precision", "accuracy %", "robustness %", "passes"],
@@ -76,31 +79,13 @@ def write_report(plan: Any, store: Any, out: str | Path, formats: Sequence[str] 
     rows = collect(plan, store)
     if not rows:
         raise ConfigError(f"study {study.name!r}: no finished evaluations in {store.root}: run `robquant run` first")
-    ev = study.evaluation
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    weak = ev.weak()
-    labels = trend_labels(rows, weak, ev.main_eps)
-    paper = paper_numbers()
-    label_table, verdicts = label_comparison(labels, paper)
-    found = findings_tables(findings(rows, weak, ev.main_eps))
-    setup = f"{study.dataset.name}, {study.model.name}, {len({r['seed'] for r in rows})} seeds"
-    regime = regime_table(rows, ev.main_eps, setup, paper["regime"])
-    tables = [found[0], regime, found[1], beyond_table(rows, ev.main_eps), table2(rows, ev.main_eps),
-              table2_reference(rows, ev.main_eps),
-              table3(rows, ev.main_eps), *table45(rows, ev.main_eps), table1(labels, weak, ev.main_eps, paper["table1"]),
-              label_table,
-              comparison(rows, paper), *appendix_comparison(rows, paper), cost_table(rows),
-              deployed_table(rows, ev.main_eps), bitflip_table(rows)]
-    matrices = transfer_matrices(rows)
-    tables.append(transfer_matrix_table(matrices, ev.main_eps))
-    grid = next((a.label or a.name for a in ev.attacks if a.name == "pgd" and a.pixel_grid), None)
-    if grid is not None:  # the paper's attack on the 8-bit grid, beside the unconstrained one, and what it moves
-        tables.insert(4, pixel_grid_table(rows, grid, weak, ev.main_eps))
+    inputs = ReportInputs(study, rows, out)
+    tables = report_tables(inputs)  # every registered table, in order (robquant.report.sections)
     fig2 = figure2(rows, out)
-    pareto_paths, recommended = pareto(rows, out)
-    tables.append(_recommend_table(recommended))
-    tables = [t for t in tables if t is not None and (t.rows or t.name == "findings")]
+    pareto_paths = inputs.pareto[0]
+    matrices = inputs.matrices
     seeds = sorted({r["seed"] for r in rows})
     header = (f"Study {study.name}: {study.dataset.name}, {study.model.name}; {len(rows)} evaluated models, seeds "
               f"{seeds}; store {store.root}; written {now_iso()}.")
@@ -131,5 +116,6 @@ def write_report(plan: Any, store: Any, out: str | Path, formats: Sequence[str] 
         path = out / "report.html"
         path.write_text(page)
         files.append(path)
-    return {"files": files, "labels": labels, "paper_labels": verdicts, "rows": len(rows), "findings": found[0],
-            "regime": regime, "evidence": found[1]}
+    by_name = {t.name: t for t in tables}
+    return {"files": files, "labels": inputs.labels, "paper_labels": inputs.label_comparison[1], "rows": len(rows),
+            "findings": inputs.found[0], "regime": by_name.get("regime"), "evidence": inputs.found[1]}

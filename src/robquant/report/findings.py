@@ -29,6 +29,7 @@ from robquant.report.intervals import MAX_EXAMPLES, Estimate
 from robquant.report.records import CLEAN, PAPER, WORST, cell_estimate, cell_name, contrast
 from robquant.report.stats import format_estimate
 from robquant.report.tables import RESAMPLED, Table, sweep_trend
+from robquant.report.sections import report_table
 
 MARGIN = 0.02
 LOST_SHARE = 0.25
@@ -337,6 +338,7 @@ def findings(rows: list[dict[str, Any]], weak_eps: float | None, main_eps: float
     return out
 
 
+@report_table(20, "rows", "main_eps", "setup", "paper_regime")
 def regime_table(rows: list[dict[str, Any]], main_eps: float, setup: str, paper: dict[str, Any]) -> Table:
     """The FP references this study's verdicts were judged against, beside the paper's: a verdict
     speaks for the regime it was judged in."""
@@ -393,12 +395,17 @@ def _paper_verdicts(found: list[Finding], rows: list[dict[str, Any]]) -> tuple[d
     return findings_, cells
 
 
-def pixel_grid_table(rows: list[dict[str, Any]], grid: str, weak_eps: float | None, main_eps: float) -> Table | None:
+@report_table(45, "rows", "grid", "weak", "main_eps")
+def pixel_grid_table(rows: list[dict[str, Any]], grid: str | None, weak_eps: float | None,
+                     main_eps: float) -> Table | None:
     """The paper's attack beside the same attack kept on the 8-bit pixel grid (the attack labelled
     ``grid``, run with ``pixel_grid``), per pipeline and precision at the main eps, paired by seed and
     example; and every verdict (a finding's, or one of its cells') that changes when the pixel-valid
-    attack is taken as the paper's attack. None when no row ran it."""
+    attack is taken as the paper's attack. None when no row ran it (or the study runs none: ``grid`` None)."""
     from robquant.report.records import aggregates, by_cell, comparable
+
+    if grid is None:
+        return None
 
     ran = [r for r in comparable(rows) if r.get("reference_attack") and r["reference_attack"] != grid
            and r["outcomes"].attack(grid, r["main_eps"]) is not None]
@@ -426,3 +433,16 @@ def pixel_grid_table(rows: list[dict[str, Any]], grid: str, weak_eps: float | No
                                                                                     "none"))
     return Table("pixel_grid", f"Pixel-valid inputs: robustness (%) under {ref} and under {grid} (8-bit grid)",
                  ["pipeline", "precision", "seeds", ref, grid, f"{grid} - {ref}", "verdict changes"], out, notes)
+
+
+@report_table(10, "found")
+def findings_table(found: list[Table]) -> Table:
+    """The Findings table (first in the report)."""
+    return found[0]
+
+
+@report_table(30, "found")
+def evidence_table(found: list[Table]) -> Table:
+    """The cells behind each verdict."""
+    return found[1]
+

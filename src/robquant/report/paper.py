@@ -10,6 +10,7 @@ import yaml
 from robquant.report.records import cell_name
 from robquant.report.stats import t_interval
 from robquant.report.tables import Table, label_verdict
+from robquant.report.sections import report_table
 
 
 def paper_numbers() -> dict[str, Any]:
@@ -22,6 +23,7 @@ def _mean(values: list[float]) -> float:
     return t_interval(values)[0]
 
 
+@report_table(110, "rows", "paper")
 def comparison(rows: list[dict[str, Any]], paper: dict[str, Any]) -> Table:
     """Table 2 cells present in both: ours (mean over seeds, top fraction), the paper's, the difference."""
     top = max((r["fraction"] for r in rows), default=1.0)
@@ -58,6 +60,7 @@ def _ours_vs_theirs(runs: list[dict[str, Any]], theirs: Any, fields: tuple[str, 
     return ours_text, paper_text, diff
 
 
+@report_table(120, "rows", "paper")
 def appendix_comparison(rows: list[dict[str, Any]], paper: dict[str, Any]) -> list[Table]:
     """Tables 3 (QAT/transfer from robust by data fraction), 4 and 5 (QAT/transfer by init): our
     cells beside the paper's, with the differences, where both have the cell."""
@@ -99,3 +102,10 @@ def label_comparison(labels: dict[tuple[str, str | None, str], dict[str, tuple[s
     note = ", ".join(f"{k}: {v}" for k, v in counts.items())
     return Table("paper_table1", "Table 1 labels: ours vs the paper", ["pipeline", "attack", "paper", "ours",
                                                                        "verdict"], out, [note]), counts
+
+
+@report_table(100, "label_comparison")
+def label_table(compared: tuple[Table, dict[str, Any]]) -> Table:
+    """Table 1's labels beside the paper's."""
+    return compared[0]
+

@@ -14,6 +14,7 @@ from robquant.report.intervals import Estimate
 from robquant.report.records import (CLEAN, PAPER, WORST, by_cell, cell_estimate, cell_name, contrast, outcome_matrix,
                                      per_example)
 from robquant.report.stats import format_estimate, format_interval, trend_label_examples
+from robquant.report.sections import report_table
 
 
 @dataclass
@@ -145,6 +146,7 @@ def _pair_cells(rows: list[dict[str, Any]], first: str, second: str) -> tuple[li
     return precisions, out
 
 
+@report_table(50, "rows", "main_eps")
 def table2(rows: list[dict[str, Any]], main_eps: float) -> Table:
     """Rows method x strategy x init, columns precision, cells 'accuracy / robustness' in %."""
     rows, top = _at_fraction(rows)
@@ -153,6 +155,7 @@ def table2(rows: list[dict[str, Any]], main_eps: float) -> Table:
                  f"fraction {top:g}", ["method", "strategy", "init", *precisions], out, [_seeds_note(rows)])
 
 
+@report_table(60, "rows", "main_eps")
 def table2_reference(rows: list[dict[str, Any]], main_eps: float) -> Table | None:
     """Table 2 under the paper's attack alone (the first PGD) beside the gap to the worst case.
 
@@ -173,6 +176,7 @@ def table2_reference(rows: list[dict[str, Any]], main_eps: float) -> Table | Non
                   f"the worst case on the {'/'.join(map(str, n_worst))} examples every attack covered."])
 
 
+@report_table(70, "rows", "main_eps")
 def table3(rows: list[dict[str, Any]], main_eps: float) -> Table | None:
     """Data fraction x precision for QAT/transfer from robust (else the first pipeline with several fractions)."""
     candidates = [p for p in _pipelines(rows) if len({r["fraction"] for r in rows
@@ -197,6 +201,7 @@ def table3(rows: list[dict[str, Any]], main_eps: float) -> Table | None:
                  "by data fraction", ["data", *precisions], out, [_seeds_note(group)])
 
 
+@report_table(80, "rows", "main_eps")
 def table45(rows: list[dict[str, Any]], main_eps: float) -> list[Table]:
     """Tables 4 (accuracy) and 5 (robustness) of QAT/transfer: init x precision."""
     group, top = _at_fraction([r for r in rows if r["method"] == "qat" and r["strategy"] == "transfer"])
@@ -260,6 +265,7 @@ def sweep_trend(group: list[dict[str, Any]], field: str, what: str, eps: float,
     return label, info
 
 
+@report_table(90, "labels", "weak", "main_eps", "paper_table1")
 def table1(labels: dict[tuple[str, str | None, str], dict[str, tuple[str, dict[str, Any]]]],
            weak: float | None, main_eps: float, paper: dict[str, dict[str, str]] | None = None) -> Table:
     """Table 1 derived: rows = method/strategy, columns = init, cells 'weaker: x, normal: y', each
@@ -295,6 +301,7 @@ def label_verdict(ours: str, theirs: str) -> str:
     return "agree" if ours == theirs else "disagree"
 
 
+@report_table(140, "rows", "main_eps")
 def deployed_table(rows: list[dict[str, Any]], main_eps: float) -> Table | None:
     """The deployed models (``evaluation.deployed``): per pipeline and precision, the fake-quantized
     model's robustness of record beside the exported model's on its runtime, and their agreement.
@@ -330,6 +337,7 @@ def deployed_table(rows: list[dict[str, Any]], main_eps: float) -> Table | None:
                        "input is quantized to int8: an activation-only model runs with int8 weights)."])
 
 
+@report_table(150, "rows")
 def bitflip_table(rows: list[dict[str, Any]]) -> Table | None:
     """Bit flips to break (``evaluation.bitflip``): per pipeline and precision, the flips that bring clean
     accuracy to chance + 1 point, by the progressive bit search and by random flips, pooled over the
@@ -368,6 +376,7 @@ def bitflip_table(rows: list[dict[str, Any]]) -> Table | None:
                   "cap: the mean then understates the flips)."])
 
 
+@report_table(160, "matrices", "main_eps")
 def transfer_matrix_table(matrices: dict[str, dict[str, Any]], main_eps: float) -> Table | None:
     """The precision transfer matrices (:func:`robquant.report.figures.transfer_matrices`) as one table:
     a row per pipeline and target precision, a column per source. None when no study cell ran them."""
