@@ -98,3 +98,17 @@ def test_pixels_become_unit_floats_in_one_place():
     found = [f"{path.relative_to(SRC)}:{i}" for path in sorted(SRC.rglob("*.py"))
              for i, line in enumerate(path.read_text().splitlines(), 1) if any(p in line for p in pattern)]
     assert not found, found
+
+
+def test_no_module_imports_its_own_packages_init():
+    # a package's modules import each other by module (robquant.attacks.registry), never the package's
+    # __init__ (which imports them all: a circle dodged by importing inside a function)
+    found = []
+    for package in (p for p in SRC.iterdir() if (p / "__init__.py").exists()):
+        for path in package.rglob("*.py"):
+            if path.name == "__init__.py":
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom) and node.module == f"robquant.{package.name}":
+                    found.append(f"{path.relative_to(SRC)}:{node.lineno}")
+    assert not found, found

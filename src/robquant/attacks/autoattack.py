@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from robquant.attacks.base import Attack, Cost
+from robquant.attacks.registry import ATTACKS
 from robquant.defaults import SQUARE_QUERIES
 from robquant.errors import ConfigError, check_range
 
@@ -101,6 +102,7 @@ class _PackageAttack(Attack):
             yield
 
 
+@ATTACKS.register("autoattack")
 class AutoAttack(_PackageAttack):
     """AutoAttack (Croce & Hein, ICML 2020), ``standard`` version, through ``pyautoattack``.
 
@@ -178,6 +180,7 @@ class AutoAttack(_PackageAttack):
         return {"package": self.package, "version": self.version, "after": after, "warnings": list(self.warnings)}
 
 
+@ATTACKS.register("apgd")
 class APGD(AutoAttack):
     """The cheap AutoAttack subsets: APGD-CE alone (default) or with APGD-T, standard settings."""
 
@@ -194,6 +197,7 @@ class APGD(AutoAttack):
         super().__init__(model, eps, attacks=attacks, **kwargs)
 
 
+@ATTACKS.register("square")
 class Square(_PackageAttack):
     """Square Attack (Andriushchenko et al., ECCV 2020), gradient-free, through ``pyautoattack``.
 

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from robquant.attacks.outcomes import Outcomes, from_masks
+from robquant.attacks.registry import create_attack
 from robquant.attacks.runs import AttackRun, Budget
 from robquant.errors import ConfigError, check_range
 from robquant.quant.ste import exact_float32
@@ -174,7 +175,6 @@ def evaluate(model: nn.Module, dataset: Any, attacks: Sequence[AttackSpec], eps_
     Raises:
         ConfigError: for two attacks with one label, a bad ``n`` or ``eps``.
     """
-    from robquant.attacks import create_attack
     from robquant.data import DeviceLoader
 
     device = torch.device(device)

@@ -6,8 +6,10 @@ import torch
 from torch import nn
 
 from robquant.attacks.base import Attack
+from robquant.attacks.registry import ATTACKS
 
 
+@ATTACKS.register("fgsm")
 class FGSM(Attack):
     """Fast gradient sign method, untargeted, Linf, inputs in [0, 1].
 

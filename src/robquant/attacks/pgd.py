@@ -6,12 +6,14 @@ import torch
 from torch import nn
 
 from robquant.attacks.base import Attack, Cost
+from robquant.attacks.registry import ATTACKS
 from robquant.defaults import ATTACK_STEPS, RESTARTS
 from robquant.errors import check_range
 
 GREY_LEVEL = 1 / 255  # one step of the 8-bit grid
 
 
+@ATTACKS.register("pgd")
 class PGD(Attack):
     """Untargeted projected gradient descent with random start and restarts; inputs in [0, 1].
 

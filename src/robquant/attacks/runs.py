@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from robquant.attacks.registry import ATTACKS
+
 
 @dataclass(frozen=True)
 class Budget:
@@ -47,13 +49,9 @@ class AttackRun:
 
     def cost(self):
         """What one attacked example costs at one budget, as the attack class declares."""
-        from robquant.attacks import ATTACKS
-
         return ATTACKS.get(self.name).cost(**self.options)
 
     @property
     def needs_surrogate(self) -> bool:
         """Whether it crafts its examples on another model, as the attack class declares."""
-        from robquant.attacks import ATTACKS
-
         return ATTACKS.get(self.name).NEEDS_SURROGATE

@@ -9,10 +9,12 @@ from torch import nn
 
 from robquant.attacks.base import Attack, Cost
 from robquant.attacks.pgd import PGD
+from robquant.attacks.registry import ATTACKS
 from robquant.defaults import ATTACK_STEPS, RESTARTS
 from robquant.errors import ConfigError
 
 
+@ATTACKS.register("transfer")
 class Transfer(Attack):
     """Adversarial examples made by PGD on ``surrogate``, evaluated on ``model`` (ALGORITHMS sec. 11).
 

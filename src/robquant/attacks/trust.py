@@ -51,6 +51,7 @@ from torch import nn
 
 from robquant.attacks.base import Cost
 from robquant.attacks.evaluate import evaluate
+from robquant.attacks.registry import ATTACKS, create_attack
 from robquant.data import to_unit
 from robquant.defaults import (ATTACK_STEPS, CHECK_EXAMPLES, CHECK_SQUARE_QUERIES, CHECK_TOL, COLLAPSE_EPS_255,
                                RESTARTS)
@@ -154,8 +155,6 @@ def diagnose_cost(steps: int, square_queries: int, autoattack: Sequence[str] | N
     """What :func:`diagnose` costs per example (an upper bound: every probe on every example): the
     probes, AutoAttack, the reference and collapse PGDs, the zero-gradient probe and the integer
     check's PGD, each from the attack's own declared cost."""
-    from robquant.attacks import ATTACKS
-
     probes, compared = probe_attacks(steps, restarts, square_queries, nn.Identity() if surrogate else None)
     probes = [(name, {k: v for k, v in kw.items() if k not in ("surrogate", "surrogate_id", "label")})
               for name, kw in probes + compared]
@@ -280,7 +279,6 @@ def _probe(model: nn.Module, kept: Any, probes: list[tuple[str, dict[str, Any]]]
 def _integer_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, correct: torch.Tensor, eps: float,
                    steps: int, seed: int) -> dict[str, Any]:
     """Top-1 agreement of the model with its integer execution, clean and on PGD examples."""
-    from robquant.attacks import create_attack
     from robquant.quant.integer import IntegerGridError, integer_agreement
 
     pgd = create_attack("pgd", model, eps, steps=steps, generator=torch.Generator(device=x.device).manual_seed(seed))
