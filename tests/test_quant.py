@@ -298,3 +298,40 @@ def test_qat_trains_every_parameter_whatever_the_source_model_says():
     q = quantize(fp, QuantConfig(method="qat", precision="A4W4", pact_init="fixed"))
     assert all(p.requires_grad for p in q.parameters())
     assert not any(p.requires_grad for p in fp.parameters())
+
+
+def test_a_study_chooses_registered_weight_and_activation_quantizers_and_their_options():
+    from robquant.pipeline.plan import build_plan
+    from robquant.pipeline.study import parse_study
+    from robquant.quant import ACT_QUANTIZERS, WEIGHT_QUANTIZERS, UniformActQuant, UniformWeightQuantizer
+
+    @WEIGHT_QUANTIZERS.register("test_tensor", methods=("ptq",))
+    def per_tensor(layer, bits, config):
+        return UniformWeightQuantizer(bits, per_channel=False, ste=config.straight_through)
+
+    @ACT_QUANTIZERS.register("test_minmax", methods=("ptq",))
+    def minmax(bits, config):
+        return UniformActQuant(bits, "minmax", ste=config.straight_through)
+
+    study = {"name": "quantizers", "dataset": {"name": "digits"}, "model": {"name": "resnet20", "width": 4},
+             "axes": {"init": ["non_robust"], "method": ["ptq", "qat"], "precision": ["A4W4"]}}
+
+    def configs(quant):
+        plan = build_plan(parse_study({**study, "quant": quant}), lambda: 1000)
+        return {st.spec.method: st.spec.quant for st in plan.stages.values() if st.kind == "quantize"}
+
+    try:
+        default = configs({})
+        chosen = configs({"ptq_weights": "test_tensor", "ptq_acts": "test_minmax", "calibration": "minmax",
+                          "per_channel": False})
+        assert (chosen["ptq"].weight_quantizer, chosen["ptq"].act_quantizer) == ("test_tensor", "test_minmax")
+        assert chosen["ptq"].calibration == "minmax" and chosen["ptq"].per_channel is False
+        assert chosen["qat"].per_channel is False and chosen["qat"].act_quantizer == default["qat"].act_quantizer
+        assert (default["ptq"].weight_quantizer, default["ptq"].act_quantizer) == ("pwlq", "uniform")
+        with pytest.raises(ConfigError, match="unknown activation quantizer 'test_minmax' for qat; known: pact"):
+            parse_study({**study, "quant": {"qat_acts": "test_minmax"}})
+        with pytest.raises(ConfigError, match="calibration"):
+            parse_study({**study, "quant": {"calibration": "mean"}})
+    finally:
+        WEIGHT_QUANTIZERS.unregister("test_tensor")
+        ACT_QUANTIZERS.unregister("test_minmax")

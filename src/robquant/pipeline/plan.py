@@ -251,12 +251,12 @@ def quant_config(study: Study, cell: Cell) -> AnyQuantConfig:
     """The method's config (:class:`~robquant.quant.PTQConfig` or :class:`~robquant.quant.QATConfig`) of a cell."""
     q = study.quant
     common = {"precision": cell.precision, "quantize_first_last": q.quantize_first_last,
-              "calib_images": q.calib_images, "calib_batch_size": q.calib_batch_size}
+              "calib_images": q.calib_images, "calib_batch_size": q.calib_batch_size, "per_channel": q.per_channel}
     if cell.method == "ptq":
-        return PTQConfig(**common, weight_quantizer=q.ptq_weights, breakpoint=q.breakpoint,
-                         act_placement=q.act_placement)
+        return PTQConfig(**common, weight_quantizer=q.ptq_weights, act_quantizer=q.ptq_acts, breakpoint=q.breakpoint,
+                         act_placement=q.act_placement, calibration=q.calibration)
     # PACT's from-scratch alpha for random parameters; from the data otherwise
-    return QATConfig(**common, weight_quantizer=q.qat_weights, pact_alpha=q.pact_alpha,
+    return QATConfig(**common, weight_quantizer=q.qat_weights, act_quantizer=q.qat_acts, pact_alpha=q.pact_alpha,
                      pact_init="fixed" if cell.init == "random" else q.pact_init, pact_percentile=q.pact_percentile)
 
 

@@ -20,7 +20,8 @@ from robquant.defaults import (ATTACK_STEPS, BITFLIP_ATTACK_BATCH, BITFLIP_METHO
                                BITFLIP_REPEATS, BITFLIP_SEARCH_CAP, CHECK_EXAMPLES, CHECK_SQUARE_QUERIES, CHECK_TOL,
                                COLLAPSE_EPS_255, OPSET, OPSETS, RESTARTS, SQUARE_QUERIES)
 from robquant.errors import CheckpointError, ConfigError
-from robquant.quant.config import PACT_INITS, WEIGHT_QUANTIZERS, PTQConfig, QATConfig
+from robquant.quant.config import ACT_QUANTIZERS, PACT_INITS, WEIGHT_QUANTIZERS, PTQConfig, QATConfig
+from robquant.quant.uniform import CALIBRATIONS
 from robquant.quant.precision import parse_precision
 from robquant.quant.pwlq import BREAKPOINTS
 from robquant.train import FP_TRAIN, PGD_AT, QAT_FINETUNE, QAT_SCRATCH, HeldOutCheck, TrainConfig
@@ -440,6 +441,15 @@ class QuantSpec(_Spec):
                              f"({', '.join(WEIGHT_QUANTIZERS.names('ptq'))})")
     qat_weights: str = Field(QATConfig.weight_quantizer, description="QAT weight quantizer, registered for QAT "
                              f"({', '.join(WEIGHT_QUANTIZERS.names('qat'))})")
+    ptq_acts: str = Field(PTQConfig.act_quantizer, description="PTQ activation quantizer, registered for PTQ "
+                          f"({', '.join(ACT_QUANTIZERS.names('ptq'))})")
+    qat_acts: str = Field(QATConfig.act_quantizer, description="QAT activation quantizer, registered for QAT "
+                          f"({', '.join(ACT_QUANTIZERS.names('qat'))})")
+    per_channel: bool = Field(PTQConfig.per_channel, description="uniform weights per output channel (else per "
+                              "tensor)")
+    calibration: Literal[CALIBRATIONS] = Field(PTQConfig.calibration,  # type: ignore[valid-type]
+                                               description="PTQ activation range rule: topk_median (PWLQ's) or "
+                                               "minmax")
     quantize_first_last: bool = PTQConfig.quantize_first_last
     breakpoint: Literal[BREAKPOINTS] = PTQConfig.breakpoint  # type: ignore[valid-type]
     calib_images: int = Field(PTQConfig.calib_images, ge=1, description="calibration images (PTQ ranges, QAT's "
@@ -456,13 +466,13 @@ class QuantSpec(_Spec):
                                            "percentile of each layer's activations) or pact_alpha")
     pact_percentile: float = Field(QATConfig.pact_percentile, gt=0, le=100, description="percentile of pact_init data")
 
-    @field_validator("ptq_weights", "qat_weights")
+    @field_validator("ptq_weights", "qat_weights", "ptq_acts", "qat_acts")
     @classmethod
     def _registered(cls, v: str, info: Any) -> str:
-        method = info.field_name[:3]
-        if v not in WEIGHT_QUANTIZERS.names(method):
-            raise ValueError(f"unknown weight quantizer {v!r} for {method}; known: "
-                             f"{', '.join(WEIGHT_QUANTIZERS.names(method))}")
+        method, kind = info.field_name[:3], info.field_name[4:]
+        registry, what = (WEIGHT_QUANTIZERS, "weight") if kind == "weights" else (ACT_QUANTIZERS, "activation")
+        if v not in registry.names(method):
+            raise ValueError(f"unknown {what} quantizer {v!r} for {method}; known: {', '.join(registry.names(method))}")
         return v
 
 
