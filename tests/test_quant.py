@@ -335,3 +335,23 @@ def test_a_study_chooses_registered_weight_and_activation_quantizers_and_their_o
     finally:
         WEIGHT_QUANTIZERS.unregister("test_tensor")
         ACT_QUANTIZERS.unregister("test_minmax")
+
+
+def test_each_method_config_has_one_handler_and_quantize_branches_on_no_type():
+    import ast
+    from pathlib import Path
+
+    from robquant.quant import convert
+
+    assert set(convert.METHOD_STEPS) == {PTQConfig, QATConfig}
+    assert convert.method_steps(PTQConfig()).frozen and convert.method_steps(QATConfig()).training
+
+    class Other:  # a config no method handles
+        pass
+
+    with pytest.raises(ConfigError, match="no quantization method handles Other; known: PTQConfig, QATConfig"):
+        convert.method_steps(Other())
+    source = ast.parse(Path(convert.__file__).read_text())
+    branches = [n.lineno for n in ast.walk(source) if isinstance(n, ast.Call) and getattr(n.func, "id", "") ==
+                "isinstance" and any(getattr(a, "id", "") in ("PTQConfig", "QATConfig") for a in ast.walk(n))]
+    assert not branches, branches

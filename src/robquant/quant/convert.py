@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import copy
 from contextlib import contextmanager
-from typing import Iterator
+from dataclasses import dataclass
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
 
 from robquant.errors import ConfigError
 from robquant.models.surgery import modes_restored, replace_module
-from robquant.quant.config import AnyQuantConfig, PTQConfig
+from robquant.quant.config import AnyQuantConfig, PTQConfig, QATConfig
 from robquant.quant.coverage import check_coverage
 from robquant.quant.fold import fold_batchnorm
 from robquant.quant.modules import QuantConv2d, QuantInput, QuantLinear
@@ -33,12 +34,78 @@ from robquant.quant.precision import FP_BITS
 POOLS = (nn.AdaptiveAvgPool2d, nn.AvgPool2d, nn.MaxPool2d, nn.AdaptiveMaxPool2d)
 
 
+@dataclass(frozen=True)
+class MethodSteps:
+    """What one quantization method does around the layer swap that both share: one handler per method
+    config type (:data:`METHOD_STEPS`), so :func:`quantize` branches on no type.
+
+    Attributes:
+        before: On the copy, before the swap (PTQ: eval mode, BN folded; QAT: every parameter trainable).
+        structure: Before the swap on a model being loaded (the module structure, no numerics).
+        frozen: The weights are quantized once, after the swap, and stored quantized (PTQ); else on every
+            forward (QAT).
+        training: The mode of the model returned.
+        calibrates: What calibration images are for (the message when they are missing), and a way out.
+    """
+
+    before: Callable[[nn.Module], None]
+    structure: Callable[[nn.Module], None]
+    frozen: bool
+    training: bool
+    calibrates: tuple[str, str]
+
+
+def _quant_layers(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, (QuantConv2d, QuantLinear))]
+
+
+def _fold(model: nn.Module) -> None:
+    fold_batchnorm(model.eval())
+
+
+def _freeze(model: nn.Module) -> None:  # quantize the weights once
+    for layer in _quant_layers(model):
+        layer.freeze()
+
+
+def _mark_frozen(model: nn.Module) -> None:  # a loaded PTQ model's weights are stored already quantized
+    for layer in _quant_layers(model):
+        layer.frozen = True
+
+
+def _nothing(model: nn.Module) -> None:
+    pass
+
+
+METHOD_STEPS: dict[type, MethodSteps] = {
+    PTQConfig: MethodSteps(before=_fold, structure=_fold, frozen=True, training=False,
+                           calibrates=("activation ranges", "")),
+    # QAT trains every parameter, whatever the source model's flags
+    QATConfig: MethodSteps(before=lambda m: m.requires_grad_(True), structure=_nothing, frozen=False,
+                           training=True, calibrates=("PACT's alpha (pact_init='data')", "; or set pact_init='fixed'")),
+}
+
+
+def method_steps(config: AnyQuantConfig) -> MethodSteps:
+    """The handler of ``config``'s method.
+
+    Raises:
+        ConfigError: a config type no method handles.
+    """
+    steps = METHOD_STEPS.get(type(config))
+    if steps is None:
+        raise ConfigError(f"no quantization method handles {type(config).__name__}; known: "
+                          f"{', '.join(t.__name__ for t in METHOD_STEPS)}")
+    return steps
+
+
 def quantize(model: nn.Module, config: AnyQuantConfig, calib_images: torch.Tensor | None = None) -> nn.Module:
     """Return a quantized copy of ``model`` (the original is left untouched).
 
     Args:
         model: A trained (or freshly initialised, for QAT from scratch) model.
-        config: What to do: a :class:`~robquant.quant.PTQConfig` or :class:`~robquant.quant.QATConfig`.
+        config: What to do: a :class:`~robquant.quant.PTQConfig` or :class:`~robquant.quant.QATConfig`
+            (its method's steps: :data:`METHOD_STEPS`).
         calib_images: ``(N, C, H, W)`` images in [0, 1] (the caller picks them from the
             configured data fraction): PTQ's activation ranges, QAT's PACT alpha with
             ``pact_init="data"``; needed when the config's ``needs_calibration``.
@@ -49,24 +116,18 @@ def quantize(model: nn.Module, config: AnyQuantConfig, calib_images: torch.Tenso
     Raises:
         ConfigError: if calibration images are needed and none are given.
     """
-    ptq = isinstance(config, PTQConfig)
+    steps = method_steps(config)
     if config.needs_calibration and calib_images is None:
-        what = "activation ranges" if ptq else "PACT's alpha (pact_init='data')"
+        what, way_out = steps.calibrates
         raise ConfigError(f"{config.method.upper()} at {config.bits} calibrates {what} and needs calibration images"
-                          + ("" if ptq else "; or set pact_init='fixed'"))
+                          + way_out)
     if calib_images is not None and len(calib_images):
         check_coverage(model, config, calib_images[:2].to(next(model.parameters()).device))
     qmodel = copy.deepcopy(model)
-    if ptq:
-        qmodel.eval()
-        fold_batchnorm(qmodel)
-    else:  # QAT trains every parameter, whatever the source model's flags
-        qmodel.requires_grad_(True)
+    steps.before(qmodel)
     _swap(qmodel, config)
-    if ptq:
-        for layer in qmodel.modules():  # quantize the weights once
-            if isinstance(layer, (QuantConv2d, QuantLinear)):
-                layer.freeze()
+    if steps.frozen:
+        _freeze(qmodel)
     if config.needs_calibration:
         # QAT: alpha from the full-precision model's activations. DoReFa rescales the weights
         # (max |w_q| = 1), which BN's running statistics do not know about until training starts
@@ -74,7 +135,7 @@ def quantize(model: nn.Module, config: AnyQuantConfig, calib_images: torch.Tenso
         # the quantized weights in eval mode would measure activations no training step sees.
         with _weights_as_stored(qmodel):
             calibrate(qmodel, calib_images, config.calib_batch_size)
-    return qmodel.eval() if ptq else qmodel.train()
+    return qmodel.train(steps.training)
 
 
 @contextmanager
@@ -94,13 +155,11 @@ def _weights_as_stored(model: nn.Module) -> Iterator[None]:
 def prepare_structure(model: nn.Module, config: AnyQuantConfig) -> nn.Module:
     """Give ``model`` (in place) the module structure of its quantized form, without any numerics,
     so that a saved quantized state dict can be loaded into it."""
-    ptq = isinstance(config, PTQConfig)
-    if ptq:
-        fold_batchnorm(model.eval())
+    steps = method_steps(config)
+    steps.structure(model)
     _swap(model, config)
-    for layer in model.modules():
-        if isinstance(layer, (QuantConv2d, QuantLinear)) and ptq:
-            layer.frozen = True
+    if steps.frozen:
+        _mark_frozen(model)
     return model
 
 
