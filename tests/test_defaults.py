@@ -9,7 +9,7 @@ from robquant.errors import ConfigError
 from robquant.pipeline.api import _diagnose_run
 from robquant.pipeline.plan import build_plan
 from robquant.pipeline.specs import BitFlipRun, Budget
-from robquant.pipeline.study import AttackSpec, BitFlipSpec, parse_study
+from robquant.pipeline.study import AttackSection, BitFlipSection, parse_study
 
 STUDY = {"name": "defaults", "dataset": {"name": "digits"}, "model": {"name": "resnet20", "width": 4},
          "evaluation": {"eps": [8, 32], "main_eps": 32, "n_test": 300, "bitflip": True},
@@ -38,7 +38,7 @@ def test_a_studys_bit_flips_are_built_by_the_same_constructor_with_the_same_defa
     assert flips == BitFlipRun.of(300, range(BITFLIP_REPEATS))
     assert (flips.attack_batch, flips.search_cap, flips.random_cap) == (BITFLIP_ATTACK_BATCH, BITFLIP_SEARCH_CAP,
                                                                         BITFLIP_RANDOM_CAP)
-    spec = BitFlipSpec(enabled=True)
+    spec = BitFlipSection(enabled=True)
     assert (spec.attack_batch, spec.search_cap, spec.random_cap, spec.repeats) == (
         BITFLIP_ATTACK_BATCH, BITFLIP_SEARCH_CAP, BITFLIP_RANDOM_CAP, BITFLIP_REPEATS)
     with pytest.raises(ConfigError, match="bitflip methods must be among search, random, got flip"):
@@ -58,7 +58,7 @@ def _help(command):
 
 
 def test_the_schema_and_the_command_line_show_the_declared_defaults():
-    assert AttackSpec(name="square").n_queries == SQUARE_QUERIES
+    assert AttackSection(name="square").n_queries == SQUARE_QUERIES
     help_text = _help("attack")
     assert f"default {SQUARE_QUERIES}" in help_text
     assert f"{BITFLIP_SEARCH_CAP},{BITFLIP_RANDOM_CAP}" in help_text

@@ -102,10 +102,10 @@ class EvalResult:
                           cascade=self.cascade, split_size=split_size)
 
 
-AttackSpec = AttackRun | str | tuple[str, dict[str, Any]]
+AttackLike = AttackRun | str | tuple[str, dict[str, Any]]  # a typed run, a name, or (name, options)
 
 
-def attack_runs(attacks: Sequence[AttackSpec], budgets: Sequence[Budget]) -> list[AttackRun]:
+def attack_runs(attacks: Sequence[AttackLike], budgets: Sequence[Budget]) -> list[AttackRun]:
     """The typed runs of ``attacks``: an :class:`~robquant.attacks.runs.AttackRun` as it is; a name, or
     ``(name, options)`` whose options may hold the evaluation's ``label``, ``n`` and ``eps`` (a subset
     of the budgets, [0, 1] units).
@@ -139,7 +139,7 @@ def attack_runs(attacks: Sequence[AttackSpec], budgets: Sequence[Budget]) -> lis
     return runs
 
 
-def evaluate(model: nn.Module, dataset: Any, attacks: Sequence[AttackSpec], eps_list: Sequence[float | Budget], *,
+def evaluate(model: nn.Module, dataset: Any, attacks: Sequence[AttackLike], eps_list: Sequence[float | Budget], *,
              batch_size: int = 256, n: int | None = None, device: torch.device | str = "cpu",
              seed: int = 0, cascade: bool = False, progress: Progress = NULL_PROGRESS) -> EvalResult:
     """Clean accuracy and robust accuracy per (attack, eps), batched.

@@ -18,7 +18,7 @@ from robquant.modelfolder import weights_sha256
 from robquant.pipeline.specs import (AttackRun, BitFlipRun, Budget, DataRef, DeployedRun, DiagnoseRun, Evaluate,
                                      ImportFP, ModelRef, ObjectiveRef, Quantize, StageSpec, TrainFP, spec_config,
                                      spec_key)
-from robquant.pipeline.study import QAT_STRATEGIES, Cell, FPWeightsSpec, Study, TrainSpec
+from robquant.pipeline.study import QAT_STRATEGIES, Cell, FPWeightsSection, Study, TrainSection
 from robquant.quant import AnyQuantConfig, PTQConfig, QATConfig
 from robquant.quant.precision import parse_precision
 from robquant.train import TrainConfig
@@ -94,7 +94,7 @@ def training_set_size(study: Study) -> Callable[[], int]:
     return split_size(study, "train")
 
 
-def train_config(spec: TrainSpec, seed: int) -> TrainConfig:
+def train_config(spec: TrainSection, seed: int) -> TrainConfig:
     """The :class:`~robquant.train.TrainConfig` of a study recipe (an FP recipe's fraction is the stage's)."""
     cfg = spec.model_dump(exclude={"fraction"})
     if cfg.get("milestones") is not None:
@@ -127,7 +127,7 @@ class _Planner:
     def fp(self, init: str, seed: int) -> str:
         study = self.study
         spec, fraction = study.fp.spec(init), study.fp.fraction_of(init)
-        if isinstance(spec, FPWeightsSpec):  # the user's weights: one stage whatever the seed
+        if isinstance(spec, FPWeightsSection):  # the user's weights: one stage whatever the seed
             digest = weights_sha256(spec.checkpoint)
             return self.add(ImportFP(self.data, self.model, init, digest, spec.checkpoint,
                                      label=f"import {init} FP weights ({Path(spec.checkpoint).name})"),

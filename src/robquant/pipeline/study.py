@@ -4,6 +4,9 @@ Every field has a default and a description; validation happens once, here, and 
 names the field, the value and what is allowed. A grid (``axes``) expands into cells; cells that
 mean nothing (PTQ of random parameters) are dropped with a stated reason. ``cells`` lists cells
 explicitly instead (or in addition).
+
+Each section of the file is a ``...Section`` model (``EvalSection``, ``FPSection``, ...): what the user
+writes. The stages the planner makes of them are the typed specs of :mod:`robquant.pipeline.specs`.
 """
 
 from __future__ import annotations
@@ -27,11 +30,11 @@ from robquant.quant.pwlq import BREAKPOINTS
 from robquant.train import FP_TRAIN, PGD_AT, QAT_FINETUNE, QAT_SCRATCH, HeldOutCheck, TrainConfig
 import robquant.zoo as zoo
 
-class _Spec(BaseModel):
+class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class DatasetSpec(_Spec):
+class DatasetSection(_Section):
     name: str = Field("digits", description="data set name (see `robquant list`)")
     root: Optional[str] = Field(None, description="data root for cifar10/cifar100/imagefolder")
     allow_unverified: bool = Field(False, description="accept a copy whose checksums differ (recorded)")
@@ -46,7 +49,7 @@ class DatasetSpec(_Spec):
         return v
 
 
-class ModelSpec(_Spec):
+class ModelSection(_Section):
     name: str = Field("resnet20", description="a registered model (see `robquant list`) or your own, "
                       "'package.module:factory' (importable; called with kwargs)")
     width: Optional[int] = Field(None, ge=1, description="base width (ResNet-20: 16)")
@@ -66,7 +69,7 @@ class ModelSpec(_Spec):
         return v
 
     @model_validator(mode="after")
-    def _options_fit(self) -> "ModelSpec":
+    def _options_fit(self) -> "ModelSection":
         from robquant.models import external
 
         if external.is_reference(self.name) and (self.width is not None or self.shortcut != "A"):
@@ -103,7 +106,7 @@ INITS = ("random", "non_robust", "robust")
 METHODS = ("ptq", "qat")
 
 
-class AttackSpec(_Spec):
+class AttackSection(_Section):
     name: str = Field("pgd", description="attack: pgd, fgsm, autoattack, apgd, square, transfer, or one a plug-in "
                       "registers (robquant.plugins)")
     label: Optional[str] = Field(None, min_length=1, description="name the results are reported under (default: name)")
@@ -131,7 +134,7 @@ class AttackSpec(_Spec):
         return name
 
     @model_validator(mode="after")
-    def _subsets(self) -> "AttackSpec":
+    def _subsets(self) -> "AttackSection":
         if self.attacks is not None and self.name not in ("autoattack", "apgd"):
             raise ValueError(f"attacks applies to autoattack and apgd only, not {self.name}")
         if self.name == "apgd" and self.attacks and not set(self.attacks) <= {"apgd-ce", "apgd-t"}:
@@ -157,7 +160,7 @@ class AttackSpec(_Spec):
         return ATTACKS.get(self.name).select_options(given | self.params)
 
 
-class DiagnoseSpec(_Spec):
+class DiagnoseSection(_Section):
     """The trust checks of :func:`robquant.attacks.trust.diagnose`, run at the main eps."""
 
     enabled: bool = Field(True, description="run the checks on every evaluated model")
@@ -178,7 +181,7 @@ class DiagnoseSpec(_Spec):
         return self.enabled and (self.seeds is None or seed in self.seeds)
 
 
-class _Switched(_Spec):
+class _Switched(_Section):
     """An evaluation option that is off unless given: ``true``/``false``, or its options (which switch
     it on unless they say otherwise); ``seeds`` limits it to the models of those seeds."""
 
@@ -196,7 +199,7 @@ class _Switched(_Spec):
         return {"enabled": True, **value} if isinstance(value, dict) else value
 
 
-class DeployedSpec(_Switched):
+class DeployedSection(_Switched):
     """Every quantized model exported to ONNX (QDQ) and attacked on ONNX Runtime at the main eps
     (:mod:`robquant.deploy`): transfer from the fake-quantized model, Square on the runtime, top-1
     agreement, and the trust check ``deployed_mismatch``. ``deployed: true`` turns it on with the defaults."""
@@ -215,7 +218,7 @@ class DeployedSpec(_Switched):
 
 
 
-class BitFlipSpec(_Switched):
+class BitFlipSection(_Switched):
     """Every model with quantized weights attacked in its stored weights (:mod:`robquant.attacks.bitflip`):
     the flips that bring its clean accuracy to chance + 1 point, by the progressive bit search and by
     random flips. ``bitflip: true`` turns it on with the defaults."""
@@ -236,8 +239,8 @@ class BitFlipSpec(_Switched):
 
 
 
-class EvalSpec(_Spec):
-    attacks: list[AttackSpec] = Field(default_factory=lambda: [AttackSpec()], min_length=1)
+class EvalSection(_Section):
+    attacks: list[AttackSection] = Field(default_factory=lambda: [AttackSection()], min_length=1)
     eps: list[float] = Field([1, 2, 4, 8], min_length=1, description="budgets in /255 units")
     main_eps: float = Field(8, description="the budget tables report robustness at (/255)")
     weak_eps: Optional[float] = Field(None, description="the weak attack's budget (/255) of Table 1's 'weaker' "
@@ -248,10 +251,10 @@ class EvalSpec(_Spec):
     cascade: bool = Field(True, description="each attack runs only on the examples the earlier ones left robust "
                           "(AutoAttack's standard evaluation): the same worst case for less work; later attacks' "
                           "own accuracies are then cumulative")
-    diagnostics: DiagnoseSpec = Field(default_factory=DiagnoseSpec)
-    deployed: DeployedSpec = Field(default_factory=lambda: DeployedSpec(enabled=False),
+    diagnostics: DiagnoseSection = Field(default_factory=DiagnoseSection)
+    deployed: DeployedSection = Field(default_factory=lambda: DeployedSection(enabled=False),
                                    description="true, or the deployed evaluation's options (off unless given)")
-    bitflip: BitFlipSpec = Field(default_factory=lambda: BitFlipSpec(enabled=False),
+    bitflip: BitFlipSection = Field(default_factory=lambda: BitFlipSection(enabled=False),
                                  description="true, or the bit-flip attack's options (off unless given)")
     transfer_matrix: bool = Field(False, description="also attack every model with PGD crafted on its FP parent and "
                                   "on each other precision of its pipeline (same seed and fraction): the precision "
@@ -267,7 +270,7 @@ class EvalSpec(_Spec):
         return v
 
     @model_validator(mode="after")
-    def _main_in_eps(self) -> "EvalSpec":
+    def _main_in_eps(self) -> "EvalSection":
         if self.main_eps not in self.eps:
             raise ValueError(f"main_eps {self.main_eps:g} must be one of eps {self.eps}")
         if self.weak_eps is not None and (self.weak_eps not in self.eps or self.weak_eps >= self.main_eps):
@@ -288,7 +291,7 @@ class EvalSpec(_Spec):
             return self.weak_eps
         return max((e for e in self.eps if e <= self.main_eps / 4), default=None)
 
-    def reference_pgd(self) -> "AttackSpec | None":
+    def reference_pgd(self) -> "AttackSection | None":
         """The first PGD attack: the paper's attack, and the trust checks' reference PGD."""
         return next((a for a in self.attacks if a.name == "pgd"), None)
 
@@ -297,7 +300,7 @@ class EvalSpec(_Spec):
         return next((a.label or a.name for a in self.attacks if a.name == "pgd"), None)
 
 
-class TrainSpec(_Spec):
+class TrainSection(_Section):
     """A training recipe; the defaults are :data:`robquant.train.FP_TRAIN` (the paper's)."""
 
     epochs: int = Field(FP_TRAIN.epochs, ge=1)
@@ -311,13 +314,13 @@ class TrainSpec(_Spec):
                                                 "(evaluation stays float32); keyed when set")
 
     @classmethod
-    def of(cls, cfg: TrainConfig) -> "TrainSpec":
+    def of(cls, cfg: TrainConfig) -> "TrainSection":
         return cls(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, momentum=cfg.momentum,
                    weight_decay=cfg.weight_decay, schedule=cfg.schedule,
                    milestones=None if cfg.milestones is None else list(cfg.milestones), autocast=cfg.autocast)
 
 
-class PGDSpec(_Spec):
+class PGDSection(_Section):
     """PGD adversarial training; the defaults are :data:`robquant.train.PGD_AT` (Madry's PGD-7)."""
 
     eps: float = Field(round(PGD_AT.eps * 255, 6), ge=0, description="/255 units")
@@ -329,7 +332,7 @@ class PGDSpec(_Spec):
         return {"eps": self.eps / 255, "step_size": self.step / 255, "steps": self.steps, "bn_mode": self.bn_mode}
 
 
-class CheckSpec(_Spec):
+class CheckSection(_Section):
     """The held-out PGD check of adversarial FP training (:class:`~robquant.train.HeldOutCheck`)."""
 
     n: int = Field(HeldOutCheck.n, ge=1, description="training images held out for the check (not trained on)")
@@ -342,7 +345,7 @@ class CheckSpec(_Spec):
         return HeldOutCheck(n=self.n, eps=eps / 255, step_size=eps / 4 / 255, steps=self.steps, drop=self.drop / 100)
 
 
-class FPTrainSpec(TrainSpec):
+class FPTrainSection(TrainSection):
     fraction: Optional[float] = Field(None, description="training data for this FP model (default fp.fraction)")
 
     @field_validator("fraction")
@@ -351,7 +354,7 @@ class FPTrainSpec(TrainSpec):
         return None if v is None else _check_fraction(v)
 
 
-class FPWeightsSpec(_Spec):
+class FPWeightsSection(_Section):
     """Your own trained weights as the FP model: no FP training runs."""
 
     checkpoint: str = Field(..., min_length=1, description="a zoo model (zoo:NAME), a safetensors file, a robquant model folder, or a "
@@ -372,22 +375,22 @@ class FPWeightsSpec(_Spec):
 
 def _fp_kind(v: Any) -> str:
     """A training recipe, or (with ``checkpoint``) your own weights."""
-    return "<weights>" if isinstance(v, FPWeightsSpec) or (isinstance(v, dict) and "checkpoint" in v) else "<recipe>"
+    return "<weights>" if isinstance(v, FPWeightsSection) or (isinstance(v, dict) and "checkpoint" in v) else "<recipe>"
 
 
-FPModel = Annotated[Union[Annotated[FPTrainSpec, Tag("<recipe>")], Annotated[FPWeightsSpec, Tag("<weights>")]],
+FPModel = Annotated[Union[Annotated[FPTrainSection, Tag("<recipe>")], Annotated[FPWeightsSection, Tag("<weights>")]],
                     Discriminator(_fp_kind)]
 
 
-class FPSpec(_Spec):
-    non_robust: Optional[FPModel] = Field(default_factory=FPTrainSpec, description="clean training, or your weights")
-    robust: Optional[FPModel] = Field(default_factory=lambda: FPTrainSpec(weight_decay=2e-4),
+class FPSection(_Section):
+    non_robust: Optional[FPModel] = Field(default_factory=FPTrainSection, description="clean training, or your weights")
+    robust: Optional[FPModel] = Field(default_factory=lambda: FPTrainSection(weight_decay=2e-4),
                                       description="PGD adversarial training (the RRM teacher), or your weights")
-    pgd: PGDSpec = Field(default_factory=PGDSpec)
+    pgd: PGDSection = Field(default_factory=PGDSection)
     robust_objective: Literal["pgd_at", "fast_adversarial", "n_fgsm"] = Field(
         "pgd_at", description="the robust FP model's adversarial training at fp.pgd.eps: PGD (fp.pgd), FGSM-RS "
         "(Wong et al.) or N-FGSM (de Jorge et al.)")
-    check: Optional[CheckSpec] = Field(None, description="held-out PGD check of the robust FP training after every "
+    check: Optional[CheckSection] = Field(None, description="held-out PGD check of the robust FP training after every "
                                        "epoch (stops on catastrophic overfitting, keeps the best epoch)")
     fraction: float = Field(1.0, description="class-stratified, seeded fraction of the training set the FP models "
                             "train on")
@@ -400,7 +403,7 @@ class FPSpec(_Spec):
     def _frac(cls, v: float) -> float:
         return _check_fraction(v)
 
-    def spec(self, init: str) -> FPTrainSpec | FPWeightsSpec:
+    def spec(self, init: str) -> FPTrainSection | FPWeightsSection:
         """The training recipe, or the user's weights, of the ``robust`` or ``non_robust`` FP model."""
         spec = self.robust if init == "robust" else self.non_robust
         assert spec is not None  # the study's validation guarantees it
@@ -420,19 +423,19 @@ class FPSpec(_Spec):
 
     def fraction_of(self, init: str) -> float:
         spec = self.spec(init)
-        f = spec.fraction if isinstance(spec, FPTrainSpec) else None
+        f = spec.fraction if isinstance(spec, FPTrainSection) else None
         return self.fraction if f is None else f
 
 
-class QATSpec(_Spec):
-    finetune: TrainSpec = Field(default_factory=lambda: TrainSpec.of(QAT_FINETUNE), description="QAT from FP parameters")
-    scratch: TrainSpec = Field(default_factory=lambda: TrainSpec.of(QAT_SCRATCH), description="QAT from random parameters")
-    pgd: PGDSpec = Field(default_factory=PGDSpec, description="the adversarial strategy's attack")
+class QATSection(_Section):
+    finetune: TrainSection = Field(default_factory=lambda: TrainSection.of(QAT_FINETUNE), description="QAT from FP parameters")
+    scratch: TrainSection = Field(default_factory=lambda: TrainSection.of(QAT_SCRATCH), description="QAT from random parameters")
+    pgd: PGDSection = Field(default_factory=PGDSection, description="the adversarial strategy's attack")
     fast_eps: float = Field(8, ge=0, description="fast_adversarial budget (/255)")
     transfer_lambda: float = Field(0.005, ge=0, description="RRM cross-entropy weight")
 
 
-class QuantSpec(_Spec):
+class QuantSection(_Section):
     """The quantization options of every cell; the choices and defaults are the method configs'
     (:class:`~robquant.quant.PTQConfig`, :class:`~robquant.quant.QATConfig`) and the quantizers registered
     for each method (:data:`~robquant.quant.WEIGHT_QUANTIZERS`)."""
@@ -489,7 +492,7 @@ def _check_fraction(v: float) -> float:
     return v
 
 
-class Axes(_Spec):
+class Axes(_Section):
     init: list[Literal[INITS]] = Field(["non_robust", "robust"], min_length=1)
     method: list[Literal[METHODS]] = Field(list(METHODS), min_length=1)
     strategy: list[Literal[STRATEGY_NAMES]] = Field(["vanilla"], min_length=1)
@@ -507,7 +510,7 @@ class Axes(_Spec):
         return [_check_fraction(f) for f in v]
 
 
-class Cell(_Spec):
+class Cell(_Section):
     """One pipeline: where its parameters start, how it is quantized, and on how much data."""
 
     init: Literal[INITS]
@@ -534,17 +537,17 @@ class Cell(_Spec):
         return f"{self.method}{strat} from {self.init} {self.precision} f={self.fraction:g}"
 
 
-class Study(_Spec):
+class Study(_Section):
     """A grid of pipelines over one data set and model."""
 
     name: str = Field("study", min_length=1)
-    dataset: DatasetSpec = Field(default_factory=DatasetSpec)
-    model: ModelSpec = Field(default_factory=ModelSpec)
+    dataset: DatasetSection = Field(default_factory=DatasetSection)
+    model: ModelSection = Field(default_factory=ModelSection)
     seeds: list[int] = Field([0], min_length=1)
-    evaluation: EvalSpec = Field(default_factory=EvalSpec)
-    fp: FPSpec = Field(default_factory=FPSpec)
-    qat: QATSpec = Field(default_factory=QATSpec)
-    quant: QuantSpec = Field(default_factory=QuantSpec)
+    evaluation: EvalSection = Field(default_factory=EvalSection)
+    fp: FPSection = Field(default_factory=FPSection)
+    qat: QATSection = Field(default_factory=QATSection)
+    quant: QuantSection = Field(default_factory=QuantSection)
     axes: Optional[Axes] = None
     cells: Optional[list[Cell]] = None
     store: Optional[str] = Field(None, description="store folder (default: runs/store beside the study file)")

@@ -227,7 +227,7 @@ def trend_labels(rows: list[dict[str, Any]], weak_eps: float | None, main_eps: f
                  **kwargs: Any) -> dict[tuple[str, str | None, str], dict[str, tuple[str, dict[str, Any]]]]:
     """Table-1 labels per pipeline: ``{(method, strategy, init): {"weaker"|"normal": (label, info)}}``.
 
-    Weaker attack: ``weak_eps`` (the study's, see ``EvalSpec.weak``); normal: the main eps.
+    Weaker attack: ``weak_eps`` (the study's, see ``EvalSection.weak``); normal: the main eps.
     Robustness is the worst case at that eps, per example; bit-widths are the precisions with equal
     activation and weight bits (full precision as 32). A bit-width whose cell has an NC seed is not
     comparable (``info["not_comparable"]``); one with fewer than 2 seeds (when the pipeline has
