@@ -1,4 +1,4 @@
-"""Imports flow one way: the base modules (defaults, errors, plugins, registry, progress, provenance) -> data, models,
+"""Imports flow one way: the base modules (defaults, errors, options, plugins, registry, progress, provenance) -> data, models,
 quant -> modelfolder (the saved-model format) -> zoo (shipped models by name) -> attacks -> deploy -> train -> pipeline -> report -> display, cli."""
 
 import ast
@@ -9,10 +9,11 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "robquant"
 ABOVE_BASE = {"data", "models", "quant", "modelfolder", "zoo", "attacks", "deploy", "train", "pipeline", "report", "display", "cli"}
 FORBIDDEN = {
-    "defaults": ABOVE_BASE | {"errors", "plugins", "registry", "progress", "provenance"},
-    "errors": ABOVE_BASE | {"plugins", "registry", "progress", "provenance"},
+    "defaults": ABOVE_BASE | {"errors", "options", "plugins", "registry", "progress", "provenance"},
+    "errors": ABOVE_BASE | {"options", "plugins", "registry", "progress", "provenance"},
     "registry": ABOVE_BASE | {"progress", "provenance"},
     "plugins": ABOVE_BASE | {"registry", "progress", "provenance"},
+    "options": ABOVE_BASE | {"plugins", "registry", "progress", "provenance"},
     "progress": ABOVE_BASE,
     "provenance": ABOVE_BASE,
     "data": {"models", "quant", "modelfolder", "zoo", "attacks", "deploy", "train", "pipeline", "report", "display", "cli"},

@@ -11,13 +11,14 @@ from robquant.errors import ConfigError
 
 PLUGIN = textwrap.dedent('''
     from robquant.attacks import ATTACKS, Attack
+    from robquant.options import Option
 
     @ATTACKS.register("scaled_fgsm")
     class ScaledFGSM(Attack):
         """FGSM with its step scaled: scale 1 is FGSM."""
 
         name = "scaled_fgsm"
-        OPTIONS = ("scale",)
+        OPTIONS = (Option("scale", 1.0, "the step as a multiple of eps", float, low=0.0, high=4.0),)
 
         def __init__(self, model, eps, *, scale=1.0, **kwargs):
             super().__init__(model, eps, **kwargs)
@@ -78,3 +79,35 @@ def test_a_plugin_attack_runs_from_the_command_line_and_scale_1_is_fgsm(plugin, 
     code, text = cli("attack", fp, "--attack", "fgsm", "--attack-option", "scale=1", "--out", tmp_path / "b")
     assert code == 2 and "--attack-option scale: no attack of --attack 'fgsm' declares it" in text
     assert not (tmp_path / "b").exists()
+
+
+def test_a_plugin_attacks_declared_option_is_checked_everywhere_and_listed(plugin, demo_models, tmp_path):
+    from typer.testing import CliRunner
+
+    from robquant.cli import app
+    from robquant.pipeline.study import parse_study
+    from test_study import _with
+
+    allowed = "scaled_fgsm option scale: -1 is not allowed; allowed: a number >= 0 <= 4"
+    with pytest.raises(ConfigError, match=allowed):
+        parse_study(_with(evaluation__attacks=[{"name": plugin, "params": {"scale": -1}}]))
+    with pytest.raises(ConfigError, match="scaled_fgsm option scale: 'big' is not allowed"):
+        parse_study(_with(evaluation__attacks=[{"name": plugin, "params": {"scale": "big"}}]))
+    result = CliRunner().invoke(app, ["--quiet", "attack", str(demo_models["non_robust"][0]), "--attack", plugin,
+                                      "--attack-option", "scale=-1", "--out", str(tmp_path / "a")])
+    assert result.exit_code == 2 and allowed in " ".join(result.output.split())
+    assert not (tmp_path / "a").exists()
+    listed = " ".join(CliRunner(env={"COLUMNS": "400"}).invoke(app, ["list"]).output.split())
+    assert "scaled_fgsm: scale=1.0 (a number >= 0 <= 4): the step as a multiple of eps" in listed
+    assert "pgd: steps=20 (a whole number >= 0)" in listed  # robquant's own, declared the same way
+
+
+def test_the_built_in_attacks_check_their_declared_options():
+    from robquant.attacks import ATTACKS
+
+    with pytest.raises(ConfigError, match="pgd option norm: 'l3' is not allowed; allowed: a string one of linf, l2"):
+        ATTACKS.get("pgd").select_options({"norm": "l3"})
+    with pytest.raises(ConfigError, match="square option n_queries: 0.5 is not allowed"):
+        ATTACKS.get("square").select_options({"n_queries": 0.5})
+    assert ATTACKS.get("transfer").DECLARED == ATTACKS.get("pgd").DECLARED  # the white-box PGD's own
+    assert ATTACKS.get("pgd").select_options({"steps": 7, "n_queries": 9, "restarts": None}) == {"steps": 7}

@@ -777,6 +777,12 @@ def list_names() -> None:
     for kind, registry in (("weight quantizers", WEIGHT_QUANTIZERS), ("activation quantizers", ACT_QUANTIZERS)):
         console.print(f"[bold]{kind}[/]: " + "; ".join(f"{method}: {', '.join(registry.names(method))}"
                                                         for method in ("ptq", "qat")))
+    from robquant.attacks import ATTACKS
+
+    console.print("[bold]attack options[/] (as declared; a study's attack entry or --attack-option KEY=VALUE):")
+    for name in list_attacks():
+        options = ATTACKS.get(name).DECLARED.values()
+        console.print(f"  {name}: " + ("; ".join(o.describe() for o in options) or "none"), soft_wrap=True)
 
 
 zoo_app = typer.Typer(add_completion=False, invoke_without_command=True,

@@ -23,10 +23,11 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch import nn
 
-from robquant.attacks.base import Attack, Cost
+from robquant.attacks.base import NORMS, Attack, Cost
 from robquant.attacks.registry import ATTACKS
 from robquant.defaults import SQUARE_QUERIES
 from robquant.errors import ConfigError, check_range
+from robquant.options import Option
 
 PACKAGE = "pyautoattack"
 STANDARD = ("apgd-ce", "apgd-t", "fab-t", "square")
@@ -117,7 +118,9 @@ class AutoAttack(_PackageAttack):
     """
 
     name = "autoattack"
-    OPTIONS = ("attacks", "norm")
+    OPTIONS = (Option("attacks", None, "sub-attacks (default: standard, apgd-ce, apgd-t, fab-t, square; apgd: "
+                      "apgd-ce)"),
+               Option("norm", "linf", "the threat model's norm", str, choices=NORMS))
 
     def __init__(self, model: nn.Module, eps: float, *, attacks: Sequence[str] | None = None, norm: str = "linf",
                  seed: int = 0, generator: torch.Generator | None = None, model_mode: str = "eval",
@@ -210,7 +213,8 @@ class Square(_PackageAttack):
     """
 
     name = "square"
-    OPTIONS = ("n_queries", "norm")
+    OPTIONS = (Option("n_queries", SQUARE_QUERIES, "queries per example (AutoAttack's standard)", int, low=1),
+               Option("norm", "linf", "the threat model's norm", str, choices=NORMS))
 
     def __init__(self, model: nn.Module, eps: float, *, n_queries: int = SQUARE_QUERIES, p_init: float = 0.8,
                  restarts: int = 1, norm: str = "linf", seed: int = 0, generator: torch.Generator | None = None,

@@ -13,6 +13,7 @@ from torch import nn
 from robquant.attacks.view import attack_view
 from robquant.models.surgery import modes_restored
 from robquant.errors import ConfigError, check_range
+from robquant.options import Option, declared
 
 NORMS = ("linf", "l2")
 
@@ -48,14 +49,27 @@ class Attack:
     """
 
     name = "attack"
-    OPTIONS: tuple[str, ...] = ()  # the options an attack of this kind takes (beyond model and eps)
+    # the options an attack of this kind takes (beyond model and eps), declared once (robquant.options):
+    # Option(name, default, help, kind, low, high, choices) or a plain name; OPTIONS reads as their names
+    OPTIONS: tuple[str, ...] = ()
+    DECLARED: dict[str, Option] = {}
     NEEDS_SURROGATE = False  # crafts its examples on another model (given as ``surrogate``)
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "OPTIONS" in cls.__dict__:
+            cls.DECLARED = declared(cls.__dict__["OPTIONS"])
+            cls.OPTIONS = tuple(cls.DECLARED)
 
     @classmethod
     def select_options(cls, given: dict[str, object]) -> dict[str, object]:
-        """Of the options a user gave (None: not given), those this attack takes: the CLI and study
-        files offer one set of options, and each attack picks its own."""
-        return {k: v for k, v in given.items() if k in cls.OPTIONS and v is not None}
+        """Of the options a user gave (None: not given), those this attack takes, each checked against its
+        declaration: the CLI and study files offer one set of options, and each attack picks its own.
+
+        Raises:
+            ConfigError: a value its declaration does not allow (naming the attack, the option and what is).
+        """
+        return {k: cls.DECLARED[k].check(v, cls.name) for k, v in given.items() if k in cls.OPTIONS and v is not None}
 
     def __init__(self, model: nn.Module, eps: float, *, norm: str = "linf",
                  model_mode: str = "eval", generator: torch.Generator | None = None,

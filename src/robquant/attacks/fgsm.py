@@ -7,6 +7,7 @@ from torch import nn
 
 from robquant.attacks.base import Attack
 from robquant.attacks.registry import ATTACKS
+from robquant.options import Option
 
 
 @ATTACKS.register("fgsm")
@@ -20,7 +21,8 @@ class FGSM(Attack):
     """
 
     name = "fgsm"
-    OPTIONS = ("pixel_grid",)
+    OPTIONS = (Option("pixel_grid", False, "keep every adversarial input on the 8-bit grid (k/255 within the budget)",
+                      bool),)
 
     def __init__(self, model: nn.Module, eps: float, **kwargs: object) -> None:
         super().__init__(model, eps, norm="linf", **kwargs)  # type: ignore[arg-type]

@@ -5,10 +5,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from robquant.attacks.base import Attack, Cost
+from robquant.attacks.base import NORMS, Attack, Cost
 from robquant.attacks.registry import ATTACKS
 from robquant.defaults import ATTACK_STEPS, RESTARTS
 from robquant.errors import check_range
+from robquant.options import Option
 
 GREY_LEVEL = 1 / 255  # one step of the 8-bit grid
 
@@ -53,7 +54,13 @@ class PGD(Attack):
     """
 
     name = "pgd"
-    OPTIONS = ("steps", "restarts", "step_size", "norm", "pixel_grid")
+    OPTIONS = (
+        Option("steps", ATTACK_STEPS, "attack steps (0: the random start alone)", int, low=0),
+        Option("restarts", RESTARTS, "random restarts; the worst case per example is kept", int, low=1),
+        Option("step_size", None, "step in [0, 1] units (default eps/4; with pixel_grid at least one grey level)",
+               float, low=0.0),
+        Option("norm", "linf", "the threat model's norm", str, choices=NORMS),
+        Option("pixel_grid", False, "keep every adversarial input on the 8-bit grid (k/255 within the budget)", bool))
 
     def __init__(self, model: nn.Module, eps: float, *, steps: int = ATTACK_STEPS, step_size: float | None = None,
                  norm: str = "linf", random_start: bool = True, restarts: int = RESTARTS,

@@ -40,7 +40,7 @@ class Transfer(Attack):
     """
 
     name = "transfer"
-    OPTIONS = ("steps", "restarts", "step_size", "norm", "pixel_grid")
+    OPTIONS = tuple(PGD.DECLARED.values())  # the white-box PGD's own, run on the surrogate
     NEEDS_SURROGATE = True
 
     @classmethod

@@ -142,11 +142,16 @@ class AttackSection(_Section):
         if self.params:
             from robquant.attacks import ATTACKS
 
-            declared = ATTACKS.get(self.name).OPTIONS
+            attack = ATTACKS.get(self.name)
+            declared = attack.OPTIONS
             unknown = sorted(set(self.params) - set(declared))
             if unknown:
                 raise ValueError(f"{self.name} takes no option {', '.join(map(repr, unknown))}; it declares: "
                                  f"{', '.join(declared) or 'none'}")
+            try:
+                attack.select_options(self.params)  # each value as its declaration allows
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
         return self
 
     def options(self) -> dict[str, Any]:
