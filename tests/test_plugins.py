@@ -105,9 +105,22 @@ def test_a_plugin_attacks_declared_option_is_checked_everywhere_and_listed(plugi
 def test_the_built_in_attacks_check_their_declared_options():
     from robquant.attacks import ATTACKS
 
-    with pytest.raises(ConfigError, match="pgd option norm: 'l3' is not allowed; allowed: a string one of linf, l2"):
+    with pytest.raises(ConfigError, match="pgd option norm: 'l3' is not allowed; allowed: one of linf, l2"):
         ATTACKS.get("pgd").select_options({"norm": "l3"})
     with pytest.raises(ConfigError, match="square option n_queries: 0.5 is not allowed"):
         ATTACKS.get("square").select_options({"n_queries": 0.5})
     assert ATTACKS.get("transfer").DECLARED == ATTACKS.get("pgd").DECLARED  # the white-box PGD's own
     assert ATTACKS.get("pgd").select_options({"steps": 7, "n_queries": 9, "restarts": None}) == {"steps": 7}
+
+
+def test_the_options_reference_in_the_docs_is_generated_from_the_declarations():
+    # docs/options.md is `robquant list --markdown`: the study schema's fields and every attack's declarations
+    from pathlib import Path
+
+    from robquant.display import options_reference
+
+    text = options_reference()
+    assert (Path(__file__).resolve().parents[1] / "docs" / "options.md").read_text() == text, \
+        "docs/options.md is stale: robquant list --markdown > docs/options.md"
+    assert "| `evaluation.bitflip.search_cap` | int | `100` |" in text
+    assert "| pgd | `steps` | `20` | a whole number >= 0 |" in text

@@ -763,8 +763,14 @@ def _device(device: str) -> Any:
 
 
 @app.command("list")
-def list_names() -> None:
+def list_names(markdown: bool = typer.Option(False, "--markdown", help="print every study-file field and every "
+                                             "attack's declared options as markdown tables (docs/options.md)")) -> None:
     """List the registered data sets, models, attacks, training objectives and quantizers (per method)."""
+    if markdown:
+        from robquant.display import options_reference
+
+        sys.stdout.write(options_reference())
+        return
     from robquant.attacks import list_attacks
     from robquant.data import list_datasets
     from robquant.models import list_models

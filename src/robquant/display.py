@@ -201,3 +201,82 @@ def report_table(table: Any) -> Table:
         out.add_row(*row)
     out.caption = " ".join(table.notes)
     return out
+
+
+def options_reference() -> str:
+    """Every option a study file and the attacks take, as markdown tables generated from their declarations
+    (the study schema's fields, each attack's declared options): ``docs/options.md`` is this text
+    (``robquant list --markdown``), so the docs cannot drift from the code."""
+    import re
+    import typing
+
+    from pydantic import BaseModel
+    from pydantic_core import PydanticUndefined
+
+    from robquant.attacks import ATTACKS
+    from robquant.pipeline.study import Study
+
+    def cell(text: Any) -> str:
+        return str(text).replace("|", "\\|").replace("\n", " ")
+
+    def type_name(annotation: Any) -> str:
+        origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+        if origin is typing.Annotated:
+            return type_name(args[0])
+        if origin is typing.Literal:
+            return "one of " + ", ".join(map(str, args))
+        if origin is typing.Union or type(annotation).__name__ == "UnionType":
+            return " or ".join(type_name(a) for a in args)
+        if origin is not None:
+            return f"{getattr(origin, '__name__', str(origin))}[{', '.join(type_name(a) for a in args)}]"
+        if annotation is type(None):
+            return "None"
+        if isinstance(annotation, type):
+            return annotation.__name__
+        return re.sub(r"\b(?:typing|robquant\.[\w.]+)\.", "", str(annotation))
+
+    def models_in(annotation: Any) -> list[type]:
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            return [annotation]
+        return [m for arg in typing.get_args(annotation) for m in models_in(arg)]
+
+    rows: list[str] = []
+
+    def walk(model: type, prefix: str) -> None:
+        for name, info in model.model_fields.items():
+            path = f"{prefix}{name}"
+            inner = models_in(info.annotation)
+            if info.default_factory is not None:
+                default = info.default_factory()
+            else:
+                default = info.default
+            if default is PydanticUndefined:
+                shown = "required"
+            elif isinstance(default, BaseModel):
+                shown = "(section)"
+            elif isinstance(default, list) and default and all(isinstance(d, BaseModel) for d in default):
+                shown = ", ".join(f"`{getattr(d, 'name', type(d).__name__)}`" for d in default) + " (its defaults)"
+            else:
+                shown = f"`{default!r}`" if default is not None else "`None`"
+            is_list = typing.get_origin(info.annotation) is list or any(
+                typing.get_origin(a) is list for a in typing.get_args(info.annotation))
+            rows.append(f"| `{path}` | {cell(type_name(info.annotation))} | {cell(shown)} | "
+                        f"{cell(info.description or '')} |")
+            for sub in inner:
+                walk(sub, f"{path}[]." if is_list else f"{path}.")
+
+    walk(Study, "")
+    out = ["# Options", "",
+           "Generated from the code's declarations by `robquant list --markdown` (a test checks that this file is",
+           "its output): every field of a study file, and every attack's declared options.", "",
+           "## Study file", "", "| key | type | default | what |", "|---|---|---|---|", *rows, "",
+           "## Attacks' options", "",
+           "What a study's attack entry (`params`, or the fields above) and `robquant attack --attack-option` may "
+           "set, per attack, in the attack's own units ([0, 1] for budgets and steps).", "",
+           "| attack | option | default | allowed | what |", "|---|---|---|---|---|"]
+    for name in ATTACKS.names():
+        for option in ATTACKS.get(name).DECLARED.values():
+            default = "" if option.default is None else f"`{option.default!r}`"
+            out.append(f"| {name} | `{option.name}` | {cell(default)} | {cell(option.allowed())} | "
+                       f"{cell(option.help)} |")
+    return "\n".join(out) + "\n"

@@ -40,7 +40,7 @@ class Option:
     def allowed(self) -> str:
         """What it allows, in words."""
         parts = []
-        if self.kind is not None:
+        if self.kind is not None and self.choices is None:
             parts.append({int: "a whole number", float: "a number", bool: "true or false", str: "a string"}
                          .get(self.kind, self.kind.__name__))
         if self.low is not None:
