@@ -17,6 +17,7 @@ keeps that label beside the [0, 1] value down to the record.
 from __future__ import annotations
 
 import json
+import inspect
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -323,7 +324,9 @@ def _diagnose_run(options: dict[str, Any], budgets: tuple[Budget, ...]) -> tuple
     if main is None:
         raise ConfigError(f"--diagnose-eps must be one of --eps ({', '.join(f'{b.label:g}' for b in budgets)}), "
                           f"got {at:g}")
-    known = ("n", "steps", "restarts", "square_queries", "autoattack", "collapse_eps", "tol", "integer")
+    # the constructor's own keywords (collapse_eps given in /255 as the study writes it)
+    known = tuple("collapse_eps" if k == "collapse_eps_255" else k
+                  for k in inspect.signature(DiagnoseRun.at).parameters if k != "eps_255")
     unknown = sorted(set(options) - {"eps", *known})
     if unknown:
         raise ConfigError(f"diagnose takes no option {', '.join(unknown)}; it takes: eps, {', '.join(known)}")
@@ -344,7 +347,7 @@ def _bitflip_run(options: dict[str, Any], n_test: int | None, checkpoint: str | 
     if parse_precision(quant.get("precision", "A32W32")).weight_bits >= 32:
         raise ConfigError(f"--attack bitflip flips bits of stored integer weights: {checkpoint} stores its weights in "
                           "full precision (quantize it first)")
-    known = ("n", "seeds", "methods", "attack_batch", "search_cap", "random_cap")
+    known = tuple(inspect.signature(BitFlipRun.of).parameters)  # the constructor's own
     unknown = sorted(set(options) - set(known))
     if unknown:
         raise ConfigError(f"bitflip takes no option {', '.join(unknown)}; it takes: {', '.join(known)}")
