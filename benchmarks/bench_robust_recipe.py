@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from robquant.attacks import evaluate
+from robquant.evaluation import evaluate
 from robquant.data import create_dataset
 from robquant.models import create_model
 from robquant.provenance import device_name

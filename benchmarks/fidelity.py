@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from robquant import load_model
-from robquant.attacks import evaluate, worst_case
+from robquant.evaluation import evaluate, worst_case
 from robquant.data import create_dataset
 from robquant.quant import PACT, QuantConfig, UniformActQuant, quantize
 from robquant.train import TrainConfig, create_objective, fit, seed_everything

@@ -1,9 +1,9 @@
-"""Evaluation add-ons (robquant.pipeline.addons): one interface, looped over by the handler and the cost."""
+"""Evaluation add-ons (robquant.evaluation.addons): one interface, looped over by the handler and the cost."""
 
 import dataclasses
 
-from robquant.pipeline.addons import ADD_ONS, AddOnStep, contributed_checks, run_add_ons
-from robquant.pipeline.handlers import _flags
+from robquant.evaluation.addons import ADD_ONS, AddOnStep, contributed_checks, run_add_ons
+from robquant.evaluation.stage import _flags
 from robquant.pipeline.plan import build_plan, evaluation_cost
 from robquant.pipeline.specs import Evaluate
 from robquant.pipeline.study import parse_study

@@ -2,8 +2,10 @@ import pytest
 import torch
 import torchattacks
 
-from robquant.attacks import FGSM, PGD, create_attack, evaluate, list_attacks
-from robquant.attacks.evaluate import worst_case
+from robquant.attacks import FGSM, PGD, create_attack, list_attacks
+
+from robquant.evaluation import evaluate
+from robquant.evaluation.evaluate import worst_case
 from robquant.attacks.view import attack_view
 from robquant.errors import ConfigError, UnknownNameError
 
@@ -206,7 +208,7 @@ def test_evaluate_sweeps_eps_and_takes_the_worst_case(clean_model, digits_test):
 
 
 def test_typed_attack_runs_and_labelled_budgets_go_straight_into_evaluate(clean_model, digits_test):
-    from robquant.attacks import AttackRun, Budget
+    from robquant.evaluation import AttackRun, Budget
 
     budgets = [Budget.of(4), Budget.of(8.1234567)]  # a label that eps * 255 rounded back would change
     run = AttackRun("pgd", "pgd-3", {"steps": 3}, n=40, budgets=(budgets[1],))

@@ -306,7 +306,7 @@ def test_study_deployed_bad_input(tmp_path):
 def test_evaluations_run_without_tf32(clean_model, digits_test):
     """TF32 convolutions move low-bit activations across rounding ties (on a GPU), so the
     evaluations switch it off while they run, and restore the user's setting afterwards."""
-    from robquant.attacks import evaluate
+    from robquant.evaluation import evaluate
 
     seen = []
 

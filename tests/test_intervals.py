@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy import stats
 
-from robquant.attacks import Outcomes, evaluate
+from robquant.evaluation import Outcomes, evaluate
 from robquant.report.findings import CONTRADICTED, NOT_SIGNIFICANT, findings
 from robquant.report.intervals import estimate, seed_only
 from robquant.report.records import aggregates, pipeline_label

@@ -1,5 +1,6 @@
-"""Imports flow one way: the base modules (defaults, errors, options, plugins, registry, progress, provenance) -> data, models,
-quant -> modelfolder (the saved-model format) -> zoo (shipped models by name) -> attacks -> deploy -> train -> pipeline -> report -> display, cli."""
+"""Imports flow one way: the base modules (defaults, errors, keys, options, plugins, registry, progress, provenance) -> data,
+models, quant -> modelfolder (the saved-model format) -> zoo (shipped models by name) -> attacks (the attack library) ->
+evaluation (evaluating under attacks) -> deploy -> train -> pipeline -> report -> display, cli."""
 
 import ast
 from pathlib import Path
@@ -7,21 +8,23 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "robquant"
-ABOVE_BASE = {"data", "models", "quant", "modelfolder", "zoo", "attacks", "deploy", "train", "pipeline", "report", "display", "cli"}
+ABOVE_BASE = {"data", "models", "quant", "modelfolder", "zoo", "attacks", "evaluation", "deploy", "train", "pipeline", "report", "display", "cli"}
 FORBIDDEN = {
-    "defaults": ABOVE_BASE | {"errors", "options", "plugins", "registry", "progress", "provenance"},
-    "errors": ABOVE_BASE | {"options", "plugins", "registry", "progress", "provenance"},
+    "defaults": ABOVE_BASE | {"errors", "keys", "options", "plugins", "registry", "progress", "provenance"},
+    "errors": ABOVE_BASE | {"keys", "options", "plugins", "registry", "progress", "provenance"},
+    "keys": ABOVE_BASE | {"options", "plugins", "registry", "progress", "provenance"},
     "registry": ABOVE_BASE | {"progress", "provenance"},
     "plugins": ABOVE_BASE | {"registry", "progress", "provenance"},
     "options": ABOVE_BASE | {"plugins", "registry", "progress", "provenance"},
     "progress": ABOVE_BASE,
     "provenance": ABOVE_BASE,
-    "data": {"models", "quant", "modelfolder", "zoo", "attacks", "deploy", "train", "pipeline", "report", "display", "cli"},
-    "models": {"data", "quant", "modelfolder", "zoo", "attacks", "deploy", "train", "pipeline", "report", "display", "cli"},
-    "quant": {"data", "modelfolder", "zoo", "deploy", "train", "pipeline", "report", "display", "cli"},
-    "modelfolder": {"data", "zoo", "attacks", "deploy", "train", "pipeline", "report", "display", "cli"},
-    "zoo": {"data", "attacks", "deploy", "train", "pipeline", "report", "display", "cli"},
-    "attacks": {"deploy", "train", "pipeline", "report", "display", "cli"},
+    "data": {"models", "quant", "modelfolder", "zoo", "attacks", "evaluation", "deploy", "train", "pipeline", "report", "display", "cli"},
+    "models": {"data", "quant", "modelfolder", "zoo", "attacks", "evaluation", "deploy", "train", "pipeline", "report", "display", "cli"},
+    "quant": {"data", "modelfolder", "zoo", "evaluation", "deploy", "train", "pipeline", "report", "display", "cli"},
+    "modelfolder": {"data", "zoo", "attacks", "evaluation", "deploy", "train", "pipeline", "report", "display", "cli"},
+    "zoo": {"data", "attacks", "evaluation", "deploy", "train", "pipeline", "report", "display", "cli"},
+    "attacks": {"evaluation", "deploy", "train", "pipeline", "report", "display", "cli"},
+    "evaluation": {"deploy", "train", "pipeline", "report", "display", "cli"},
     "deploy": {"train", "pipeline", "report", "display", "cli"},
     "train": {"pipeline", "report", "display", "cli"},
     "pipeline": {"report", "display", "cli"},

@@ -7,7 +7,7 @@ import torch
 from typer.testing import CliRunner
 
 from robquant import load_model
-from robquant.attacks import evaluate, zero_gradient_fraction
+from robquant.evaluation import evaluate, zero_gradient_fraction
 from robquant.cli import app
 from robquant.pipeline import quantize_model
 from robquant.quant import PACT, QuantConfig, QuantConv2d, UniformActQuant, model_size

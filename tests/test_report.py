@@ -14,7 +14,7 @@ from robquant.report.figures import figure2, figure2_series, pareto
 from robquant.report.findings import (CONTRADICTED, ERODED, NOT_COMPARABLE, NOT_RUN, NOT_SIGNIFICANT, REPRODUCED,
                                       findings)
 from robquant.report.paper import label_comparison, paper_numbers
-from robquant.attacks.outcomes import Outcomes
+from robquant.evaluation.outcomes import Outcomes
 from robquant.report.records import aggregates, cell_estimate, pipeline_label
 from robquant.report.stats import bounded_interval, format_interval, t_interval, trend_label
 from robquant.report.tables import table1, table2, table45, trend_labels

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from robquant.attacks import evaluate
+from robquant.evaluation import evaluate
 from robquant.data import create_dataset
 from robquant.errors import CheckpointError, ConfigError, UnknownNameError
 from robquant.models import create_model

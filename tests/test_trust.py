@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from robquant import load_model
-from robquant.attacks import create_attack, evaluate, worst_case
-from robquant.attacks.trust import TRUST_CHECKS, TrustCheck, diagnose, register_check
+from robquant.attacks import create_attack
+from robquant.evaluation import evaluate, worst_case
+from robquant.evaluation.trust import TRUST_CHECKS, TrustCheck, diagnose, register_check
 from robquant.data import create_dataset
 from robquant.errors import ConfigError
 from robquant.quant import QuantConfig, quantize

@@ -167,7 +167,7 @@ class Payload:
 def test_your_weights_are_the_fp_parents_and_a_pickled_payload_is_refused(tmp_path, demo_models):
     from safetensors.torch import save_file
 
-    from robquant.attacks import evaluate
+    from robquant.evaluation import evaluate
     from robquant.data import create_dataset
     from robquant.modelfolder import load_model
 
@@ -203,7 +203,7 @@ def test_weights_that_do_not_fit_name_the_keys(tmp_path):
     from robquant.data import create_dataset
     from robquant.errors import CheckpointError
     from robquant.modelfolder import read_weights
-    from robquant.pipeline.handlers import _load_foreign, architecture_spec, build_architecture
+    from robquant.train.stages import _load_foreign, architecture_spec, build_architecture
     from robquant.pipeline.specs import ModelRef
 
     torch.save([1, 2, 3], tmp_path / "list.pt")

@@ -144,7 +144,7 @@ CIFAR = Path(__file__).resolve().parents[1] / ".data"
 def test_each_shipped_cifar10_model_scores_its_card_on_1000_test_images(name):
     # the card's clean accuracy on the same first 1,000 test images (its evaluation's per-example outcomes),
     # within 1 point: other kernels round differently, nothing else may differ
-    from robquant.attacks import evaluate
+    from robquant.evaluation import evaluate
     from robquant.data import create_dataset
 
     if not (CIFAR / "cifar-10-batches-py").is_dir():

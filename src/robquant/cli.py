@@ -355,8 +355,7 @@ def _attack_deployed(path: Path, runtime: str, reference: Optional[Path], eps: l
                      allow_unverified: bool, seed: int, batch_size: int, out: Optional[Path], store: Optional[Path],
                      device: str, fusion: bool = True) -> None:
     from robquant.display import deployed_table
-    from robquant.pipeline import resolve_device
-    from robquant.pipeline.deployment import attack_onnx
+    from robquant.pipeline import attack_onnx, resolve_device
 
     if path.suffix != ".onnx":
         raise ConfigError(f"--runtime evaluates an exported .onnx file, got {path} (write one with `robquant export`)")
@@ -384,7 +383,7 @@ def export(
     allow_unverified_data: bool = typer.Option(False, help="accept a data copy whose checksums differ"),
 ) -> None:
     """Export a model as ONNX with integer (QDQ) weights and activations, checked by onnx.checker."""
-    from robquant.pipeline.deployment import export_model
+    from robquant.pipeline import export_model
 
     _user_model(model, None)
     check_range("--check-n", check_n, 0)
@@ -584,7 +583,7 @@ def _design_warnings(study: Any) -> list[str]:
 def _check_model(plan: Any) -> None:
     from robquant.data import create_dataset
     from robquant.models import external
-    from robquant.pipeline.api import check_user_model
+    from robquant.pipeline import check_user_model
     from robquant.pipeline.specs import Quantize
 
     model, ds = plan.study.model, plan.study.dataset
@@ -852,7 +851,7 @@ def zoo_add(
             raise ConfigError(f"--evaluation {evaluation}: no stage.json (an evaluate stage's folder)")
         info["metrics"] = evaluation_summary(json.loads(stage.read_text()))
         if (evaluation / "outcomes.npz").is_file():  # the first 1,000 examples' clean accuracy: a check's yardstick
-            from robquant.attacks.outcomes import Outcomes
+            from robquant.evaluation.outcomes import Outcomes
 
             clean = Outcomes.load(evaluation / "outcomes.npz").clean[:1000]
             info["metrics"].update(clean_first=float(clean.mean()), clean_first_n=int(len(clean)))

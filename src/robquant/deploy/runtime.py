@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from robquant.attacks.trust import TrustCheck, register_check
+from robquant.evaluation.trust import TrustCheck, register_check
 from robquant.data import to_unit
 from robquant.defaults import ATTACK_STEPS, CHECK_EXAMPLES, CHECK_SQUARE_QUERIES, CHECK_TOL, RESTARTS
 from robquant.errors import CheckpointError, ConfigError

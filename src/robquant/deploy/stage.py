@@ -1,25 +1,31 @@
 """The deployment stages' handlers, here with what they run: a study's evaluation exports its model
 beside the record and measures it on the runtime (:func:`deployed_for_stage`); ``robquant export`` is
 an ``export`` stage (:func:`run_export`) and ``robquant attack model.onnx`` an ``evaluate_deployed``
-stage (:func:`run_evaluate_deployed`). The pipeline's executor calls them with their typed specs
+stage (:func:`run_evaluate_deployed`); the study's ``deployed`` option is the evaluation add-on
+:class:`DeployedRun` (:mod:`robquant.evaluation.addons`). The pipeline's executor calls them with their typed specs
 (:mod:`robquant.pipeline.specs`) and a stage context; the executor adds the record's ``config`` (the spec)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from robquant import __version__
+from robquant.attacks import ATTACKS
 from robquant.data import ImageDataset, to_unit
 from robquant.defaults import OPSET
 from robquant.deploy.export import ExportInfo, export_onnx, needs_onnx
-from robquant.deploy.runtime import RuntimeModel, batched_logits, deployed_evaluation, needs_onnxruntime
+from robquant.deploy.runtime import RuntimeModel, batched_logits, deployed_evaluation, mismatch_check, needs_onnxruntime
 from robquant.errors import CheckpointError, ConfigError
+from robquant.evaluation import record_mask
+from robquant.keys import UNKEYED
 from robquant.modelfolder import weights_sha256
 from robquant.provenance import environment, now_iso
 from robquant.quant.ste import exact_float32
@@ -130,3 +136,59 @@ def deployed_for_stage(model: torch.nn.Module, test_set: ImageDataset, out: str 
                                  square_queries=options["square_queries"], seed=seed, batch_size=batch_size,
                                  device=device, threshold=options["tol"], label=options.get("label"))
     return result, info
+
+
+@dataclass(frozen=True)
+class DeployedRun:
+    """The deployed evaluation's options (:func:`robquant.deploy.deployed_evaluation`), at ``eps``
+    ([0, 1] units), with the reference PGD's ``steps`` and ``restarts`` for the transfer."""
+
+    RECORD_KEY: ClassVar[str] = "deployed"
+
+    eps: float
+    n: int
+    steps: int
+    restarts: int
+    square_queries: int
+    opset: int
+    tol: float
+    runtime: str = "onnxruntime"
+    fusion: bool = True  # the runtime's QDQ fusion, as it ships
+    label: float | None = field(default=None, metadata=UNKEYED)  # eps as the study wrote it (/255)
+
+    def options(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def cost(self):
+        """Per example: the transfer PGD (gradients) and Square's queries (forwards on the runtime)."""
+        pgd = ATTACKS.get("pgd").cost(steps=self.steps, restarts=self.restarts)
+        return type(pgd)(pgd.gradients, pgd.forwards + self.square_queries + 4)
+
+    def passes(self, spec: Any) -> tuple[float, float]:
+        c = self.cost()
+        return self.n * (c.gradients + c.forwards), self.n * c.gradients
+
+    def run(self, step: Any) -> dict[str, Any]:
+        """The model exported to ``model.onnx`` beside the record and evaluated on its runtime, with the
+        trust check ``deployed_mismatch`` judged against the evaluation's robustness of record on the same
+        examples."""
+        options = self.options()
+        result, info = deployed_for_stage(step.model, step.test_set, step.out, options, device=step.device,
+                                          seed=step.seed, batch_size=step.batch_size)
+        kept = record_mask(step.ev.robust_correct, options["eps"])
+        n = result["n"]
+        record_accuracy = kept[:n].double().mean().item() if kept is not None and len(kept) >= n else None
+        result.update(record_accuracy=record_accuracy, export=info.to_dict(),
+                      check=mismatch_check(result, record_accuracy))
+        return result
+
+    def checks(self, result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        return {"deployed_mismatch": result["check"]}
+
+    def metrics(self, result: dict[str, Any]) -> dict[str, Any] | None:
+        """The deployed model's numbers of record: accuracies and agreements on its runtime, the export's
+        time and size."""
+        keys = ("runtime", "fusion", "n", "clean_accuracy", "robustness", "record_accuracy", "clean_agreement",
+                "adversarial_agreement", "unfused", "accuracy")
+        return {**{k: result.get(k) for k in keys}, "export_s": result["export"]["seconds"],
+                "bytes": result["export"]["bytes"]}

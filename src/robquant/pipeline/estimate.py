@@ -113,7 +113,7 @@ def _measure(study: Any, device: torch.device) -> Speeds:
     x = torch.cat([x] * (-(-batch // len(x))))[:batch]
     y = torch.randint(0, test.num_classes, (batch,), device=device)
     from robquant.modelfolder import build_model
-    from robquant.pipeline.handlers import architecture_spec
+    from robquant.train.stages import architecture_spec
     from robquant.pipeline.specs import ModelRef
 
     fp = build_model(architecture_spec(ModelRef(study.model.name, study.model.options()), test)).to(device)

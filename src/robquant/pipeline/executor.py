@@ -1,5 +1,5 @@
-"""Running a plan: one handler per stage kind, one core that runs and commits a stage, and the local
-executor (this process). The Ray executor (:mod:`robquant.pipeline.ray_executor`) runs the same core
+"""Running a plan: one handler per stage kind (:data:`HANDLERS`; each lives with its domain), one core
+that runs and commits a stage, and the local executor (this process). The Ray executor (:mod:`robquant.pipeline.ray_executor`) runs the same core
 in its workers.
 
 Stages that run in one process share a :class:`StageContext`: data sets are loaded once, parent
@@ -10,11 +10,12 @@ so a stage costs its computation and little else.
 from __future__ import annotations
 
 import logging
+import os
 import time
 import traceback
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -23,14 +24,23 @@ from robquant.data import ImageDataset, create_dataset
 from robquant.errors import RobquantError
 from robquant.modelfolder import load_model, read_record
 from robquant.models import external
-from robquant.pipeline.handlers import HANDLERS
 from robquant.pipeline.plan import Plan, Stage
-from robquant.pipeline.specs import DataRef, architecture_of, spec_json
+from robquant.deploy.stage import run_evaluate_deployed, run_export
+from robquant.evaluation.stage import run_evaluate
+from robquant.pipeline.specs import (DataRef, Evaluate, EvaluateDeployed, Export, ImportFP, Quantize, TrainFP,
+                                     architecture_of, spec_json)
 from robquant.pipeline.store import Store
 from robquant.progress import NULL_PROGRESS, Progress
 from robquant.provenance import device_name
+from robquant.train.stages import run_import_fp, run_quantize, run_train_fp
 
 log = logging.getLogger(__name__)
+
+# The handler of each stage spec, where its domain lives: (spec, context, work folder) -> the stage's record.
+HANDLERS: dict[type, Callable[[Any, Any, os.PathLike], dict[str, Any]]] = {
+    TrainFP: run_train_fp, ImportFP: run_import_fp, Quantize: run_quantize,  # robquant.train.stages
+    Evaluate: run_evaluate,  # robquant.evaluation.stage
+    Export: run_export, EvaluateDeployed: run_evaluate_deployed}  # robquant.deploy.stage
 
 
 class StageContext:

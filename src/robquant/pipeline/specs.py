@@ -9,9 +9,9 @@ stage's key is the sha256 of its spec's canonical JSON (parents by key): change 
 reads and its key changes; fields marked ``UNKEYED`` (where the data lives, the display label)
 do not change what a stage computes.
 
-Budgets are in [0, 1] units here; :class:`~robquant.attacks.runs.Budget` keeps the study's own label
+Budgets are in [0, 1] units here; :class:`~robquant.evaluation.runs.Budget` keeps the study's own label
 (/255) beside each, so results are keyed by what the user wrote, never by a float converted back.
-Attack runs (:class:`~robquant.attacks.runs.AttackRun`) go to the evaluation as they are.
+Attack runs (:class:`~robquant.evaluation.runs.AttackRun`) go to the evaluation as they are.
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Union
 
-from robquant.attacks.runs import AttackRun, Budget
-from robquant.pipeline.addons import ADD_ONS, AddOn, BitFlipRun, DeployedRun, DiagnoseRun
-from robquant.pipeline.keys import KEYED_IF_SET, UNKEYED
+from robquant.evaluation.runs import AttackRun, Budget
+from robquant.deploy.stage import DeployedRun
+from robquant.evaluation.addons import ADD_ONS, AddOn, BitFlipRun, DiagnoseRun
+from robquant.keys import KEYED_IF_SET, UNKEYED
 from robquant.quant import AnyQuantConfig
 from robquant.quant.config import is_quant_config
 from robquant.train import HeldOutCheck, TrainConfig
@@ -86,8 +87,17 @@ class ObjectiveRef:
         return OBJECTIVES.get(self.name).cost(**self.kwargs)
 
 
+class _Stage:
+    """What every stage spec answers besides its fields: the handlers (which live with their domains and
+    know no spec module) ask a spec for its record's ``config``."""
+
+    def config(self) -> dict[str, Any]:
+        """The stage record's ``config`` (:func:`spec_json`)."""
+        return spec_json(self)  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True)
-class TrainFP:
+class TrainFP(_Stage):
     """Train a full-precision model (``init`` non_robust: clean; robust: PGD adversarial training)."""
 
     kind: ClassVar[str] = "train_fp"
@@ -105,7 +115,7 @@ class TrainFP:
 
 
 @dataclass(frozen=True)
-class ImportFP:
+class ImportFP(_Stage):
     """The user's trained weights as an FP model (no training): keyed by the file's sha256."""
 
     kind: ClassVar[str] = "import_fp"
@@ -121,7 +131,7 @@ class ImportFP:
 
 
 @dataclass(frozen=True)
-class Quantize:
+class Quantize(_Stage):
     """PTQ of the ``checkpoint`` parent, or QAT from it (from random parameters without one)."""
 
     kind: ClassVar[str] = "quantize"
@@ -145,7 +155,7 @@ class Quantize:
 
 
 @dataclass(frozen=True)
-class Evaluate:
+class Evaluate(_Stage):
     """Clean and robust accuracy of the ``model`` parent under ``attacks`` at ``budgets``."""
 
     kind: ClassVar[str] = "evaluate"
@@ -175,7 +185,7 @@ class Evaluate:
         return out
 
     def add_ons(self) -> list[AddOn]:
-        """The add-ons this evaluation runs after its attacks (:mod:`robquant.pipeline.addons`), in order."""
+        """The add-ons this evaluation runs after its attacks (:mod:`robquant.evaluation.addons`), in order."""
         return [a for a in (getattr(self, name) for name in ADD_ONS) if a is not None]
 
     @property
@@ -185,7 +195,7 @@ class Evaluate:
 
 
 @dataclass(frozen=True)
-class Export:
+class Export(_Stage):
     """The ``model`` parent written in a deployment ``format`` (``model.onnx`` in the stage's folder,
     at ``opset``), run on the runtime and compared with the model on the first ``check_n`` test images."""
 
@@ -203,7 +213,7 @@ class Export:
 
 
 @dataclass(frozen=True)
-class EvaluateDeployed:
+class EvaluateDeployed(_Stage):
     """A deployed model file (keyed by its ``sha256``) on its runtime at each run's budget, against
     the fake-quantized ``reference`` parent it was exported from."""
 

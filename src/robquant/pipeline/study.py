@@ -166,7 +166,7 @@ class AttackSection(_Section):
 
 
 class DiagnoseSection(_Section):
-    """The trust checks of :func:`robquant.attacks.trust.diagnose`, run at the main eps."""
+    """The trust checks of :func:`robquant.evaluation.trust.diagnose`, run at the main eps."""
 
     enabled: bool = Field(True, description="run the checks on every evaluated model")
     seeds: Optional[list[int]] = Field(None, min_length=1, description="check only the models of these seeds "

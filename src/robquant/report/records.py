@@ -1,6 +1,6 @@
 """A study's results as flat rows, read from the store alone (no model is loaded, nothing is run).
 
-Each row carries its evaluation's per-example outcomes (:class:`robquant.attacks.Outcomes`); every
+Each row carries its evaluation's per-example outcomes (:class:`robquant.evaluation.Outcomes`); every
 number in it is derived from them (:func:`aggregates`), and the report's comparisons pair rows
 example by example through :func:`outcome_matrix`.
 """
@@ -12,9 +12,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from robquant.attacks.outcomes import Outcomes
+from robquant.evaluation.outcomes import Outcomes
 from robquant.errors import ConfigError
-from robquant.pipeline.handlers import EvaluationMetrics
+from robquant.evaluation.stage import EvaluationMetrics
 from robquant.quant.precision import parse_precision
 from robquant.report.intervals import Estimate, estimate
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from robquant.defaults import QAT_EPOCHS, QAT_LR
 from robquant.train.check import HeldOutCheck, split_held_out
-from robquant.train.loop import SCHEDULES, TrainConfig, TrainResult, fit, seed_everything
+from robquant.train.loop import SCHEDULES, TrainConfig, TrainResult, convergence_status, fit, seed_everything
 from robquant.train.objectives import (OBJECTIVES, PGDAT, Clean, FastAdversarial, NoiseFGSM, Objective, PGDATConfig,
                                        RRM, create_objective, list_objectives)
 
@@ -13,14 +13,6 @@ FP_TRAIN = TrainConfig()  # 200 epochs, SGD lr 0.1, x0.1 at epochs 100 and 150
 QAT_FINETUNE = TrainConfig(epochs=QAT_EPOCHS, lr=QAT_LR, schedule="cosine")  # QAT from trained FP parameters
 QAT_SCRATCH = TrainConfig()  # QAT from random parameters: the FP schedule
 PGD_AT = PGDATConfig()  # PGD-7, eps 8/255, step 2/255
-
-
-def convergence_status(accuracy: float, num_classes: int, margin: float = 0.05) -> tuple[str, str]:
-    """``("NC", reason)`` if accuracy is within ``margin`` of chance, else ``("done", "")``."""
-    chance = 1.0 / num_classes
-    if accuracy <= chance + margin:
-        return "NC", f"clean accuracy {accuracy:.3f} is within {margin:g} of chance ({chance:.3f})"
-    return "done", ""
 
 
 __all__ = ["FP_TRAIN", "PGD_AT", "QAT_FINETUNE", "QAT_SCRATCH", "Clean", "FastAdversarial", "HeldOutCheck",

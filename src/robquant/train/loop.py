@@ -305,3 +305,11 @@ def _canonical(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [_canonical(v) for v in obj]
     return obj
+
+
+def convergence_status(accuracy: float, num_classes: int, margin: float = 0.05) -> tuple[str, str]:
+    """``("NC", reason)`` if accuracy is within ``margin`` of chance, else ``("done", "")``."""
+    chance = 1.0 / num_classes
+    if accuracy <= chance + margin:
+        return "NC", f"clean accuracy {accuracy:.3f} is within {margin:g} of chance ({chance:.3f})"
+    return "done", ""

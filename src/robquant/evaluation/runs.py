@@ -3,7 +3,7 @@
 A :class:`Budget` is an attack budget in [0, 1] units with the label the user wrote beside it (/255), so
 results are named by what the user wrote, never by a float converted back. An :class:`AttackRun` is one
 attack of an evaluation: its registry name, the label its results are reported under, its options, how
-many examples it covers and at which budgets it runs. :func:`robquant.attacks.evaluate` takes both as
+many examples it covers and at which budgets it runs. :func:`robquant.evaluation.evaluate` takes both as
 they are.
 """
 

@@ -9,9 +9,9 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from robquant.attacks.outcomes import Outcomes, from_masks
+from robquant.evaluation.outcomes import Outcomes, from_masks
 from robquant.attacks.registry import create_attack
-from robquant.attacks.runs import AttackRun, Budget
+from robquant.evaluation.runs import AttackRun, Budget
 from robquant.errors import ConfigError, check_range
 from robquant.quant.ste import exact_float32
 from robquant.progress import NULL_PROGRESS, Progress
@@ -106,7 +106,7 @@ AttackLike = AttackRun | str | tuple[str, dict[str, Any]]  # a typed run, a name
 
 
 def attack_runs(attacks: Sequence[AttackLike], budgets: Sequence[Budget]) -> list[AttackRun]:
-    """The typed runs of ``attacks``: an :class:`~robquant.attacks.runs.AttackRun` as it is; a name, or
+    """The typed runs of ``attacks``: an :class:`~robquant.evaluation.runs.AttackRun` as it is; a name, or
     ``(name, options)`` whose options may hold the evaluation's ``label``, ``n`` and ``eps`` (a subset
     of the budgets, [0, 1] units).
 
@@ -151,13 +151,13 @@ def evaluate(model: nn.Module, dataset: Any, attacks: Sequence[AttackLike], eps_
     Args:
         model: Classifier, inputs in [0, 1].
         dataset: An :class:`~robquant.data.ImageDataset` (test split).
-        attacks: Typed runs (:class:`~robquant.attacks.runs.AttackRun`: name, label, options, ``n``,
+        attacks: Typed runs (:class:`~robquant.evaluation.runs.AttackRun`: name, label, options, ``n``,
             budgets), or attack names, or ``(name, kwargs)`` pairs, from :func:`list_attacks`, where
             three options are the evaluation's, not the attack's: ``label`` (the name results are
             reported under, so one attack can run with several settings), ``n`` (attack only the
             first ``n`` examples: for expensive attacks such as AutoAttack) and ``eps`` (run only at
             these budgets, a subset of ``eps_list``).
-        eps_list: Budgets: :class:`~robquant.attacks.runs.Budget` (results named by its label) or
+        eps_list: Budgets: :class:`~robquant.evaluation.runs.Budget` (results named by its label) or
             floats in [0, 1] units (labelled eps x 255).
         batch_size: Examples per batch.
         n: Evaluate the first ``n`` examples only.

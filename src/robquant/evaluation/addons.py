@@ -1,19 +1,22 @@
 """Evaluation add-ons: what an evaluate stage runs after its input attacks, each one class.
 
 An add-on is a frozen dataclass of its keyed options, held by a field of
-:class:`~robquant.pipeline.specs.Evaluate` (named in :data:`ADD_ONS`, in the order they run), that owns:
+:class:`~robquant.pipeline.specs.Evaluate` (``spec`` below; named in :data:`ADD_ONS`, in the order they run), that owns:
 
 - ``RECORD_KEY``: where its result goes in the evaluation's record;
 - ``passes(spec)``: its (forward, backward) image passes, for the plan's cost and the estimate;
 - ``run(step)``: its work, after the attacks, from an :class:`AddOnStep` (the evaluation's result, the
   model, the test set, ...);
 - ``checks(result)``: the trust checks it contributes (``{name: {"flag": bool, ...}}``), which join the
-  evaluation's flags and are listed beside the trust checks' own.
+  evaluation's flags and are listed beside the trust checks' own;
+- ``metrics(result)``: its numbers of record, under its key in the evaluation's metrics
+  (:class:`~robquant.evaluation.stage.EvaluationMetrics`; None: none of its own).
 
-The evaluation handler loops over them (:func:`run_add_ons`); no add-on's result patches another's. The
-trust checks (:class:`DiagnoseRun`), the deployed evaluation (:class:`DeployedRun`) and the bit-flip attack
-(:class:`BitFlipRun`) are the add-ons now; the precision transfer matrix and pixel-valid inputs are attack
-runs (:class:`~robquant.attacks.runs.AttackRun`), not add-ons.
+The evaluation handler loops over them (:func:`run_add_ons`); no add-on's result patches another's. An
+add-on lives with its domain: the trust checks (:class:`DiagnoseRun`) and the bit-flip attack
+(:class:`BitFlipRun`) here, the deployed evaluation (:class:`~robquant.deploy.stage.DeployedRun`) with
+:mod:`robquant.deploy`; the precision transfer matrix and pixel-valid inputs are attack
+runs (:class:`~robquant.evaluation.runs.AttackRun`), not add-ons.
 """
 
 from __future__ import annotations
@@ -22,15 +25,14 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 from robquant.defaults import (ATTACK_STEPS, BITFLIP_ATTACK_BATCH, BITFLIP_METHODS, BITFLIP_RANDOM_CAP, BITFLIP_SEARCH_CAP,
                                CHECK_EXAMPLES, CHECK_SQUARE_QUERIES, CHECK_TOL, COLLAPSE_EPS_255, RESTARTS)
 from robquant.errors import ConfigError, check_range
-from robquant.pipeline.keys import UNKEYED
-
-if TYPE_CHECKING:
-    from robquant.pipeline.specs import Evaluate
+from robquant.evaluation.evaluate import record_mask
+from robquant.evaluation.trust import diagnose, diagnose_cost
+from robquant.keys import UNKEYED
 
 ADD_ONS = ("diagnose", "deployed", "bitflip")  # Evaluate's add-on fields, in the order they run
 
@@ -38,7 +40,7 @@ ADD_ONS = ("diagnose", "deployed", "bitflip")  # Evaluate's add-on fields, in th
 @dataclass(frozen=True)
 class AddOnStep:
     """What an add-on's ``run`` gets: the evaluation's result (``ev``: an
-    :class:`~robquant.attacks.EvalResult`) and what it ran on."""
+    :class:`~robquant.evaluation.EvalResult`) and what it ran on."""
 
     ev: Any
     model: Any
@@ -56,20 +58,22 @@ class AddOnStep:
 class AddOn(Protocol):
     RECORD_KEY: ClassVar[str]
 
-    def passes(self, spec: Evaluate) -> tuple[float, float]: ...
+    def passes(self, spec: Any) -> tuple[float, float]: ...
 
     def run(self, step: AddOnStep) -> dict[str, Any]: ...
 
     def checks(self, result: dict[str, Any]) -> dict[str, dict[str, Any]]: ...
 
+    def metrics(self, result: dict[str, Any]) -> dict[str, Any] | None: ...
 
-def contributed_checks(spec: Evaluate, record: dict[str, Any]) -> dict[str, dict[str, Any]]:
+
+def contributed_checks(spec: Any, record: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Every trust check the spec's add-ons contributed, from their results in ``record``."""
     return {name: check for addon in spec.add_ons() if addon.RECORD_KEY in record
             for name, check in addon.checks(record[addon.RECORD_KEY]).items()}
 
 
-def run_add_ons(spec: Evaluate, step: AddOnStep, record: dict[str, Any]) -> None:
+def run_add_ons(spec: Any, step: AddOnStep, record: dict[str, Any]) -> None:
     """Run the spec's add-ons in order, each result under its key in ``record``; the checks they
     contribute are listed beside the trust checks' own (when those ran)."""
     for addon in spec.add_ons():
@@ -83,7 +87,7 @@ def run_add_ons(spec: Evaluate, step: AddOnStep, record: dict[str, Any]) -> None
 
 @dataclass(frozen=True)
 class DiagnoseRun:
-    """The trust checks' options (:func:`robquant.attacks.diagnose`), budgets in [0, 1] units."""
+    """The trust checks' options (:func:`robquant.evaluation.diagnose`), budgets in [0, 1] units."""
 
     RECORD_KEY: ClassVar[str] = "diagnostics"
 
@@ -114,19 +118,15 @@ class DiagnoseRun:
         return out
 
     def cost(self, surrogate: bool):
-        from robquant.attacks import diagnose_cost
-
         return diagnose_cost(self.steps, self.square_queries, self.autoattack, surrogate, self.restarts)
 
-    def passes(self, spec: Evaluate) -> tuple[float, float]:
+    def passes(self, spec: Any) -> tuple[float, float]:
         c = self.cost(spec.surrogate is not None)
         return self.n * (c.gradients + c.forwards), self.n * c.gradients
 
     def run(self, step: AddOnStep) -> dict[str, Any]:
         """The trust checks, judged against the evaluation's robustness of record at their budget and
         reusing its reference PGD when that is the same attack run the same way."""
-        from robquant.attacks import diagnose, record_mask
-
         options, ev = self.options(), step.ev
         eps, n = options["eps"], min(options["n"], ev.n)
         kept = record_mask(ev.robust_correct, eps)  # per example: robust under every attack run at eps
@@ -149,59 +149,8 @@ class DiagnoseRun:
     def checks(self, result: dict[str, Any]) -> dict[str, dict[str, Any]]:
         return {}  # its checks are the trust checks themselves
 
-
-@dataclass(frozen=True)
-class DeployedRun:
-    """The deployed evaluation's options (:func:`robquant.deploy.deployed_evaluation`), at ``eps``
-    ([0, 1] units), with the reference PGD's ``steps`` and ``restarts`` for the transfer."""
-
-    RECORD_KEY: ClassVar[str] = "deployed"
-
-    eps: float
-    n: int
-    steps: int
-    restarts: int
-    square_queries: int
-    opset: int
-    tol: float
-    runtime: str = "onnxruntime"
-    fusion: bool = True  # the runtime's QDQ fusion, as it ships
-    label: float | None = field(default=None, metadata=UNKEYED)  # eps as the study wrote it (/255)
-
-    def options(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def cost(self):
-        """Per example: the transfer PGD (gradients) and Square's queries (forwards on the runtime)."""
-        from robquant.attacks import ATTACKS
-
-        pgd = ATTACKS.get("pgd").cost(steps=self.steps, restarts=self.restarts)
-        return type(pgd)(pgd.gradients, pgd.forwards + self.square_queries + 4)
-
-    def passes(self, spec: Evaluate) -> tuple[float, float]:
-        c = self.cost()
-        return self.n * (c.gradients + c.forwards), self.n * c.gradients
-
-    def run(self, step: AddOnStep) -> dict[str, Any]:
-        """The model exported to ``model.onnx`` beside the record and evaluated on its runtime, with the
-        trust check ``deployed_mismatch`` judged against the evaluation's robustness of record on the same
-        examples."""
-        from robquant.attacks import record_mask
-        from robquant.deploy import mismatch_check
-        from robquant.deploy.stage import deployed_for_stage
-
-        options = self.options()
-        result, info = deployed_for_stage(step.model, step.test_set, step.out, options, device=step.device,
-                                          seed=step.seed, batch_size=step.batch_size)
-        kept = record_mask(step.ev.robust_correct, options["eps"])
-        n = result["n"]
-        record_accuracy = kept[:n].double().mean().item() if kept is not None and len(kept) >= n else None
-        result.update(record_accuracy=record_accuracy, export=info.to_dict(),
-                      check=mismatch_check(result, record_accuracy))
-        return result
-
-    def checks(self, result: dict[str, Any]) -> dict[str, dict[str, Any]]:
-        return {"deployed_mismatch": result["check"]}
+    def metrics(self, result: dict[str, Any]) -> dict[str, Any] | None:
+        return None  # the checks that fired are the evaluation's flags
 
 
 @dataclass(frozen=True)
@@ -256,7 +205,7 @@ class BitFlipRun:
             fwd += 2 * (math.log2(self.random_cap) + 1) * self.n
         return fwd * len(self.seeds), bwd * len(self.seeds)
 
-    def passes(self, spec: Evaluate) -> tuple[float, float]:
+    def passes(self, spec: Any) -> tuple[float, float]:
         return self.cost()
 
     def run(self, step: AddOnStep) -> dict[str, Any]:
@@ -268,3 +217,7 @@ class BitFlipRun:
 
     def checks(self, result: dict[str, Any]) -> dict[str, dict[str, Any]]:
         return {}
+
+    def metrics(self, result: dict[str, Any]) -> dict[str, Any] | None:
+        """Flips to break the model per method (the summary over seeds), the target accuracy and ``n``."""
+        return {**result["summary"], "target": result["target"], "n": result["n"]}

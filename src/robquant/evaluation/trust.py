@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robquant.attacks.base import Cost
-from robquant.attacks.evaluate import evaluate
+from robquant.evaluation.evaluate import evaluate
 from robquant.attacks.registry import ATTACKS, create_attack
 from robquant.data import to_unit
 from robquant.defaults import (ATTACK_STEPS, CHECK_EXAMPLES, CHECK_SQUARE_QUERIES, CHECK_TOL, COLLAPSE_EPS_255,
