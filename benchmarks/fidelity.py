@@ -159,14 +159,14 @@ def trend_section(args: argparse.Namespace) -> None:
 
     study = load_study(args.study)
     plan = build_plan(study, lambda: 0)
-    rows = [r for r in collect(plan, Store(args.store)) if r["weight_bits"] == 32 and r["status"] == "done"
-            and (r["method"], r["strategy"], r["init"]) == ("qat", "vanilla", "non_robust")]
+    rows = [r for r in collect(plan, Store(args.store)) if r.weight_bits == 32 and r.status == "done"
+            and (r.method, r.strategy, r.init) == ("qat", "vanilla", "non_robust")]
     weak = study.evaluation.weak()
-    for measure, what, value in (("pgd", PAPER, lambda r: r["robust"].get((r["reference_attack"], weak))),
-                                 ("worst case", WORST, lambda r: r["worst"].get(weak))):
+    for measure, what, value in (("pgd", PAPER, lambda r: r.robust.get((r.reference_attack, weak))),
+                                 ("worst case", WORST, lambda r: r.worst.get(weak))):
         values: dict[int, dict[int, float]] = {}
         for r in rows:
-            values.setdefault(r["act_bits"], {})[r["seed"]] = value(r)
+            values.setdefault(r.act_bits, {})[r.seed] = value(r)
         for paired in (False, True):  # over seeds alone, from the per-seed accuracies
             label, info = trend_label(values, paired=paired)
             emit(fix="paired trend label", measure=measure, eps_255=weak, paired=paired, label=label,

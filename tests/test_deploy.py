@@ -280,9 +280,9 @@ def test_study_with_deployment_bit_flips_pixel_valid_inputs_and_the_transfer_mat
 
     rows = collect(plan, store)
     (matrix,) = transfer_matrices(rows).values()
-    own = next(r for r in rows if r["precision"] == "A4W4")
+    own = next(r for r in rows if r.precision == "A4W4")
     diagonal = matrix["cells"][("A4W4", "A4W4")]  # the target's white-box record on the same examples
-    assert diagonal.mean == pytest.approx(own["reference"]) and diagonal.examples == own["reference_n"]
+    assert diagonal.mean == pytest.approx(own.reference) and diagonal.examples == own.reference_n
     assert set(matrix["sources"]) == {"FP", "A4W4", "A32W32"}
     assert str(store.artifact_dir(evaluations["A4W4"]) / "model.onnx") in report
     # without deployed (not given, or false), the keys are what they were before the option existed

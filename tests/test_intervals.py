@@ -12,7 +12,7 @@ from scipy import stats
 from robquant.evaluation import Outcomes, evaluate
 from robquant.report.findings import CONTRADICTED, NOT_SIGNIFICANT, findings
 from robquant.report.intervals import estimate, seed_only
-from robquant.report.records import aggregates, pipeline_label
+from robquant.report.records import Row, pipeline_label
 
 
 def test_one_seed_is_the_paired_per_example_interval():
@@ -81,10 +81,9 @@ def _outcomes(robust, n_total):
 
 
 def _row(method, strategy, precision, seed, robust):
-    return {"init": "robust", "method": method, "strategy": strategy, "precision": precision,
-            "pipeline": pipeline_label(method, strategy, "robust"), "act_bits": 32, "weight_bits": 32, "bits": None,
-            "fraction": 1.0, "seed": seed, "status": "done", "flags": [], "fp": "fp0",
-            **aggregates(_outcomes(robust, 10_000), "pgd", 8.0)}
+    return Row.of(_outcomes(robust, 10_000), "pgd", 8.0, init="robust", method=method, strategy=strategy,
+                  precision=precision, pipeline=pipeline_label(method, strategy, "robust"), act_bits=32, weight_bits=32,
+                  bits=None, fraction=1.0, seed=seed, status="done", flags=[], fp="fp0")
 
 
 def _planted_drop(n, seeds=3, seed=0):
@@ -114,8 +113,8 @@ def test_a_planted_three_point_drop_is_not_significant_on_200_examples_and_decid
 
 def test_planned_size_decides_what_the_small_design_could_not():
     small = _planted_drop(200, seed=3)
-    ref = [r for r in small if r["precision"] == "A32W32"]
-    cell = [r for r in small if r["precision"] == "A4W4"]
+    ref = [r for r in small if r.precision == "A32W32"]
+    cell = [r for r in small if r.precision == "A4W4"]
     from robquant.report.records import contrast
 
     est = contrast([(cell, "paper"), (ref, "paper")], (1.0, -1.0))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import shutil
 import subprocess
@@ -15,7 +16,7 @@ from robquant.report.findings import (CONTRADICTED, ERODED, NOT_COMPARABLE, NOT_
                                       findings)
 from robquant.report.paper import label_comparison, paper_numbers
 from robquant.evaluation.outcomes import Outcomes
-from robquant.report.records import aggregates, cell_estimate, pipeline_label
+from robquant.report.records import Row, cell_estimate, pipeline_label
 from robquant.report.stats import bounded_interval, format_interval, t_interval, trend_label
 from robquant.report.tables import table1, table2, table45, trend_labels
 
@@ -47,12 +48,11 @@ def row(method, strategy, init, precision, seed, clean, rob, status="done", frac
     robust = dict(robust or {})
     if pgd is not None:
         robust[("pgd", 8.0)] = pgd
-    return {"init": init, "method": method, "strategy": strategy, "pipeline": pipeline_label(method, strategy, init),
-            "precision": precision, "act_bits": a, "weight_bits": w, "bits": a if a == w else None,
-            "fraction": fraction, "seed": seed, "status": status,
-            **aggregates(outcomes(clean, worst, robust), "pgd", 8.0), "flags": list(flags),
-            "wall_s": 1.0, "passes": 100.0, "bytes": 1000, "key": f"{method}{strategy}{init}{precision}{seed}",
-            "fp": None if init == "random" else fp, "fp_clean": 0.9}
+    return Row.of(outcomes(clean, worst, robust), "pgd", 8.0, init=init, method=method, strategy=strategy,
+                  pipeline=pipeline_label(method, strategy, init), precision=precision, act_bits=a, weight_bits=w,
+                  bits=a if a == w else None, fraction=fraction, seed=seed, status=status, flags=list(flags),
+                  wall_s=1.0, passes=100.0, bytes=1000, key=f"{method}{strategy}{init}{precision}{seed}",
+                  fp=None if init == "random" else fp, fp_clean=0.9)
 
 
 ROWS = [
@@ -98,7 +98,7 @@ def test_table2_from_hand_made_records_matches_exactly():
 
 def test_a_cell_interval_is_the_binomial_one_when_every_seed_agrees():
     # two seeds with identical outcomes: only the test sample varies, sqrt(p (1 - p) / n) x t(n - 1)
-    est = cell_estimate([r for r in ROWS if r["precision"] == "A32W32"], "clean")
+    est = cell_estimate([r for r in ROWS if r.precision == "A32W32"], "clean")
     assert est.mean == pytest.approx(0.92)
     assert est.half == pytest.approx(stats.t.ppf(0.975, 499) * math.sqrt(0.92 * 0.08 / 499), rel=1e-6)
 
@@ -265,12 +265,12 @@ def test_figure2_plots_each_attack_on_its_own_examples_and_the_worst_case_on_the
     pipeline, series = figure2_series(rows)
     assert pipeline == "QAT/vanilla from non_robust" and {s["panel"] for s in series} == {"activation-only"}
     for s in series:
-        runs = [r for r in rows if r["act_bits"] == s["bits"]]
+        runs = [r for r in rows if r.act_bits == s["bits"]]
         if s["attack"] == "pgd":  # each value is the mean of the per-attack records
-            assert s["mean"] == pytest.approx(np.mean([r["robust"][("pgd", s["eps_255"])] for r in runs]))
+            assert s["mean"] == pytest.approx(np.mean([r.robust[("pgd", s["eps_255"])] for r in runs]))
             assert s["n"] == 500 and s["seeds"] == 3
         elif s["attack"] == "worst case":
-            assert s["mean"] == pytest.approx(np.mean([r["worst"][s["eps_255"]] for r in runs]))
+            assert s["mean"] == pytest.approx(np.mean([r.worst[s["eps_255"]] for r in runs]))
             assert s["n"] == 200
     lines = {s["line"] for s in series}
     assert "pgd, eps 1/255" in lines and "worst case of pgd + apgd, eps 1/255" in lines
@@ -314,7 +314,7 @@ def test_findings_reproduced_contradicted_and_not_run():
     assert power and all(p.startswith("detects >=") and ("test examples of 10,000" in p or "seeds: " in p or "100 seeds" in p)
                          for p in power)
     # without the FP reference nothing can be judged
-    rows = [r for r in _finding_rows() if r["precision"] != "A32W32"]
+    rows = [r for r in _finding_rows() if r.precision != "A32W32"]
     f = findings(rows, 1.0, 8)[0]
     assert set(f.verdicts.values()) == {NOT_RUN} and "FP reference" in f.note
 
@@ -328,7 +328,7 @@ def test_vanilla_qat_lost_means_the_papers_size(drop, verdict):
 
 def test_nc_cells_are_not_comparable_named_and_left_out():
     rows = _finding_rows(adv_drop=0.10)
-    rows = [r for r in rows if not (r["strategy"] == "adversarial")]
+    rows = [r for r in rows if not (r.strategy == "adversarial")]
     rows += [row("qat", "adversarial", "robust", "A2W2", s, 0.1, 0.1, status="NC" if s == 0 else "done")
              for s in range(3)]
     f = next(f for f in findings(rows, 1.0, 8) if f.key == "adversarial_qat_keeps")
@@ -409,12 +409,12 @@ def test_pixel_grid_table_sets_the_pixel_valid_attack_beside_the_papers_and_name
     from robquant.report.findings import pixel_grid_table
 
     def with_grid(r, grid):  # the same PGD on the 8-bit grid, as a second attack (not cascaded)
-        o = r["outcomes"]
+        o = r.outcomes
         n = len(o.indices)
         mask = np.zeros(n, dtype=bool)
         mask[: int(round(grid * n))] = True
         o = Outcomes(o.indices, o.clean, {**o.robust, ("pgd-grid", 8.0): mask}, o.dataset_sha256, False, o.split_size)
-        return {**r, **aggregates(o, "pgd", 8.0)}
+        return r.with_outcomes(o)
 
     rows = [with_grid(row("ptq", None, "robust", "A32W32", s, 0.9, 0.45, pgd=0.45), 0.60) for s in (0, 1)]
     rows += [with_grid(row("ptq", None, "robust", "A8W8", s, 0.9, 0.45, pgd=0.45), 0.45) for s in (0, 1)]
@@ -432,11 +432,11 @@ def test_beyond_the_paper_answers_bit_width_and_adversarial_qat_questions():
     from robquant.report.beyond import NOT_SIGNIFICANT, beyond_table, flips_difference, runs_needed
 
     def extra(r, transfer, flips, cap=100):  # a transfer attack's outcomes and the search's flips
-        o = r["outcomes"]
+        o = r.outcomes
         mask = np.zeros(len(o.indices), dtype=bool)
         mask[: int(round(transfer * len(o.indices)))] = True
         o = Outcomes(o.indices, o.clean, {**o.robust, ("transfer", 8.0): mask}, o.dataset_sha256, False, o.split_size)
-        return {**r, **aggregates(o, "pgd", 8.0), "bitflip": {"search": {"flips": flips, "cap": cap}}}
+        return r.with_outcomes(o, bitflip={"search": {"flips": flips, "cap": cap}})
 
     rows = [extra(row("qat", "vanilla", "robust", "A4W4", s, 0.8, 0.1), 0.30, [10 + s, 11, 9]) for s in (0, 1)]
     rows += [extra(row("qat", "vanilla", "robust", "A8W8", s, 0.8, 0.1), 0.30, [20 + s, 21, 19]) for s in (0, 1)]
@@ -466,8 +466,8 @@ def test_bit_flip_table_lists_every_run_and_pools_them():
     from robquant.report.tables import bitflip_table
 
     def flips(r, search, random):
-        return {**r, "bitflip": {"n": 250, "search": {"flips": search, "cap": 100},
-                                 "random": {"flips": random, "cap": 500}}}
+        return dataclasses.replace(r, bitflip={"n": 250, "search": {"flips": search, "cap": 100},
+                                               "random": {"flips": random, "cap": 500}})
 
     rows = [flips(row("ptq", None, "robust", "A8W8", s, 0.9, 0.4), [20 + 2 * s, 24], [None, None]) for s in (0, 1)]
     rows.append(row("ptq", None, "robust", "A32W32", 0, 0.9, 0.4))  # FP: nothing flipped, no row
@@ -493,7 +493,7 @@ def test_a_registered_table_joins_the_report_in_its_place(reference_run, tmp_pat
     def models_per_precision(rows, main_eps):
         counts = {}
         for r in rows:
-            counts[r["precision"]] = counts.get(r["precision"], 0) + 1
+            counts[r.precision] = counts.get(r.precision, 0) + 1
         return Table("per_precision", f"Models per precision (at {main_eps:g}/255)", ["precision", "models"],
                      [[p, str(n)] for p, n in sorted(counts.items())])
 

@@ -639,12 +639,12 @@ def _print_summary(plan: Any, store: Any) -> None:
         results = collect(plan, store)
     if not results:
         return
-    top = max(r["fraction"] for r in results)
-    seeds = sorted({r["seed"] for r in results})
+    top = max(r.fraction for r in results)
+    seeds = sorted({r.seed for r in results})
     ev = plan.study.evaluation
     console.print(summary_table(
         f"{plan.study.name}: clean accuracy / robustness (worst case over attacks, eps {ev.main_eps:g}/255), "
-        f"fraction {top:g}, mean of seeds {seeds}", [r for r in results if r["fraction"] == top]))
+        f"fraction {top:g}, mean of seeds {seeds}", [r for r in results if r.fraction == top]))
 
 
 @app.command()

@@ -87,14 +87,14 @@ def plan_table(rows: list[dict[str, Any]], limit: int = 40) -> Table:
     return table
 
 
-def summary_table(title: str, cells: list[dict[str, Any]]) -> Table:
+def summary_table(title: str, cells: list[Any]) -> Table:
     """Table-2 layout: rows = pipelines, columns = precision, cells 'accuracy / robustness' in %,
     mean over seeds; NC where any seed did not converge. ``cells`` are the report's rows
     (:func:`robquant.report.collect`)."""
-    precisions = list(dict.fromkeys(c["precision"] for c in cells))
-    groups: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    precisions = list(dict.fromkeys(c.precision for c in cells))
+    groups: dict[str, dict[str, list[Any]]] = {}
     for c in cells:
-        groups.setdefault(c["pipeline"], {}).setdefault(c["precision"], []).append(c)
+        groups.setdefault(c.pipeline, {}).setdefault(c.precision, []).append(c)
     table = Table(title=title)
     table.add_column("pipeline")
     for p in precisions:
@@ -105,17 +105,17 @@ def summary_table(title: str, cells: list[dict[str, Any]]) -> Table:
             runs = by_prec.get(p, [])
             if not runs:
                 values.append("")
-            elif any(r["status"] == "NC" for r in runs):
+            elif any(r.status == "NC" for r in runs):
                 values.append("NC")
             else:
-                acc = sum(r["clean"] for r in runs) / len(runs)
-                rob = sum(r["robustness"] for r in runs) / len(runs)
-                mark = " !" if any(r.get("flags") for r in runs) else ""
+                acc = sum(r.clean for r in runs) / len(runs)
+                rob = sum(r.robustness for r in runs) / len(runs)
+                mark = " !" if any(r.flags for r in runs) else ""
                 values.append(f"{100 * acc:.1f} / {100 * rob:.1f}{mark}")
         table.add_row(row, *values)
     counts: dict[str, int] = {}
     for c in cells:
-        for f in c.get("flags") or []:
+        for f in c.flags or []:
             counts[f] = counts.get(f, 0) + 1
     if counts:
         table.caption = "! = a trust check fired: " + ", ".join(f"{k} ({v})" for k, v in sorted(counts.items()))

@@ -26,7 +26,7 @@ from scipy import stats
 
 from robquant.report.findings import NOT_SIGNIFICANT, power_text
 from robquant.report.intervals import POWER
-from robquant.report.records import by_cell, cell_name, comparable, contrast
+from robquant.report.records import Row, by_cell, cell_name, comparable, contrast
 from robquant.report.stats import format_estimate
 from robquant.report.tables import Table
 from robquant.report.sections import report_table
@@ -34,19 +34,19 @@ from robquant.report.sections import report_table
 TRANSFERS = ("transfer", "transfer:FP")  # the study's transfer attack, or the transfer matrix's FP source
 
 
-def _pairs(cells: dict[tuple[str, str | None, str, str], list[dict[str, Any]]], has: Any
+def _pairs(cells: dict[tuple[str, str | None, str, str], list[Row]], has: Any
            ) -> list[tuple[str, tuple[Any, ...], tuple[Any, ...]]]:
     """``(question, cell a, cell b)``: a pipeline's lowest weight bit-width against its highest, and
     adversarial against vanilla QAT at each init and precision; only cells where ``has(runs)``."""
     out = []
     pipes: dict[tuple[str, str | None, str], list[tuple[Any, ...]]] = {}
     for key, runs in cells.items():
-        if has(runs) and runs[0]["weight_bits"] < 32:
+        if has(runs) and runs[0].weight_bits < 32:
             pipes.setdefault(key[:3], []).append(key)
     for pipe, keys in pipes.items():
-        keys.sort(key=lambda k: (cells[k][0]["weight_bits"], cells[k][0]["act_bits"]))
+        keys.sort(key=lambda k: (cells[k][0].weight_bits, cells[k][0].act_bits))
         low, high = keys[0], keys[-1]
-        if cells[low][0]["weight_bits"] < cells[high][0]["weight_bits"]:
+        if cells[low][0].weight_bits < cells[high][0].weight_bits:
             out.append(("lower weight bit-width", low, high))
     for (method, strategy, init, precision), runs in cells.items():
         vanilla = ("qat", "vanilla", init, precision)
@@ -99,11 +99,11 @@ def _flips_power(a: Sequence[float], b: Sequence[float]) -> str:
             f"({100 * POWER:g} % power, from the spread observed)")
 
 
-def _flips(runs: list[dict[str, Any]]) -> tuple[list[float], int]:
+def _flips(runs: list[Row]) -> tuple[list[float], int]:
     """Every search run's flips (censored ones at their cap) and how many were censored."""
     out, censored = [], 0
     for r in runs:
-        s = r["bitflip"]["search"]
+        s = r.bitflip["search"]
         for f in s["flips"]:
             out.append(float(s["cap"] if f is None else f))
             censored += f is None
@@ -111,17 +111,17 @@ def _flips(runs: list[dict[str, Any]]) -> tuple[list[float], int]:
 
 
 @report_table(40, "rows", "main_eps")
-def beyond_table(rows: list[dict[str, Any]], main_eps: float) -> Table | None:
+def beyond_table(rows: list[Row], main_eps: float) -> Table | None:
     """The findings beyond the paper the study's records can answer (None when none)."""
     rows = comparable(rows)
     cells = by_cell(rows)
     out = []
 
-    transfer = next((t for t in TRANSFERS if any(r["outcomes"].attack(t, r["main_eps"]) is not None for r in rows)),
+    transfer = next((t for t in TRANSFERS if any(r.outcomes.attack(t, r.main_eps) is not None for r in rows)),
                     TRANSFERS[0])
 
-    def has_transfer(runs: list[dict[str, Any]]) -> bool:
-        return all(r["outcomes"].attack(transfer, r["main_eps"]) is not None for r in runs)
+    def has_transfer(runs: list[Row]) -> bool:
+        return all(r.outcomes.attack(transfer, r.main_eps) is not None for r in runs)
 
     for question, a, b in _pairs(cells, has_transfer):
         est = contrast([(cells[a], transfer), (cells[b], transfer)], (1.0, -1.0))
@@ -129,13 +129,13 @@ def beyond_table(rows: list[dict[str, Any]], main_eps: float) -> Table | None:
             continue
         text = format_estimate(est, signed=True, low=-1.0)
         answer = _answer(est.low, est.high, "higher", "lower") if not math.isnan(est.half) else NOT_SIGNIFICANT
-        split = max((r["outcomes"].split_size for r in cells[a] + cells[b]), default=0)
+        split = max((r.outcomes.split_size for r in cells[a] + cells[b]), default=0)
         out.append([f"{question}: robustness to transfer from FP at {main_eps:g}/255", cell_name(*a), cell_name(*b),
                     f"{text} points (n={est.seeds}x{est.examples})", answer,
                     power_text(est, est.mean, split) if answer == NOT_SIGNIFICANT else ""])
 
-    def has_flips(runs: list[dict[str, Any]]) -> bool:
-        return all((r.get("bitflip") or {}).get("search") for r in runs)
+    def has_flips(runs: list[Row]) -> bool:
+        return all((r.bitflip or {}).get("search") for r in runs)
 
     for question, a, b in _pairs(cells, has_flips):
         (fa, ca), (fb, cb) = _flips(cells[a]), _flips(cells[b])

@@ -14,7 +14,7 @@ import robquant.report.beyond  # noqa: F401
 import robquant.report.findings  # noqa: F401
 import robquant.report.paper  # noqa: F401
 from robquant.report.figures import figure2, transfer_heatmaps
-from robquant.report.records import collect
+from robquant.report.records import Row, collect
 from robquant.report.sections import ReportInputs, report_table, report_tables
 from robquant.report.stats import t_interval
 from robquant.report.tables import Table
@@ -27,24 +27,24 @@ th{background:#eef}.note{font-size:12px;color:#555}img{max-width:100%;border:1px
 
 
 @report_table(130, "rows")
-def cost_table(rows: list[dict[str, Any]]) -> Table:
+def cost_table(rows: list[Row]) -> Table:
     """Per pipeline: quantization wall time and passes, mean over cells, relative to vanilla QAT from
     the same init at the same precision and fraction (the paper's "7x" for PGD-7 becomes measured)."""
     def key(r: dict[str, Any]) -> tuple[Any, ...]:
-        return (r["init"], r["precision"], r["fraction"], r["seed"])
+        return (r.init, r.precision, r.fraction, r.seed)
 
     def fmt(v: list[float]) -> str:
         return f"{t_interval(v)[0]:.2f}x" if v else ""
 
-    vanilla = {key(r): r for r in rows if r["method"] == "qat" and r["strategy"] == "vanilla"}
+    vanilla = {key(r): r for r in rows if r.method == "qat" and r.strategy == "vanilla"}
     out = []
-    for pipe in dict.fromkeys(r["pipeline"] for r in rows):
-        group = [r for r in rows if r["pipeline"] == pipe]
-        wall = t_interval([r["wall_s"] for r in group if r["wall_s"] is not None])[0]
-        passes = t_interval([r["passes"] for r in group if r["passes"] is not None])[0]
+    for pipe in dict.fromkeys(r.pipeline for r in rows):
+        group = [r for r in rows if r.pipeline == pipe]
+        wall = t_interval([r.wall_s for r in group if r.wall_s is not None])[0]
+        passes = t_interval([r.passes for r in group if r.passes is not None])[0]
         base = [(r, vanilla.get(key(r))) for r in group]
-        rel_wall = [r["wall_s"] / v["wall_s"] for r, v in base if v and r["wall_s"] and v["wall_s"]]
-        rel_pass = [r["passes"] / v["passes"] for r, v in base if v and r["passes"] and v["passes"]]
+        rel_wall = [r.wall_s / v.wall_s for r, v in base if v and r.wall_s and v.wall_s]
+        rel_pass = [r.passes / v.passes for r, v in base if v and r.passes and v.passes]
         out.append([pipe, f"{wall:.2f}", f"{passes:.3g}", fmt(rel_wall), fmt(rel_pass)])
     return Table("cost", "Cost of quantization (per model; relative to vanilla QAT, same init/precision/fraction)",
                  ["pipeline", "wall s", "fwd+bwd passes", "wall vs vanilla QAT", "passes vs vanilla QAT"], out,
@@ -86,7 +86,7 @@ def write_report(plan: Any, store: Any, out: str | Path, formats: Sequence[str] 
     fig2 = figure2(rows, out)
     pareto_paths = inputs.pareto[0]
     matrices = inputs.matrices
-    seeds = sorted({r["seed"] for r in rows})
+    seeds = sorted({r.seed for r in rows})
     header = (f"Study {study.name}: {study.dataset.name}, {study.model.name}; {len(rows)} evaluated models, seeds "
               f"{seeds}; store {store.root}; written {now_iso()}.")
     heat = transfer_heatmaps(matrices, out)

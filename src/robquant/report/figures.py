@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from robquant.report.records import CLEAN, WORST, cell_estimate, nc_cells, per_example  # noqa: E402
+from robquant.report.records import Row, CLEAN, WORST, cell_estimate, nc_cells, per_example  # noqa: E402
 from robquant.report.stats import t_interval  # noqa: E402
 
 
@@ -23,20 +23,20 @@ def _save(fig: Any, out: Path, stem: str) -> list[Path]:
     return paths
 
 
-def figure2_pipeline(rows: list[dict[str, Any]]) -> str | None:
+def figure2_pipeline(rows: list[Row]) -> str | None:
     """The pipeline Figure 2 draws: the paper's QAT/vanilla from random when it has a sweep, else
     QAT/vanilla from non-robust, then from robust parameters, else the pipeline with most sweep points."""
     def sweep_points(pipe: str) -> int:
-        mine = [r for r in rows if r["pipeline"] == pipe]
-        return len({r["precision"] for r in mine if r["act_bits"] == 32 or r["weight_bits"] == 32})
+        mine = [r for r in rows if r.pipeline == pipe]
+        return len({r.precision for r in mine if r.act_bits == 32 or r.weight_bits == 32})
 
     preferred = ["QAT/vanilla from random", "QAT/vanilla from non_robust", "QAT/vanilla from robust"]
-    pipes = sorted({r["pipeline"] for r in rows if sweep_points(r["pipeline"]) > 1},
+    pipes = sorted({r.pipeline for r in rows if sweep_points(r.pipeline) > 1},
                    key=lambda p: (preferred.index(p) if p in preferred else len(preferred), -sweep_points(p), p))
     return pipes[0] if pipes else None
 
 
-def figure2_series(rows: list[dict[str, Any]]) -> tuple[str | None, list[dict[str, Any]]]:
+def figure2_series(rows: list[Row]) -> tuple[str | None, list[dict[str, Any]]]:
     """The values Figure 2 plots (also written as ``figure2.csv``).
 
     Per panel (activation-only AxW32, weight-only A32Wx; A32W32 belongs to both), per line
@@ -51,33 +51,33 @@ def figure2_series(rows: list[dict[str, Any]]) -> tuple[str | None, list[dict[st
         ``(pipeline, [{"panel", "line", "attack", "eps_255", "bits", "mean", "low", "high", "seeds", "n"}])``;
         NC cells as ``{"panel", "bits", "not_comparable": True}``.
     """
-    top = max((r["fraction"] for r in rows), default=1.0)
-    rows = [r for r in rows if r["fraction"] == top]
+    top = max((r.fraction for r in rows), default=1.0)
+    rows = [r for r in rows if r.fraction == top]
     pipeline = figure2_pipeline(rows)
     if pipeline is None:
         return None, []
-    rows = [r for r in rows if r["pipeline"] == pipeline]
+    rows = [r for r in rows if r.pipeline == pipeline]
     nc = {p for _, p, _ in nc_cells(rows)}
     series: list[dict[str, Any]] = []
-    for panel, field, group in (("activation-only", "act_bits", [r for r in rows if r["weight_bits"] == 32]),
-                                ("weight-only", "weight_bits", [r for r in rows if r["act_bits"] == 32])):
-        bits = sorted({r[field] for r in group})
+    for panel, field, group in (("activation-only", "act_bits", [r for r in rows if r.weight_bits == 32]),
+                                ("weight-only", "weight_bits", [r for r in rows if r.act_bits == 32])):
+        bits = sorted({getattr(r, field) for r in group})
         if len(bits) < 2:
             continue
-        series += [{"panel": panel, "bits": r[field], "not_comparable": True}
-                   for r in {r["precision"]: r for r in group if r["precision"] in nc}.values()]
-        group = [r for r in group if r["precision"] not in nc]
+        series += [{"panel": panel, "bits": getattr(r, field), "not_comparable": True}
+                   for r in {r.precision: r for r in group if r.precision in nc}.values()]
+        group = [r for r in group if r.precision not in nc]
         lines: list[tuple[str, str | None, float | None, str]] = [("clean accuracy", None, None, CLEAN)]
-        for eps in sorted({e for r in group for e in r["worst"]}):
-            attacks = list(dict.fromkeys(a for r in group for (a, e) in r["robust"] if e == eps))
-            cascade = any(r.get("cascade") for r in group)
+        for eps in sorted({e for r in group for e in r.worst}):
+            attacks = list(dict.fromkeys(a for r in group for (a, e) in r.robust if e == eps))
+            cascade = any(r.cascade for r in group)
             for a in attacks[:1] if cascade else attacks:
                 lines.append((f"{a}, eps {eps:g}/255", a, eps, a))
             if len(attacks) > 1:
                 lines.append((f"worst case of {' + '.join(attacks)}, eps {eps:g}/255", "worst case", eps, WORST))
         for line, attack, eps, what in lines:
-            for b in sorted({r[field] for r in group}):
-                runs = [r for r in group if r[field] == b and per_example(r, what, eps) is not None]
+            for b in sorted({getattr(r, field) for r in group}):
+                runs = [r for r in group if getattr(r, field) == b and per_example(r, what, eps) is not None]
                 est = cell_estimate(runs, what, eps)
                 if est.examples == 0:
                     continue
@@ -87,7 +87,7 @@ def figure2_series(rows: list[dict[str, Any]]) -> tuple[str | None, list[dict[st
     return pipeline, series
 
 
-def figure2(rows: list[dict[str, Any]], out: Path, title: str = "") -> list[Path]:
+def figure2(rows: list[Row], out: Path, title: str = "") -> list[Path]:
     """Figure 2 for one pipeline (see :func:`figure2_pipeline`): an activation-only and a weight-only
     panel, accuracy and robustness vs bits, one line per attack and eps plus the worst case over the
     examples every attack covered (n in the legend), mean +- 95 % CI over seeds. Writes PNG, PDF and
@@ -134,24 +134,24 @@ def figure2(rows: list[dict[str, Any]], out: Path, title: str = "") -> list[Path
     return [*paths, csv_path]
 
 
-def pareto(rows: list[dict[str, Any]], out: Path) -> tuple[list[Path], list[dict[str, Any]]]:
+def pareto(rows: list[Row], out: Path) -> tuple[list[Path], list[dict[str, Any]]]:
     """Accuracy x robustness scatter (colour: quantization cost in passes, size: model bytes) with the
     frontier of non-dominated pipelines (cells with an NC seed left out); and per bit budget the recommended pipeline (highest mean
     robustness, then accuracy). Returns the figure paths and the recommendations."""
-    top = max((r["fraction"] for r in rows), default=1.0)
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    top = max((r.fraction for r in rows), default=1.0)
+    groups: dict[tuple[str, str], list[Row]] = {}
     for r in rows:
-        if r["fraction"] == top:
-            groups.setdefault((r["pipeline"], r["precision"]), []).append(r)
+        if r.fraction == top:
+            groups.setdefault((r.pipeline, r.precision), []).append(r)
     points = []
     for (pipe, prec), runs in groups.items():
-        if any(r["status"] != "done" for r in runs):  # NC in some seed: not a candidate
+        if any(r.status != "done" for r in runs):  # NC in some seed: not a candidate
             continue
-        points.append({"pipeline": pipe, "precision": prec, "bits": runs[0]["bits"],
-                       "clean": t_interval([r["clean"] for r in runs])[0],
-                       "robustness": t_interval([r["robustness"] for r in runs])[0],
-                       "passes": t_interval([r["passes"] or 0 for r in runs])[0],
-                       "bytes": runs[0]["bytes"] or 0})
+        points.append({"pipeline": pipe, "precision": prec, "bits": runs[0].bits,
+                       "clean": t_interval([r.clean for r in runs])[0],
+                       "robustness": t_interval([r.robustness for r in runs])[0],
+                       "passes": t_interval([r.passes or 0 for r in runs])[0],
+                       "bytes": runs[0].bytes or 0})
     if not points:
         return [], []
     frontier = [p for p in points if not any(q["clean"] >= p["clean"] and q["robustness"] >= p["robustness"]
@@ -183,7 +183,7 @@ def pareto(rows: list[dict[str, Any]], out: Path) -> tuple[list[Path], list[dict
 TRANSFER_PREFIX = "transfer:"  # the precision transfer matrix's attacks: transfer:FP, transfer:AxWy
 
 
-def transfer_matrices(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def transfer_matrices(rows: list[Row]) -> dict[str, dict[str, Any]]:
     """The precision transfer matrix of each pipeline whose evaluations ran it
     (``evaluation.transfer_matrix``): robustness at the main eps of each target precision (rows) under PGD
     crafted on each source (columns: the FP parent, then each precision), mean over seeds and test
@@ -198,18 +198,18 @@ def transfer_matrices(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     from robquant.report.records import comparable
 
     out: dict[str, dict[str, Any]] = {}
-    rows = [r for r in comparable(rows) if any(a.startswith(TRANSFER_PREFIX) for a, _ in r["outcomes"].robust)]
-    for pipeline in dict.fromkeys(r["pipeline"] for r in rows):
-        mine = [r for r in rows if r["pipeline"] == pipeline]
-        targets = sorted({r["precision"] for r in mine},
-                         key=lambda p: next((r["act_bits"], r["weight_bits"]) for r in mine if r["precision"] == p))
+    rows = [r for r in comparable(rows) if any(a.startswith(TRANSFER_PREFIX) for a, _ in r.outcomes.robust)]
+    for pipeline in dict.fromkeys(r.pipeline for r in rows):
+        mine = [r for r in rows if r.pipeline == pipeline]
+        targets = sorted({r.precision for r in mine},
+                         key=lambda p: next((r.act_bits, r.weight_bits) for r in mine if r.precision == p))
         sources = ["FP", *targets]
         cells, strongest = {}, {}
         for target in targets:
-            runs = [r for r in mine if r["precision"] == target]
+            runs = [r for r in mine if r.precision == target]
             for source in sources:
-                what = runs[0]["reference_attack"] if source == target else TRANSFER_PREFIX + source
-                if what is None or any(r["outcomes"].attack(what, r["main_eps"]) is None for r in runs):
+                what = runs[0].reference_attack if source == target else TRANSFER_PREFIX + source
+                if what is None or any(r.outcomes.attack(what, r.main_eps) is None for r in runs):
                     continue
                 cells[(target, source)] = cell_estimate(runs, what)
             found = [s for s in sources if s != target and (target, s) in cells]

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from robquant.report.intervals import MAX_EXAMPLES, Estimate
-from robquant.report.records import CLEAN, PAPER, WORST, cell_estimate, cell_name, contrast
+from robquant.report.records import Row, CLEAN, PAPER, WORST, cell_estimate, cell_name, contrast
 from robquant.report.stats import format_estimate
 from robquant.report.tables import RESAMPLED, Table, sweep_trend
 from robquant.report.sections import report_table
@@ -59,11 +59,11 @@ class Finding:
     scope: str = ""
 
 
-def measures(rows: list[dict[str, Any]]) -> dict[str, str]:
+def measures(rows: list[Row]) -> dict[str, str]:
     """The robustness measures, ``{name: what}``: the paper's attack alone (``paper``, when the study
     runs a PGD attack) and the worst case over every attack (``worst``)."""
-    ref = next((r["reference_attack"] for r in rows if r.get("reference_attack")), None)
-    attacks = next((r.get("worst_attacks", {}) for r in rows if r.get("worst_attacks")), {})
+    ref = next((r.reference_attack for r in rows if r.reference_attack), None)
+    attacks = next((r.worst_attacks for r in rows if r.worst_attacks), {})
     names = sorted({a for v in attacks.values() for a in (v or [])})
     out = {f"paper's attack ({ref})": PAPER} if ref is not None else {}
     out[f"worst case ({', '.join(names) or 'all attacks'})"] = WORST
@@ -97,9 +97,9 @@ def power_text(est: Estimate, distance: float, split: int = 0) -> str:
         f" with {seeds} seeds"
 
 
-def _split(runs: list[dict[str, Any]]) -> int:
+def _split(runs: list[Row]) -> int:
     """Examples in the test split the runs were evaluated on (0 if unknown)."""
-    return max((r["outcomes"].split_size for r in runs), default=0)
+    return max((r.outcomes.split_size for r in runs), default=0)
 
 
 def _kept(diff: Estimate, split: int = 0) -> tuple[str, str]:
@@ -138,19 +138,19 @@ def _combine(verdicts: list[str]) -> str:
     return ERODED if all(v in (REPRODUCED, ERODED) for v in verdicts) else NOT_SIGNIFICANT
 
 
-def _pipe(rows: list[dict[str, Any]], method: str, strategy: str | None, init: str) -> dict[str, list[dict[str, Any]]]:
-    out: dict[str, list[dict[str, Any]]] = {}
+def _pipe(rows: list[Row], method: str, strategy: str | None, init: str) -> dict[str, list[Row]]:
+    out: dict[str, list[Row]] = {}
     for r in rows:
-        if (r["method"], r["strategy"], r["init"]) == (method, strategy, init):
-            out.setdefault(r["precision"], []).append(r)
+        if (r.method, r.strategy, r.init) == (method, strategy, init):
+            out.setdefault(r.precision, []).append(r)
     return out
 
 
-def scope(runs: list[dict[str, Any]]) -> str:
+def scope(runs: list[Row]) -> str:
     """What a comparison over ``runs`` holds for: one FP model shared by every seed, or FP models that
     vary with the seed (random parameters: a fresh initialisation per seed)."""
-    fps = {r.get("fp") for r in runs}
-    seeds = len({r["seed"] for r in runs})
+    fps = {r.fp for r in runs}
+    seeds = len({r.seed for r in runs})
     if seeds < 2:
         return "one seed: the seeds' variance is not counted"
     if len(fps) == 1 and None not in fps:
@@ -158,23 +158,23 @@ def scope(runs: list[dict[str, Any]]) -> str:
     return "over FP models that vary with the seed"
 
 
-def _against_reference(rows: list[dict[str, Any]], finding: Finding, pipe: tuple[str, str | None, str],
+def _against_reference(rows: list[Row], finding: Finding, pipe: tuple[str, str | None, str],
                        precisions: list[str] | None, claim: str) -> None:
     """Judge ``pipe``'s cells against the robust FP reference, seed by seed and example by example,
     under every measure; ``claim`` is ``kept`` or ``lost``."""
-    ref = [r for r in rows if (r["method"], r["strategy"], r["init"], r["precision"]) == REFERENCE]
+    ref = [r for r in rows if (r.method, r.strategy, r.init, r.precision) == REFERENCE]
     cells = _pipe(rows, *pipe)
-    ordered = sorted(cells, key=lambda p: (cells[p][0]["act_bits"], cells[p][0]["weight_bits"]))
+    ordered = sorted(cells, key=lambda p: (cells[p][0].act_bits, cells[p][0].weight_bits))
     chosen = [p for p in (precisions or ordered) if p in cells and (pipe, p) != (REFERENCE[:3], REFERENCE[3])]
     label = cell_name(*pipe)
-    ref_nc = any(r["status"] == "NC" for r in ref)
+    ref_nc = any(r.status == "NC" for r in ref)
     if not ref or ref_nc or not chosen:
         need = [] if ref else ["PTQ from robust A32W32 (the FP reference)"]
         need += [] if chosen else [f"{label} at {', '.join(precisions or ['any precision'])}"]
         finding.verdicts = {m: NOT_COMPARABLE if ref_nc else NOT_RUN for m in measures(rows)}
         finding.note = "the FP reference did not converge" if ref_nc else "needs " + " and ".join(need)
         return
-    nc = [p for p in chosen if any(r["status"] == "NC" for r in cells[p])]
+    nc = [p for p in chosen if any(r.status == "NC" for r in cells[p])]
     finding.scope = scope(ref + [r for p in chosen for r in cells[p]])
     if nc:
         finding.note = f"not comparable (NC): {label} {', '.join(nc)}"
@@ -199,12 +199,12 @@ def _against_reference(rows: list[dict[str, Any]], finding: Finding, pipe: tuple
         finding.verdicts[measure] = _combine(verdicts)
 
 
-def _trend(rows: list[dict[str, Any]], finding: Finding, pipe: tuple[str, str | None, str], field_: str,
+def _trend(rows: list[Row], finding: Finding, pipe: tuple[str, str | None, str], field_: str,
            eps: float | None, expected: str, cells: str) -> dict[str, tuple[str, dict[str, Any]]]:
     """Judge the Table-1 trend of ``pipe`` over ``field_`` (``bits`` or ``act_bits``) at ``eps``:
     reproduced when the label is ``expected``, not significant when ``n.s.``, else contradicted."""
-    group = [r for r in rows if (r["method"], r["strategy"], r["init"]) == pipe and r[field_] is not None
-             and (field_ == "bits" or r["weight_bits"] == 32)]
+    group = [r for r in rows if (r.method, r.strategy, r.init) == pipe and getattr(r, field_) is not None
+             and (field_ == "bits" or r.weight_bits == 32)]
     label = cell_name(*pipe)
     out = {}
     for column, what in measures(rows).items():
@@ -216,9 +216,9 @@ def _trend(rows: list[dict[str, Any]], finding: Finding, pipe: tuple[str, str | 
         verdict = REPRODUCED if lab == expected else NOT_SIGNIFICANT if lab == "n.s." else CONTRADICTED
         finding.verdicts[column] = verdict
         measure = column
-        by_bits = {b: [r for r in group if r[field_] == b] for b in info["bits"]}
+        by_bits = {b: [r for r in group if getattr(r, field_) == b] for b in info["bits"]}
         if what == WORST:  # name the attacks that ran at this eps
-            ran = sorted({a for r in group for a in r["worst_attacks"].get(eps, [])})
+            ran = sorted({a for r in group for a in r.worst_attacks.get(eps, [])})
             measure = f"worst case ({', '.join(ran)})"
         for b in info["bits"]:
             finding.evidence.append([f"{label} {cells.format(b=_bits(b))}", f"{measure} at {eps:g}/255",
@@ -246,14 +246,14 @@ def _bits(b: int) -> str:
     return "32" if b == 32 else str(b)
 
 
-def _activation_trend(rows: list[dict[str, Any]], weak: float | None) -> list[Finding]:
+def _activation_trend(rows: list[Row], weak: float | None) -> list[Finding]:
     """Finding (iv), judged separately for every init the study ran a vanilla QAT activation-only
     sweep from (Table 1 states it for all three); Figure 2's number beside random initialization only."""
     out = []
     for init in ("random", "non_robust", "robust"):
         pipe = ("qat", "vanilla", init)
-        sweep = [r for r in rows if (r["method"], r["strategy"], r["init"]) == pipe and r["weight_bits"] == 32]
-        if len({r["act_bits"] for r in sweep}) < 3:
+        sweep = [r for r in rows if (r.method, r.strategy, r.init) == pipe and r.weight_bits == 32]
+        if len({r.act_bits for r in sweep}) < 3:
             continue
         how = "trained from scratch" if init == "random" else "fine-tuned"
         paper = ("Figure 2 (left): +33.47 points from FP to 2-bit activations at 1/255; Table 1: +" if init == "random"
@@ -281,10 +281,10 @@ def _activation_trend(rows: list[dict[str, Any]], weak: float | None) -> list[Fi
     return out
 
 
-def _figure2_number(sweep: list[dict[str, Any]], f: Finding, weak: float) -> None:
+def _figure2_number(sweep: list[Row], f: Finding, weak: float) -> None:
     """Ours beside Figure 2's +33.47 points (2-bit activations minus FP at 1/255, PGD-20)."""
-    by_bits = {b: [r for r in sweep if r["act_bits"] == b] for b in (2, 32)}
-    if not all(by_bits.values()) or any(r["status"] == "NC" for v in by_bits.values() for r in v):
+    by_bits = {b: [r for r in sweep if r.act_bits == b] for b in (2, 32)}
+    if not all(by_bits.values()) or any(r.status == "NC" for v in by_bits.values() for r in v):
         return
     diff = contrast([(by_bits[2], PAPER), (by_bits[32], PAPER)], (1.0, -1.0), weak)
     if diff.examples:
@@ -292,16 +292,16 @@ def _figure2_number(sweep: list[dict[str, Any]], f: Finding, weak: float) -> Non
                            _fmt(diff, signed=True), "", ""])
 
 
-def _accuracy_converged(sweep: list[dict[str, Any]], f: Finding) -> None:
+def _accuracy_converged(sweep: list[Row], f: Finding) -> None:
     """Name the low-bit cells of a sweep that are less accurate than its A32W32 by more than the
     margin (with confidence): there the trend measures lost accuracy as much as robustness."""
-    fp = [r for r in sweep if r["act_bits"] == 32]
-    if not fp or any(r["status"] == "NC" for r in fp):
+    fp = [r for r in sweep if r.act_bits == 32]
+    if not fp or any(r.status == "NC" for r in fp):
         return
     short = []
-    for b in sorted({r["act_bits"] for r in sweep} - {32}):
-        runs = [r for r in sweep if r["act_bits"] == b]
-        if any(r["status"] == "NC" for r in runs):
+    for b in sorted({r.act_bits for r in sweep} - {32}):
+        runs = [r for r in sweep if r.act_bits == b]
+        if any(r.status == "NC" for r in runs):
             continue
         diff = contrast([(runs, CLEAN), (fp, CLEAN)], (1.0, -1.0))
         if diff.examples and diff.high < -MARGIN:
@@ -312,10 +312,10 @@ def _accuracy_converged(sweep: list[dict[str, Any]], f: Finding) -> None:
                                          "robustness"]))
 
 
-def findings(rows: list[dict[str, Any]], weak_eps: float | None, main_eps: float) -> list[Finding]:
+def findings(rows: list[Row], weak_eps: float | None, main_eps: float) -> list[Finding]:
     """Judge the paper's headline findings on ``rows`` (the report's rows, top data fraction only)."""
-    top = max((r["fraction"] for r in rows), default=1.0)
-    rows = [r for r in rows if r["fraction"] == top]
+    top = max((r.fraction for r in rows), default=1.0)
+    rows = [r for r in rows if r.fraction == top]
     out = []
     f = Finding("ptq_keeps", f"PTQ of robust parameters keeps the FP model's robustness at A8W8 and A4W4 "
                 f"({main_eps:g}/255)", "Table 2: 46.43 (FP) -> 46.58 (A8W8), 47.84 (A4W4)")
@@ -339,22 +339,22 @@ def findings(rows: list[dict[str, Any]], weak_eps: float | None, main_eps: float
 
 
 @report_table(20, "rows", "main_eps", "setup", "paper_regime")
-def regime_table(rows: list[dict[str, Any]], main_eps: float, setup: str, paper: dict[str, Any]) -> Table:
+def regime_table(rows: list[Row], main_eps: float, setup: str, paper: dict[str, Any]) -> Table:
     """The FP references this study's verdicts were judged against, beside the paper's: a verdict
     speaks for the regime it was judged in."""
-    top = max((r["fraction"] for r in rows), default=1.0)
-    rows = [r for r in rows if r["fraction"] == top]
+    top = max((r.fraction for r in rows), default=1.0)
+    rows = [r for r in rows if r.fraction == top]
     out = []
     for init in ("robust", "non_robust"):
-        ref = [r for r in rows if (r["method"], r["init"], r["precision"]) == ("ptq", init, "A32W32")]
+        ref = [r for r in rows if (r.method, r.init, r.precision) == ("ptq", init, "A32W32")]
         theirs = paper.get(init, {})
         theirs_text = [f"{theirs['clean']:.2f}" if "clean" in theirs else "", f"{theirs['pgd20']:.2f}"
                        if "pgd20" in theirs else ""]
-        if ref and not any(r["status"] == "NC" for r in ref):
+        if ref and not any(r.status == "NC" for r in ref):
             out.append([f"{init} FP (PTQ A32W32 cell)", _fmt(cell_estimate(ref, CLEAN)), _fmt(cell_estimate(ref, PAPER)),
                         _fmt(cell_estimate(ref, WORST)), *theirs_text])
             continue
-        fps = {r["fp"]: r["fp_clean"] for r in rows if r["init"] == init and r.get("fp") and r.get("fp_clean") is not None}
+        fps = {r.fp: r.fp_clean for r in rows if r.init == init and r.fp and r.fp_clean is not None}
         if fps:
             clean = sum(fps.values()) / len(fps)
             out.append([f"{init} FP (its training record; {len(fps)} model{'s' if len(fps) > 1 else ''})",
@@ -387,7 +387,7 @@ def findings_tables(found: list[Finding]) -> list[Table]:
     return [summary, evidence]
 
 
-def _paper_verdicts(found: list[Finding], rows: list[dict[str, Any]]) -> tuple[dict[str, str], dict[str, str]]:
+def _paper_verdicts(found: list[Finding], rows: list[Row]) -> tuple[dict[str, str], dict[str, str]]:
     """Each finding's verdict under the paper's attack, and each cell's (``finding: cell``) behind it."""
     name = next((n for n, w in measures(rows).items() if w == PAPER), None)
     findings_ = {f.claim: f.verdicts.get(name, NOT_RUN) for f in found}
@@ -396,29 +396,29 @@ def _paper_verdicts(found: list[Finding], rows: list[dict[str, Any]]) -> tuple[d
 
 
 @report_table(45, "rows", "grid", "weak", "main_eps")
-def pixel_grid_table(rows: list[dict[str, Any]], grid: str | None, weak_eps: float | None,
+def pixel_grid_table(rows: list[Row], grid: str | None, weak_eps: float | None,
                      main_eps: float) -> Table | None:
     """The paper's attack beside the same attack kept on the 8-bit pixel grid (the attack labelled
     ``grid``, run with ``pixel_grid``), per pipeline and precision at the main eps, paired by seed and
     example; and every verdict (a finding's, or one of its cells') that changes when the pixel-valid
     attack is taken as the paper's attack. None when no row ran it (or the study runs none: ``grid`` None)."""
-    from robquant.report.records import aggregates, by_cell, comparable
+    from robquant.report.records import by_cell, comparable
 
     if grid is None:
         return None
 
-    ran = [r for r in comparable(rows) if r.get("reference_attack") and r["reference_attack"] != grid
-           and r["outcomes"].attack(grid, r["main_eps"]) is not None]
+    ran = [r for r in comparable(rows) if r.reference_attack and r.reference_attack != grid
+           and r.outcomes.attack(grid, r.main_eps) is not None]
     if not ran:
         return None
-    ref = ran[0]["reference_attack"]
-    on_grid = [{**r, **aggregates(r["outcomes"], grid, r["main_eps"])} for r in rows]
+    ref = ran[0].reference_attack
+    on_grid = [r.with_outcomes(r.outcomes, grid) for r in rows]
     base, base_cells = _paper_verdicts(findings(rows, weak_eps, main_eps), rows)
     alt, alt_cells = _paper_verdicts(findings(on_grid, weak_eps, main_eps), on_grid)
     changed = {k: (v, alt_cells.get(k, NOT_RUN)) for k, v in base_cells.items() if alt_cells.get(k, NOT_RUN) != v}
     out = []
     for (method, strategy, init, precision), runs in by_cell(ran).items():
-        pipeline = runs[0]["pipeline"]
+        pipeline = runs[0].pipeline
         cell = cell_name(method, strategy, init, precision)
         flips = [f"{k.split(': ')[0]}: {a} -> {b}" for k, (a, b) in changed.items() if k.endswith(f": {cell}")]
         diff = contrast([(runs, grid), (runs, ref)], (1.0, -1.0))

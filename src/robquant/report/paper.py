@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from robquant.report.records import cell_name
+from robquant.report.records import Row, cell_name
 from robquant.report.stats import t_interval
 from robquant.report.tables import Table, label_verdict
 from robquant.report.sections import report_table
@@ -24,9 +24,9 @@ def _mean(values: list[float]) -> float:
 
 
 @report_table(110, "rows", "paper")
-def comparison(rows: list[dict[str, Any]], paper: dict[str, Any]) -> Table:
+def comparison(rows: list[Row], paper: dict[str, Any]) -> Table:
     """Table 2 cells present in both: ours (mean over seeds, top fraction), the paper's, the difference."""
-    top = max((r["fraction"] for r in rows), default=1.0)
+    top = max((r.fraction for r in rows), default=1.0)
     out = []
     for key, cells in paper["table2"].items():
         for precision, theirs in cells.items():
@@ -41,16 +41,16 @@ def comparison(rows: list[dict[str, Any]], paper: dict[str, Any]) -> Table:
                   "of chance (<= 15 % on 10 classes); the paper does not state its rule."])
 
 
-def _robust_cells(rows: list[dict[str, Any]], key: str, precision: str, fraction: float) -> list[dict[str, Any]]:
-    return [r for r in rows if cell_name(r["method"], r["strategy"], r["init"]) == key and r["precision"] == precision
-            and abs(r["fraction"] - fraction) < 1e-9]
+def _robust_cells(rows: list[Row], key: str, precision: str, fraction: float) -> list[Row]:
+    return [r for r in rows if cell_name(r.method, r.strategy, r.init) == key and r.precision == precision
+            and abs(r.fraction - fraction) < 1e-9]
 
 
-def _ours_vs_theirs(runs: list[dict[str, Any]], theirs: Any, fields: tuple[str, ...]) -> tuple[str, str, str]:
+def _ours_vs_theirs(runs: list[Row], theirs: Any, fields: tuple[str, ...]) -> tuple[str, str, str]:
     """Our cell (mean over seeds, %), the paper's, and the difference; NC on either side is stated."""
     theirs_list = theirs if isinstance(theirs, list) else [theirs]
-    nc = any(r["status"] == "NC" for r in runs)
-    ours = [100 * _mean([r[k] for r in runs]) for k in fields]
+    nc = any(r.status == "NC" for r in runs)
+    ours = [100 * _mean([getattr(r, k) for r in runs]) for k in fields]
     ours_text = "NC" if nc else " / ".join(f"{v:.1f}" for v in ours)
     paper_text = "NC" if theirs == "NC" else " / ".join(f"{v:.1f}" for v in theirs_list)
     if nc or theirs == "NC":
@@ -61,7 +61,7 @@ def _ours_vs_theirs(runs: list[dict[str, Any]], theirs: Any, fields: tuple[str, 
 
 
 @report_table(120, "rows", "paper")
-def appendix_comparison(rows: list[dict[str, Any]], paper: dict[str, Any]) -> list[Table]:
+def appendix_comparison(rows: list[Row], paper: dict[str, Any]) -> list[Table]:
     """Tables 3 (QAT/transfer from robust by data fraction), 4 and 5 (QAT/transfer by init): our
     cells beside the paper's, with the differences, where both have the cell."""
     t3 = []
@@ -70,7 +70,7 @@ def appendix_comparison(rows: list[dict[str, Any]], paper: dict[str, Any]) -> li
             runs = _robust_cells(rows, "qat/transfer/robust", precision, float(frac))
             if runs:
                 t3.append([f"{100 * float(frac):g}%", precision, *_ours_vs_theirs(runs, theirs, ("clean", "robustness"))])
-    top = max((r["fraction"] for r in rows), default=1.0)
+    top = max((r.fraction for r in rows), default=1.0)
     t45: dict[str, list[list[str]]] = {"table4": [], "table5": []}
     for name, field_ in (("table4", "clean"), ("table5", "robustness")):
         for init, cells in paper[name].items():

@@ -8,6 +8,7 @@ example by example through :func:`outcome_matrix`.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -26,18 +27,86 @@ def pipeline_label(method: str, strategy: str | None, init: str) -> str:
     return f"{method.upper()}{'/' + strategy if strategy else ''} from {init}"
 
 
-def collect(plan: Any, store: Any) -> list[dict[str, Any]]:
-    """One row per (cell, seed) whose evaluation is finished.
+@dataclass(frozen=True)
+class Row:
+    """One (cell, seed) evaluation of a study, as every table, finding and figure reads it (:func:`collect`).
 
-    Row fields: init, method, strategy, pipeline, precision, act_bits, weight_bits, bits (the common
-    bit-width when activations and weights share it, else None), fraction, seed, status
-    (``done``/``NC``), outcomes (the per-example evidence), the aggregates made from them
-    (:func:`aggregates`), flags, wall_s and passes (of the quantization stage), bytes (model
-    size), fp (the key of the FP parent, None from random parameters), fp_clean (that FP model's
-    clean accuracy as its record states it), key, deployed (the deployed model's numbers on its
-    runtime, None unless the study asked for them), onnx (the exported file, or None) and bitflip (the
-    flips to break the model per method, None unless the study asked for them).
+    Attributes:
+        init, method, strategy, pipeline, precision: The cell (``pipeline``: :func:`pipeline_label`).
+        act_bits, weight_bits, bits: Its bit-widths (``bits``: the common one when they agree, else None).
+        fraction, seed, status: The training data's fraction, the seed, ``done`` or ``NC``.
+        outcomes: The per-example evidence; every number below the status is made from it (:func:`aggregates`).
+        clean, n: Clean accuracy on the ``n`` examples.
+        main_eps: The main budget (/255).
+        robustness, robustness_n: The worst case over attacks at the main budget, on the examples every
+            attack covered.
+        reference, reference_n, reference_attack: The paper's attack (the first PGD) alone at the main
+            budget on all its examples (None without one).
+        gap: The paper's attack minus the worst case, on the same examples.
+        worst, worst_n, worst_attacks: Per budget ``{eps_255: ...}``: the worst case, its examples, its attacks.
+        robust, robust_n: Per ``(attack, eps_255)``: accuracy and examples (cumulative when cascaded).
+        cascade: Whether the evaluation cascaded.
+        flags: The trust checks that fired.
+        wall_s, passes: The quantization stage's wall time and image passes.
+        bytes: The model's size.
+        key: The evaluation's stage key.
+        fp, fp_clean: The FP parent's key (None from random parameters) and its recorded clean accuracy.
+        deployed, onnx: The deployed model's numbers on its runtime and the exported file (None unless asked).
+        bitflip: Flips to break the model per method (None unless asked).
     """
+
+    init: str
+    method: str
+    strategy: str | None
+    pipeline: str
+    precision: str
+    act_bits: int
+    weight_bits: int
+    bits: int | None
+    fraction: float
+    seed: int
+    status: str
+    outcomes: Outcomes
+    clean: float
+    n: int
+    main_eps: float | None
+    robustness: float | None
+    robustness_n: int | None
+    reference: float | None
+    reference_n: int | None
+    reference_attack: str | None
+    gap: float | None
+    worst: dict[float, float]
+    worst_n: dict[float, int]
+    worst_attacks: dict[float, list[str]]
+    robust: dict[tuple[str, float], float]
+    robust_n: dict[tuple[str, float], int]
+    cascade: bool
+    flags: list[str] = field(default_factory=list)
+    wall_s: float | None = None
+    passes: float | None = None
+    bytes: int | None = None
+    key: str = ""
+    fp: str | None = None
+    fp_clean: float | None = None
+    deployed: dict[str, Any] | None = None
+    onnx: str | None = None
+    bitflip: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, outcomes: Outcomes, reference_attack: str | None, main_eps: float | None, **cell: Any) -> "Row":
+        """A row of the cell's fields, its numbers made from ``outcomes`` (:func:`aggregates`)."""
+        return cls(**cell, **aggregates(outcomes, reference_attack, main_eps))
+
+    def with_outcomes(self, outcomes: Outcomes, reference_attack: str | None = None, **changes: Any) -> "Row":
+        """This row with other per-example evidence, or another attack as the paper's (its numbers made again),
+        and ``changes``."""
+        reference = self.reference_attack if reference_attack is None else reference_attack
+        return replace(self, **aggregates(outcomes, reference, self.main_eps), **changes)
+
+
+def collect(plan: Any, store: Any) -> list[Row]:
+    """One :class:`Row` per (cell, seed) whose evaluation is finished."""
     rows, fp_clean = [], {}
     for cell, seed, key in plan.cells:
         row = store.get(key)
@@ -56,19 +125,15 @@ def collect(plan: Any, store: Any) -> list[dict[str, Any]]:
         fp = ((q.get("stage") or {}).get("parents") or {}).get("checkpoint")
         if fp is not None and fp not in fp_clean:  # the FP parent's clean accuracy, as its record states it
             fp_clean[fp] = ((((store.get(fp) or {}).get("record") or {}).get("metrics")) or {}).get("clean_accuracy")
-        rows.append({
-            "init": cell.init, "method": cell.method, "strategy": cell.strategy,
-            "pipeline": pipeline_label(cell.method, cell.strategy, cell.init),
-            "precision": cell.precision, "act_bits": p.act_bits, "weight_bits": p.weight_bits,
-            "bits": p.act_bits if p.act_bits == p.weight_bits else None,
-            "fraction": cell.fraction, "seed": seed, "status": row["status"],
-            **aggregates(outcomes, m.reference_attack, m.main_eps_255),
-            "flags": list(m.flags or []),
-            "wall_s": (q.get("stage") or {}).get("wall_s"), "passes": passes,
-            "bytes": (q.get("size") or {}).get("bytes"), "key": key,
-            "fp": fp, "fp_clean": fp_clean.get(fp),
-            "deployed": m.deployed, "onnx": _onnx(store, key), "bitflip": m.bitflip,
-        })
+        rows.append(Row.of(
+            outcomes, m.reference_attack, m.main_eps_255,
+            init=cell.init, method=cell.method, strategy=cell.strategy,
+            pipeline=pipeline_label(cell.method, cell.strategy, cell.init),
+            precision=cell.precision, act_bits=p.act_bits, weight_bits=p.weight_bits,
+            bits=p.act_bits if p.act_bits == p.weight_bits else None,
+            fraction=cell.fraction, seed=seed, status=row["status"], flags=list(m.flags or []),
+            wall_s=(q.get("stage") or {}).get("wall_s"), passes=passes, bytes=(q.get("size") or {}).get("bytes"),
+            key=key, fp=fp, fp_clean=fp_clean.get(fp), deployed=m.deployed, onnx=_onnx(store, key), bitflip=m.bitflip))
     return rows
 
 
@@ -105,22 +170,22 @@ def aggregates(outcomes: Outcomes, reference_attack: str | None, main_eps: float
     }
 
 
-def per_example(row: dict[str, Any], what: str, eps: float | None = None) -> np.ndarray | None:
+def per_example(row: Row, what: str, eps: float | None = None) -> np.ndarray | None:
     """A row's per-example outcomes of ``what`` at ``eps`` (default the main eps): ``clean``,
     ``paper`` (the paper's attack alone), ``worst`` (the robustness of record) or an attack label;
     ``(n_what,)`` bool over the first ``n_what`` of the row's examples, None if it was not run."""
-    o: Outcomes = row["outcomes"]
-    eps = row.get("main_eps") if eps is None else eps
+    o = row.outcomes
+    eps = row.main_eps if eps is None else eps
     if what == CLEAN:
         return o.clean
     if what == WORST:
         return o.worst(eps)
     if what == PAPER:
-        return o.attack(row["reference_attack"], eps) if row.get("reference_attack") else None
+        return o.attack(row.reference_attack, eps) if row.reference_attack else None
     return o.attack(what, eps)
 
 
-def outcome_matrix(conditions: Sequence[tuple[Sequence[dict[str, Any]], str]], eps: float | None = None
+def outcome_matrix(conditions: Sequence[tuple[Sequence[Row], str]], eps: float | None = None
                    ) -> tuple[np.ndarray, list[int]]:
     """The per-example outcomes of ``k`` conditions, each ``(rows, what)`` (rows: one per seed; what:
     as :func:`per_example` takes it), on the seeds and examples they share: ``(y (S, n, k) float,
@@ -130,7 +195,7 @@ def outcome_matrix(conditions: Sequence[tuple[Sequence[dict[str, Any]], str]], e
     Raises:
         ConfigError: if the rows were evaluated on different data (the split's sha256 differs).
     """
-    by_seed = [{r["seed"]: r for r in rows} for rows, _ in conditions]
+    by_seed = [{r.seed: r for r in rows} for rows, _ in conditions]
     seeds = sorted(set.intersection(*(set(b) for b in by_seed))) if by_seed else []
     empty = np.zeros((0, 0, len(conditions))), []
     series = {}
@@ -139,10 +204,10 @@ def outcome_matrix(conditions: Sequence[tuple[Sequence[dict[str, Any]], str]], e
             mask = per_example(b[s], what, eps)
             if mask is None:
                 return empty
-            series[(c, s)] = (b[s]["outcomes"].indices[: len(mask)], mask)
+            series[(c, s)] = (b[s].outcomes.indices[: len(mask)], mask)
     if not series:
         return empty
-    digests = {b[s]["outcomes"].dataset_sha256 for b in by_seed for s in seeds} - {""}
+    digests = {b[s].outcomes.dataset_sha256 for b in by_seed for s in seeds} - {""}
     if len(digests) > 1:
         raise ConfigError(f"cannot pair evaluations made on different test data (sha256 {sorted(digests)})")
     common = None
@@ -156,14 +221,14 @@ def outcome_matrix(conditions: Sequence[tuple[Sequence[dict[str, Any]], str]], e
     return y, seeds
 
 
-def cell_estimate(rows: Sequence[dict[str, Any]], what: str, eps: float | None = None) -> Estimate:
+def cell_estimate(rows: Sequence[Row], what: str, eps: float | None = None) -> Estimate:
     """The mean of ``what`` over a cell's seeds and examples, with its interval (seeds and test
     sample counted, :func:`robquant.report.intervals.estimate`)."""
     y, _ = outcome_matrix([(rows, what)], eps)
     return estimate(y[:, :, 0] if y.size else np.zeros((0, 0)))
 
 
-def contrast(conditions: Sequence[tuple[Sequence[dict[str, Any]], str]], weights: Sequence[float],
+def contrast(conditions: Sequence[tuple[Sequence[Row], str]], weights: Sequence[float],
              eps: float | None = None) -> Estimate:
     """The estimate of ``sum_k weights[k] * condition_k``, paired by seed and by example (a
     difference cell minus reference: weights ``(1, -1)``)."""
@@ -171,10 +236,10 @@ def contrast(conditions: Sequence[tuple[Sequence[dict[str, Any]], str]], weights
     return estimate(y @ np.asarray(weights, dtype=float) if y.size else np.zeros((0, 0)))
 
 
-def nc_cells(rows: Sequence[dict[str, Any]]) -> set[tuple[str, str, float]]:
+def nc_cells(rows: Sequence[Row]) -> set[tuple[str, str, float]]:
     """The cells ``(pipeline, precision, fraction)`` with a non-converged seed: *not comparable*,
     left out (and named) by every verdict, trend label, table and figure alike."""
-    return {(r["pipeline"], r["precision"], r["fraction"]) for r in rows if r["status"] == "NC"}
+    return {(r.pipeline, r.precision, r.fraction) for r in rows if r.status == "NC"}
 
 
 def cell_name(method: str, strategy: str | None, init: str, precision: str | None = None) -> str:
@@ -184,18 +249,18 @@ def cell_name(method: str, strategy: str | None, init: str, precision: str | Non
     return pipe if precision is None else f"{pipe} {precision}"
 
 
-def by_cell(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str | None, str, str], list[dict[str, Any]]]:
+def by_cell(rows: Sequence[Row]) -> dict[tuple[str, str | None, str, str], list[Row]]:
     """``rows`` grouped by cell ``(method, strategy, init, precision)``, in the order first met."""
-    out: dict[tuple[str, str | None, str, str], list[dict[str, Any]]] = {}
+    out: dict[tuple[str, str | None, str, str], list[Row]] = {}
     for r in rows:
-        out.setdefault((r["method"], r["strategy"], r["init"], r["precision"]), []).append(r)
+        out.setdefault((r.method, r.strategy, r.init, r.precision), []).append(r)
     return out
 
 
-def comparable(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def comparable(rows: Sequence[Row]) -> list[Row]:
     """``rows`` without the not-comparable cells (:func:`nc_cells`)."""
     nc = nc_cells(rows)
-    return [r for r in rows if (r["pipeline"], r["precision"], r["fraction"]) not in nc]
+    return [r for r in rows if (r.pipeline, r.precision, r.fraction) not in nc]
 
 
 def _onnx(store: Any, key: str) -> str | None:

@@ -13,6 +13,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
 
+from robquant.report.records import Row
+
 # (order, name, build(inputs)) of every registered table
 TABLES: list[tuple[float, str, Callable[["ReportInputs"], Any]]] = []
 
@@ -30,11 +32,11 @@ def report_table(order: float, *inputs: str) -> Callable[[Callable[..., Any]], C
 class ReportInputs:
     """What the tables are built from: a study's rows (one per evaluated model), computed once each."""
 
-    def __init__(self, study: Any, rows: list[dict[str, Any]], out: Path) -> None:
+    def __init__(self, study: Any, rows: list[Row], out: Path) -> None:
         self.study, self.rows, self.out = study, rows, Path(out)
         ev = study.evaluation
         self.main_eps, self.weak = ev.main_eps, ev.weak()
-        self.setup = f"{study.dataset.name}, {study.model.name}, {len({r['seed'] for r in rows})} seeds"
+        self.setup = f"{study.dataset.name}, {study.model.name}, {len({r.seed for r in rows})} seeds"
         # the paper's attack on the 8-bit grid, when the study runs one (its table beside the unconstrained one)
         self.grid = next((a.label or a.name for a in ev.attacks if a.name == "pgd" and a.pixel_grid), None)
 

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from robquant.report.intervals import Estimate
-from robquant.report.records import (CLEAN, PAPER, WORST, by_cell, cell_estimate, cell_name, contrast, outcome_matrix,
+from robquant.report.records import (Row, CLEAN, PAPER, WORST, by_cell, cell_estimate, cell_name, contrast, outcome_matrix,
                                      per_example)
 from robquant.report.stats import format_estimate, format_interval, trend_label_examples
 from robquant.report.sections import report_table
@@ -67,42 +67,42 @@ def _fmt(values: Sequence[float]) -> str:
     return format_interval(values)
 
 
-def _estimate(runs: list[dict[str, Any]], what: str) -> Estimate:
+def _estimate(runs: list[Row], what: str) -> Estimate:
     """A cell's estimate of ``what`` (``gap``: the paper's attack minus the worst case, paired)."""
     if what == "gap":
         return contrast([(runs, PAPER), (runs, WORST)], (1.0, -1.0))
     return cell_estimate(runs, what)
 
 
-def _cell(runs: list[dict[str, Any]], what: str, n_all: int, mark: bool = True) -> str:
+def _cell(runs: list[Row], what: str, n_all: int, mark: bool = True) -> str:
     if not runs:
         return ""
-    if any(r["status"] == "NC" for r in runs):
+    if any(r.status == "NC" for r in runs):
         return "NC"
     est = _estimate(runs, what)
     text = format_estimate(est, signed=what == "gap", low=-1.0 if what == "gap" else 0.0)
     if len(runs) != n_all:
         text += f" (n={len(runs)})"
-    return text + (" !" if mark and any(r["flags"] for r in runs) else "")
+    return text + (" !" if mark and any(r.flags for r in runs) else "")
 
 
 RESAMPLED = ("the 95 % interval counts the seeds and the test sample (crossed seeds x examples: every seed is "
              "evaluated on the same test examples; see robquant.report.intervals)")
 
 
-def _seeds_note(rows: list[dict[str, Any]]) -> str:
-    n = len({r["seed"] for r in rows})
+def _seeds_note(rows: list[Row]) -> str:
+    n = len({r.seed for r in rows})
     return (f"Cells: mean over seeds and test examples ± half-width of the 95 % interval; {RESAMPLED}; n = {n} seeds "
             "unless marked; an interval that would leave 0-100 % is clipped and shown as (low–high); "
             "NC: a seed did not converge (not comparable: left out of every verdict, trend and figure); "
             "!: a trust check fired (see the diagnostics).")
 
 
-def _precisions(rows: list[dict[str, Any]]) -> list[str]:
+def _precisions(rows: list[Row]) -> list[str]:
     def order(p: str) -> tuple[int, int]:
-        r = next(r for r in rows if r["precision"] == p)
-        return (r["act_bits"] if r["act_bits"] == r["weight_bits"] else 100 + r["act_bits"], r["weight_bits"])
-    return sorted({r["precision"] for r in rows}, key=order)
+        r = next(r for r in rows if r.precision == p)
+        return (r.act_bits if r.act_bits == r.weight_bits else 100 + r.act_bits, r.weight_bits)
+    return sorted({r.precision for r in rows}, key=order)
 
 
 PIPELINE_ORDER = [(m, s, i) for m, s in (("ptq", None), ("qat", "vanilla"), ("qat", "adversarial"),
@@ -110,36 +110,36 @@ PIPELINE_ORDER = [(m, s, i) for m, s in (("ptq", None), ("qat", "vanilla"), ("qa
                   for i in ("random", "non_robust", "robust")]
 
 
-def _by_cell(rows: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
+def _by_cell(rows: list[Row]) -> list[tuple[str, list[dict[str, Any]]]]:
     """``(precision, runs)`` per cell that has rows, pipelines and precisions in the tables' order."""
     pipes, precisions, cells = _pipelines(rows), _precisions(rows), by_cell(rows)
     order = sorted(cells, key=lambda k: (pipes.index(k[:3]), precisions.index(k[3])))
     return [(k[3], cells[k]) for k in order]
 
 
-def _pipelines(rows: list[dict[str, Any]]) -> list[tuple[str, str | None, str]]:
-    present = {(r["method"], r["strategy"], r["init"]) for r in rows}
+def _pipelines(rows: list[Row]) -> list[tuple[str, str | None, str]]:
+    present = {(r.method, r.strategy, r.init) for r in rows}
     return [p for p in PIPELINE_ORDER if p in present] + sorted(present - set(PIPELINE_ORDER), key=str)
 
 
-def _at_fraction(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], float | None]:
+def _at_fraction(rows: list[Row]) -> tuple[list[dict[str, Any]], float | None]:
     if not rows:
         return rows, None
-    top = max(r["fraction"] for r in rows)
-    return [r for r in rows if r["fraction"] == top], top
+    top = max(r.fraction for r in rows)
+    return [r for r in rows if r.fraction == top], top
 
 
-def _pair_cells(rows: list[dict[str, Any]], first: str, second: str) -> tuple[list[str], list[list[str]]]:
+def _pair_cells(rows: list[Row], first: str, second: str) -> tuple[list[str], list[list[str]]]:
     """Rows method x strategy x init, columns precision, cells ``first / second`` (record fields, in %);
     the second one marked ``!`` where a trust check fired."""
-    n_all = len({r["seed"] for r in rows})
+    n_all = len({r.seed for r in rows})
     precisions = _precisions(rows)
     out = []
     for method, strategy, init in _pipelines(rows):
-        group = [r for r in rows if (r["method"], r["strategy"], r["init"]) == (method, strategy, init)]
+        group = [r for r in rows if (r.method, r.strategy, r.init) == (method, strategy, init)]
         line = [method.upper(), strategy or "", init]
         for p in precisions:
-            runs = [r for r in group if r["precision"] == p]
+            runs = [r for r in group if r.precision == p]
             a, b = _cell(runs, first, n_all, False), _cell(runs, second, n_all)
             line.append("NC" if a == "NC" else (f"{a} / {b}" if runs else ""))
         out.append(line)
@@ -147,7 +147,7 @@ def _pair_cells(rows: list[dict[str, Any]], first: str, second: str) -> tuple[li
 
 
 @report_table(50, "rows", "main_eps")
-def table2(rows: list[dict[str, Any]], main_eps: float) -> Table:
+def table2(rows: list[Row], main_eps: float) -> Table:
     """Rows method x strategy x init, columns precision, cells 'accuracy / robustness' in %."""
     rows, top = _at_fraction(rows)
     precisions, out = _pair_cells(rows, CLEAN, WORST)
@@ -156,7 +156,7 @@ def table2(rows: list[dict[str, Any]], main_eps: float) -> Table:
 
 
 @report_table(60, "rows", "main_eps")
-def table2_reference(rows: list[dict[str, Any]], main_eps: float) -> Table | None:
+def table2_reference(rows: list[Row], main_eps: float) -> Table | None:
     """Table 2 under the paper's attack alone (the first PGD) beside the gap to the worst case.
 
     Cells: ``paper's attack / gap`` in %, the gap being the paper's attack minus the worst case on the
@@ -164,12 +164,12 @@ def table2_reference(rows: list[dict[str, Any]], main_eps: float) -> Table | Non
     that a stronger attack takes away). None when the study runs no PGD attack.
     """
     rows, top = _at_fraction(rows)
-    ref = next((r["reference_attack"] for r in rows if r.get("reference_attack")), None)
+    ref = next((r.reference_attack for r in rows if r.reference_attack), None)
     if ref is None:
         return None
     precisions, out = _pair_cells(rows, PAPER, "gap")
-    n_ref = sorted({r["reference_n"] for r in rows if r.get("reference_n")})
-    n_worst = sorted({r["robustness_n"] for r in rows if r.get("robustness_n")})
+    n_ref = sorted({r.reference_n for r in rows if r.reference_n})
+    n_worst = sorted({r.robustness_n for r in rows if r.robustness_n})
     return Table("table2_paper_attack", f"Table 2 under the paper's attack ({ref} alone) / the gap to the worst case "
                  f"(%, {main_eps:g}/255), fraction {top:g}", ["method", "strategy", "init", *precisions], out,
                  [_seeds_note(rows) + f" {ref} alone on {'/'.join(map(str, n_ref))} test examples; gap = {ref} minus "
@@ -177,21 +177,21 @@ def table2_reference(rows: list[dict[str, Any]], main_eps: float) -> Table | Non
 
 
 @report_table(70, "rows", "main_eps")
-def table3(rows: list[dict[str, Any]], main_eps: float) -> Table | None:
+def table3(rows: list[Row], main_eps: float) -> Table | None:
     """Data fraction x precision for QAT/transfer from robust (else the first pipeline with several fractions)."""
-    candidates = [p for p in _pipelines(rows) if len({r["fraction"] for r in rows
-                                                      if (r["method"], r["strategy"], r["init"]) == p}) > 1]
+    candidates = [p for p in _pipelines(rows) if len({r.fraction for r in rows
+                                                      if (r.method, r.strategy, r.init) == p}) > 1]
     if not candidates:
         return None
     chosen = ("qat", "transfer", "robust") if ("qat", "transfer", "robust") in candidates else candidates[0]
-    group = [r for r in rows if (r["method"], r["strategy"], r["init"]) == chosen]
-    n_all = len({r["seed"] for r in group})
+    group = [r for r in rows if (r.method, r.strategy, r.init) == chosen]
+    n_all = len({r.seed for r in group})
     precisions = _precisions(group)
     out = []
-    for frac in sorted({r["fraction"] for r in group}):
+    for frac in sorted({r.fraction for r in group}):
         line = [f"{100 * frac:g}%"]
         for p in precisions:
-            runs = [r for r in group if r["precision"] == p and r["fraction"] == frac]
+            runs = [r for r in group if r.precision == p and r.fraction == frac]
             acc, rob = _cell(runs, CLEAN, n_all, False), _cell(runs, WORST, n_all)
             line.append("NC" if acc == "NC" else (f"{acc} / {rob}" if runs else ""))
         out.append(line)
@@ -202,28 +202,28 @@ def table3(rows: list[dict[str, Any]], main_eps: float) -> Table | None:
 
 
 @report_table(80, "rows", "main_eps")
-def table45(rows: list[dict[str, Any]], main_eps: float) -> list[Table]:
+def table45(rows: list[Row], main_eps: float) -> list[Table]:
     """Tables 4 (accuracy) and 5 (robustness) of QAT/transfer: init x precision."""
-    group, top = _at_fraction([r for r in rows if r["method"] == "qat" and r["strategy"] == "transfer"])
+    group, top = _at_fraction([r for r in rows if r.method == "qat" and r.strategy == "transfer"])
     if not group:
         return []
-    n_all = len({r["seed"] for r in group})
+    n_all = len({r.seed for r in group})
     precisions = _precisions(group)
     tables = []
     for name, what, metric, mark in (("table4", "accuracy", CLEAN, False),
                                      ("table5", f"robustness at {main_eps:g}/255", WORST, True)):
         out = []
         for init in ("random", "non_robust", "robust"):
-            runs_init = [r for r in group if r["init"] == init]
+            runs_init = [r for r in group if r.init == init]
             if runs_init:
-                out.append([init, *[_cell([r for r in runs_init if r["precision"] == p], metric, n_all, mark)
+                out.append([init, *[_cell([r for r in runs_init if r.precision == p], metric, n_all, mark)
                                      for p in precisions]])
         tables.append(Table(name, f"Table {name[-1]}: QAT with robust transfer, {what} (%), fraction {top:g}",
                             ["init", *precisions], out, [_seeds_note(group)]))
     return tables
 
 
-def trend_labels(rows: list[dict[str, Any]], weak_eps: float | None, main_eps: float,
+def trend_labels(rows: list[Row], weak_eps: float | None, main_eps: float,
                  **kwargs: Any) -> dict[tuple[str, str | None, str], dict[str, tuple[str, dict[str, Any]]]]:
     """Table-1 labels per pipeline: ``{(method, strategy, init): {"weaker"|"normal": (label, info)}}``.
 
@@ -237,7 +237,7 @@ def trend_labels(rows: list[dict[str, Any]], weak_eps: float | None, main_eps: f
     strengths = {"weaker": weak_eps, "normal": main_eps}
     out: dict[tuple[str, str | None, str], dict[str, tuple[str, dict[str, Any]]]] = {}
     for pipe in _pipelines(rows):
-        group = [r for r in rows if (r["method"], r["strategy"], r["init"]) == pipe and r["bits"] is not None]
+        group = [r for r in rows if (r.method, r.strategy, r.init) == pipe and r.bits is not None]
         labels = {}
         for strength, eps in strengths.items():
             if eps is None:
@@ -247,15 +247,15 @@ def trend_labels(rows: list[dict[str, Any]], weak_eps: float | None, main_eps: f
     return out
 
 
-def sweep_trend(group: list[dict[str, Any]], field: str, what: str, eps: float,
+def sweep_trend(group: list[Row], field: str, what: str, eps: float,
                 **kwargs: Any) -> tuple[str, dict[str, Any]]:
     """The trend label of ``what`` at ``eps`` over the values of ``field`` (``bits``, ``act_bits``)
     in one pipeline's rows, NC cells left out and named, per-example draws over seeds and examples."""
-    nc = sorted({r[field] for r in group if r["status"] == "NC"})
-    ok = [r for r in group if r[field] not in nc and per_example(r, what, eps) is not None]
+    nc = sorted({getattr(r, field) for r in group if r.status == "NC"})
+    ok = [r for r in group if getattr(r, field) not in nc and per_example(r, what, eps) is not None]
     by_bits: dict[int, list[dict[str, Any]]] = {}
     for r in ok:
-        by_bits.setdefault(r[field], []).append(r)
+        by_bits.setdefault(getattr(r, field), []).append(r)
     most = max((len(v) for v in by_bits.values()), default=0)
     dropped = sorted(b for b, v in by_bits.items() if len(v) < min(2, most))
     bits = sorted(b for b in by_bits if b not in dropped)
@@ -302,27 +302,27 @@ def label_verdict(ours: str, theirs: str) -> str:
 
 
 @report_table(140, "rows", "main_eps")
-def deployed_table(rows: list[dict[str, Any]], main_eps: float) -> Table | None:
+def deployed_table(rows: list[Row], main_eps: float) -> Table | None:
     """The deployed models (``evaluation.deployed``): per pipeline and precision, the fake-quantized
     model's robustness of record beside the exported model's on its runtime, and their agreement.
     None when no model was deployed."""
-    rows = [r for r in rows if r.get("deployed")]
+    rows = [r for r in rows if r.deployed]
     if not rows:
         return None
     out = []
     for p, runs in _by_cell(rows):
-        dep = [r["deployed"] for r in runs]
+        dep = [r.deployed for r in runs]
         agree = min(min(d["clean_agreement"], d["adversarial_agreement"]) for d in dep)
-        flagged = sum("deployed_mismatch" in r["flags"] for r in runs)
+        flagged = sum("deployed_mismatch" in r.flags for r in runs)
         unfused = [d["unfused"] for d in dep if d.get("unfused")]
         without = (f"{100 * min(min(u['clean_agreement'], u['adversarial_agreement']) for u in unfused):.1f}"
                    if unfused else "")
-        out.append([runs[0]["pipeline"], p, str(len(runs)),
+        out.append([runs[0].pipeline, p, str(len(runs)),
                     _fmt([d["record_accuracy"] for d in dep if d.get("record_accuracy") is not None]),
                     _fmt([d["robustness"] for d in dep]), _fmt([d["accuracy"]["square"] for d in dep]),
-                    f"{100 * agree:.1f}", without, str(flagged), runs[0].get("onnx") or ""])
-    n = sorted({r["deployed"]["n"] for r in rows})
-    runtime = rows[0]["deployed"].get("runtime", "")
+                    f"{100 * agree:.1f}", without, str(flagged), runs[0].onnx or ""])
+    n = sorted({r.deployed["n"] for r in rows})
+    runtime = rows[0].deployed.get("runtime", "")
     return Table("deployed", f"Deployed models on {runtime}: robustness at {main_eps:g}/255 (%), fake-quantized "
                  "record vs the exported ONNX model", ["pipeline", "precision", "seeds", "record (fake-quant)",
                                                       "deployed: transfer + Square", "deployed: Square",
@@ -338,22 +338,22 @@ def deployed_table(rows: list[dict[str, Any]], main_eps: float) -> Table | None:
 
 
 @report_table(150, "rows")
-def bitflip_table(rows: list[dict[str, Any]]) -> Table | None:
+def bitflip_table(rows: list[Row]) -> Table | None:
     """Bit flips to break (``evaluation.bitflip``): per pipeline and precision, the flips that bring clean
     accuracy to chance + 1 point, by the progressive bit search and by random flips, pooled over the
     models' seeds and the attack batches. None when no model was attacked in its weights."""
     from robquant.attacks.bitflip import flips_summary
 
-    rows = [r for r in rows if r.get("bitflip")]
+    rows = [r for r in rows if r.bitflip]
     if not rows:
         return None
-    methods = [m for m in ("search", "random") if any(m in r["bitflip"] for r in rows)]
+    methods = [m for m in ("search", "random") if any(m in r.bitflip for r in rows)]
     out = []
     for p, runs in _by_cell(rows):
-        batches = sorted({len(r["bitflip"][m]["flips"]) for r in runs for m in methods if m in r["bitflip"]})
-        cells = [runs[0]["pipeline"], p, f"{len(runs)} x {'/'.join(map(str, batches))}"]
+        batches = sorted({len(r.bitflip[m]["flips"]) for r in runs for m in methods if m in r.bitflip})
+        cells = [runs[0].pipeline, p, f"{len(runs)} x {'/'.join(map(str, batches))}"]
         for m in methods:
-            found = [r["bitflip"][m] for r in runs if m in r["bitflip"]]
+            found = [r.bitflip[m] for r in runs if m in r.bitflip]
             s = flips_summary([f for x in found for f in x["flips"]], max(x["cap"] for x in found))
             mean = "" if s["mean"] is None else f"{s['mean']:.1f}"
             if s["ci95"] is not None:
@@ -361,7 +361,7 @@ def bitflip_table(rows: list[dict[str, Any]]) -> Table | None:
             each = ", ".join(str(f) if f is not None else f">{x['cap']}" for x in found for f in x["flips"])
             cells += [each, mean, f"{s['censored']}/{len(s['flips'])} (>{s['cap']})"]
         out.append(cells)
-    n = sorted({r["bitflip"]["n"] for r in rows})
+    n = sorted({r.bitflip["n"] for r in rows})
     columns = ["pipeline", "precision", "seeds x batches"]
     for m in methods:
         columns += [f"{m}: flips per run", f"{m}: mean [95 %]", f"{m}: not broken (cap)"]
