@@ -200,9 +200,11 @@ def _pgd_at_options(eps: Optional[float], step: Optional[float], steps: Optional
 
 
 def _print_train(record: dict[str, Any], out: Path) -> None:
-    m = record["metrics"]
+    from robquant.modelfolder import ModelMetrics
+
+    m = ModelMetrics.read(record)
     status = record["status"] + (f" ({record['reason']})" if record["reason"] else "")
-    console.print(f"status {status}; clean accuracy {100 * m['clean_accuracy']:.2f}% on {m['n_test']} "
+    console.print(f"status {status}; clean accuracy {100 * m.clean_accuracy:.2f}% on {m.n_test} "
                   f"test images; {record['timings']['train_s']:.1f} s")
     if not record["data"]["verified"]:
         console.print("[yellow]note:[/] trained on a data copy whose checksums were not verified")

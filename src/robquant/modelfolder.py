@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,31 @@ from robquant.errors import CheckpointError
 WEIGHTS = "model.safetensors"
 RECORD = "record.json"
 RECORD_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ModelMetrics:
+    """A model folder's numbers of record (its record's ``metrics``), written by the stages that make a
+    model and read by the CLI, the report and the zoo.
+
+    Attributes:
+        clean_accuracy: Clean accuracy on the ``n_test`` test examples it was evaluated on.
+        n_test: How many.
+        final_train_loss: The last epoch's training loss (None: not trained here).
+    """
+
+    clean_accuracy: float
+    n_test: int
+    final_train_loss: float | None = None
+
+    @classmethod
+    def read(cls, record: dict[str, Any]) -> "ModelMetrics":
+        """From a model record (its ``metrics``)."""
+        metrics = record.get("metrics") or {}
+        return cls(**{f.name: metrics.get(f.name) for f in fields(cls)})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

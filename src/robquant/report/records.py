@@ -16,6 +16,7 @@ import numpy as np
 from robquant.evaluation.outcomes import Outcomes
 from robquant.errors import ConfigError
 from robquant.evaluation.stage import EvaluationMetrics
+from robquant.modelfolder import ModelMetrics
 from robquant.quant.precision import parse_precision
 from robquant.report.intervals import Estimate, estimate
 
@@ -124,7 +125,7 @@ def collect(plan: Any, store: Any) -> list[Row]:
             passes = planned.get("forward", 0) + planned.get("backward", 0)
         fp = ((q.get("stage") or {}).get("parents") or {}).get("checkpoint")
         if fp is not None and fp not in fp_clean:  # the FP parent's clean accuracy, as its record states it
-            fp_clean[fp] = ((((store.get(fp) or {}).get("record") or {}).get("metrics")) or {}).get("clean_accuracy")
+            fp_clean[fp] = ModelMetrics.read((store.get(fp) or {}).get("record") or {}).clean_accuracy
         rows.append(Row.of(
             outcomes, m.reference_attack, m.main_eps_255,
             init=cell.init, method=cell.method, strategy=cell.strategy,

@@ -20,7 +20,7 @@ from torch import nn
 from robquant.data import ImageDataset, to_unit
 from robquant.errors import CheckpointError, ConfigError
 from robquant.evaluation import evaluate
-from robquant.modelfolder import RECORD, build_model, load_model, read_record, read_weights, save_model, weights_sha256
+from robquant.modelfolder import RECORD, ModelMetrics, build_model, load_model, read_record, read_weights, save_model, weights_sha256
 from robquant.models import external
 from robquant.progress import Progress
 from robquant.provenance import environment, now_iso
@@ -74,8 +74,8 @@ def _finish(net: nn.Module, spec: Any, ctx: Context, out: os.PathLike, *, model:
         "config": spec.config(),
         "data": {"train": train_set.provenance, "test": test_set.provenance, "verified": verified,
                  "n_train": len(train_set), "n_test": len(test_set)},
-        "metrics": {"clean_accuracy": ev.clean_accuracy, "n_test": ev.n,
-                    "final_train_loss": result.history[-1]["loss"] if result and result.history else None},
+        "metrics": ModelMetrics(ev.clean_accuracy, ev.n,
+                                result.history[-1]["loss"] if result and result.history else None).to_dict(),
         "train": result.to_dict() if result is not None else None,
         "size": model_size(net),
         "timings": {**(timings or {}), "train_s": result.seconds if result is not None else 0.0,
