@@ -88,3 +88,16 @@ def test_the_command_lines_recipe_help_shows_the_recipes_own_defaults():
     assert f"initial learning rate (default {QAT_FINETUNE.lr:g}," in quantize
     assert f"default {PTQConfig(precision='A8W8').calib_images})" in quantize
     assert f"(default {QATConfig(precision='A8W8').pact_alpha:g}," in quantize
+
+
+def test_the_study_files_attack_fields_are_the_attacks_declarations():
+    from pydantic import ValidationError
+
+    from robquant.attacks import ATTACKS
+    from robquant.pipeline.study import AttackSection
+
+    for name, attack in (("steps", "pgd"), ("restarts", "pgd"), ("n_queries", "square"), ("pixel_grid", "fgsm")):
+        declared, field = ATTACKS.get(attack).DECLARED[name], AttackSection.model_fields[name]
+        assert field.default == declared.default and declared.help in field.description
+    with pytest.raises(ValidationError, match="restarts"):
+        AttackSection(name="pgd", restarts=0)  # below the declared range

@@ -19,9 +19,9 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator,
                       model_validator)
 
-from robquant.defaults import (ATTACK_STEPS, BITFLIP_ATTACK_BATCH, BITFLIP_METHODS, BITFLIP_N_MAX, BITFLIP_RANDOM_CAP,
+from robquant.defaults import (BITFLIP_ATTACK_BATCH, BITFLIP_METHODS, BITFLIP_N_MAX, BITFLIP_RANDOM_CAP,
                                BITFLIP_REPEATS, BITFLIP_SEARCH_CAP, CHECK_EXAMPLES, CHECK_SQUARE_QUERIES, CHECK_TOL,
-                               COLLAPSE_EPS_255, OPSET, OPSETS, RESTARTS, SQUARE_QUERIES)
+                               COLLAPSE_EPS_255, OPSET, OPSETS)
 from robquant.errors import CheckpointError, ConfigError
 from robquant.quant.config import ACT_QUANTIZERS, PACT_INITS, WEIGHT_QUANTIZERS, PTQConfig, QATConfig
 from robquant.quant.uniform import CALIBRATIONS
@@ -106,21 +106,37 @@ INITS = ("random", "non_robust", "robust")
 METHODS = ("ptq", "qat")
 
 
+def declared_field(option: str, note: str = "") -> Any:
+    """A study-file field for the built-in attacks' option ``option``, as they declare it
+    (:attr:`robquant.attacks.Attack.DECLARED`): its default, its range and its help, led by the attacks that
+    take it (``note`` follows). A field whose study form differs from the declaration (another unit, a
+    list of choices) is written by hand."""
+    from robquant.attacks import ATTACKS
+
+    takers = [name for name in ATTACKS.names() if option in ATTACKS.get(name).DECLARED]
+    if not takers:
+        raise ConfigError(f"no registered attack declares the option {option!r}")
+    opt = ATTACKS.get(takers[0]).DECLARED[option]
+    bounds = {k: v for k, v in (("ge", opt.low), ("le", opt.high)) if v is not None}
+    return Field(opt.default, **bounds, description=f"{' / '.join(takers)}: {opt.help}{note}")
+
+
 class AttackSection(_Section):
     name: str = Field("pgd", description="attack: pgd, fgsm, autoattack, apgd, square, transfer, or one a plug-in "
                       "registers (robquant.plugins)")
     label: Optional[str] = Field(None, min_length=1, description="name the results are reported under (default: name)")
-    steps: int = Field(ATTACK_STEPS, ge=1, description="PGD / transfer steps")
-    restarts: int = Field(RESTARTS, ge=1, description="PGD / transfer restarts")
+    # the built-in attacks' options a study writes as fields: default, range and help from their declarations
+    steps: int = declared_field("steps")
+    restarts: int = declared_field("restarts")
+    n_queries: int = declared_field("n_queries")
+    pixel_grid: bool = declared_field("pixel_grid", " (judged only on such images; keyed when set)")
+    # written by hand: the study's step is in /255 units (the attack's in [0, 1]); the sub-attacks' choices
     step_size: Optional[float] = Field(None, gt=0, description="PGD step in /255 units (default eps/4)")
     attacks: Optional[list[AA_ATTACKS]] = Field(None, min_length=1,
                                                 description="autoattack/apgd: sub-attacks (default: standard / apgd-ce)")
-    n_queries: int = Field(SQUARE_QUERIES, ge=1, description="square: queries per example")
     n: Optional[int] = Field(None, ge=1, description="attack only the first n test examples (expensive attacks)")
     eps: Optional[list[float]] = Field(None, min_length=1, description="run only at these budgets (/255; a subset "
                                        "of evaluation.eps; default all)")
-    pixel_grid: bool = Field(False, description="pgd / fgsm: keep every adversarial input on the 8-bit grid "
-                             "(k/255, within the budget) and judge only such images (keyed when set)")
     params: dict[str, Any] = Field(default_factory=dict, description="further options of the attack, by the names "
                                    "it declares (Attack.OPTIONS; a plug-in's own), in its own units")
 
