@@ -355,3 +355,39 @@ def test_each_method_config_has_one_handler_and_quantize_branches_on_no_type():
     branches = [n.lineno for n in ast.walk(source) if isinstance(n, ast.Call) and getattr(n.func, "id", "") ==
                 "isinstance" and any(getattr(a, "id", "") in ("PTQConfig", "QATConfig") for a in ast.walk(n))]
     assert not branches, branches
+
+
+def test_every_registered_quantizer_implements_the_protocol_that_export_integers_and_bit_flips_call():
+    from torch import nn
+
+    from robquant.quant import quantize
+    from robquant.quant.integer import stored_weights
+    from robquant.quant.modules import QuantConv2d
+    from robquant.quant.protocol import ActQuantizer, WeightQuantizer
+
+    fp = create_model("resnet8", 10, 1, width=4).eval()
+    calib = torch.rand(8, 1, 8, 8)
+    configs = [PTQConfig(precision="A4W4"), PTQConfig(precision="A4W4", weight_quantizer="uniform"),
+               QATConfig(precision="A4W4", pact_init="fixed"), QATConfig(precision="A4W4", weight_quantizer="uniform",
+                                                                        pact_init="fixed")]
+    for config in configs:
+        q = quantize(fp, config, calib_images=calib if config.needs_calibration else None)
+        weights = [m.weight_quant for m in q.modules() if getattr(m, "weight_quant", None) is not None]
+        acts = [m for m in q.modules() if type(m).__name__ in ("PACT", "UniformActQuant")]
+        assert weights and acts and all(isinstance(w, WeightQuantizer) for w in weights), config
+        assert all(isinstance(a, ActQuantizer) for a in acts), config
+    layer = next(m for m in q.modules() if isinstance(m, QuantConv2d) and m.weight_quant is not None
+                 and m.weight_quant.bits < 32)
+
+    class Bare(nn.Module):  # a user's quantizer without the storage half of the protocol
+        bits = 4
+
+        def forward(self, w):
+            return w
+
+        def integer_terms(self, w_q, weight, frozen):
+            return [(w_q, torch.ones(len(w_q)))]
+
+    layer.weight_quant = Bare()
+    with pytest.raises(ConfigError, match="conv: the weight quantizer Bare does not implement .*missing stored_weights"):
+        stored_weights(layer, "conv")

@@ -47,6 +47,7 @@ from robquant.models.surgery import replace_module
 from robquant.quant.grid import ActGrid, Terms, reconstruct
 from robquant.quant.integer import weight_terms
 from robquant.quant.modules import QuantConv2d, QuantLinear
+from robquant.quant.protocol import ActQuantizer
 
 INT8, UINT8 = (-128, 127), (0, 255)
 MAX_DENOMINATOR = 16  # merging terms tries per-channel scales s / d, d = 1..16
@@ -223,11 +224,10 @@ class ExportGraph:
     activations: dict[str, str] = field(default_factory=dict)  # quantizer name -> "uint8 4-bit" etc.
 
 
-def _act(quant: nn.Module, what: str) -> nn.Module | None:
+def _act(quant: ActQuantizer, what: str) -> nn.Module | None:
     """The export form of an activation quantizer (None: it is the identity)."""
-    if getattr(quant, "bits", 32) >= 32:
-        relu = getattr(quant, "relu", True)  # PACT at 32 bits is a ReLU; a uniform quantizer ReLUs if it replaced one
-        return nn.ReLU() if relu else None
+    if quant.bits >= 32:  # PACT at 32 bits is a ReLU; a uniform quantizer ReLUs if it replaced one
+        return nn.ReLU() if quant.relu else None
     return QDQAct(quant.act_grid(), what)
 
 
@@ -250,7 +250,7 @@ def export_graph(model: nn.Module) -> ExportGraph:
                 graph.activations[f"{name}.input_quant"] = _describe(qdq_in, iq)
             swaps.append((name, QDQLayer(module, parts, qdq_in)))
             graph.layers[name] = 0 if parts is None else len(parts)
-        elif hasattr(module, "act_grid") and id(module) not in owned:
+        elif isinstance(module, ActQuantizer) and id(module) not in owned:
             swaps.append((name, _act(module, name) or nn.Identity()))
             graph.activations[name] = _describe(swaps[-1][1], module)
     for name, wrapper in swaps:

@@ -35,18 +35,33 @@ from robquant.models.surgery import modes_restored, replace_module
 from robquant.quant.modules import QuantConv2d, QuantLinear
 from robquant.errors import ConfigError
 from robquant.quant.grid import IntegerGridError, Terms, reconstruct
-from robquant.quant.storage import StoredWeights, affine_storage
+from robquant.quant.protocol import ActQuantizer, WeightQuantizer
+from robquant.quant.storage import StoredWeights
 from robquant.quant.ste import exact_float32
 
 __all__ = ["IntegerGridError", "StoredWeights", "Terms", "integer_agreement", "integer_model", "reconstruct",
            "stored_weights", "weight_terms"]
 
-def weight_terms(layer: QuantConv2d | QuantLinear) -> Terms | None:
+def _weight_quantizer(layer: QuantConv2d | QuantLinear, what: str = "layer") -> WeightQuantizer:
+    """The layer's weight quantizer, checked to implement the protocol.
+
+    Raises:
+        ConfigError: it does not (naming the methods it lacks).
+    """
+    q = layer.weight_quant
+    if not isinstance(q, WeightQuantizer):
+        missing = [m for m in ("bits", "integer_terms", "stored_weights") if not hasattr(q, m)]
+        raise ConfigError(f"{what}: the weight quantizer {type(q).__name__} does not implement "
+                          f"robquant.quant.protocol.WeightQuantizer (missing {', '.join(missing)})")
+    return q
+
+
+def weight_terms(layer: QuantConv2d | QuantLinear, what: str = "layer") -> Terms | None:
     """The layer's quantized weights as integer terms (the quantizer's own integer form), or None
     for full-precision weights."""
-    q = layer.weight_quant
-    if q is None or q.bits >= 32:
+    if layer.weight_quant is None or layer.weight_quant.bits >= 32:
         return None
+    q = _weight_quantizer(layer, what)
     with torch.no_grad():
         return q.integer_terms(layer.quantized_weight().float(), layer.weight, layer.frozen)
 
@@ -58,12 +73,10 @@ def stored_weights(layer: QuantConv2d | QuantLinear, what: str = "layer") -> Sto
     Raises:
         ConfigError: full-precision weights, or codes that are not one word per weight.
     """
-    terms = weight_terms(layer)
+    terms = weight_terms(layer, what)
     if terms is None:
         raise ConfigError(f"{what}: full-precision weights store no integer words")
-    q = layer.weight_quant
-    own = getattr(q, "stored_weights", None)
-    return own(terms, layer.frozen) if own is not None else affine_storage(terms, q.bits, what)
+    return _weight_quantizer(layer, what).stored_weights(terms, layer.frozen, what)
 
 
 class _Tape:
@@ -158,7 +171,7 @@ def integer_model(model: nn.Module) -> IntegerModel:
         if isinstance(module, (QuantConv2d, QuantLinear)):
             swaps.append((name, _IntLayer(module, weight_terms(module), tape, stats)))
             owned.add(id(module.input_quant))
-        elif hasattr(module, "integer_codes") and id(module) not in owned:  # an activation quantizer
+        elif isinstance(module, ActQuantizer) and id(module) not in owned:
             swaps.append((name, _IntAct(module, tape)))
     for name, wrapper in swaps:
         replace_module(net, name, wrapper)

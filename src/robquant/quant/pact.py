@@ -7,6 +7,7 @@ from torch import nn
 from torch.autograd import Function
 
 from robquant.quant.grid import ActGrid, Terms, checked
+from robquant.quant.storage import StoredWeights, affine_storage
 from robquant.quant.ste import round_ste
 
 
@@ -47,6 +48,8 @@ class PACT(nn.Module):
         ste: Use PACT's gradient rule; False plants zero input gradients (plain rounding), for tests.
         percentile: Where calibration puts alpha (99.9).
     """
+
+    relu = True  # it clips at 0 from below: a ReLU at any bit-width
 
     def __init__(self, bits: int, alpha: float = 10.0, ste: bool = True, percentile: float = 99.9) -> None:
         super().__init__()
@@ -162,6 +165,10 @@ class DoReFaWeightQuantizer(nn.Module):
         scale, n = 2.0 / levels, torch.round((w_q.double() + 1) * (levels / 2.0))
         ones = torch.ones(w_q.shape[0], dtype=torch.float64)
         return checked([(n, ones * scale), (torch.ones_like(n), -ones)], w_q, type(self).__name__)
+
+    def stored_weights(self, terms: Terms, frozen: bool, what: str = "layer") -> StoredWeights:
+        """One word per weight: the grid's codes (:func:`~robquant.quant.storage.affine_storage`)."""
+        return affine_storage(terms, self.bits, what)
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         if self.bits >= 32:

@@ -113,10 +113,10 @@ class PWLQWeightQuantizer(nn.Module):
     def storage_bits(self) -> int:
         return self.bits + 1
 
-    def stored_weights(self, terms: Terms, frozen: bool) -> StoredWeights:
+    def stored_weights(self, terms: Terms, frozen: bool, what: str = "PWLQ") -> StoredWeights:
         """The words a deployment stores (see :mod:`robquant.quant.storage`): frozen, a region bit above
         each weight's code (``bits + 1`` wide); live, the uniform grid's codes."""
-        return pwlq_storage(terms, self.bits) if frozen else affine_storage(terms, self.bits, "PWLQ (live)")
+        return pwlq_storage(terms, self.bits) if frozen else affine_storage(terms, self.bits, f"{what} (PWLQ, live)")
 
     def breakpoints(self, w: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
         """Breakpoints (C, 1) for rows of ``w`` (C, K) with ranges ``m`` (C, 1)."""

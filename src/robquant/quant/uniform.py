@@ -7,6 +7,7 @@ from torch import nn
 
 from robquant.errors import ConfigError
 from robquant.quant.grid import ActGrid, Terms, checked, per_channel, uniform_terms
+from robquant.quant.storage import StoredWeights, affine_storage
 from robquant.quant.ste import fake_quant
 
 CALIBRATIONS = ("minmax", "topk_median")
@@ -60,6 +61,10 @@ class UniformWeightQuantizer(nn.Module):
         scale = self.qparams(weight)[0]  # w_q / scale = code - zero point
         scale = scale.double().expand(w_q.shape[0], *([1] * (w_q.dim() - 1))).flatten()
         return checked([(torch.round(w_q.double() / per_channel(scale, w_q)), scale)], w_q, type(self).__name__)
+
+    def stored_weights(self, terms: Terms, frozen: bool, what: str = "layer") -> StoredWeights:
+        """One word per weight: the grid's codes (:func:`~robquant.quant.storage.affine_storage`)."""
+        return affine_storage(terms, self.bits, what)
 
     def qparams(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int, int]:
         """Scale and zero point (broadcastable to ``w``) and integer range of ``w``'s grid."""
