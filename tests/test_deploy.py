@@ -241,6 +241,7 @@ def test_study_with_deployment_bit_flips_pixel_valid_inputs_and_the_transfer_mat
     study["evaluation"]["bitflip"] = {"n": 40, "repeats": 2, "search_cap": 30, "random_cap": 64}
     study["evaluation"]["attacks"].append({"name": "pgd", "steps": 3, "pixel_grid": True, "label": "pgd-grid"})
     study["evaluation"]["transfer_matrix"] = True
+    study["evaluation"]["bit_errors"] = {"n": 40, "rates": [0, 1e-3, 0.2], "draws": 2}
     path = write(tmp_path, study)
     code, text = cli("run", path, "--device", "cpu")
     assert code == 0, text
@@ -261,11 +262,19 @@ def test_study_with_deployment_bit_flips_pixel_valid_inputs_and_the_transfer_mat
         assert r["broken"] == (r["accuracy_after"] <= flips["target"]) and (r["flips"] is None) != r["broken"]
     fp = store.get(evaluations["A32W32"])["record"]
     assert "deployed" not in fp and fp["diagnostics"]["checks"]["deployed_mismatch"]["flag"] is None
-    assert "bitflip" not in fp  # full-precision weights: nothing stored to flip
+    assert "bitflip" not in fp and "bit_errors" not in fp  # full-precision weights: nothing stored to flip
+    errors = a4w4["bit_errors"]  # 2 draws per rate, the per-example evidence in a file of its own
+    from robquant.attacks.biterrors import load_evidence
+
+    rates, correct = load_evidence(store.artifact_dir(evaluations["A4W4"]) / errors["file"])
+    assert list(rates) == [0, 1e-3, 0.2] and correct.shape == (3, 2, 40)
+    assert errors["accuracy"] == correct.mean(2).tolist() and errors["flipped"][0] == [0, 0]
+    assert a4w4["metrics"]["bit_errors"]["accuracy"][0] == errors["clean_accuracy"]
     code, text = cli("report", path)
     assert code == 0, text
     report = (tmp_path / "runs" / "report" / "report.md").read_text()
     assert "Deployed models on onnxruntime" in report and "Bit flips to break" in report
+    assert "Random bit errors" in report and (tmp_path / "runs" / "report" / "bit_errors.png").is_file()
     assert "Pixel-valid inputs: robustness (%) under pgd and under pgd-grid" in report
     # the precision transfer matrix: each model attacked from its FP parent and from the other precision
     a4w4_stage = store.get(evaluations["A4W4"])

@@ -14,7 +14,7 @@ An add-on is a frozen dataclass of its keyed options, held by a field of
 
 The evaluation handler loops over them (:func:`run_add_ons`); no add-on's result patches another's. An
 add-on lives with its domain: the trust checks (:class:`DiagnoseRun`) and the bit-flip attack
-(:class:`BitFlipRun`) here, the deployed evaluation (:class:`~robquant.deploy.stage.DeployedRun`) with
+(:class:`BitFlipRun`) and random bit errors (:class:`BitErrorRun`) here, the deployed evaluation (:class:`~robquant.deploy.stage.DeployedRun`) with
 :mod:`robquant.deploy`; the precision transfer matrix and pixel-valid inputs are attack
 runs (:class:`~robquant.evaluation.runs.AttackRun`), not add-ons.
 """
@@ -27,14 +27,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from robquant.defaults import (ATTACK_STEPS, BITFLIP_ATTACK_BATCH, BITFLIP_METHODS, BITFLIP_RANDOM_CAP, BITFLIP_SEARCH_CAP,
-                               CHECK_EXAMPLES, CHECK_SQUARE_QUERIES, CHECK_TOL, COLLAPSE_EPS_255, RESTARTS)
+from robquant.defaults import (ATTACK_STEPS, BIT_ERROR_DRAWS, BIT_ERROR_RATES, BITFLIP_ATTACK_BATCH, BITFLIP_METHODS,
+                               BITFLIP_RANDOM_CAP, BITFLIP_SEARCH_CAP, CHECK_EXAMPLES, CHECK_SQUARE_QUERIES, CHECK_TOL, COLLAPSE_EPS_255, RESTARTS)
 from robquant.errors import ConfigError, check_range
 from robquant.evaluation.evaluate import record_mask
 from robquant.evaluation.trust import diagnose, diagnose_cost
 from robquant.keys import UNKEYED
 
-ADD_ONS = ("diagnose", "deployed", "bitflip")  # Evaluate's add-on fields, in the order they run
+BIT_ERRORS_FILE = "biterrors.npz"  # an evaluation's per-example evidence under random bit errors
+ADD_ONS = ("diagnose", "deployed", "bitflip", "bit_errors")  # Evaluate's add-on fields, in the order they run
 
 
 @dataclass(frozen=True)
@@ -221,3 +222,53 @@ class BitFlipRun:
     def metrics(self, result: dict[str, Any]) -> dict[str, Any] | None:
         """Flips to break the model per method (the summary over seeds), the target accuracy and ``n``."""
         return {**result["summary"], "target": result["target"], "n": result["n"]}
+
+
+@dataclass(frozen=True)
+class BitErrorRun:
+    """Random bit errors' options (:func:`robquant.attacks.biterrors.bit_error_evaluation`): accuracy on the
+    first ``n`` test examples with each stored bit flipped with probability ``rate``, ``draws`` draws per
+    rate, seeded by ``seed``."""
+
+    RECORD_KEY: ClassVar[str] = "bit_errors"
+
+    n: int
+    rates: tuple[float, ...]
+    draws: int
+    seed: int
+
+    @classmethod
+    def of(cls, n: int, rates: Any = BIT_ERROR_RATES, draws: int = BIT_ERROR_DRAWS, seed: int = 0) -> "BitErrorRun":
+        """The run, checked: the one place a study's ``bit_errors`` builds it.
+
+        Raises:
+            ConfigError: no rate, a rate outside [0, 1], fewer than one draw or example (naming the option).
+        """
+        rates = tuple(sorted({float(check_range("bit_errors rates", r, 0.0, 1.0)) for r in rates}))
+        if not rates:
+            raise ConfigError("bit_errors rates must name at least one rate in [0, 1]")
+        return cls(int(check_range("bit_errors n", n, 1)), rates, int(check_range("bit_errors draws", draws, 1)),
+                   int(seed))
+
+    def passes(self, spec: Any) -> tuple[float, float]:
+        """A clean pass and one per rate and draw over the ``n`` examples; no gradient."""
+        return float((1 + len(self.rates) * self.draws) * self.n), 0.0
+
+    def run(self, step: AddOnStep) -> dict[str, Any]:
+        """Accuracy per rate and draw; the per-example outcomes go to ``biterrors.npz`` beside the record
+        (``correct``: (rates, draws, n) bool) and the record keeps its sha256."""
+        from robquant.attacks.biterrors import bit_error_evaluation, save_evidence
+
+        result, correct = bit_error_evaluation(step.model, step.test_set, n=self.n, rates=self.rates,
+                                               draws=self.draws, seed=self.seed, batch_size=step.batch_size,
+                                               device=step.device, progress=step.progress)
+        return {**result, **save_evidence(step.out / BIT_ERRORS_FILE, correct, self.rates)}
+
+    def checks(self, result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        return {}
+
+    def metrics(self, result: dict[str, Any]) -> dict[str, Any] | None:
+        """Mean accuracy per rate over its draws, the clean accuracy, ``n`` and the stored bits."""
+        return {"rates": result["rates"], "accuracy": [sum(a) / len(a) for a in result["accuracy"]],
+                "clean_accuracy": result["clean_accuracy"], "n": result["n"], "draws": result["draws"],
+                "total_bits": result["total_bits"]}

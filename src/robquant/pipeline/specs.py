@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Union
 
 from robquant.evaluation.runs import AttackRun, Budget
 from robquant.deploy.stage import DeployedRun
-from robquant.evaluation.addons import ADD_ONS, AddOn, BitFlipRun, DiagnoseRun
+from robquant.evaluation.addons import ADD_ONS, AddOn, BitErrorRun, BitFlipRun, DiagnoseRun
 from robquant.keys import KEYED_IF_SET, UNKEYED
 from robquant.quant import AnyQuantConfig
 from robquant.quant.config import is_quant_config
@@ -176,6 +176,7 @@ class Evaluate(_Stage):
     architecture: ModelRef | None = field(default=None, metadata=UNKEYED)  # the study's model (its parents' own)
     label: str = field(default="", metadata=UNKEYED)
     bitflip: BitFlipRun | None = field(default=None, metadata=KEYED_IF_SET)  # flips in the stored weights
+    bit_errors: BitErrorRun | None = field(default=None, metadata=KEYED_IF_SET)  # random errors in them
 
     def parents(self) -> dict[str, str]:
         """The model, the surrogate, and each transfer source (a model of another precision: an attack

@@ -19,7 +19,7 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator,
                       model_validator)
 
-from robquant.defaults import (BITFLIP_ATTACK_BATCH, BITFLIP_METHODS, BITFLIP_N_MAX, BITFLIP_RANDOM_CAP,
+from robquant.defaults import (BIT_ERROR_DRAWS, BIT_ERROR_RATES, BITFLIP_ATTACK_BATCH, BITFLIP_METHODS, BITFLIP_N_MAX, BITFLIP_RANDOM_CAP,
                                BITFLIP_REPEATS, BITFLIP_SEARCH_CAP, CHECK_EXAMPLES, CHECK_SQUARE_QUERIES, CHECK_TOL,
                                COLLAPSE_EPS_255, OPSET, OPSETS)
 from robquant.errors import CheckpointError, ConfigError
@@ -259,6 +259,30 @@ class BitFlipSection(_Switched):
                                        "every model)")
 
 
+class BitErrorsSection(_Switched):
+    """Every model with quantized weights evaluated with random bit errors in its stored weights
+    (:mod:`robquant.attacks.biterrors`): each stored bit flipped independently with probability ``rate``
+    (the bit error rate), ``draws`` draws per rate; the report plots accuracy against the rate.
+    ``bit_errors: true`` turns it on with the defaults."""
+
+    enabled: bool = Field(False, description="evaluate every model with quantized weights under random bit errors")
+    rates: list[float] = Field(list(BIT_ERROR_RATES), min_length=1, description="bit error rates, each in [0, 1]: "
+                               "the probability that one stored bit is flipped")
+    draws: int = Field(BIT_ERROR_DRAWS, ge=1, description="independent draws of the flipped bits per rate (the model "
+                       "of seed s draws from seed s)")
+    n: Optional[int] = Field(None, ge=1, description="test examples accuracy is judged on (default: the "
+                             f"evaluation's n_test, at most {BITFLIP_N_MAX})")
+    seeds: Optional[list[int]] = Field(None, min_length=1, description="only the models of these seeds (default: "
+                                       "every model)")
+
+    @field_validator("rates")
+    @classmethod
+    def _rates(cls, v: list[float]) -> list[float]:
+        bad = [r for r in v if not 0 <= r <= 1]
+        if bad:
+            raise ValueError(f"bit error rates must be in [0, 1] (a probability per stored bit), got {bad}")
+        return v
+
 
 class EvalSection(_Section):
     attacks: list[AttackSection] = Field(default_factory=lambda: [AttackSection()], min_length=1)
@@ -277,6 +301,8 @@ class EvalSection(_Section):
                                    description="true, or the deployed evaluation's options (off unless given)")
     bitflip: BitFlipSection = Field(default_factory=lambda: BitFlipSection(enabled=False),
                                  description="true, or the bit-flip attack's options (off unless given)")
+    bit_errors: BitErrorsSection = Field(default_factory=lambda: BitErrorsSection(enabled=False),
+                                         description="true, or the random bit errors' options (off unless given)")
     transfer_matrix: bool = Field(False, description="also attack every model with PGD crafted on its FP parent and "
                                   "on each other precision of its pipeline (same seed and fraction): the precision "
                                   "transfer matrix; every source joins the worst case; turns cascade off (each "

@@ -13,7 +13,7 @@ from robquant.provenance import now_iso
 import robquant.report.beyond  # noqa: F401
 import robquant.report.findings  # noqa: F401
 import robquant.report.paper  # noqa: F401
-from robquant.report.figures import figure2, transfer_heatmaps
+from robquant.report.figures import bit_error_figure, figure2, transfer_heatmaps
 from robquant.report.records import Row, collect
 from robquant.report.sections import ReportInputs, report_table, report_tables
 from robquant.report.stats import t_interval
@@ -90,9 +90,10 @@ def write_report(plan: Any, store: Any, out: str | Path, formats: Sequence[str] 
     header = (f"Study {study.name}: {study.dataset.name}, {study.model.name}; {len(rows)} evaluated models, seeds "
               f"{seeds}; store {store.root}; written {now_iso()}.")
     heat = transfer_heatmaps(matrices, out)
-    files: list[Path] = [*fig2, *pareto_paths, *heat]
+    figures = [*fig2, *pareto_paths, *heat, *bit_error_figure(rows, out)]
+    files: list[Path] = list(figures)
     if "md" in formats:
-        figs = "".join(f"\n![{p.stem}]({p.name})\n" for p in (*fig2, *pareto_paths, *heat) if p.suffix == ".png")
+        figs = "".join(f"\n![{p.stem}]({p.name})\n" for p in figures if p.suffix == ".png")
         path = out / "report.md"
         path.write_text(f"# Report: {study.name}\n\n{header}\n\n" + "\n".join(t.markdown() for t in tables) + figs)
         files.append(path)
@@ -107,7 +108,7 @@ def write_report(plan: Any, store: Any, out: str | Path, formats: Sequence[str] 
         files.append(path)
     if "html" in formats:
         imgs = "".join(f"<h3>{p.stem}</h3><img alt='{p.stem}' src='data:image/png;base64,"
-                       f"{base64.b64encode(p.read_bytes()).decode()}'>" for p in (*fig2, *pareto_paths, *heat)
+                       f"{base64.b64encode(p.read_bytes()).decode()}'>" for p in figures
                        if p.suffix == ".png")
         page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>robquant report: "
                 f"{html.escape(study.name)}</title><style>{_CSS}</style></head><body><h1>Report: "

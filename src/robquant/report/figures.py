@@ -11,7 +11,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from robquant.report.records import Row, CLEAN, WORST, cell_estimate, nc_cells, per_example  # noqa: E402
+from robquant.report.records import (Row, CLEAN, WORST, bit_error_curve, by_cell, cell_estimate, nc_cells,  # noqa: E402
+                                     per_example)
 from robquant.report.stats import t_interval  # noqa: E402
 
 
@@ -255,3 +256,31 @@ def transfer_heatmaps(matrices: dict[str, dict[str, Any]], out: Path) -> list[Pa
         plt.close(fig)
         paths.append(path)
     return [*paths, csv_path]
+
+
+def bit_error_figure(rows: list[Row], out: Path) -> list[Path]:
+    """Accuracy against the bit error rate (log axis), one panel per pipeline, one line per precision with
+    its 95 % interval (:func:`~robquant.report.records.bit_error_curve`); the rate 0 is drawn as the dotted
+    line of the model without errors. Nothing when no model was evaluated so."""
+    cells = by_cell([r for r in rows if r.bit_errors])
+    if not cells:
+        return []
+    pipes = sorted({runs[0].pipeline for runs in cells.values()})
+    fig, axes = plt.subplots(1, len(pipes), figsize=(5 * len(pipes), 4), squeeze=False, sharey=True)
+    for ax, pipe in zip(axes[0], pipes):
+        for runs in (v for v in cells.values() if v[0].pipeline == pipe):
+            curve = {p: e for p, e in bit_error_curve(runs).items() if p > 0}
+            rates = sorted(curve)
+            mean = [100 * curve[p].mean for p in rates]
+            line, = ax.plot(rates, mean, "o-", ms=3, label=runs[0].precision)
+            ax.fill_between(rates, [100 * max(curve[p].low, 0) for p in rates],
+                            [100 * min(curve[p].high, 1) for p in rates], color=line.get_color(), alpha=0.2)
+            clean = sum(r.bit_errors["clean_accuracy"] for r in runs) / len(runs)
+            ax.axhline(100 * clean, color=line.get_color(), ls=":", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel("bit error rate p (per stored bit)")
+        ax.set_title(pipe, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("clean accuracy (%)")
+    return _save(fig, out, "bit_errors")

@@ -54,6 +54,8 @@ class Row:
         fp, fp_clean: The FP parent's key (None from random parameters) and its recorded clean accuracy.
         deployed, onnx: The deployed model's numbers on its runtime and the exported file (None unless asked).
         bitflip: Flips to break the model per method (None unless asked).
+        bit_errors: Random bit errors' evidence (None unless asked): ``rates``, ``correct`` ((rates, draws,
+            n) bool, per example), ``clean_accuracy`` and ``total_bits`` (:func:`bit_error_curve`).
     """
 
     init: str
@@ -93,6 +95,7 @@ class Row:
     deployed: dict[str, Any] | None = None
     onnx: str | None = None
     bitflip: dict[str, Any] | None = None
+    bit_errors: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, outcomes: Outcomes, reference_attack: str | None, main_eps: float | None, **cell: Any) -> "Row":
@@ -134,8 +137,39 @@ def collect(plan: Any, store: Any) -> list[Row]:
             bits=p.act_bits if p.act_bits == p.weight_bits else None,
             fraction=cell.fraction, seed=seed, status=row["status"], flags=list(m.flags or []),
             wall_s=(q.get("stage") or {}).get("wall_s"), passes=passes, bytes=(q.get("size") or {}).get("bytes"),
-            key=key, fp=fp, fp_clean=fp_clean.get(fp), deployed=m.deployed, onnx=_onnx(store, key), bitflip=m.bitflip))
+            key=key, fp=fp, fp_clean=fp_clean.get(fp), deployed=m.deployed, onnx=_onnx(store, key), bitflip=m.bitflip,
+            bit_errors=_bit_errors(store, key, m.bit_errors)))
     return rows
+
+
+def _bit_errors(store: Any, key: str, metrics: dict[str, Any] | None) -> dict[str, Any] | None:
+    """An evaluation's bit-error evidence, read from its file (None when it ran none)."""
+    if metrics is None:
+        return None
+    from robquant.attacks.biterrors import load_evidence
+    from robquant.evaluation.addons import BIT_ERRORS_FILE
+
+    rates, correct = load_evidence(store.artifact_dir(key) / BIT_ERRORS_FILE)
+    return {"rates": [float(r) for r in rates], "correct": correct, "clean_accuracy": metrics["clean_accuracy"],
+            "total_bits": metrics["total_bits"]}
+
+
+def bit_error_curve(runs: Sequence[Row]) -> dict[float, Estimate]:
+    """Accuracy per bit error rate of one cell's models (``runs``: its seeds, each with ``bit_errors``), with
+    intervals that count the test examples and the draws: with several seeds each seed's outcomes are its
+    mean over its draws (a seed's draws and its model vary together), with one seed its draws are the rows
+    (:func:`~robquant.report.intervals.estimate`). Rates every run measured, ascending."""
+    runs = [r for r in runs if r.bit_errors]
+    if not runs:
+        return {}
+    common = sorted(set.intersection(*(set(r.bit_errors["rates"]) for r in runs)))
+    n = min(r.bit_errors["correct"].shape[-1] for r in runs)
+    out = {}
+    for rate in common:
+        per_run = [r.bit_errors["correct"][r.bit_errors["rates"].index(rate), :, :n] for r in runs]
+        y = per_run[0].astype(float) if len(runs) == 1 else np.stack([c.mean(0) for c in per_run])
+        out[rate] = estimate(y)
+    return out
 
 
 def aggregates(outcomes: Outcomes, reference_attack: str | None, main_eps: float | None) -> dict[str, Any]:

@@ -11,8 +11,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from robquant.report.intervals import Estimate
-from robquant.report.records import (Row, CLEAN, PAPER, WORST, by_cell, cell_estimate, cell_name, contrast, outcome_matrix,
-                                     per_example)
+from robquant.report.records import (Row, CLEAN, PAPER, WORST, bit_error_curve, by_cell, cell_estimate, cell_name,
+                                     contrast, outcome_matrix, per_example)
 from robquant.report.stats import format_estimate, format_interval, trend_label_examples
 from robquant.report.sections import report_table
 
@@ -403,3 +403,31 @@ def transfer_matrix_table(matrices: dict[str, dict[str, Any]], main_eps: float) 
                   "examples; the diagonal is its own white-box PGD. Mean over seeds and test examples with the 95 % "
                   "interval (seeds and test sample counted). *: the strongest source for that target. Every source "
                   "is an attack of the evaluation, so it is part of the worst case of record."])
+
+
+@report_table(155, "rows")
+def bit_errors_table(rows: list[Row]) -> Table | None:
+    """Random bit errors (``evaluation.bit_errors``): per pipeline and precision, the accuracy with each stored
+    bit flipped with probability p, at every rate, with intervals counting the test examples and the draws
+    (:func:`~robquant.report.records.bit_error_curve`). None when no model was evaluated so."""
+    rows = [r for r in rows if r.bit_errors]
+    if not rows:
+        return None
+    rates = sorted({p for r in rows for p in r.bit_errors["rates"]})
+    out = []
+    for p, runs in _by_cell(rows):
+        curve = bit_error_curve(runs)
+        draws = sorted({r.bit_errors["correct"].shape[1] for r in runs})
+        cells = [runs[0].pipeline, p, f"{len(runs)} x {'/'.join(map(str, draws))}",
+                 f"{runs[0].bit_errors['total_bits']:,}", format_interval([r.bit_errors["clean_accuracy"] for r in runs])]
+        cells += [format_estimate(curve[q]) if q in curve else "" for q in rates]
+        out.append(cells)
+    n = sorted({r.bit_errors["correct"].shape[-1] for r in rows})
+    return Table("bit_errors", "Random bit errors: accuracy with each stored bit flipped with probability p",
+                 ["pipeline", "precision", "seeds x draws", "stored bits", "no errors", *(f"p = {q:.0e}" if q else "p = 0" for q in rates)],
+                 out,
+                 [f"Clean accuracy on the first {'/'.join(map(str, n))} test examples with every bit of the stored "
+                  "weights (the words the bit search flips) flipped independently with probability p, drawn anew "
+                  "per draw. Mean ± half-width of the 95 % interval over the test examples and the draws (with "
+                  "several seeds, over the seeds, each the mean of its draws); 'no errors': the stored model as it "
+                  "is. Figure: bit_errors.png."])
