@@ -287,6 +287,22 @@ def test_time_estimate_counts_the_bit_search():
     assert seconds[True] - seconds[False] == pytest.approx(2 * ASSUMED_SEARCH_FLIPS * per_flip)
 
 
+def test_time_estimate_counts_the_bit_errors():
+    from robquant.pipeline.estimate import Speeds, estimate_plan
+
+    speeds = Speeds(device="test", train_fp=0.0, train_q=0.0, grad_fp=0.0, grad_q=0.25, grad_view=0.0, fwd_fp=0.0,
+                    fwd_q=0.01, fwd_calib=0.0, load_train=0.0, load_test=0.0, train_fp_bf16=0.0, train_q_bf16=0.0,
+                    grad_fp_bf16=0.0, grad_q_bf16=0.0)
+    errors = {"n": 50, "rates": [1e-4, 1e-3, 1e-2], "draws": 4}
+    seconds = {}
+    for on in (False, True):
+        study = parse_study(_with(evaluation__diagnostics__enabled=False, evaluation__bit_errors=errors if on else False,
+                                  axes__init=["robust"], axes__method=["ptq"], axes__precision=["A4W4"]))
+        plan = build_plan(study, lambda: 1000)
+        (seconds[on],) = [t for k, t in estimate_plan(plan, speeds, 1000).items() if plan.stages[k].kind == "evaluate"]
+    assert seconds[True] - seconds[False] == pytest.approx((1 + 3 * 4) * 50 * 0.01)  # a clean pass, one per draw
+
+
 def test_dry_run_prints_the_plan_and_writes_only_the_store(tmp_path):
     path = write(tmp_path, TINY)
     code, text = cli("run", path, "--dry-run", "--device", "cpu")
