@@ -9,7 +9,7 @@ from robquant.pipeline.specs import Evaluate
 from robquant.pipeline.study import parse_study
 
 STUDY = {"name": "addons", "dataset": {"name": "digits"}, "model": {"name": "resnet20", "width": 4},
-         "evaluation": {"eps": [8], "main_eps": 8, "n_test": 300, "bitflip": True, "deployed": True, "bit_errors": True,
+         "evaluation": {"eps": [8], "main_eps": 8, "n_test": 300, "bitflip": True, "deployed": True, "bit_errors": True, "corruptions": {"names": ["fog"]},
                         "diagnostics": {"n": 50}},
          "axes": {"init": ["non_robust"], "method": ["ptq"], "precision": ["A4W4"]}}
 
@@ -23,14 +23,14 @@ def test_every_add_on_is_a_field_of_evaluate_with_the_whole_interface():
     names = {f.name for f in dataclasses.fields(Evaluate)}
     spec = _evaluate_spec()
     assert set(ADD_ONS) <= names
-    assert [a.RECORD_KEY for a in spec.add_ons()] == ["diagnostics", "deployed", "bitflip", "bit_errors"]
+    assert [a.RECORD_KEY for a in spec.add_ons()] == ["diagnostics", "deployed", "bitflip", "bit_errors", "corruptions"]
     for addon in spec.add_ons():
         assert all(callable(getattr(addon, m)) for m in ("passes", "run", "checks"))
 
 
 def test_the_cost_is_the_attacks_plus_each_add_ons_passes():
     spec = _evaluate_spec()
-    bare = dataclasses.replace(spec, diagnose=None, deployed=None, bitflip=None, bit_errors=None)
+    bare = dataclasses.replace(spec, diagnose=None, deployed=None, bitflip=None, bit_errors=None, corruptions=None)
     total, base = evaluation_cost(spec), evaluation_cost(bare)
     passes = [a.passes(spec) for a in spec.add_ons()]
     assert all(f > 0 for f, _ in passes)

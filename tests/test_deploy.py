@@ -242,6 +242,7 @@ def test_study_with_deployment_bit_flips_pixel_valid_inputs_and_the_transfer_mat
     study["evaluation"]["attacks"].append({"name": "pgd", "steps": 3, "pixel_grid": True, "label": "pgd-grid"})
     study["evaluation"]["transfer_matrix"] = True
     study["evaluation"]["bit_errors"] = {"n": 40, "rates": [0, 1e-3, 0.2], "draws": 2}
+    study["evaluation"]["corruptions"] = {"n": 40, "names": ["gaussian_noise", "contrast"], "severities": [1, 5]}
     path = write(tmp_path, study)
     code, text = cli("run", path, "--device", "cpu")
     assert code == 0, text
@@ -270,11 +271,20 @@ def test_study_with_deployment_bit_flips_pixel_valid_inputs_and_the_transfer_mat
     assert list(rates) == [0, 1e-3, 0.2] and correct.shape == (3, 2, 40)
     assert errors["accuracy"] == correct.mean(2).tolist() and errors["flipped"][0] == [0, 0]
     assert a4w4["metrics"]["bit_errors"]["accuracy"][0] == errors["clean_accuracy"]
+    from robquant.data.corruptions import load_outcomes
+
+    for precision, record in (("A4W4", a4w4), ("A32W32", fp)):  # every model, the FP reference among them
+        corr = record["corruptions"]
+        names, severities, correct = load_outcomes(store.artifact_dir(evaluations[precision]) / corr["file"])
+        assert names == ["gaussian_noise", "contrast"] and severities == [1, 5] and correct.shape == (2, 2, 40)
+        assert corr["accuracy"]["contrast"] == correct[1].mean(1).tolist() and len(corr["sha256"]["contrast"]) == 2
+        assert record["metrics"]["corruptions"]["mean"] == pytest.approx(correct.mean())
     code, text = cli("report", path)
     assert code == 0, text
     report = (tmp_path / "runs" / "report" / "report.md").read_text()
     assert "Deployed models on onnxruntime" in report and "Bit flips to break" in report
     assert "Random bit errors" in report and (tmp_path / "runs" / "report" / "bit_errors.png").is_file()
+    assert "Natural corruptions: accuracy (%) on corrupted test images" in report
     assert "Pixel-valid inputs: robustness (%) under pgd and under pgd-grid" in report
     # the precision transfer matrix: each model attacked from its FP parent and from the other precision
     a4w4_stage = store.get(evaluations["A4W4"])

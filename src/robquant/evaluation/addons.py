@@ -14,7 +14,8 @@ An add-on is a frozen dataclass of its keyed options, held by a field of
 
 The evaluation handler loops over them (:func:`run_add_ons`); no add-on's result patches another's. An
 add-on lives with its domain: the trust checks (:class:`DiagnoseRun`) and the bit-flip attack
-(:class:`BitFlipRun`) and random bit errors (:class:`BitErrorRun`) here, the deployed evaluation (:class:`~robquant.deploy.stage.DeployedRun`) with
+(:class:`BitFlipRun`), random bit errors (:class:`BitErrorRun`) and natural corruptions
+(:class:`CorruptionRun`) here, the deployed evaluation (:class:`~robquant.deploy.stage.DeployedRun`) with
 :mod:`robquant.deploy`; the precision transfer matrix and pixel-valid inputs are attack
 runs (:class:`~robquant.evaluation.runs.AttackRun`), not add-ons.
 """
@@ -35,7 +36,8 @@ from robquant.evaluation.trust import diagnose, diagnose_cost
 from robquant.keys import UNKEYED
 
 BIT_ERRORS_FILE = "biterrors.npz"  # an evaluation's per-example evidence under random bit errors
-ADD_ONS = ("diagnose", "deployed", "bitflip", "bit_errors")  # Evaluate's add-on fields, in the order they run
+CORRUPTIONS_FILE = "corruptions.npz"  # ... and under natural corruptions
+ADD_ONS = ("diagnose", "deployed", "bitflip", "bit_errors", "corruptions")  # Evaluate's add-on fields, in the order they run
 
 
 @dataclass(frozen=True)
@@ -272,3 +274,58 @@ class BitErrorRun:
         return {"rates": result["rates"], "accuracy": [sum(a) / len(a) for a in result["accuracy"]],
                 "clean_accuracy": result["clean_accuracy"], "n": result["n"], "draws": result["draws"],
                 "total_bits": result["total_bits"]}
+
+
+@dataclass(frozen=True)
+class CorruptionRun:
+    """Natural corruptions' options (:mod:`robquant.data.corruptions`): clean accuracy on the first ``n``
+    test examples corrupted by each of ``names`` at each of ``severities``, the corruptions seeded by ``seed``."""
+
+    RECORD_KEY: ClassVar[str] = "corruptions"
+
+    n: int
+    names: tuple[str, ...]
+    severities: tuple[int, ...]
+    seed: int = 0
+
+    @classmethod
+    def of(cls, n: int, names: Any = None, severities: Any = (1, 2, 3, 4, 5), seed: int = 0) -> "CorruptionRun":
+        """The run, checked: the one place a study's ``corruptions`` builds it.
+
+        Raises:
+            ConfigError: an unknown corruption, a severity outside 1..5, or none of either (naming the option).
+        """
+        from robquant.data.corruptions import CORRUPTIONS, SEVERITIES
+
+        names = tuple(CORRUPTIONS) if names is None else tuple(names)
+        bad = [c for c in names if c not in CORRUPTIONS]
+        if bad or not names:
+            raise ConfigError(f"corruptions names must be among {', '.join(CORRUPTIONS)}, got {', '.join(bad) or 'none'}")
+        severities = tuple(sorted({int(v) for v in severities}))
+        if not severities or any(v not in SEVERITIES for v in severities):
+            raise ConfigError(f"corruptions severities must be among 1..5, got {list(severities)}")
+        return cls(int(check_range("corruptions n", n, 1)), names, severities, int(seed))
+
+    def passes(self, spec: Any) -> tuple[float, float]:
+        """One forward pass over the ``n`` examples per corruption and severity."""
+        return float(len(self.names) * len(self.severities) * self.n), 0.0
+
+    def run(self, step: AddOnStep) -> dict[str, Any]:
+        """Accuracy per corruption and severity; the per-example outcomes go to ``corruptions.npz``."""
+        from robquant.data.corruptions import corruption_evaluation, save_outcomes
+
+        result, correct = corruption_evaluation(step.model, step.test_set, n=self.n, names=self.names,
+                                                severities=self.severities, seed=self.seed,
+                                                batch_size=step.batch_size, device=step.device,
+                                                progress=step.progress)
+        return {**result, **save_outcomes(step.out / CORRUPTIONS_FILE, correct, self.names, self.severities)}
+
+    def checks(self, result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        return {}
+
+    def metrics(self, result: dict[str, Any]) -> dict[str, Any] | None:
+        """Mean accuracy per corruption (over its severities), over all, and ``n``."""
+        acc = result["accuracy"]
+        return {"per_corruption": {c: sum(v) / len(v) for c, v in acc.items()},
+                "mean": sum(sum(v) for v in acc.values()) / sum(len(v) for v in acc.values()),
+                "clean_accuracy": result["clean_accuracy"], "n": result["n"]}

@@ -90,6 +90,7 @@ class EvaluationMetrics:
         deployed: The deployed model's numbers on its runtime (None when not evaluated).
         bitflip: Flips to break the model per method (their summary over seeds; None when not evaluated).
         bit_errors: Accuracy per bit error rate (the mean over draws; None when not evaluated).
+        corruptions: Accuracy per corruption (the mean over severities) and over all (None when not evaluated).
     """
 
     clean_accuracy: float
@@ -106,6 +107,7 @@ class EvaluationMetrics:
     deployed: dict[str, Any] | None
     bitflip: dict[str, Any] | None = None
     bit_errors: dict[str, Any] | None = None
+    corruptions: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, record: dict[str, Any], spec: Any) -> "EvaluationMetrics":
@@ -121,7 +123,8 @@ class EvaluationMetrics:
                    worst["n"], worst["attacks"], main, ref,
                    None if ref_all is None else {"accuracy": ref_all["accuracy"], "n": ref_all["n"],
                                                  "accuracy_common": worst["per_attack"].get(ref)},
-                   _flags(record, spec), added.get("deployed"), added.get("bitflip"), added.get("bit_errors"))
+                   _flags(record, spec), added.get("deployed"), added.get("bitflip"), added.get("bit_errors"),
+                   added.get("corruptions"))
 
     @classmethod
     def read(cls, metrics: dict[str, Any]) -> "EvaluationMetrics":

@@ -230,8 +230,9 @@ def _evaluation_seconds(spec: Evaluate, speeds: Speeds, test_size: int) -> float
     if spec.bitflip is not None:  # a gradient pass counts as one backward and one forward
         forwards, backwards = spec.bitflip.cost(search_flips=ASSUMED_SEARCH_FLIPS)
         seconds += backwards * speeds.grad_q + (forwards - backwards) * speeds.fwd_q
-    if spec.bit_errors is not None:  # forwards only
-        seconds += spec.bit_errors.passes(spec)[0] * speeds.fwd_q
+    for addon in (spec.bit_errors, spec.corruptions):  # forwards only
+        if addon is not None:
+            seconds += addon.passes(spec)[0] * speeds.fwd_q
     return seconds
 
 

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from robquant.defaults import ATTACK_STEPS, BITFLIP_N_MAX, RESTARTS
 from robquant.modelfolder import weights_sha256
-from robquant.pipeline.specs import (AttackRun, BitErrorRun, BitFlipRun, Budget, DataRef, DeployedRun, DiagnoseRun, Evaluate,
+from robquant.pipeline.specs import (AttackRun, BitErrorRun, BitFlipRun, CorruptionRun, Budget, DataRef, DeployedRun, DiagnoseRun, Evaluate,
                                      ImportFP, ModelRef, ObjectiveRef, Quantize, StageSpec, TrainFP, spec_config,
                                      spec_key)
 from robquant.pipeline.study import QAT_STRATEGIES, Cell, FPWeightsSection, Study, TrainSection
@@ -218,13 +218,18 @@ class _Planner:
         if ev.bit_errors.applies(seed) and parse_precision(cell.precision).weight_bits < 32:
             e = ev.bit_errors  # the model of seed s draws its errors from seed s: pooled draws are independent
             bit_errors = BitErrorRun.of(e.n or min(ev.n_test or BITFLIP_N_MAX, BITFLIP_N_MAX), e.rates, e.draws, seed)
+        corruptions = None
+        if ev.corruptions.applies(seed):  # every model, the FP references among them
+            c = ev.corruptions
+            corruptions = CorruptionRun.of(c.n or min(ev.n_test or BITFLIP_N_MAX, BITFLIP_N_MAX), c.names,
+                                           c.severities)
         # the transfer matrix needs each source's own outcome on every example: no cascade (a cascaded
         # attack's outcome is cumulative, robust under it and every earlier attack)
         cascade = ev.cascade and not ev.transfer_matrix
         spec = Evaluate(self.data, model, attacks, budgets, Budget.of(ev.main_eps), seed, ev.batch_size, cascade,
                         diagnose, surrogate, deployed, skipped, self.model,
                         label=f"evaluate {cell.label} (seed {seed})", bitflip=bitflip,
-                        bit_errors=bit_errors)
+                        bit_errors=bit_errors, corruptions=corruptions)
         return self.add(spec, lambda: evaluation_cost(spec))
 
 

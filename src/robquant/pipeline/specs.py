@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Union
 
 from robquant.evaluation.runs import AttackRun, Budget
 from robquant.deploy.stage import DeployedRun
-from robquant.evaluation.addons import ADD_ONS, AddOn, BitErrorRun, BitFlipRun, DiagnoseRun
+from robquant.evaluation.addons import ADD_ONS, AddOn, BitErrorRun, BitFlipRun, CorruptionRun, DiagnoseRun
 from robquant.keys import KEYED_IF_SET, UNKEYED
 from robquant.quant import AnyQuantConfig
 from robquant.quant.config import is_quant_config
@@ -177,6 +177,7 @@ class Evaluate(_Stage):
     label: str = field(default="", metadata=UNKEYED)
     bitflip: BitFlipRun | None = field(default=None, metadata=KEYED_IF_SET)  # flips in the stored weights
     bit_errors: BitErrorRun | None = field(default=None, metadata=KEYED_IF_SET)  # random errors in them
+    corruptions: CorruptionRun | None = field(default=None, metadata=KEYED_IF_SET)  # corrupted test images
 
     def parents(self) -> dict[str, str]:
         """The model, the surrogate, and each transfer source (a model of another precision: an attack

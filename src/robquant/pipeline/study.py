@@ -283,6 +283,38 @@ class BitErrorsSection(_Switched):
             raise ValueError(f"bit error rates must be in [0, 1] (a probability per stored bit), got {bad}")
         return v
 
+class CorruptionsSection(_Switched):
+    """Every model evaluated on corrupted test images (:mod:`robquant.data.corruptions`, after CIFAR-10-C):
+    clean accuracy per corruption and severity, beside the model's FP reference. ``corruptions: true``
+    turns it on with the defaults."""
+
+    enabled: bool = Field(False, description="evaluate every model on corrupted test images")
+    names: Optional[list[str]] = Field(None, min_length=1, description="the corruptions (default: every one "
+                                       "robquant.data.corruptions defines)")
+    severities: list[int] = Field([1, 2, 3, 4, 5], min_length=1, description="severities, each in 1..5")
+    n: Optional[int] = Field(None, ge=1, description="test examples (default: the evaluation's n_test, at most "
+                             f"{BITFLIP_N_MAX})")
+    seeds: Optional[list[int]] = Field(None, min_length=1, description="only the models of these seeds (default: "
+                                       "every model)")
+
+    @field_validator("names")
+    @classmethod
+    def _names(cls, v: Optional[list[str]]) -> Optional[list[str]]:
+        from robquant.data.corruptions import CORRUPTIONS
+
+        bad = [c for c in v or [] if c not in CORRUPTIONS]
+        if bad:
+            raise ValueError(f"unknown corruptions {bad}; known: {', '.join(CORRUPTIONS)}")
+        return v
+
+    @field_validator("severities")
+    @classmethod
+    def _severities(cls, v: list[int]) -> list[int]:
+        bad = [x for x in v if x not in (1, 2, 3, 4, 5)]
+        if bad:
+            raise ValueError(f"severities must be in 1..5, got {bad}")
+        return v
+
 
 class EvalSection(_Section):
     attacks: list[AttackSection] = Field(default_factory=lambda: [AttackSection()], min_length=1)
@@ -303,6 +335,8 @@ class EvalSection(_Section):
                                  description="true, or the bit-flip attack's options (off unless given)")
     bit_errors: BitErrorsSection = Field(default_factory=lambda: BitErrorsSection(enabled=False),
                                          description="true, or the random bit errors' options (off unless given)")
+    corruptions: CorruptionsSection = Field(default_factory=lambda: CorruptionsSection(enabled=False),
+                                            description="true, or the natural corruptions' options (off unless given)")
     transfer_matrix: bool = Field(False, description="also attack every model with PGD crafted on its FP parent and "
                                   "on each other precision of its pipeline (same seed and fraction): the precision "
                                   "transfer matrix; every source joins the worst case; turns cascade off (each "

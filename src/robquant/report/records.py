@@ -56,6 +56,8 @@ class Row:
         bitflip: Flips to break the model per method (None unless asked).
         bit_errors: Random bit errors' evidence (None unless asked): ``rates``, ``correct`` ((rates, draws,
             n) bool, per example), ``clean_accuracy`` and ``total_bits`` (:func:`bit_error_curve`).
+        corruptions: Natural corruptions' evidence (None unless asked): ``names``, ``severities``, ``correct``
+            ((names, severities, n) bool) and ``clean_accuracy``.
     """
 
     init: str
@@ -96,6 +98,7 @@ class Row:
     onnx: str | None = None
     bitflip: dict[str, Any] | None = None
     bit_errors: dict[str, Any] | None = None
+    corruptions: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, outcomes: Outcomes, reference_attack: str | None, main_eps: float | None, **cell: Any) -> "Row":
@@ -138,7 +141,7 @@ def collect(plan: Any, store: Any) -> list[Row]:
             fraction=cell.fraction, seed=seed, status=row["status"], flags=list(m.flags or []),
             wall_s=(q.get("stage") or {}).get("wall_s"), passes=passes, bytes=(q.get("size") or {}).get("bytes"),
             key=key, fp=fp, fp_clean=fp_clean.get(fp), deployed=m.deployed, onnx=_onnx(store, key), bitflip=m.bitflip,
-            bit_errors=_bit_errors(store, key, m.bit_errors)))
+            bit_errors=_bit_errors(store, key, m.bit_errors), corruptions=_corruptions(store, key, m.corruptions)))
     return rows
 
 
@@ -152,6 +155,30 @@ def _bit_errors(store: Any, key: str, metrics: dict[str, Any] | None) -> dict[st
     rates, correct = load_evidence(store.artifact_dir(key) / BIT_ERRORS_FILE)
     return {"rates": [float(r) for r in rates], "correct": correct, "clean_accuracy": metrics["clean_accuracy"],
             "total_bits": metrics["total_bits"]}
+
+
+def _corruptions(store: Any, key: str, metrics: dict[str, Any] | None) -> dict[str, Any] | None:
+    """An evaluation's corruption evidence, read from its file (None when it ran none)."""
+    if metrics is None:
+        return None
+    from robquant.data.corruptions import load_outcomes
+    from robquant.evaluation.addons import CORRUPTIONS_FILE
+
+    names, severities, correct = load_outcomes(store.artifact_dir(key) / CORRUPTIONS_FILE)
+    return {"names": names, "severities": severities, "correct": correct, "clean_accuracy": metrics["clean_accuracy"]}
+
+
+def corruption_outcomes(runs: Sequence[Row], names: Sequence[str] | None = None) -> np.ndarray:
+    """``(seeds, n)``: per seed and example, the share of the (corruption, severity) pairs it is right under
+    (``names``: those corruptions, default every one all runs measured; examples cut to the fewest)."""
+    runs = [r for r in runs if r.corruptions]
+    if not runs:
+        return np.zeros((0, 0))
+    common = [c for c in runs[0].corruptions["names"] if all(c in r.corruptions["names"] for r in runs)]
+    names = common if names is None else [c for c in names if c in common]
+    n = min(r.corruptions["correct"].shape[-1] for r in runs)
+    return np.stack([np.concatenate([r.corruptions["correct"][r.corruptions["names"].index(c), :, :n]
+                                     for c in names]).mean(0) for r in runs])
 
 
 def bit_error_curve(runs: Sequence[Row]) -> dict[float, Estimate]:

@@ -10,9 +10,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from robquant.report.intervals import Estimate
+from robquant.report.intervals import Estimate, estimate
 from robquant.report.records import (Row, CLEAN, PAPER, WORST, bit_error_curve, by_cell, cell_estimate, cell_name,
-                                     contrast, outcome_matrix, per_example)
+                                     contrast, corruption_outcomes, outcome_matrix, per_example)
 from robquant.report.stats import format_estimate, format_interval, trend_label_examples
 from robquant.report.sections import report_table
 
@@ -431,3 +431,40 @@ def bit_errors_table(rows: list[Row]) -> Table | None:
                   "per draw. Mean ± half-width of the 95 % interval over the test examples and the draws (with "
                   "several seeds, over the seeds, each the mean of its draws); 'no errors': the stored model as it "
                   "is. Figure: bit_errors.png."])
+
+
+@report_table(157, "rows")
+def corruptions_table(rows: list[Row]) -> Table | None:
+    """Natural corruptions (``evaluation.corruptions``): per pipeline and precision, clean accuracy on the
+    corrupted test images, the mean over corruptions and severities with its interval (seeds and examples),
+    its difference from the pipeline's A32W32 model (paired by seed and example), and each corruption's
+    mean. None when no model was evaluated so."""
+    rows = [r for r in rows if r.corruptions]
+    if not rows:
+        return None
+    names = list(dict.fromkeys(c for r in rows for c in r.corruptions["names"]))
+    out = []
+    for p, runs in _by_cell(rows):
+        y = corruption_outcomes(runs)
+        fp = {r.seed: r for r in rows if r.pipeline == runs[0].pipeline and r.act_bits == 32 and r.weight_bits == 32}
+        paired = [(r, fp[r.seed]) for r in runs if r.seed in fp]
+        if paired and p != "A32W32":
+            diff = corruption_outcomes([a for a, _ in paired]) - corruption_outcomes([b for _, b in paired])
+            versus = format_estimate(estimate(diff), signed=True, low=-1.0)
+        else:
+            versus = ""
+        cells = [runs[0].pipeline, p, str(len(runs)), format_interval([r.corruptions["clean_accuracy"] for r in runs]),
+                 format_estimate(estimate(y)), versus]
+        for c in names:
+            z = corruption_outcomes(runs, [c])
+            cells.append(f"{100 * z.mean():.1f}" if z.size and all(c in r.corruptions["names"] for r in runs) else "")
+        out.append(cells)
+    severities = sorted({v for r in rows for v in r.corruptions["severities"]})
+    n = sorted({r.corruptions["correct"].shape[-1] for r in rows})
+    return Table("corruptions", "Natural corruptions: accuracy (%) on corrupted test images",
+                 ["pipeline", "precision", "seeds", "no corruption", "mean", "vs A32W32", *names], out,
+                 [f"Clean accuracy on the first {'/'.join(map(str, n))} test examples corrupted after CIFAR-10-C's "
+                  f"definitions (robquant.data.corruptions) at severities {', '.join(map(str, severities))}. mean: over "
+                  "every corruption and severity, ± half-width of the 95 % interval over seeds and test examples; "
+                  "vs A32W32: the same minus the pipeline's A32W32 model, paired by seed and example; per corruption: "
+                  "the mean over its severities and the seeds."])
