@@ -462,6 +462,32 @@ def test_beyond_the_paper_answers_bit_width_and_adversarial_qat_questions():
     assert beyond_table([row("ptq", None, "robust", "A8W8", 0, 0.9, 0.4)], 8.0) is None
 
 
+def test_corruption_findings_and_table_pair_cells_by_seed_and_example():
+    from robquant.report.beyond import beyond_table
+    from robquant.report.tables import corruptions_table
+
+    def corrupted(r, share):  # every example right under the first share of (corruption, severity) pairs...
+        n = len(r.outcomes.indices)
+        correct = np.zeros((2, 3, n), dtype=bool)
+        correct.reshape(6, n)[: int(round(share * 6))] = True
+        correct[0, 0, : n // 2] = True  # ... and half the examples under one pair more, so examples vary
+        return dataclasses.replace(r, corruptions={"names": ["fog", "contrast"], "severities": [1, 3, 5],
+                                                   "correct": correct, "clean_accuracy": r.clean})
+
+    rows = [corrupted(row("ptq", None, "robust", "A2W2", s, 0.8, 0.3), 1 / 6) for s in (0, 1)]
+    rows += [corrupted(row("ptq", None, "robust", "A8W8", s, 0.9, 0.4), 4 / 6) for s in (0, 1)]
+    rows += [corrupted(row("ptq", None, "robust", "A32W32", s, 0.9, 0.4), 4 / 6) for s in (0, 1)]
+    t = beyond_table(rows, 8.0)
+    (finding,) = [r for r in t.rows if "natural corruptions" in r[0]]
+    assert finding[1] == "ptq/robust A2W2" and finding[2] == "ptq/robust A8W8" and finding[4] == "lower"
+    assert finding[3].startswith("-50.0") and "n=2x" in finding[3]  # 1/6 + extra minus 4/6 + extra
+    table = corruptions_table(rows)
+    cells = {r[1]: dict(zip(table.columns, r)) for r in table.rows}
+    assert cells["A2W2"]["vs A32W32"].startswith("-50.0") and cells["A32W32"]["vs A32W32"] == ""
+    assert cells["A8W8"]["fog"] == "100.0" and cells["A8W8"]["contrast"] == "33.3"  # the first 4 of 6 pairs
+    assert corruptions_table([row("ptq", None, "robust", "A8W8", 0, 0.9, 0.4)]) is None
+
+
 def test_bit_flip_table_lists_every_run_and_pools_them():
     from robquant.report.tables import bitflip_table
 

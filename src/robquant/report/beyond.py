@@ -6,6 +6,9 @@ fares against the attackers a deployed model meets besides white-box PGD?
   robustness at the main eps, compared between two cells seed by seed and example by example, with the
   interval that counts the seeds and the test sample (as the paper's findings:
   :func:`robquant.report.records.contrast`).
+- **Natural corruptions** (``evaluation.corruptions``): per example the share of the corruptions and
+  severities it is classified right under, compared between two cells seed by seed and example by example
+  with the interval that counts the seeds and the test sample.
 - **Bit flips** (``evaluation.bitflip``): the flips the progressive bit search needs to break a model,
   compared between two cells by a Welch t-interval over their runs (models' seeds x attack batches). A
   run not broken within its cap counts at the cap: the difference is then a bound, and the row says so.
@@ -25,8 +28,8 @@ import numpy as np
 from scipy import stats
 
 from robquant.report.findings import NOT_SIGNIFICANT, power_text
-from robquant.report.intervals import POWER
-from robquant.report.records import Row, by_cell, cell_name, comparable, contrast
+from robquant.report.intervals import POWER, estimate
+from robquant.report.records import Row, by_cell, cell_name, comparable, contrast, corruption_outcomes
 from robquant.report.stats import format_estimate
 from robquant.report.tables import Table
 from robquant.report.sections import report_table
@@ -146,14 +149,33 @@ def beyond_table(rows: list[Row], main_eps: float) -> Table | None:
         out.append([f"{question}: bit flips to break (search)", cell_name(*a), cell_name(*b),
                     f"{diff:+.1f} flips{interval} ({len(fa)} vs {len(fb)} runs){bound}", answer,
                     _flips_power(fa, fb) if answer == NOT_SIGNIFICANT else ""])
+
+    def has_corruptions(runs: list[Row]) -> bool:
+        return all(r.corruptions for r in runs)
+
+    for question, a, b in _pairs(cells, has_corruptions):
+        other = {r.seed: r for r in cells[b]}
+        paired = [(r, other[r.seed]) for r in cells[a] if r.seed in other]
+        if not paired:
+            continue
+        ya, yb = corruption_outcomes([x for x, _ in paired]), corruption_outcomes([y for _, y in paired])
+        n = min(ya.shape[1], yb.shape[1])
+        est = estimate(ya[:, :n] - yb[:, :n])
+        answer = _answer(est.low, est.high, "higher", "lower") if not math.isnan(est.half) else NOT_SIGNIFICANT
+        split = max((r.outcomes.split_size for r in cells[a] + cells[b]), default=0)
+        out.append([f"{question}: accuracy under natural corruptions (mean over corruptions and severities)",
+                    cell_name(*a), cell_name(*b), f"{format_estimate(est, signed=True, low=-1.0)} points "
+                    f"(n={est.seeds}x{est.examples})", answer,
+                    power_text(est, est.mean, split) if answer == NOT_SIGNIFICANT else ""])
     if not out:
         return None
-    return Table("beyond", "Beyond the paper: lower bit-width and adversarial QAT against transfer from FP and bit "
-                 "flips", ["question", "cell", "compared with", "difference (cell - compared), 95 % interval",
+    return Table("beyond", "Beyond the paper: lower bit-width and adversarial QAT against transfer from FP, bit "
+                 "flips and natural corruptions", ["question", "cell", "compared with", "difference (cell - compared), 95 % interval",
                            "answer", "what would decide it"], out,
                  ["Transfer from FP: the study's transfer attack (PGD crafted on the model's full-precision parent), "
                   "compared seed by seed and example by example; its interval counts the seeds and the test sample, "
                   "as the paper's findings. Bit flips: the flips the progressive bit search needs to bring clean "
                   "accuracy to chance + 1 point, compared by a Welch t-interval over the runs (models' seeds x "
-                  "attack batches). An answer is given where the interval excludes 0; where it does not, what "
+                  "attack batches). Natural corruptions: the share of corruptions and severities an example is "
+                  "right under, compared seed by seed and example by example. An answer is given where the interval excludes 0; where it does not, what "
                   "would decide the difference observed, planned from the variance observed."])
