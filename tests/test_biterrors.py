@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from robquant.attacks.biterrors import apply_bit_errors, bit_error_evaluation, load_evidence, save_evidence
+from robquant.attacks.biterrors import apply_bit_errors, bit_error_evaluation
 from robquant.attacks.bitflip import FlippableModel
 from robquant.errors import CheckpointError, ConfigError
 from robquant.evaluation.addons import BitErrorRun
+from robquant.evaluation.outcomes import load_grid, save_grid
 from robquant.quant import QuantConfig, quantize
 
 
@@ -61,12 +62,12 @@ def test_a_high_rate_breaks_the_model_and_draws_are_seeded(a4w4, digits_test, tm
     assert high < result["clean_accuracy"] - 0.4 and high < low
     again, correct_again = bit_error_evaluation(a4w4, digits_test, n=200, rates=[1e-4, 0.2], draws=3, seed=5)
     assert np.array_equal(correct, correct_again) and again["flipped"] == result["flipped"]
-    saved = save_evidence(tmp_path / "e.npz", correct, [1e-4, 0.2])
-    rates, loaded = load_evidence(tmp_path / "e.npz")
-    assert np.array_equal(loaded, correct) and list(rates) == [1e-4, 0.2] and saved["shape"] == [2, 3, 200]
+    saved = save_grid(tmp_path / "e.npz", correct, rates=[1e-4, 0.2], draws=[0, 1, 2])
+    axes, loaded = load_grid(tmp_path / "e.npz")
+    assert np.array_equal(loaded, correct) and list(axes["rates"]) == [1e-4, 0.2] and saved["shape"] == [2, 3, 200]
     (tmp_path / "bad.npz").write_bytes(b"not a file")
     with pytest.raises(CheckpointError, match="bad.npz"):
-        load_evidence(tmp_path / "bad.npz")
+        load_grid(tmp_path / "bad.npz")
 
 
 def test_bad_options_are_refused_by_name(clean_model, digits_test):

@@ -265,18 +265,16 @@ def test_study_with_deployment_bit_flips_pixel_valid_inputs_and_the_transfer_mat
     assert "deployed" not in fp and fp["diagnostics"]["checks"]["deployed_mismatch"]["flag"] is None
     assert "bitflip" not in fp and "bit_errors" not in fp  # full-precision weights: nothing stored to flip
     errors = a4w4["bit_errors"]  # 2 draws per rate, the per-example evidence in a file of its own
-    from robquant.attacks.biterrors import load_evidence
+    from robquant.evaluation.outcomes import load_grid
 
-    rates, correct = load_evidence(store.artifact_dir(evaluations["A4W4"]) / errors["file"])
-    assert list(rates) == [0, 1e-3, 0.2] and correct.shape == (3, 2, 40)
+    axes, correct = load_grid(store.artifact_dir(evaluations["A4W4"]) / errors["file"])
+    assert list(axes["rates"]) == [0, 1e-3, 0.2] and correct.shape == (3, 2, 40)
     assert errors["accuracy"] == correct.mean(2).tolist() and errors["flipped"][0] == [0, 0]
     assert a4w4["metrics"]["bit_errors"]["accuracy"][0] == errors["clean_accuracy"]
-    from robquant.data.corruptions import load_outcomes
-
     for precision, record in (("A4W4", a4w4), ("A32W32", fp)):  # every model, the FP reference among them
         corr = record["corruptions"]
-        names, severities, correct = load_outcomes(store.artifact_dir(evaluations[precision]) / corr["file"])
-        assert names == ["gaussian_noise", "contrast"] and severities == [1, 5] and correct.shape == (2, 2, 40)
+        axes, correct = load_grid(store.artifact_dir(evaluations[precision]) / corr["file"])
+        assert axes["names"] == ["gaussian_noise", "contrast"] and axes["severities"] == [1, 5] and correct.shape == (2, 2, 40)
         assert corr["accuracy"]["contrast"] == correct[1].mean(1).tolist() and len(corr["sha256"]["contrast"]) == 2
         assert record["metrics"]["corruptions"]["mean"] == pytest.approx(correct.mean())
     code, text = cli("report", path)

@@ -9,10 +9,7 @@ back to itself is the weight as it was. The bit search is the worst case, this t
 
 from __future__ import annotations
 
-import hashlib
-import os
 import time
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -21,7 +18,7 @@ import torch
 from robquant.attacks.bitflip import FlippableModel
 from robquant.data import to_unit
 from robquant.defaults import BIT_ERROR_DRAWS, BIT_ERROR_RATES
-from robquant.errors import CheckpointError, ConfigError, check_range
+from robquant.errors import ConfigError, check_range
 from robquant.progress import NULL_PROGRESS, Progress
 from robquant.quant.ste import exact_float32
 
@@ -104,32 +101,4 @@ def bit_error_evaluation(model: torch.nn.Module, dataset: Any, *, n: int | None 
     return result, correct
 
 
-def save_evidence(path: str | os.PathLike, correct: np.ndarray, rates: Sequence[float]) -> dict[str, Any]:
-    """Write the per-example outcomes (``correct``: (rates, draws, n) bool, bit-packed) to ``path`` atomically;
-    returns what the record says of the file (its name, shape and sha256)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, correct=np.packbits(correct, axis=-1), shape=np.asarray(correct.shape, dtype=np.int64),
-                        rates=np.asarray(rates, dtype=np.float64))
-    os.replace(tmp, path)
-    return {"file": path.name, "shape": list(correct.shape), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
-
-
-def load_evidence(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """The rates and the per-example outcomes ((rates, draws, n) bool) of a file :func:`save_evidence` wrote,
-    read without executing code.
-
-    Raises:
-        CheckpointError: the file is missing or not such a file.
-    """
-    path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            shape = tuple(int(s) for s in data["shape"])
-            correct = np.unpackbits(data["correct"], axis=-1, count=shape[-1]).astype(bool).reshape(shape)
-            return data["rates"].astype(np.float64), correct
-    except (KeyError, ValueError, OSError) as exc:
-        raise CheckpointError(f"{path}: not a robquant bit-error evidence file ({exc})") from None
-
-
-__all__ = ["apply_bit_errors", "bit_error_evaluation", "error_mask", "load_evidence", "save_evidence"]
+__all__ = ["apply_bit_errors", "bit_error_evaluation", "error_mask"]

@@ -23,17 +23,13 @@ constants (fog's fractal is drawn at the next power of two). Severity 0 is the i
 
 from __future__ import annotations
 
-import hashlib
 import io
-import os
-import time
-from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 from scipy import ndimage
 
-from robquant.errors import CheckpointError, ConfigError
+from robquant.errors import ConfigError
 
 SEVERITIES = (1, 2, 3, 4, 5)
 
@@ -204,76 +200,4 @@ def corrupted(dataset: Any, name: str, severity: int, seed: int = 0) -> np.ndarr
     return _CACHE[key]
 
 
-def corruption_evaluation(model: Any, dataset: Any, *, n: int | None, names: Sequence[str],
-                          severities: Sequence[int], seed: int = 0, batch_size: int = 256, device: Any = "cpu",
-                          progress: Any = None) -> tuple[dict[str, Any], np.ndarray]:
-    """Clean accuracy of ``model`` on the first ``n`` test examples under each corruption and severity.
-
-    Returns:
-        The result (``names``, ``severities``, ``n``, ``clean_accuracy``, ``accuracy`` per corruption and
-        severity, each corrupted set's ``sha256``, ``seed``, ``seconds``) and the per-example evidence,
-        ``(names, severities, n)`` bool: correct or not.
-    """
-    import torch
-
-    from robquant.data.base import to_unit
-    from robquant.progress import NULL_PROGRESS
-
-    t0 = time.perf_counter()
-    progress = progress or NULL_PROGRESS
-    held = dataset.head(n)
-    labels = held.labels.to(device)
-    model = model.to(device).eval()
-
-    def correct_on(pixels: np.ndarray) -> np.ndarray:
-        x = to_unit(torch.from_numpy(pixels))
-        with torch.no_grad():
-            return torch.cat([model(x[i:i + batch_size].to(device)).argmax(1) == labels[i:i + batch_size]
-                              for i in range(0, len(x), batch_size)]).cpu().numpy()
-
-    clean = correct_on(held.images.cpu().numpy())
-    correct = np.zeros((len(names), len(severities), len(held)), dtype=bool)
-    digests: dict[str, list[str]] = {}
-    with progress.task("corruptions", total=len(names) * len(severities)) as task:
-        for i, name in enumerate(names):
-            for j, severity in enumerate(severities):
-                pixels = corrupted(held, name, severity, seed)
-                digests.setdefault(name, []).append(hashlib.sha256(pixels.tobytes()).hexdigest())
-                correct[i, j] = correct_on(pixels)
-                task.advance()
-    result = {"names": list(names), "severities": list(severities), "n": len(held), "seed": seed,
-              "clean_accuracy": float(clean.mean()),
-              "accuracy": {name: correct[i].mean(1).tolist() for i, name in enumerate(names)},
-              "sha256": digests, "seconds": time.perf_counter() - t0}
-    return result, correct
-
-
-def save_outcomes(path: str | os.PathLike, correct: np.ndarray, names: Sequence[str],
-                  severities: Sequence[int]) -> dict[str, Any]:
-    """Write the per-example outcomes ((names, severities, n) bool, bit-packed) to ``path`` atomically;
-    returns what the record says of the file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, correct=np.packbits(correct, axis=-1), shape=np.asarray(correct.shape, dtype=np.int64),
-                        names=np.asarray(list(names), dtype="U32"), severities=np.asarray(severities, dtype=np.int64))
-    os.replace(tmp, path)
-    return {"file": path.name, "shape": list(correct.shape), "file_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
-
-
-def load_outcomes(path: str | os.PathLike) -> tuple[list[str], list[int], np.ndarray]:
-    """Names, severities and outcomes of a file :func:`save_outcomes` wrote, read without executing code.
-
-    Raises:
-        CheckpointError: the file is missing or not such a file.
-    """
-    try:
-        with np.load(Path(path), allow_pickle=False) as data:
-            shape = tuple(int(s) for s in data["shape"])
-            correct = np.unpackbits(data["correct"], axis=-1, count=shape[-1]).astype(bool).reshape(shape)
-            return [str(c) for c in data["names"]], [int(v) for v in data["severities"]], correct
-    except (KeyError, ValueError, OSError) as exc:
-        raise CheckpointError(f"{path}: not a robquant corruption outcomes file ({exc})") from None
-
-
-__all__ = ["CONSTANTS", "CORRUPTIONS", "SEVERITIES", "corrupt", "corruption_evaluation", "load_outcomes",
-           "save_outcomes"]
+__all__ = ["CONSTANTS", "CORRUPTIONS", "SEVERITIES", "corrupt", "corrupted"]

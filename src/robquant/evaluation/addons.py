@@ -259,12 +259,14 @@ class BitErrorRun:
     def run(self, step: AddOnStep) -> dict[str, Any]:
         """Accuracy per rate and draw; the per-example outcomes go to ``biterrors.npz`` beside the record
         (``correct``: (rates, draws, n) bool) and the record keeps its sha256."""
-        from robquant.attacks.biterrors import bit_error_evaluation, save_evidence
+        from robquant.attacks.biterrors import bit_error_evaluation
+        from robquant.evaluation.outcomes import save_grid
 
         result, correct = bit_error_evaluation(step.model, step.test_set, n=self.n, rates=self.rates,
                                                draws=self.draws, seed=self.seed, batch_size=step.batch_size,
                                                device=step.device, progress=step.progress)
-        return {**result, **save_evidence(step.out / BIT_ERRORS_FILE, correct, self.rates)}
+        return {**result, **save_grid(step.out / BIT_ERRORS_FILE, correct, rates=self.rates,
+                                      draws=list(range(self.draws)))}
 
     def checks(self, result: dict[str, Any]) -> dict[str, dict[str, Any]]:
         return {}
@@ -312,13 +314,15 @@ class CorruptionRun:
 
     def run(self, step: AddOnStep) -> dict[str, Any]:
         """Accuracy per corruption and severity; the per-example outcomes go to ``corruptions.npz``."""
-        from robquant.data.corruptions import corruption_evaluation, save_outcomes
+        from robquant.evaluation.corruption import corruption_evaluation
+        from robquant.evaluation.outcomes import save_grid
 
         result, correct = corruption_evaluation(step.model, step.test_set, n=self.n, names=self.names,
                                                 severities=self.severities, seed=self.seed,
                                                 batch_size=step.batch_size, device=step.device,
                                                 progress=step.progress)
-        return {**result, **save_outcomes(step.out / CORRUPTIONS_FILE, correct, self.names, self.severities)}
+        return {**result, **save_grid(step.out / CORRUPTIONS_FILE, correct, names=self.names,
+                                      severities=self.severities)}
 
     def checks(self, result: dict[str, Any]) -> dict[str, dict[str, Any]]:
         return {}

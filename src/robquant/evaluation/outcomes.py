@@ -13,6 +13,7 @@ it is read with ``allow_pickle=False``, so loading it runs no code.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -142,6 +143,38 @@ class Outcomes:
             raise CheckpointError(f"{path}: outcomes format {header.get('format')}, this robquant reads {FORMAT}")
         return cls(indices, clean, robust, header.get("dataset_sha256", ""), bool(header.get("cascade")),
                    int(header.get("split_size", 0)))
+
+
+def save_grid(path: str | os.PathLike, correct: np.ndarray, **axes: Any) -> dict[str, Any]:
+    """Write per-example outcomes over a grid of conditions (``correct``: bool, one axis per entry of
+    ``axes``, in order, then the examples) to ``path`` atomically, bit-packed, with each axis's values;
+    returns what the record says of the file (its name, shape and sha256). Read with :func:`load_grid`."""
+    path = Path(path)
+    correct = np.asarray(correct, dtype=bool)
+    if correct.ndim != len(axes) + 1:
+        raise ValueError(f"outcomes of shape {correct.shape} need {correct.ndim - 1} axes, got {list(axes)}")
+    header = {"axes": {name: list(values) for name, values in axes.items()}, "shape": list(correct.shape)}
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8),
+                        correct=np.packbits(correct, axis=-1))
+    os.replace(tmp, path)
+    return {"file": path.name, "shape": list(correct.shape), "file_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+
+
+def load_grid(path: str | os.PathLike) -> tuple[dict[str, list[Any]], np.ndarray]:
+    """The axes and outcomes of a file :func:`save_grid` wrote, read without executing code.
+
+    Raises:
+        CheckpointError: the file is missing or not such a file.
+    """
+    try:
+        with np.load(Path(path), allow_pickle=False) as data:
+            header = json.loads(bytes(data["header"]).decode())
+            shape = tuple(header["shape"])
+            correct = np.unpackbits(data["correct"], axis=-1, count=shape[-1]).astype(bool).reshape(shape)
+            return header["axes"], correct
+    except (KeyError, ValueError, OSError) as exc:
+        raise CheckpointError(f"{path}: not a robquant per-example outcomes file ({exc})") from None
 
 
 def from_masks(clean: Any, robust: Mapping[tuple[str, float], Any], labels: Mapping[float, float] | None = None,

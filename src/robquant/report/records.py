@@ -149,11 +149,11 @@ def _bit_errors(store: Any, key: str, metrics: dict[str, Any] | None) -> dict[st
     """An evaluation's bit-error evidence, read from its file (None when it ran none)."""
     if metrics is None:
         return None
-    from robquant.attacks.biterrors import load_evidence
     from robquant.evaluation.addons import BIT_ERRORS_FILE
+    from robquant.evaluation.outcomes import load_grid
 
-    rates, correct = load_evidence(store.artifact_dir(key) / BIT_ERRORS_FILE)
-    return {"rates": [float(r) for r in rates], "correct": correct, "clean_accuracy": metrics["clean_accuracy"],
+    axes, correct = load_grid(store.artifact_dir(key) / BIT_ERRORS_FILE)
+    return {"rates": [float(r) for r in axes["rates"]], "correct": correct, "clean_accuracy": metrics["clean_accuracy"],
             "total_bits": metrics["total_bits"]}
 
 
@@ -161,11 +161,11 @@ def _corruptions(store: Any, key: str, metrics: dict[str, Any] | None) -> dict[s
     """An evaluation's corruption evidence, read from its file (None when it ran none)."""
     if metrics is None:
         return None
-    from robquant.data.corruptions import load_outcomes
     from robquant.evaluation.addons import CORRUPTIONS_FILE
+    from robquant.evaluation.outcomes import load_grid
 
-    names, severities, correct = load_outcomes(store.artifact_dir(key) / CORRUPTIONS_FILE)
-    return {"names": names, "severities": severities, "correct": correct, "clean_accuracy": metrics["clean_accuracy"]}
+    axes, correct = load_grid(store.artifact_dir(key) / CORRUPTIONS_FILE)
+    return {"names": axes["names"], "severities": axes["severities"], "correct": correct, "clean_accuracy": metrics["clean_accuracy"]}
 
 
 def corruption_outcomes(runs: Sequence[Row], names: Sequence[str] | None = None) -> np.ndarray:
