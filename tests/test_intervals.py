@@ -161,3 +161,39 @@ def test_dry_run_warns_when_the_design_cannot_decide_at_the_margin(tmp_path):
            "evaluation": {**TINY["evaluation"], "n_test": 5000}}
     assert design_warnings(parse_study(big), lambda: 10_000) == []
     assert planned_half_width(5000, 3, True) < 0.02 < planned_half_width(200, 3, True)
+
+
+def test_the_planner_counts_zoo_models_as_shared_by_every_seed():
+    from test_study import TINY
+
+    from robquant.pipeline.study import parse_study
+    from robquant.report.power import shares_fp
+
+    assert not shares_fp(parse_study(TINY)) and shares_fp(parse_study({**TINY, "fp": {**TINY["fp"], "seed": 0}}))
+    from robquant import zoo
+
+    weights = {**TINY, "fp": {"robust": {"checkpoint": "zoo:resnet20-cifar10-robust"},
+                              "non_robust": {"checkpoint": "zoo:resnet20-cifar10"}}}
+    if not zoo.is_reference("zoo:resnet20-cifar10"):
+        pytest.skip("no zoo")
+    assert shares_fp(parse_study(weights))
+
+
+def test_holm_keeps_a_claims_contradiction_only_when_it_survives_the_correction():
+    from robquant.report.findings import holm_retained
+
+    rng = np.random.default_rng(4)
+    d = rng.choice([-1.0, 0.0, 1.0], p=[0.1, 0.88, 0.02], size=(3, 1000))
+    est = estimate(d)  # the interval's own decision is the one-sided p-value at 2.5 %
+    assert (est.p_beyond(est.high, below=True) == pytest.approx(0.025)
+            and est.p_beyond(est.low, below=False) == pytest.approx(0.025))
+    assert est.p_beyond(est.high + 0.01, below=True) < 0.025 < est.p_beyond(est.high - 0.01, below=True)
+
+    def row(verdict):
+        return ["cell", "", "", "", verdict, ""]
+
+    strong, weak, kept = row(CONTRADICTED), row(CONTRADICTED), row("reproduced")
+    # alone each is contradicted; over 3 cells Holm needs p <= 0.025/3, then 0.025/2, then 0.025
+    assert holm_retained([(strong, 0.001), (weak, 0.02), (kept, 0.5)]) == [(weak, 0.02)]
+    assert holm_retained([(strong, 0.001), (weak, 0.011), (kept, 0.5)]) == []  # 0.011 <= 0.0125: kept too
+    assert holm_retained([(weak, 0.02)]) == []  # one cell: no correction

@@ -532,3 +532,26 @@ def test_a_registered_table_joins_the_report_in_its_place(reference_run, tmp_pat
         assert (tmp_path / "rep" / "per_precision.csv").read_text().startswith("precision,models")
     finally:
         TABLES[:] = [t for t in TABLES if t[1] != "models_per_precision"]
+
+
+def test_finetune_table_shows_the_training_curve_and_whether_it_converged():
+    from robquant.report.tables import finetune_table
+
+    def trained(r, *accuracy):
+        return dataclasses.replace(r, history=[{"epoch": e + 1, "train_accuracy": a, "loss": 1.0}
+                                               for e, a in enumerate(accuracy)])
+
+    rows = [trained(row("qat", "vanilla", "robust", "A8W8", 0, 0.80, 0.3), 0.70, 0.76, 0.765),
+            trained(row("qat", "vanilla", "robust", "A8W8", 1, 0.80, 0.3), 0.70, 0.75, 0.760),
+            trained(row("qat", "vanilla", "robust", "A4W4", 0, 0.60, 0.2), 0.40, 0.50, 0.55),
+            trained(row("qat", "vanilla", "robust", "A4W4", 1, 0.60, 0.2), 0.40, 0.50, 0.57),
+            row("ptq", None, "robust", "A8W8", 0, 0.9, 0.4)]  # PTQ: no history, not listed
+    cells = {r[1]: dict(zip(finetune_table(rows).columns, r)) for r in finetune_table(rows).rows}
+    assert set(cells) == {"A8W8", "A4W4"}
+    a8 = cells["A8W8"]
+    assert a8["verdict"] == "converged" and a8["epochs"] == "3" and a8["seeds"] == "2"
+    assert a8["training accuracy % by epoch (mean over seeds)"] == "70.0 → 75.5 → 76.2"
+    assert a8["last epoch's change, points (seeds' range)"].startswith("+0.8 (+0.5 to +1.0)")
+    assert a8["FP parent clean %"] == "90.0"
+    assert cells["A4W4"]["verdict"] == "still rising"  # +5 and +7 points in the last epoch
+    assert finetune_table([row("ptq", None, "robust", "A8W8", 0, 0.9, 0.4)]) is None

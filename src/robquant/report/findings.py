@@ -138,6 +138,20 @@ def _combine(verdicts: list[str]) -> str:
     return ERODED if all(v in (REPRODUCED, ERODED) for v in verdicts) else NOT_SIGNIFICANT
 
 
+def holm_retained(tests: list[tuple[list[str], float]], alpha: float = 0.025) -> list[tuple[list[str], float]]:
+    """The cells called contradicted on their own (``row[4]``) whose contradiction Holm's step-down
+    procedure over all ``tests`` does not keep at one-sided ``alpha`` (the 95 % interval's side): a
+    claim over k cells is contradicted when one of them is, so each cell's test is corrected for
+    the k (a claim needing every cell, such as reproduced, needs no correction)."""
+    order = sorted(tests, key=lambda t: t[1])
+    rejected = 0
+    for k, (_, p) in enumerate(order):
+        if p > alpha / (len(order) - k):
+            break
+        rejected += 1
+    return [t for t in order[rejected:] if t[0][4] == CONTRADICTED]
+
+
 def _pipe(rows: list[Row], method: str, strategy: str | None, init: str) -> dict[str, list[Row]]:
     out: dict[str, list[Row]] = {}
     for r in rows:
@@ -181,11 +195,11 @@ def _against_reference(rows: list[Row], finding: Finding, pipe: tuple[str, str |
     for measure, what in measures(rows).items():
         finding.evidence.append(["robust FP reference (PTQ from robust A32W32)", measure, _fmt(cell_estimate(ref, what)),
                                  "", "", ""])
-        verdicts = []
+        verdicts, tests = [], []  # tests: (evidence row, p-value of the cell's contradiction)
         for precision in chosen:
             runs = cells[precision]
             if precision in nc:
-                verdicts.append(NOT_COMPARABLE)
+                verdicts.append(NOT_COMPARABLE)  # (the others' verdicts come from their evidence rows)
                 finding.evidence.append([f"{label} {precision}", measure, "NC", "", NOT_COMPARABLE, ""])
                 continue
             diff = contrast([(runs, what), (ref, what)], (1.0, -1.0))
@@ -193,10 +207,14 @@ def _against_reference(rows: list[Row], finding: Finding, pipe: tuple[str, str |
                 verdict, power = _kept(diff, _split(runs))
             else:
                 verdict, power = _lost(diff, contrast([(runs, what), (ref, what)], (1.0, -LOST_SHARE)), _split(runs))
-            verdicts.append(verdict)
-            finding.evidence.append([f"{label} {precision}", measure, _fmt(cell_estimate(runs, what)),
-                                     _fmt(diff, signed=True), verdict, power])
-        finding.verdicts[measure] = _combine(verdicts)
+            row = [f"{label} {precision}", measure, _fmt(cell_estimate(runs, what)), _fmt(diff, signed=True), verdict,
+                   power]
+            finding.evidence.append(row)
+            tests.append((row, diff.p_beyond(-MARGIN, below=claim == "kept")))
+        for row, _ in holm_retained(tests):
+            row[4], row[5] = NOT_SIGNIFICANT, (f"contradicted on its own, not after Holm's correction over the claim's "
+                                               f"{len(tests)} cells")
+        finding.verdicts[measure] = _combine([row[4] for row, _ in tests] + [v for v in verdicts])
 
 
 def _trend(rows: list[Row], finding: Finding, pipe: tuple[str, str | None, str], field_: str,
@@ -377,7 +395,9 @@ def findings_tables(found: list[Finding]) -> list[Table]:
                      f"{RESAMPLED}. kept = the interval of the drop lies above -{100 * MARGIN:g} points; lost = at most "
                      f"{LOST_SHARE:g} of the reference's robustness kept (the paper's size); eroded = a drop beyond "
                      f"{100 * MARGIN:g} points that keeps more than that. 'not significant at this scale': the data "
-                     "support neither (the cells' rows say what would decide it). Trends: the Table-1 rule on draws "
+                     "support neither (the cells' rows say what would decide it). A claim over several cells is contradicted "
+                     "when one cell is after Holm's correction over its cells (one-sided, 2.5 %); reproduced needs every "
+                     "cell. Trends: the Table-1 rule on draws "
                      "over seeds and examples. NC cells are not comparable and left out."])
     evidence = Table("findings_evidence", "Findings: the cells behind each verdict (%, mean ± 95 % half-width over "
                      "seeds and test examples, n = seeds x examples; delta = cell minus the FP reference of the same "

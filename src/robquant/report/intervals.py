@@ -82,6 +82,17 @@ class Estimate:
     def high(self) -> float:
         return self.mean + self.half
 
+    def p_beyond(self, bound: float, below: bool) -> float:
+        """One-sided p-value that the truth lies beyond ``bound`` (``below`` it, or above it): small when
+        the interval sits on that side; the half of the two-sided interval's level (0.025 at 95 %) is
+        the interval's own decision."""
+        if self.examples == 0 or math.isnan(self.se):
+            return 1.0
+        distance = (bound - self.mean) if below else (self.mean - bound)
+        if self.se == 0:
+            return 0.0 if distance > 0 else 1.0
+        return float(stats.t.sf(distance / self.se, max(self.df, 1.0)))
+
     def variance_at(self, seeds: int, examples: int) -> float:
         """The variance of the estimate with ``seeds`` seeds and ``examples`` examples, planned from
         the observed components (the seed term left out when it could not be estimated)."""

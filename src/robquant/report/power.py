@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from scipy import stats
 
+from robquant.pipeline.study import FPWeightsSection
 from robquant.report.findings import MARGIN
 
 DISCORDANCE = 0.10  # share of test examples whose robustness differs between a quantized cell and its FP parent
@@ -39,6 +40,15 @@ def examples_needed(seeds: int, shared_fp: bool, half_width: float = MARGIN,
     return None if room <= 0 else math.ceil(discordance / room)
 
 
+def shares_fp(study: Any) -> bool:
+    """Whether every seed's cells share their FP models: ``fp.seed`` set, or every cell's FP model given
+    as weights (a zoo model, your own file; no cell from random parameters)."""
+    if study.fp.seed is not None:
+        return True
+    inits = {cell.init for cell in study.expand()[0]}
+    return "random" not in inits and all(isinstance(study.fp.spec(i), FPWeightsSection) for i in inits)
+
+
 def design_warnings(study: Any, test_size: Callable[[], int]) -> list[str]:
     """What a study's design cannot decide at the margin, planned before it runs (empty when fine).
 
@@ -49,7 +59,7 @@ def design_warnings(study: Any, test_size: Callable[[], int]) -> list[str]:
     ev = study.evaluation
     n_test = ev.n_test or test_size()
     seeds = len(study.seeds)
-    shared = study.fp.seed is not None
+    shared = shares_fp(study)
     at_main = [a for a in ev.attacks if a.eps is None or ev.main_eps in a.eps]
     n = {"worst case": min([min(a.n or n_test, n_test) for a in at_main] or [n_test])}
     ref = ev.reference_pgd()

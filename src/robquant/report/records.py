@@ -58,6 +58,7 @@ class Row:
             n) bool, per example), ``clean_accuracy`` and ``total_bits`` (:func:`bit_error_curve`).
         corruptions: Natural corruptions' evidence (None unless asked): ``names``, ``severities``, ``correct``
             ((names, severities, n) bool) and ``clean_accuracy``.
+        history: The QAT training's per-epoch record (``epoch``, ``train_accuracy``, ``loss``, ...; None for PTQ).
     """
 
     init: str
@@ -99,6 +100,7 @@ class Row:
     bitflip: dict[str, Any] | None = None
     bit_errors: dict[str, Any] | None = None
     corruptions: dict[str, Any] | None = None
+    history: list[dict[str, float]] | None = None
 
     @classmethod
     def of(cls, outcomes: Outcomes, reference_attack: str | None, main_eps: float | None, **cell: Any) -> "Row":
@@ -141,7 +143,8 @@ def collect(plan: Any, store: Any) -> list[Row]:
             fraction=cell.fraction, seed=seed, status=row["status"], flags=list(m.flags or []),
             wall_s=(q.get("stage") or {}).get("wall_s"), passes=passes, bytes=(q.get("size") or {}).get("bytes"),
             key=key, fp=fp, fp_clean=fp_clean.get(fp), deployed=m.deployed, onnx=_onnx(store, key), bitflip=m.bitflip,
-            bit_errors=_bit_errors(store, key, m.bit_errors), corruptions=_corruptions(store, key, m.corruptions)))
+            bit_errors=_bit_errors(store, key, m.bit_errors), corruptions=_corruptions(store, key, m.corruptions),
+            history=train.get("history") or None))
     return rows
 
 

@@ -301,6 +301,42 @@ def label_verdict(ours: str, theirs: str) -> str:
     return "agree" if ours == theirs else "disagree"
 
 
+# a QAT run has converged when its last epoch's training accuracy is within this many points of the
+# epoch before (mean over seeds)
+CONVERGED_POINTS = 1.0
+
+
+@report_table(125, "rows")
+def finetune_table(rows: list[Row]) -> Table | None:
+    """QAT's fine-tuning, per cell: training accuracy by epoch (mean over seeds), the last epoch's change,
+    and the cell's clean test accuracy beside its FP parent's; ``converged`` when the last epoch changed
+    training accuracy by less than :data:`CONVERGED_POINTS`. None when no QAT cell kept its history."""
+    out = []
+    for p, runs in _by_cell([r for r in rows if r.history]):
+        epochs = min(len(r.history) for r in runs)
+        curve = [float(np.mean([r.history[e]["train_accuracy"] for r in runs])) for e in range(epochs)]
+        last = [r.history[epochs - 1]["train_accuracy"] - r.history[epochs - 2]["train_accuracy"]
+                for r in runs] if epochs > 1 else []
+        change = 100 * float(np.mean(last)) if last else None
+        parent = [r.fp_clean for r in runs if r.fp_clean is not None]
+        verdict = ("one epoch: not judged" if change is None else
+                   "converged" if abs(change) < CONVERGED_POINTS else
+                   "still rising" if change > 0 else "still falling")
+        out.append([runs[0].pipeline, p, str(len(runs)), str(epochs), " → ".join(f"{100 * a:.1f}" for a in curve),
+                    "" if change is None else f"{change:+.1f} ({100 * min(last):+.1f} to {100 * max(last):+.1f})",
+                    _fmt([r.clean for r in runs]), f"{100 * float(np.mean(parent)):.1f}" if parent else "", verdict])
+    if not out:
+        return None
+    return Table("finetune", "QAT fine-tuning: training accuracy by epoch and whether it converged",
+                 ["pipeline", "precision", "seeds", "epochs", "training accuracy % by epoch (mean over seeds)",
+                  "last epoch's change, points (seeds' range)", "clean test accuracy %", "FP parent clean %",
+                  "verdict"], out,
+                 [f"Training accuracy: on the epoch's training inputs as trained (augmented; the adversarial "
+                  f"strategy's are its attack's), in train mode. Converged: the last epoch changed it by less "
+                  f"than {CONVERGED_POINTS:g} point (mean over seeds). FP parent clean: its record's, on its "
+                  "own test examples."])
+
+
 @report_table(140, "rows", "main_eps")
 def deployed_table(rows: list[Row], main_eps: float) -> Table | None:
     """The deployed models (``evaluation.deployed``): per pipeline and precision, the fake-quantized
