@@ -550,8 +550,30 @@ def test_finetune_table_shows_the_training_curve_and_whether_it_converged():
     assert set(cells) == {"A8W8", "A4W4"}
     a8 = cells["A8W8"]
     assert a8["verdict"] == "converged" and a8["epochs"] == "3" and a8["seeds"] == "2"
-    assert a8["training accuracy % by epoch (mean over seeds)"] == "70.0 → 75.5 → 76.2"
+    assert a8["accuracy % by epoch (mean over seeds)"] == "70.0 → 75.5 → 76.2" and a8["measured on"] == "training"
     assert a8["last epoch's change, points (seeds' range)"].startswith("+0.8 (+0.5 to +1.0)")
     assert a8["FP parent clean %"] == "90.0"
     assert cells["A4W4"]["verdict"] == "still rising"  # +5 and +7 points in the last epoch
     assert finetune_table([row("ptq", None, "robust", "A8W8", 0, 0.9, 0.4)]) is None
+
+
+def test_finetune_table_judges_convergence_on_held_out_images_when_measured():
+    from robquant.report.tables import finetune_table
+
+    def trained(r, *pairs):  # (training accuracy, held-out clean) per epoch
+        return dataclasses.replace(r, history=[{"epoch": e + 1, "train_accuracy": t, "held_out_clean": h}
+                                               for e, (t, h) in enumerate(pairs)])
+
+    # training accuracy still climbs 3 points, held-out clean accuracy moved 0.2: converged on held-out images
+    rows = [trained(row("qat", "vanilla", "robust", "A8W8", s, 0.80, 0.3), (0.70, 0.60), (0.75, 0.70), (0.78, 0.702))
+            for s in (0, 1)]
+    table = finetune_table(rows)
+    cell = dict(zip(table.columns, table.rows[0]))
+    assert cell["measured on"] == "held-out clean" and cell["verdict"] == "converged"
+    assert cell["accuracy % by epoch (mean over seeds)"] == "60.0 → 70.0 → 70.2"
+    assert any("qat.held_out" in n for n in table.notes)
+    # one seed without held-out measurements: the cell falls back to training accuracy (+3 points: rising)
+    rows[1] = dataclasses.replace(rows[1], history=[{k: v for k, v in h.items() if k != "held_out_clean"}
+                                                    for h in rows[1].history])
+    cell = dict(zip(finetune_table(rows).columns, finetune_table(rows).rows[0]))
+    assert cell["measured on"] == "training" and cell["verdict"] == "still rising"

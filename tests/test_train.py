@@ -331,3 +331,47 @@ def test_held_out_split_is_stratified_disjoint_and_below_clean_accuracy(demo_mod
     assert 0 < scores["held_out_pgd"] < scores["held_out_clean"] <= 1
     with pytest.raises(ConfigError, match="check.n must be below"):
         split_held_out(data, len(data), 0)
+
+
+def test_images_outside_a_fraction_are_disjoint_from_it_and_stratified():
+    import dataclasses
+
+    from robquant.train.check import outside_fraction
+
+    data = create_dataset("digits", split="train")
+    ids = torch.arange(len(data))
+    tagged = dataclasses.replace(data, images=data.images.clone())
+    tagged.images[:, 0, 0, 0], tagged.images[:, 0, 0, 1] = ids % 256, ids // 256  # each image names its index
+
+    def index(d):
+        return set((d.images[:, 0, 0, 0].long() + 256 * d.images[:, 0, 0, 1].long()).tolist())
+
+    held = outside_fraction(tagged, 0.5, 3, 200, 0)
+    assert len(held) == 200 and not index(held) & index(tagged.subset(0.5, seed=3))
+    counts = torch.bincount(held.labels, minlength=10)
+    assert counts.min() >= 17 and counts.max() <= 23  # about 20 per class
+    assert index(outside_fraction(tagged, 0.5, 3, 200, 0)) == index(held)  # seeded
+    assert index(outside_fraction(tagged, 0.5, 3, 200, 1)) != index(held)
+    with pytest.raises(ConfigError, match="qat.held_out must be at most the 0 training images outside fraction 1"):
+        outside_fraction(tagged, 1.0, 3, 10, 0)
+    with pytest.raises(ConfigError, match="at most the"):
+        outside_fraction(tagged, 0.5, 3, len(data), 0)
+
+
+def test_held_out_monitor_records_clean_accuracy_and_changes_nothing_in_training():
+    from robquant.train.check import clean_accuracy
+
+    data = create_dataset("synthetic", n_train=160, image_size=8)
+    train, held = data.select(torch.arange(96)), data.select(torch.arange(96, 160))
+    runs = []
+    for monitor in (None, held):
+        seed_everything(0)
+        model = create_model("resnet20", 10, 1, width=4, mean=data.mean, std=data.std)
+        result = fit(model, train, Clean(), TrainConfig(epochs=3, batch_size=32, lr=0.05, schedule="cosine"),
+                     monitor=monitor)
+        runs.append((model, result))
+    (plain, r0), (watched, r1) = runs
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), watched.state_dict().values()))
+    assert [h["loss"] for h in r0.history] == [h["loss"] for h in r1.history]
+    assert "held_out_clean" not in r0.history[0] and len(r1.history) == 3
+    assert r1.history[-1]["held_out_clean"] == clean_accuracy(watched, held)  # the last epoch's model

@@ -152,11 +152,13 @@ class _Planner:
         recipe = study.qat.scratch if cell.init == "random" else study.qat.finetune
         objective = qat_objective(study, cell)
         teacher = self.fp("robust", seed) if cell.strategy == "transfer" else None
+        held_out = study.qat.held_out or None
         spec = Quantize(self.data, self.model, cell.init, "qat", cell.precision, cell.fraction, seed, quant,
                         strategy=cell.strategy, train=train_config(recipe, seed), objective=objective,
-                        checkpoint=checkpoint, teacher=teacher, label=label)
+                        checkpoint=checkpoint, teacher=teacher, held_out=held_out, label=label)
         calib = quant.calib_images if quant.needs_calibration else 0
-        return self.add(spec, self.training_cost(objective, recipe.epochs, cell.fraction, calib))
+        return self.add(spec, self.training_cost(objective, recipe.epochs, cell.fraction,
+                                                 calib + recipe.epochs * (held_out or 0)))
 
     def transfer_sources(self, cell: Cell, seed: int, attacks: tuple[AttackRun, ...]) -> tuple[AttackRun, ...]:
         """The precision transfer matrix's attacks on ``cell``: PGD (the paper's attack's settings and examples,

@@ -148,6 +148,7 @@ class Quantize(_Stage):
     objective: ObjectiveRef | None = None  # QAT
     checkpoint: str | None = None  # the FP parent's key (None: random parameters)
     teacher: str | None = None  # RRM's robust FP model's key
+    held_out: int | None = field(default=None, metadata=KEYED_IF_SET)  # QAT: clean accuracy per epoch on these
     label: str = field(default="", metadata=UNKEYED)
 
     def parents(self) -> dict[str, str]:

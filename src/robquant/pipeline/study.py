@@ -514,6 +514,8 @@ class QATSection(_Section):
     pgd: PGDSection = Field(default_factory=PGDSection, description="the adversarial strategy's attack")
     fast_eps: float = Field(8, ge=0, description="fast_adversarial budget (/255)")
     transfer_lambda: float = Field(0.005, ge=0, description="RRM cross-entropy weight")
+    held_out: int = Field(0, ge=0, description="after every QAT epoch, clean accuracy on this many training images "
+                          "outside the cell's fraction (0: none); the report judges fine-tuning's convergence on it")
 
 
 class QuantSection(_Section):
@@ -645,6 +647,10 @@ class Study(_Section):
             raise ValueError("init non_robust needs fp.non_robust")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be distinct, got {self.seeds}")
+        whole = [c.label for c in cells if c.method == "qat" and c.fraction == 1.0]
+        if self.qat.held_out and whole:
+            raise ValueError(f"qat.held_out {self.qat.held_out} takes training images outside a cell's fraction, and "
+                             f"{whole[0]} trains on all of them: give its cells a fraction below 1, or held_out 0")
         ev = self.evaluation
         for c in self.cells or []:
             if c.eps is not None and (not set(c.eps) <= set(ev.eps) or ev.main_eps not in c.eps):

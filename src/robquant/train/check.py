@@ -86,3 +86,49 @@ def split_held_out(train_set: ImageDataset, n: int, seed: int) -> tuple[ImageDat
     keep[held] = False
     rest = train_set.select(torch.nonzero(keep).flatten(), held_out=len(held), held_out_seed=seed)
     return rest, train_set.select(held, split="held_out")
+
+
+def outside_fraction(full: ImageDataset, fraction: float, fraction_seed: int, n: int, seed: int) -> ImageDataset:
+    """``n`` class-stratified, seeded training images that the ``(fraction, fraction_seed)`` subset of
+    ``full`` does not hold (see :meth:`~robquant.data.ImageDataset.subset`): a held-out set that costs
+    the training nothing.
+
+    Raises:
+        ConfigError: if fewer than ``n`` images lie outside the subset (``fraction`` 1 leaves none).
+    """
+    keep = torch.ones(len(full), dtype=torch.bool)
+    if fraction < 1.0:
+        keep[stratified_index(full.labels, fraction, fraction_seed)] = False
+    else:
+        keep[:] = False
+    rest = torch.nonzero(keep).flatten()
+    if n > len(rest):
+        raise ConfigError(f"qat.held_out must be at most the {len(rest)} training images outside fraction "
+                          f"{fraction:g}, got {n}")
+    pick = stratified_index(full.labels[rest], n / len(rest), seed)  # n up to each class's rounding
+    gen = torch.Generator().manual_seed(seed)
+    if len(pick) > n:
+        pick = pick[torch.randperm(len(pick), generator=gen)[:n]]
+    elif len(pick) < n:
+        others = torch.ones(len(rest), dtype=torch.bool)
+        others[pick] = False
+        spare = torch.nonzero(others).flatten()
+        pick = torch.cat([pick, spare[torch.randperm(len(spare), generator=gen)[:n - len(pick)]]])
+    pick = torch.sort(pick).values
+    return full.select(rest[pick], split="held_out", held_out=len(pick), held_out_seed=seed)
+
+
+def clean_accuracy(model: nn.Module, images: ImageDataset, batch_size: int = 500) -> float:
+    """Clean accuracy of ``model`` on ``images``, in eval mode and float32 (the model's mode is restored)."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    right = 0
+    try:
+        with torch.no_grad():
+            for start in range(0, len(images), batch_size):
+                x = to_unit(images.images[start:start + batch_size].to(device))
+                right += int((model(x).argmax(1) == images.labels[start:start + batch_size].to(device)).sum())
+    finally:
+        model.train(was_training)
+    return right / len(images)

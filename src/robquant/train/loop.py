@@ -19,7 +19,7 @@ from robquant.data import DeviceLoader, ImageDataset, epoch_generator
 from robquant.defaults import BATCH_SIZE, EPOCHS, LR, WEIGHT_DECAY
 from robquant.errors import CheckpointError, ConfigError, check_range
 from robquant.progress import NULL_PROGRESS, Progress
-from robquant.train.check import HeldOutCheck
+from robquant.train.check import HeldOutCheck, clean_accuracy
 from robquant.train.objectives import Objective
 
 log = logging.getLogger(__name__)
@@ -142,7 +142,8 @@ def seed_everything(seed: int) -> None:
 def fit(model: nn.Module, train_set: ImageDataset, objective: Objective, config: TrainConfig, *,
         device: torch.device | str = "cpu", checkpoint_dir: str | os.PathLike | None = None,
         progress: Progress = NULL_PROGRESS, channels_last: bool = True,
-        check: HeldOutCheck | None = None, held_out: ImageDataset | None = None) -> TrainResult:
+        check: HeldOutCheck | None = None, held_out: ImageDataset | None = None,
+        monitor: ImageDataset | None = None) -> TrainResult:
     """Train ``model`` on ``train_set`` with ``objective``; resume from ``checkpoint_dir`` if possible.
 
     After every epoch the model, optimizer and history are written atomically to
@@ -168,6 +169,8 @@ def fit(model: nn.Module, train_set: ImageDataset, objective: Objective, config:
             ``held_out_clean`` and ``held_out_pgd``), stop when it collapses and hand back the best
             epoch's weights (see :class:`~robquant.train.check.HeldOutCheck`).
         held_out: The check's images (kept out of ``train_set``).
+        monitor: Images outside ``train_set`` whose clean accuracy is measured after every epoch
+            (its history gets ``held_out_clean``); it changes nothing in the training.
 
     Returns:
         A :class:`TrainResult`.
@@ -187,6 +190,8 @@ def fit(model: nn.Module, train_set: ImageDataset, objective: Objective, config:
         if held_out is None:
             raise ConfigError("a held-out check needs held_out images")
         meta["check"] = {**asdict(check), "n_held_out": len(held_out)}  # absent without one: older checkpoints match
+    if monitor is not None:
+        meta["monitor"] = len(monitor)
     result = TrainResult(status="done", passes_per_image=objective.passes_per_image,
                          forwards_per_image=objective.forwards_per_image)
     best: dict[str, torch.Tensor] | None = None  # the best epoch's weights under the check
@@ -208,6 +213,8 @@ def fit(model: nn.Module, train_set: ImageDataset, objective: Objective, config:
             if check is not None and result.status == "done":
                 stats.update(check.measure(model, held_out, config.seed, epoch))
                 best = _track_best(model, check, result, stats, epoch, best)
+            elif monitor is not None and result.status == "done":
+                stats["held_out_clean"] = clean_accuracy(model, monitor)
             result.history.append({"epoch": epoch + 1, **stats})
             result.epochs_completed = epoch + 1
             if ckpt is not None:

@@ -26,7 +26,7 @@ from robquant.progress import Progress
 from robquant.provenance import environment, now_iso
 from robquant.quant import AnyQuantConfig, model_size, quantize
 from robquant.quant.coverage import check_coverage
-from robquant.train.check import split_held_out
+from robquant.train.check import outside_fraction, split_held_out
 from robquant.train.loop import TrainResult, convergence_status, fit, seed_everything
 from robquant.train.objectives import create_objective
 
@@ -37,6 +37,7 @@ class Context(Protocol):
     device: torch.device
     progress: Progress
 
+    def dataset(self, ref: Any, split: str) -> ImageDataset: ...
     def splits(self, ref: Any, fraction: float, seed: int) -> tuple[ImageDataset, ImageDataset]: ...
     def model(self, key: str) -> nn.Module: ...
     def record(self, key: str) -> dict[str, Any]: ...
@@ -191,8 +192,13 @@ def run_quantize(spec: Any, ctx: Context, out: os.PathLike) -> dict[str, Any]:
                           student_dim=getattr(fp_model, "feature_dim", None))
         objective = create_objective(spec.objective.name, **kwargs)
         start = pact_alphas(net)
+        monitor = None
+        if getattr(spec, "held_out", None):  # training images the cell's fraction leaves out
+            monitor = outside_fraction(ctx.dataset(spec.data, "train"), spec.fraction, spec.seed, spec.held_out,
+                                       spec.seed)
+            extra["held_out"] = {"n": len(monitor), "seed": spec.seed, "from": "training images outside the fraction"}
         result = fit(net, train_set, objective, spec.train, device=ctx.device,
-                     checkpoint_dir=Path(out) / "checkpoints", progress=ctx.progress)
+                     checkpoint_dir=Path(out) / "checkpoints", progress=ctx.progress, monitor=monitor)
         net.eval()
         extra.update(objective=objective.config(), pact_alpha={"start": start, "end": pact_alphas(net)})
     return _finish(net, spec, ctx, out, model={**model, "quant": quant.to_dict()}, seed=spec.seed,
