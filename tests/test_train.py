@@ -359,8 +359,6 @@ def test_images_outside_a_fraction_are_disjoint_from_it_and_stratified():
 
 
 def test_held_out_monitor_records_clean_accuracy_and_changes_nothing_in_training():
-    from robquant.train.check import clean_accuracy
-
     data = create_dataset("synthetic", n_train=160, image_size=8)
     train, held = data.select(torch.arange(96)), data.select(torch.arange(96, 160))
     runs = []
@@ -374,4 +372,4 @@ def test_held_out_monitor_records_clean_accuracy_and_changes_nothing_in_training
     assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), watched.state_dict().values()))
     assert [h["loss"] for h in r0.history] == [h["loss"] for h in r1.history]
     assert "held_out_clean" not in r0.history[0] and len(r1.history) == 3
-    assert r1.history[-1]["held_out_clean"] == clean_accuracy(watched, held)  # the last epoch's model
+    assert r1.history[-1]["held_out_clean"] == evaluate(watched, held, [], []).clean_accuracy  # the last epoch's model

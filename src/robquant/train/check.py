@@ -96,11 +96,9 @@ def outside_fraction(full: ImageDataset, fraction: float, fraction_seed: int, n:
     Raises:
         ConfigError: if fewer than ``n`` images lie outside the subset (``fraction`` 1 leaves none).
     """
-    keep = torch.ones(len(full), dtype=torch.bool)
+    keep = torch.full((len(full),), fraction < 1.0)  # fraction 1 leaves none
     if fraction < 1.0:
         keep[stratified_index(full.labels, fraction, fraction_seed)] = False
-    else:
-        keep[:] = False
     rest = torch.nonzero(keep).flatten()
     if n > len(rest):
         raise ConfigError(f"qat.held_out must be at most the {len(rest)} training images outside fraction "
@@ -117,18 +115,3 @@ def outside_fraction(full: ImageDataset, fraction: float, fraction_seed: int, n:
     pick = torch.sort(pick).values
     return full.select(rest[pick], split="held_out", held_out=len(pick), held_out_seed=seed)
 
-
-def clean_accuracy(model: nn.Module, images: ImageDataset, batch_size: int = 500) -> float:
-    """Clean accuracy of ``model`` on ``images``, in eval mode and float32 (the model's mode is restored)."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    right = 0
-    try:
-        with torch.no_grad():
-            for start in range(0, len(images), batch_size):
-                x = to_unit(images.images[start:start + batch_size].to(device))
-                right += int((model(x).argmax(1) == images.labels[start:start + batch_size].to(device)).sum())
-    finally:
-        model.train(was_training)
-    return right / len(images)

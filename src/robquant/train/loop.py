@@ -19,7 +19,7 @@ from robquant.data import DeviceLoader, ImageDataset, epoch_generator
 from robquant.defaults import BATCH_SIZE, EPOCHS, LR, WEIGHT_DECAY
 from robquant.errors import CheckpointError, ConfigError, check_range
 from robquant.progress import NULL_PROGRESS, Progress
-from robquant.train.check import HeldOutCheck, clean_accuracy
+from robquant.train.check import HeldOutCheck
 from robquant.train.objectives import Objective
 
 log = logging.getLogger(__name__)
@@ -214,7 +214,7 @@ def fit(model: nn.Module, train_set: ImageDataset, objective: Objective, config:
                 stats.update(check.measure(model, held_out, config.seed, epoch))
                 best = _track_best(model, check, result, stats, epoch, best)
             elif monitor is not None and result.status == "done":
-                stats["held_out_clean"] = clean_accuracy(model, monitor)
+                stats["held_out_clean"] = _clean_accuracy(model, monitor, device)
             result.history.append({"epoch": epoch + 1, **stats})
             result.epochs_completed = epoch + 1
             if ckpt is not None:
@@ -258,6 +258,17 @@ def _train_epoch(model: nn.Module, loader: DeviceLoader, objective: Objective,
             task.advance()
     return {"loss": loss_sum.item() / max(seen, 1), "train_accuracy": correct.item() / max(seen, 1),
             "lr": lr, "seconds": time.perf_counter() - t0, "images": seen}
+
+
+def _clean_accuracy(model: nn.Module, images: ImageDataset, device: torch.device) -> float:
+    """Clean accuracy on ``images`` by the evaluation's own path (eval mode, float32); the model's mode is restored."""
+    from robquant.evaluation import evaluate
+
+    was_training = model.training
+    try:
+        return evaluate(model, images, [], [], device=device).clean_accuracy
+    finally:
+        model.train(was_training)
 
 
 def _track_best(model: nn.Module, check: HeldOutCheck, result: TrainResult, stats: dict[str, float],

@@ -193,7 +193,7 @@ def run_quantize(spec: Any, ctx: Context, out: os.PathLike) -> dict[str, Any]:
         objective = create_objective(spec.objective.name, **kwargs)
         start = pact_alphas(net)
         monitor = None
-        if getattr(spec, "held_out", None):  # training images the cell's fraction leaves out
+        if spec.held_out:  # training images the cell's fraction leaves out
             monitor = outside_fraction(ctx.dataset(spec.data, "train"), spec.fraction, spec.seed, spec.held_out,
                                        spec.seed)
             extra["held_out"] = {"n": len(monitor), "seed": spec.seed, "from": "training images outside the fraction"}
