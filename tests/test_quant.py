@@ -173,6 +173,24 @@ def test_pact_gradients_follow_the_paper_exactly():
     assert pact.alpha.grad.item() == 6 + 7  # sum of upstream where x >= alpha
 
 
+def test_pact_gradients_on_a_batch_equal_the_mask_rule_in_the_inputs_layout():
+    # the backward uses ReLU's and hardtanh's kernels at the neighbouring floats: the same numbers as the
+    # paper's masks, exact ties at 0 and alpha included, and the input's (channels-last) layout
+    torch.manual_seed(0)
+    pact = PACT(bits=4, alpha=1.5)
+    x = torch.randn(8, 6, 5, 5) * 2
+    x.view(-1)[:40:4] = 0.0
+    x.view(-1)[1:40:4] = 1.5
+    x = x.contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    upstream = torch.randn(8, 6, 5, 5)  # contiguous, as a pooling's backward gives it
+    pact(x).backward(upstream)
+    inside = (x.detach() >= 0) & (x.detach() < 1.5)
+    assert torch.equal(x.grad, upstream * inside)
+    assert x.grad.is_contiguous(memory_format=torch.channels_last)
+    expected = (upstream * (x.detach() >= 1.5)).sum()
+    assert torch.allclose(pact.alpha.grad, expected, rtol=1e-6, atol=1e-6)
+
+
 def test_pact_alpha_is_a_parameter_regularised_by_weight_decay():
     pact = PACT(4, alpha=10.0)
     opt = torch.optim.SGD(pact.parameters(), lr=0.1, weight_decay=0.01)
