@@ -102,10 +102,17 @@ def test_demo_runs_a_study_offline_and_resumes(tmp_path):
     study = write(tmp_path, TINY)
     code, text = run("demo", "--study", study, "--out", tmp_path / "demo", "--device", "cpu")
     assert code == 0, text
-    assert "ran 14 stages" in text and "tiny: clean accuracy / robustness" in " ".join(text.split())
+    assert "ran 14 stages" in text and "Findings" in text
+    # the terminal gets the Findings and the regime: at most 40 lines of at most 100 columns above the path
+    lines = text.rstrip("\n").split("\n")
+    above = next(i for i, line in enumerate(lines) if "report of" in line and "written to" in line)
+    assert above <= 40, text
+    assert max(len(line) for line in lines[:above]) <= 100, text
+    assert "tiny: clean accuracy / robustness" not in " ".join(text.split())  # the rest: --verbose, the report
     assert (tmp_path / "demo" / "store" / "index.sqlite").is_file()
-    code, text = run("demo", "--study", study, "--out", tmp_path / "demo", "--device", "cpu")
+    code, text = run("demo", "--study", study, "--out", tmp_path / "demo", "--device", "cpu", "--verbose")
     assert code == 0 and "ran 0 stages" in text and "14 were done" in text
+    assert "tiny: clean accuracy / robustness" in " ".join(text.split()) and "cells behind each verdict" in text
     # one path: the CLI's `train` with the study's FP recipe is the study's stage (same key), found, not redone
     store = tmp_path / "demo" / "store"
     stages = sorted(p.name for p in (store / "stages").iterdir())

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import html
+import json
 import math
+import re
 import shutil
 import subprocess
 
@@ -210,8 +213,86 @@ def test_report_from_a_study_store(reference_run, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_html_page_has_a_contents_bar_verdict_badges_and_each_findings_cells_folded_under_it(reference_run, tmp_path):
+    from test_study import cli
+
+    path, store, _ = reference_run
+    assert cli("report", path, "--out", tmp_path, "--store", store, "--format", "html")[0] == 0
+    page = (tmp_path / "report.html").read_text()
+    nav = re.search(r"<nav>(.*?)</nav>", page).group(1)
+    targets = re.findall(r"href='#([\w-]+)'", nav)
+    assert targets[0] == "findings" and {"regime", "table2", "table1", "cost"} <= set(targets), targets
+    sections = re.findall(r"<section id='([\w-]+)'>", page)
+    assert sections == targets  # every link lands on a section, in the page's order
+    start = page.index("<section id='findings'>")
+    findings = page[start:page.index("</section>", start)]
+    assert re.search(r"class='badge v-(reproduced|contradicted|eroded|ns|nc)'", findings)  # verdicts as badges
+    assert "class='legend'" in findings
+    assert "id='t-findings_evidence'" not in page  # folded under the findings, not a table of its own
+    start = page.index("<section id='table2'>")
+    table2 = page[start:page.index("</section>", start)]
+    assert "background:hsl(" in table2  # robustness as a heatmap
+    start = page.index("<section id='cost'>")
+    assert "id='f-pareto'" in page[start:page.index("</section>", start)]  # the figure beside its table
+    assert "src='http" not in page and "<link" not in page  # self-contained
+
+
+def test_each_findings_cells_are_folded_under_it_with_their_verdicts_as_badges():
+    from robquant.report.page import findings_html
+    from robquant.report.tables import Table
+
+    summary = Table("findings", "Findings", ["finding", "the paper", "verdict: pgd"],
+                    [["PTQ keeps it", "46.4 -> 46.6", "contradicted"], ["QAT loses it", "0.0", "reproduced"]],
+                    row_keys=["ptq", "qat"])
+    evidence = Table("findings_evidence", "cells", ["finding", "cell", "measure", "value", "delta", "verdict", "power"],
+                     [["ptq", "A8W8", "pgd", "40", "-0.5 ± 0.8", "reproduced", ""],
+                      ["ptq", "A4W4", "pgd", "35", "-5.2 ± 1.4", "contradicted", ""],
+                      ["qat", "A4W4", "pgd", "5", "-35 ± 3", "reproduced", ""]])
+    page = findings_html(summary, evidence)
+    folds = page.split("<details>")[1:]
+    assert len(folds) == 2 and "the 2 cells behind" in folds[0] and "the 1 cell behind" in folds[1]
+    assert "A4W4" in folds[0] and "-5.2 ± 1.4" in folds[0] and "-35 ± 3" in folds[1]
+    assert page.index("PTQ keeps it") < page.index("<details>") < page.index("QAT loses it")  # under its finding
+    assert "<span class='badge v-contradicted'>contradicted</span>" in page
+    assert "<span class='badge v-reproduced'>reproduced</span>" in folds[1]
+
+
+def _text_boxes(fig):
+    import matplotlib.text
+
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    return [(t.get_text(), t.get_window_extent(renderer)) for t in fig.findobj(matplotlib.text.Text)
+            if t.get_visible() and t.get_text().strip()]
+
+
+def test_figures_print_no_text_over_other_text_and_their_titles_fit_the_canvas(tmp_path, monkeypatch):
+    import robquant.report.figures as figures
+
+    drawn, save = {}, figures._save
+
+    def capture(fig, out, stem):
+        titles = [t for t in (fig._suptitle, *(ax.title for ax in fig.axes)) if t is not None and t.get_text()]
+        renderer = (fig.canvas.draw(), fig.canvas.get_renderer())[1]
+        drawn[stem] = (_text_boxes(fig), [(t.get_text(), t.get_window_extent(renderer)) for t in titles], fig.bbox)
+        return save(fig, out, stem)
+
+    monkeypatch.setattr(figures, "_save", capture)
+    rows = [row("qat", "vanilla", "random", prec, s, 0.8 + 0.01 * s, 0.3, worst={1.0: 0.6, 8.0: 0.3})
+            for prec in ("A2W32", "A4W32", "A32W32", "A32W2", "A32W4") for s in range(2)]
+    figures.figure2(rows, tmp_path)
+    figures.pareto(ROWS, tmp_path)
+    assert {"figure2", "pareto"} <= set(drawn)
+    for stem, (boxes, titles, canvas) in drawn.items():
+        over = [(a, b) for i, (a, box) in enumerate(boxes) for b, other in boxes[i + 1:] if box.overlaps(other)]
+        assert not over, (stem, over)
+        for text, box in titles:
+            assert box.x0 >= canvas.x0 - 1 and box.x1 <= canvas.x1 + 1, (stem, text)
+
+
 @pytest.mark.slow
 def test_html_report_renders_in_headless_chromium(reference_run, tmp_path):
+    # opened as a reader would: no console error, every image loads, every contents link lands on its section
     browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if browser is None:
         pytest.skip("Chromium is not installed (Debian: apt install chromium)")
@@ -220,12 +301,30 @@ def test_html_report_renders_in_headless_chromium(reference_run, tmp_path):
 
     path, store, _ = reference_run
     assert cli("report", path, "--out", tmp_path, "--store", store, "--format", "html")[0] == 0
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,1600"]
     shot = tmp_path / "shot.png"
-    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
-                    "--window-size=1200,1600", (tmp_path / "report.html").as_uri()], check=True, timeout=120,
+    subprocess.run([*flags, f"--screenshot={shot}", (tmp_path / "report.html").as_uri()], check=True, timeout=120,
                    capture_output=True)
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
     assert pixels.std() > 10  # not blank: text, tables and figures
+    check = """<script>addEventListener('load', () => {
+      const bad = [...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).length;
+      const lost = [...document.querySelectorAll('nav a')].filter(a => {
+        const t = document.getElementById(a.hash.slice(1)); if (!t) return true;
+        t.scrollIntoView(); const r = t.getBoundingClientRect(); return r.top < 0 || r.top > innerHeight; }).length;
+      document.body.dataset.check = JSON.stringify({images: document.images.length, bad, lost}); });</script>"""
+    probe = tmp_path / "probe.html"
+    probe.write_text((tmp_path / "report.html").read_text().replace("</body>", check + "</body>"))
+    res = subprocess.run([*flags, "--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000", "--dump-dom",
+                          probe.as_uri()], timeout=120, capture_output=True, text=True)
+    found = re.search(r'data-check="([^"]*)"', res.stdout)
+    assert found, res.stdout[-2000:]
+    result = json.loads(html.unescape(found.group(1)))
+    assert result["images"] >= 1 and result["bad"] == 0 and result["lost"] == 0, result
+    errors = [line for line in res.stderr.splitlines() if "CONSOLE" in line and ("Uncaught" in line or "rror" in line)]
+    assert not errors, errors
 
 
 def test_paired_trend_label_finds_a_planted_paired_trend_that_the_unpaired_one_misses():

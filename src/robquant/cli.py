@@ -496,43 +496,56 @@ def demo(
     out: Path = typer.Option(Path("runs/demo"), help="output folder (the demo's store)"),
     study_path: Optional[Path] = typer.Option(None, "--study", help="another study instead of configs/demo.yaml"),
     device: str = typer.Option("auto", help=DEVICE_HELP),
+    verbose: bool = typer.Option(False, "--verbose", help="also the Table-2-style summary, the findings' notes and "
+                                 "the cells behind each verdict (the report has them all)"),
 ) -> None:
     """Offline demo: the paper's whole grid at tiny scale on scikit-learn's digits (a few minutes
-    on 2 CPU cores), then the Table-2-style summary. Resumable: run it again to continue."""
+    on 2 CPU cores), then its Findings and regime (the report has the rest). Resumable: run it again to
+    continue."""
     from importlib import resources
 
     from robquant.pipeline.executor import execute_local
 
     path = study_path or Path(str(resources.files("robquant") / "configs" / "demo.yaml"))
     study, plan, st = _plan(path, out / "store")
+    from robquant.display import SUMMARY_WIDTH
+
     console.print(f"demo study [bold]{study.name}[/] ({path}): {len(plan.cells)} cells, {len(plan.stages)} stages; "
-                  f"store {st.root}")
+                  f"store {st.root}", width=SUMMARY_WIDTH)
     dev = _device(device)
     with _progress() as progress:
         summary = execute_local(plan, st, dev, progress=progress)
     console.print(f"ran {len(summary.ran)} stages in {summary.seconds:.1f} s ({len(summary.skipped)} were done, "
-                  f"{len(summary.failed)} failed)")
-    _print_summary(plan, st)
-    _print_report(plan, st, out / "report")
+                  f"{len(summary.failed)} failed)", width=SUMMARY_WIDTH)
+    if verbose:
+        _print_summary(plan, st)
+    _print_report(plan, st, out / "report", verbose=verbose)
     if summary.failed or summary.blocked:
         raise typer.Exit(1)
 
 
-def _print_report(plan: Any, st: Any, out: Path, formats: list[str] | None = None) -> None:
-    from robquant.display import report_table
+def _print_report(plan: Any, st: Any, out: Path, formats: list[str] | None = None, verbose: bool = False) -> None:
+    """The report written; the terminal gets the Findings and the regime in about 40 lines of at most 100
+    columns (``verbose``: with their notes and the cells behind each verdict)."""
+    from robquant.display import SUMMARY_WIDTH, findings_summary, regime_summary, report_table
     from robquant.report import FORMATS, write_report
 
     with _busy(f"writing the report of {plan.study.name} to {out} (tables, figures, verdicts)"):
         result = write_report(plan, st, out, formats or FORMATS)
-    for name in ("findings", "regime", "evidence"):
-        console.print(report_table(result[name]))
+    if verbose:
+        for name in ("findings", "regime", "evidence"):
+            console.print(report_table(result[name]))
+    else:
+        console.print(findings_summary(result["findings"]), width=SUMMARY_WIDTH)
+        if result["regime"] is not None:
+            console.print(regime_summary(result["regime"]), width=SUMMARY_WIDTH)
     verdicts = ", ".join(f"{k} {v}" for k, v in result["paper_labels"].items())
+    console.print(f"Table-1 labels vs the paper: {verdicts}", width=SUMMARY_WIDTH)
     console.print(f"report of {result['rows']} models written to {out} "
-                  f"({', '.join(sorted({p.suffix.lstrip('.') for p in result['files']}))}); "
-                  f"Table-1 labels vs the paper: {verdicts}")
+                  f"({', '.join(sorted({p.suffix.lstrip('.') for p in result['files']}))})", width=SUMMARY_WIDTH)
     html_path = out / "report.html"
     if html_path.is_file():
-        console.print(f"open {html_path} in a browser")
+        console.print(f"open {html_path} in a browser", width=SUMMARY_WIDTH)
 
 
 @app.command()
@@ -542,8 +555,11 @@ def report(
     out: Optional[Path] = typer.Option(None, help="output folder (default: report/ beside the store)"),
     fmt: str = typer.Option("md,latex,csv,html", "--format", help="comma-separated: md, latex, csv, html"),
     store: Optional[Path] = typer.Option(None, help="store folder (default: the study's)"),
+    verbose: bool = typer.Option(False, "--verbose", help="print the findings' notes and the cells behind each "
+                                 "verdict too (the report has them all)"),
 ) -> None:
-    """The study's tables (paper Tables 1-5, cost, paper comparison) and figures, from the store alone."""
+    """The study's tables (paper Tables 1-5, cost, paper comparison) and figures, from the store alone;
+    the terminal gets its Findings and regime."""
     formats = [f.strip() for f in fmt.split(",") if f.strip()]
     with _busy(f"planning {study_path}"):
         study, plan, _ = _plan(study_path, store, open_store=False)
@@ -553,7 +569,7 @@ def report(
     from robquant.pipeline.store import Store
 
     st = Store(root)
-    _print_report(plan, st, out or Path(study.store).parent / "report", formats)
+    _print_report(plan, st, out or Path(study.store).parent / "report", formats, verbose)
 
 
 def _plan(study_path: Path, store_dir: Optional[Path], open_store: bool = True):

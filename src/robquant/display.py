@@ -203,6 +203,49 @@ def report_table(table: Any) -> Table:
     return out
 
 
+SUMMARY_WIDTH = 100  # the terminal summary's columns, whatever the terminal (it fits most)
+VERDICT_STYLES = (("reproduced", "bold blue"), ("contradicted", "bold red"), ("eroded", "bold yellow"),
+                  ("not significant", "dim"), ("not comparable", "dim"), ("not run", "dim"))
+
+
+def _verdict(text: str) -> str:
+    from rich.markup import escape
+
+    style = next((st for word, st in VERDICT_STYLES if text.lower().startswith(word)), "")
+    return f"[{style}]{escape(text)}[/]" if style else escape(text)
+
+
+def findings_summary(table: Any) -> Table:
+    """The Findings for the terminal: each claim and its verdict per measure, without the cells behind them
+    (the report has those) or the notes; fits :data:`SUMMARY_WIDTH` columns."""
+    from rich import box
+    from rich.markup import escape
+
+    verdicts = [i for i, c in enumerate(table.columns) if c.startswith("verdict")]
+    out = Table(title="Findings (each verdict's cells: in the report)", box=box.SIMPLE_HEAD, padding=(0, 1),
+                title_justify="left")
+    out.add_column("the paper's finding", ratio=3)
+    for i in verdicts:
+        out.add_column(table.columns[i].removeprefix("verdict: "), ratio=2)
+    for row in table.rows:  # the claim without its bracketed note (the report and --verbose have it)
+        claim = row[0].split(" [", 1)[0] + (" [note: see the report]" if " [" in row[0] else "")
+        out.add_row(escape(claim), *[_verdict(row[i]) for i in verdicts])
+    return out
+
+
+def regime_summary(table: Any) -> Table:
+    """The regime (the FP models beside the paper's) for the terminal, without its notes."""
+    from rich import box
+    from rich.markup import escape
+
+    out = Table(title=table.title, box=box.SIMPLE_HEAD, padding=(0, 1), title_justify="left")
+    for col in table.columns:
+        out.add_column(col)
+    for row in table.rows:
+        out.add_row(*map(escape, row))
+    return out
+
+
 def options_reference() -> str:
     """Every option a study file and the attacks take, as markdown tables generated from their declarations
     (the study schema's fields, each attack's declared options): ``docs/options.md`` is this text

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import html
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -14,17 +12,13 @@ import robquant.report.beyond  # noqa: F401
 import robquant.report.findings  # noqa: F401
 import robquant.report.paper  # noqa: F401
 from robquant.report.figures import bit_error_figure, figure2, transfer_heatmaps
+from robquant.report.page import render_page
 from robquant.report.records import Row, collect
 from robquant.report.sections import ReportInputs, report_table, report_tables
 from robquant.report.stats import t_interval
 from robquant.report.tables import Table
 
 FORMATS = ("md", "latex", "csv", "html")
-
-_CSS = """body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}
-table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #bbb;padding:3px 8px}
-th{background:#eef}.note{font-size:12px;color:#555}img{max-width:100%;border:1px solid #ddd}"""
-
 
 @report_table(130, "rows")
 def cost_table(rows: list[Row]) -> Table:
@@ -107,15 +101,8 @@ def write_report(plan: Any, store: Any, out: str | Path, formats: Sequence[str] 
         path.write_text("% " + header + "\n" + "\n".join(t.latex() for t in tables))
         files.append(path)
     if "html" in formats:
-        imgs = "".join(f"<h3>{p.stem}</h3><img alt='{p.stem}' src='data:image/png;base64,"
-                       f"{base64.b64encode(p.read_bytes()).decode()}'>" for p in figures
-                       if p.suffix == ".png")
-        page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>robquant report: "
-                f"{html.escape(study.name)}</title><style>{_CSS}</style></head><body><h1>Report: "
-                f"{html.escape(study.name)}</h1><p>{html.escape(header)}</p>"
-                + "".join(t.html() for t in tables) + imgs + "</body></html>")
         path = out / "report.html"
-        path.write_text(page)
+        path.write_text(render_page(f"Report: {study.name}", header, tables, figures))
         files.append(path)
     by_name = {t.name: t for t in tables}
     return {"files": files, "labels": inputs.labels, "paper_labels": inputs.label_comparison[1], "rows": len(rows),

@@ -16,6 +16,30 @@ from robquant.report.records import (Row, CLEAN, WORST, bit_error_curve, by_cell
 from robquant.report.stats import t_interval  # noqa: E402
 
 
+STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 7, "xtick.labelsize": 8,
+         "ytick.labelsize": 8, "axes.grid": True, "grid.alpha": 0.3, "figure.dpi": 100}  # every figure's
+
+
+def fitted(text: str, width_in: float, fontsize: float) -> str:
+    """``text`` wrapped to lines that fit ``width_in`` inches at ``fontsize`` points (an average glyph
+    is about 0.55 em wide; a margin of 10 %)."""
+    import textwrap
+
+    per_line = max(20, int(0.9 * width_in * 72 / (0.55 * fontsize)))
+    return "\n".join(textwrap.wrap(text, per_line)) or text
+
+
+def styled(fn: Any) -> Any:
+    """Draw the figure under :data:`STYLE`."""
+    import functools
+
+    @functools.wraps(fn)
+    def drawn(*args: Any, **kwargs: Any) -> Any:
+        with plt.rc_context(STYLE):
+            return fn(*args, **kwargs)
+    return drawn
+
+
 def _save(fig: Any, out: Path, stem: str) -> list[Path]:
     paths = [out / f"{stem}.png", out / f"{stem}.pdf"]
     for p in paths:
@@ -88,6 +112,7 @@ def figure2_series(rows: list[Row]) -> tuple[str | None, list[dict[str, Any]]]:
     return pipeline, series
 
 
+@styled
 def figure2(rows: list[Row], out: Path, title: str = "") -> list[Path]:
     """Figure 2 for one pipeline (see :func:`figure2_pipeline`): an activation-only and a weight-only
     panel, accuracy and robustness vs bits, one line per attack and eps plus the worst case over the
@@ -120,8 +145,10 @@ def figure2(rows: list[Row], out: Path, title: str = "") -> list[Path]:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     left_out = "; not comparable (NC): " + ", ".join(f"{s['panel']} {s['bits']} bits" for s in excluded) if excluded else ""
-    fig.suptitle(title or f"Figure 2: {pipeline}, accuracy and robustness vs bits (mean ± 95 % interval over seeds "
-                 f"and test examples){left_out}")
+    width = fig.get_size_inches()[0]
+    fig.suptitle(fitted(title or f"Figure 2: {pipeline}, accuracy and robustness vs bits", width, 11), fontsize=11)
+    fig.text(0.5, 0.005, fitted(f"mean ± 95 % interval over seeds and test examples{left_out}", width, 8),
+             ha="center", va="top", fontsize=8, color="#444")
     paths = _save(fig, out, "figure2")
     csv_path = out / "figure2.csv"
     with csv_path.open("w", newline="") as f:
@@ -135,6 +162,7 @@ def figure2(rows: list[Row], out: Path, title: str = "") -> list[Path]:
     return [*paths, csv_path]
 
 
+@styled
 def pareto(rows: list[Row], out: Path) -> tuple[list[Path], list[dict[str, Any]]]:
     """Accuracy x robustness scatter (colour: quantization cost in passes, size: model bytes) with the
     frontier of non-dominated pipelines (cells with an NC seed left out); and per bit budget the recommended pipeline (highest mean
@@ -164,15 +192,17 @@ def pareto(rows: list[Row], out: Path) -> tuple[list[Path], list[dict[str, Any]]
     sc = ax.scatter([100 * p["clean"] for p in points], [100 * p["robustness"] for p in points],
                     c=[p["passes"] for p in points], s=[20 + 180 * p["bytes"] / biggest for p in points],
                     cmap="viridis", alpha=0.8, edgecolors="k", linewidths=0.3)
-    ax.plot([100 * p["clean"] for p in frontier], [100 * p["robustness"] for p in frontier], "r--", label="frontier")
-    for p in frontier:
-        ax.annotate(f"{p['pipeline']} {p['precision']}", (100 * p["clean"], 100 * p["robustness"]), fontsize=7)
-    fig.colorbar(sc, ax=ax, label="quantization cost (forward+backward passes)")
+    ax.plot([100 * p["clean"] for p in frontier], [100 * p["robustness"] for p in frontier], "r--", lw=1,
+            label="frontier")
+    # the frontier's points named in the legend (labels beside points overprint one another)
+    for p, marker in zip(frontier, "os^Dvp*hX<>8"):
+        ax.plot(100 * p["clean"], 100 * p["robustness"], marker, ms=9, mfc="none", mec="r", mew=1.2, ls="",
+                label=f"{p['pipeline']} {p['precision']}")
+    fig.colorbar(sc, ax=ax, label="quantization cost\n(forward+backward passes)")
     ax.set_xlabel("clean accuracy (%)")
     ax.set_ylabel("robustness (%)")
-    ax.set_title("Pareto view: accuracy x robustness (marker size: model bytes)")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    ax.set_title(fitted("Pareto view: accuracy x robustness (marker size: model bytes)", 5.5, 10))
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
     paths = _save(fig, out, "pareto")
     recommended = []
     for bits in sorted({p["bits"] for p in points if p["bits"] is not None}):
@@ -220,6 +250,7 @@ def transfer_matrices(rows: list[Row]) -> dict[str, dict[str, Any]]:
     return out
 
 
+@styled
 def transfer_heatmaps(matrices: dict[str, dict[str, Any]], out: Path) -> list[Path]:
     """One heatmap per pipeline (PNG) and every cell with its interval as ``transfer_matrix_cells.csv``."""
     if not matrices:
@@ -248,7 +279,8 @@ def transfer_heatmaps(matrices: dict[str, dict[str, Any]], out: Path) -> list[Pa
         ax.set_yticks(range(len(m["targets"])), m["targets"])
         ax.set_xlabel("source: PGD crafted on")
         ax.set_ylabel("target")
-        ax.set_title(f"{pipeline}: robustness (%) under transfer", fontsize=9)
+        ax.set_title(fitted(f"{pipeline}: robustness (%) under transfer", fig.get_size_inches()[0] * 0.7, 9),
+                     fontsize=9)
         fig.colorbar(image, ax=ax, fraction=0.05)
         fig.tight_layout()
         path = out / f"transfer_matrix_{i}.png"
@@ -258,6 +290,7 @@ def transfer_heatmaps(matrices: dict[str, dict[str, Any]], out: Path) -> list[Pa
     return [*paths, csv_path]
 
 
+@styled
 def bit_error_figure(rows: list[Row], out: Path) -> list[Path]:
     """Accuracy against the bit error rate (log axis), one panel per pipeline, one line per precision with
     its 95 % interval (:func:`~robquant.report.records.bit_error_curve`); the rate 0 is drawn as the dotted

@@ -398,7 +398,7 @@ def findings_tables(found: list[Finding]) -> list[Table]:
                      "support neither (the cells' rows say what would decide it). A claim over several cells is contradicted "
                      "when one cell is after Holm's correction over its cells (one-sided, 2.5 %); reproduced needs every "
                      "cell. Trends: the Table-1 rule on draws "
-                     "over seeds and examples. NC cells are not comparable and left out."])
+                     "over seeds and examples. NC cells are not comparable and left out."], [f.key for f in found])
     evidence = Table("findings_evidence", "Findings: the cells behind each verdict (%, mean ± 95 % half-width over "
                      "seeds and test examples, n = seeds x examples; delta = cell minus the FP reference of the same "
                      "seed on the same examples)",

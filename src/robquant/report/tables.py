@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import html
 import io
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -26,6 +25,7 @@ class Table:
     columns: list[str]
     rows: list[list[str]]
     notes: list[str] = field(default_factory=list)
+    row_keys: list[str] = field(default_factory=list)  # what each row is about, where other tables refer to it
 
     def markdown(self) -> str:
         out = [f"### {self.title}", "", "| " + " | ".join(self.columns) + " |",
@@ -56,11 +56,9 @@ class Table:
         return "\n".join(lines) + "\n"
 
     def html(self) -> str:
-        head = "".join(f"<th>{html.escape(c)}</th>" for c in self.columns)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in self.rows)
-        notes = "".join(f"<p class='note'>{html.escape(n)}</p>" for n in self.notes)
-        return (f"<h3>{html.escape(self.title)}</h3><table><thead><tr>{head}</tr></thead>"
-                f"<tbody>{body}</tbody></table>{notes}")
+        from robquant.report.page import table_html  # the page's renderer (it imports this module)
+
+        return table_html(self)
 
 
 def _fmt(values: Sequence[float]) -> str:
