@@ -204,14 +204,17 @@ def report_table(table: Any) -> Table:
 
 
 SUMMARY_WIDTH = 100  # the terminal summary's columns, whatever the terminal (it fits most)
-VERDICT_STYLES = (("reproduced", "bold blue"), ("contradicted", "bold red"), ("eroded", "bold yellow"),
-                  ("not significant", "dim"), ("not comparable", "dim"), ("not run", "dim"))
+# the terminal's style per verdict badge of the HTML report (robquant.report.page.VERDICTS names them)
+VERDICT_STYLES = {"v-reproduced": "bold blue", "v-contradicted": "bold red", "v-eroded": "bold yellow",
+                  "v-ns": "dim", "v-nc": "dim", "v-none": "dim"}
 
 
 def _verdict(text: str) -> str:
     from rich.markup import escape
 
-    style = next((st for word, st in VERDICT_STYLES if text.lower().startswith(word)), "")
+    from robquant.report.page import verdict_class
+
+    style = VERDICT_STYLES.get(verdict_class(text), "")
     return f"[{style}]{escape(text)}[/]" if style else escape(text)
 
 
