@@ -282,7 +282,8 @@ def test_figures_print_no_text_over_other_text_and_their_titles_fit_the_canvas(t
             for prec in ("A2W32", "A4W32", "A32W32", "A32W2", "A32W4") for s in range(2)]
     figures.figure2(rows, tmp_path)
     figures.pareto(ROWS, tmp_path)
-    assert {"figure2", "pareto"} <= set(drawn)
+    figures.finding_figures(findings(_finding_rows(vanilla_drop=0.25), 1.0, 8), tmp_path)
+    assert {"figure2", "pareto", "finding-ptq_keeps", "finding-vanilla_qat_loses"} <= set(drawn)
     for stem, (boxes, titles, canvas) in drawn.items():
         over = [(a, b) for i, (a, box) in enumerate(boxes) for b, other in boxes[i + 1:] if box.overlaps(other)]
         assert not over, (stem, over)
@@ -416,6 +417,37 @@ def test_findings_reproduced_contradicted_and_not_run():
     rows = [r for r in _finding_rows() if r.precision != "A32W32"]
     f = findings(rows, 1.0, 8)[0]
     assert set(f.verdicts.values()) == {NOT_RUN} and "FP reference" in f.note
+
+
+def test_a_findings_figure_draws_each_judged_cell_with_its_interval_and_verdict(tmp_path):
+    from robquant.report.figures import finding_figures
+    from robquant.report.findings import LOST_SHARE
+    from robquant.report.page import findings_html
+    from robquant.report.findings import findings_tables
+
+    found = findings(_finding_rows(vanilla_drop=0.25), 1.0, 8)
+    by_key = {f.key: f for f in found}
+    lost = by_key["vanilla_qat_loses"]
+    # a point per judged cell and measure, its verdict the evidence row's, its interval around its mean
+    judged = [e for e in lost.evidence if e[4]]
+    assert [(p[0], p[1], p[5]) for p in lost.points] == [(e[0], e[1], e[4]) for e in judged]
+    assert all(p[3] <= p[2] <= p[4] and p[5] == ERODED for p in lost.points)
+    # the cells keep about half of the reference: the "lost" mark sits at -(1 - LOST_SHARE) x reference
+    reference = {e[1]: float(e[2].split()[0]) / 100 for e in lost.evidence if e[0].startswith("robust FP reference")}
+    assert [m for m, _ in lost.bounds] == list(reference)
+    assert all(math.isclose(b, -(1 - LOST_SHARE) * reference[m], abs_tol=0.006) for m, b in lost.bounds)
+    assert by_key["ptq_keeps"].bounds == []  # a claim of kept has only the margin
+    paths = finding_figures(found, tmp_path)
+    assert {p.name for p in paths if p.suffix == ".png"} == {"finding-ptq_keeps.png", "finding-vanilla_qat_loses.png",
+                                                             "finding-adversarial_qat_keeps.png"}
+    assert all(p.stat().st_size > 5000 for p in paths)
+    # on the page: folded under its own finding, beside its cells
+    summary, evidence = findings_tables(found)[:2]
+    page = findings_html(summary, evidence, {p.stem[len("finding-"):]: p for p in paths if p.suffix == ".png"})
+    folds = page.split("<details>")[1:]
+    with_figure = [i for i, fold in enumerate(folds) if "data:image/png;base64," in fold]
+    keys = [k for k in summary.row_keys if any(e[0] == k for e in evidence.rows)]
+    assert [keys[i] for i in with_figure] == ["ptq_keeps", "vanilla_qat_loses", "adversarial_qat_keeps"]
 
 
 @pytest.mark.parametrize("drop,verdict", [(0.40, REPRODUCED), (0.25, ERODED), (0.0, CONTRADICTED)])

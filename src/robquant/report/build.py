@@ -11,7 +11,7 @@ from robquant.provenance import now_iso
 import robquant.report.beyond  # noqa: F401
 import robquant.report.findings  # noqa: F401
 import robquant.report.paper  # noqa: F401
-from robquant.report.figures import bit_error_figure, figure2, transfer_heatmaps
+from robquant.report.figures import bit_error_figure, figure2, finding_figures, transfer_heatmaps
 from robquant.report.page import render_page
 from robquant.report.records import Row, collect
 from robquant.report.sections import ReportInputs, report_table, report_tables
@@ -84,7 +84,7 @@ def write_report(plan: Any, store: Any, out: str | Path, formats: Sequence[str] 
     header = (f"Study {study.name}: {study.dataset.name}, {study.model.name}; {len(rows)} evaluated models, seeds "
               f"{seeds}; store {store.root}; written {now_iso()}.")
     heat = transfer_heatmaps(matrices, out)
-    figures = [*fig2, *pareto_paths, *heat, *bit_error_figure(rows, out)]
+    figures = [*finding_figures(inputs.judged, out), *fig2, *pareto_paths, *heat, *bit_error_figure(rows, out)]
     files: list[Path] = list(figures)
     if "md" in formats:
         figs = "".join(f"\n![{p.stem}]({p.name})\n" for p in figures if p.suffix == ".png")

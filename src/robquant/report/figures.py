@@ -317,3 +317,53 @@ def bit_error_figure(rows: list[Row], out: Path) -> list[Path]:
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel("clean accuracy (%)")
     return _save(fig, out, "bit_errors")
+
+
+@styled
+def finding_figures(found: list[Any], out: Path) -> list[Path]:
+    """A figure per finding judged cell by cell against the FP reference (``Finding.points``): each
+    cell's difference from the reference with its 95 % interval, one marker per measure, coloured by
+    the cell's verdict, beside zero and the margin (``findings.MARGIN``) below which robustness is not
+    kept, and for a claim of *lost* the dotted mark on each row where a cell keeps ``LOST_SHARE`` of the
+    reference's robustness. Written as ``finding-<key>.png``; findings without such cells draw none."""
+    from matplotlib.lines import Line2D
+
+    from robquant.report.findings import LOST_SHARE, MARGIN
+    from robquant.report.page import VERDICTS, verdict_class
+
+    colour = {cls: c for _, cls, c in VERDICTS}
+    paths: list[Path] = []
+    for f in found:
+        if not f.points:
+            continue
+        cells = list(dict.fromkeys(p[0] for p in f.points))
+        measures_ = list(dict.fromkeys(p[1] for p in f.points))
+        fig, ax = plt.subplots(figsize=(7, 2.2 + 0.42 * len(cells) * max(1, len(measures_))), layout="constrained")
+        offsets = {m: 0.32 * (i - (len(measures_) - 1) / 2) for i, m in enumerate(measures_)}
+        markers = dict(zip(measures_, "osD^v"))
+        for cell, measure, mean, low, high, verdict in f.points:
+            y = cells.index(cell) + offsets[measure]
+            c = colour.get(verdict_class(verdict), "#6B6B6B")
+            ax.errorbar(100 * mean, y, xerr=[[100 * (mean - low)], [100 * (high - mean)]], fmt=markers[measure],
+                        color=c, ms=6, capsize=3, lw=1.4)
+        ax.axvline(0, color="#444", lw=0.8)
+        ax.axvline(-100 * MARGIN, color="#D55E00", lw=1, ls="--")
+        for measure, bound in f.bounds:  # at each cell's row of that measure
+            for i in range(len(cells)):
+                y = i + offsets.get(measure, 0.0)
+                ax.plot([100 * bound] * 2, [y - 0.14, y + 0.14], color="#444", lw=1.6, ls=":")
+        ax.set_yticks(range(len(cells)))
+        ax.set_yticklabels(cells)
+        ax.set_ylim(len(cells) - 0.5, -0.5)
+        ax.set_xlabel("cell minus the robust FP reference (points; 95 % interval over seeds and examples)")
+        ax.set_title(fitted(f.claim, 6.5, 10))
+        used = list(dict.fromkeys(verdict_class(p[5]) for p in f.points))
+        handles = [Line2D([], [], marker=markers[m], color="#444", ls="", label=m) for m in measures_]
+        handles += [Line2D([], [], color="#D55E00", ls="--", label=f"margin: -{100 * MARGIN:g} points")]
+        handles += [Line2D([], [], color="#444", ls=":", lw=1.6,
+                           label=f"lost: {100 * LOST_SHARE:g} % of the reference left (on each row)")][:len(f.bounds) and 1]
+        handles += [Line2D([], [], marker="s", color=colour[cls], ls="", label=word)
+                    for word, cls, _ in VERDICTS if cls in used]
+        fig.legend(handles=handles, loc="outside lower center", ncol=2, frameon=False)
+        paths += _save(fig, out, f"finding-{f.key}")
+    return paths

@@ -48,6 +48,10 @@ class Finding:
     Attributes:
         evidence: Rows ``[cell, measure, value, delta, verdict, power]`` behind the verdicts.
         scope: What the verdict holds for (one shared FP model, or FP models that vary with the seed).
+        points: Each judged cell's difference from the FP reference, ``(cell, measure, mean, low, high,
+            verdict)`` (shares; the interval's ends), for the finding's figure.
+        bounds: Where a claim of *lost* is decided, per measure: ``(measure, difference)`` at which a cell
+            keeps ``LOST_SHARE`` of the reference's mean robustness (shares), drawn in the figure.
     """
 
     key: str
@@ -57,6 +61,8 @@ class Finding:
     evidence: list[list[str]] = field(default_factory=list)
     note: str = ""
     scope: str = ""
+    points: list[tuple[str, str, float, float, float, str]] = field(default_factory=list)
+    bounds: list[tuple[str, float]] = field(default_factory=list)
 
 
 def measures(rows: list[Row]) -> dict[str, str]:
@@ -193,9 +199,12 @@ def _against_reference(rows: list[Row], finding: Finding, pipe: tuple[str, str |
     if nc:
         finding.note = f"not comparable (NC): {label} {', '.join(nc)}"
     for measure, what in measures(rows).items():
-        finding.evidence.append(["robust FP reference (PTQ from robust A32W32)", measure, _fmt(cell_estimate(ref, what)),
-                                 "", "", ""])
+        reference = cell_estimate(ref, what)
+        finding.evidence.append(["robust FP reference (PTQ from robust A32W32)", measure, _fmt(reference), "", "", ""])
+        if claim == "lost" and reference.examples:
+            finding.bounds.append((measure, -(1 - LOST_SHARE) * reference.mean))
         verdicts, tests = [], []  # tests: (evidence row, p-value of the cell's contradiction)
+        judged: list[tuple[list[str], Estimate]] = []
         for precision in chosen:
             runs = cells[precision]
             if precision in nc:
@@ -211,9 +220,11 @@ def _against_reference(rows: list[Row], finding: Finding, pipe: tuple[str, str |
                    power]
             finding.evidence.append(row)
             tests.append((row, diff.p_beyond(-MARGIN, below=claim == "kept")))
+            judged.append((row, diff))
         for row, _ in holm_retained(tests):
             row[4], row[5] = NOT_SIGNIFICANT, (f"contradicted on its own, not after Holm's correction over the claim's "
                                                f"{len(tests)} cells")
+        finding.points += [(row[0], measure, diff.mean, diff.low, diff.high, row[4]) for row, diff in judged]
         finding.verdicts[measure] = _combine([row[4] for row, _ in tests] + [v for v in verdicts])
 
 

@@ -33,6 +33,7 @@ FIGURE_SECTION = (("figure2", "table1"), ("pareto", "cost"), ("transfer_matrix",
                   ("bit_errors", "beyond"))
 HEATMAP_TABLES = ("table2", "table2_paper_attack")
 FOLDED = "findings_evidence"  # folded under each finding, not a table of its own
+FINDING_FIGURE = "finding-"  # finding-<key>.png: folded under that finding, beside its cells
 
 # verdict -> (css class, colour): Okabe-Ito blue, vermillion, orange, grey, and a light grey
 VERDICTS = (("reproduced", "v-reproduced", "#0072B2"), ("contradicted", "v-contradicted", "#D55E00"),
@@ -96,9 +97,9 @@ def table_html(table: Table, heat: bool = False) -> str:
             f"</thead><tbody>{body}</tbody></table>{notes}")
 
 
-def findings_html(summary: Table, evidence: Table | None) -> str:
+def findings_html(summary: Table, evidence: Table | None, figures: dict[str, Path] | None = None) -> str:
     """The Findings: a row per finding, its verdict badges, the paper's statement beside them and its
-    cells folded under it."""
+    cells folded under it, with the finding's figure (``figures``: by finding key) where it has one."""
     legend = "<p class='legend'>" + "".join(f"<span class='badge {cls}'>{word}</span>"
                                            for word, cls, _ in VERDICTS[:5]) + "</p>"
     head = "".join(f"<th>{html.escape(c)}</th>" for c in summary.columns)
@@ -113,13 +114,14 @@ def findings_html(summary: Table, evidence: Table | None) -> str:
                          f"<td>{html.escape(c)}</td>") for i, c in enumerate(r))
         rows.append(f"<tr>{cells}</tr>")
         mine = by_key.get(key, [])
+        fig = _figure(figures[key]) if figures and key in figures else ""
         if mine and evidence is not None:
             cols = "".join(f"<th>{html.escape(c)}</th>" for c in evidence.columns[1:])
             inner = "".join("<tr>" + "".join(f"<td>{badge(c) if j == 4 else html.escape(c)}</td>"
                                              for j, c in enumerate(e)) + "</tr>" for e in mine)
             rows.append(f"<tr><td colspan='{len(summary.columns)}'><details><summary>the {len(mine)} cell"
                         f"{'s' if len(mine) != 1 else ''} behind this verdict</summary><table><thead><tr>{cols}"
-                        f"</tr></thead><tbody>{inner}</tbody></table></details></td></tr>")
+                        f"</tr></thead><tbody>{inner}</tbody></table>{fig}</details></td></tr>")
     notes = "".join(f"<p class='note'>{html.escape(n)}</p>" for n in summary.notes)
     ev_title = f"<p class='note'>{html.escape(evidence.title)}</p>" if evidence is not None else ""
     return (f"<h3 id='t-findings'>{html.escape(summary.title)}</h3>{legend}<table><thead><tr>{head}</tr></thead>"
@@ -140,11 +142,12 @@ def render_page(title: str, header: str, tables: Sequence[Table], figures: Seque
         if t.name == FOLDED:
             continue
         if t.name == "findings":
-            parts["findings"].append(findings_html(t, by_name.get(FOLDED)))
+            parts["findings"].append(findings_html(t, by_name.get(FOLDED), {
+                p.stem[len(FINDING_FIGURE):]: p for p in figures if p.suffix == ".png" and p.stem.startswith(FINDING_FIGURE)}))
             continue
         parts[SECTION_OF.get(t.name, "more")].append(table_html(t, heat=t.name in HEATMAP_TABLES))
     for p in figures:
-        if p.suffix == ".png":
+        if p.suffix == ".png" and not p.stem.startswith(FINDING_FIGURE):
             section = next((s for prefix, s in FIGURE_SECTION if p.stem.startswith(prefix)), "more")
             parts[section].append(_figure(p))
     present = [(a, name) for a, name in SECTIONS if parts[a]]

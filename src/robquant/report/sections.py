@@ -67,11 +67,18 @@ class ReportInputs:
         return label_comparison(self.labels, self.paper)
 
     @cached_property
+    def judged(self) -> list[Any]:
+        """The paper's findings judged on this study (:class:`robquant.report.findings.Finding`)."""
+        from robquant.report.findings import findings
+
+        return findings(self.rows, self.weak, self.main_eps)
+
+    @cached_property
     def found(self) -> list[Any]:
         """The Findings table and the evidence behind each verdict."""
-        from robquant.report.findings import findings, findings_tables
+        from robquant.report.findings import findings_tables
 
-        return findings_tables(findings(self.rows, self.weak, self.main_eps))
+        return findings_tables(self.judged)
 
     @cached_property
     def matrices(self) -> dict[str, dict[str, Any]]:
