@@ -708,3 +708,33 @@ def test_finetune_table_judges_convergence_on_held_out_images_when_measured():
                                                     for h in rows[1].history])
     cell = dict(zip(finetune_table(rows).columns, finetune_table(rows).rows[0]))
     assert cell["measured on"] == "training" and cell["verdict"] == "still rising"
+
+
+def test_the_terminal_summary_of_a_cifar10_cpu_grid_fits_100_columns_and_a_screen(tmp_path):
+    # the cells of configs/cifar10-cpu.yaml: PTQ and QAT from robust, and an activation sweep from non-robust
+    import io
+
+    from rich.console import Console
+
+    from robquant.display import SUMMARY_WIDTH, findings_summary, regime_summary
+    from robquant.report.findings import findings_tables, regime_table
+
+    rows = _finding_rows(vanilla_drop=0.25)
+    for prec, (pgd, worst) in {"A2W32": (0.6, 0.5), "A4W32": (0.5, 0.4), "A8W32": (0.4, 0.35),
+                               "A32W32": (0.35, 0.30)}.items():
+        for s in range(3):
+            robust = {("pgd", 1.0): pgd + 0.01 * s, ("pgd", 8.0): 0.0, ("apgd", 1.0): worst, ("apgd", 8.0): 0.0}
+            rows.append(row("qat", "vanilla", "non_robust", prec, s, 0.7, 0.0, worst={1.0: worst + 0.01 * s, 8.0: 0.0},
+                            robust=robust, pgd=0.0, fp="fp1"))
+    summary = findings_tables(findings(rows, 1.0, 8))[0]
+    regime = regime_table(rows, 8, "setup", paper_numbers()["regime"])
+    console = Console(width=SUMMARY_WIDTH, file=io.StringIO(), record=True)
+    console.print(findings_summary(summary))
+    console.print(regime_summary(regime))
+    lines = console.export_text().rstrip("\n").split("\n")
+    assert len(lines) <= 30 and max(len(line.rstrip()) for line in lines) <= SUMMARY_WIDTH, "\n".join(lines)
+    text = "\n".join(lines)
+    assert text.count("not significant at") == 2 and "eroded, not lost" in text  # verdicts whole, not cut
+    assert "(n=" not in text and "n (seeds x test examples): robust FP: clean 3x500, paper's attack 3x500, " \
+        "worst case 3x200" in " ".join(text.split())  # the sizes said once, below the table
+    assert "77.06" in text and "92.15" in text

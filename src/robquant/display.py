@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -204,6 +205,7 @@ def report_table(table: Any) -> Table:
 
 
 SUMMARY_WIDTH = 100  # the terminal summary's columns, whatever the terminal (it fits most)
+VERDICT_WIDTH = 19  # the terminal Findings' verdict columns: "not comparable (NC)" on one line
 # the terminal's style per verdict badge of the HTML report (robquant.report.page.VERDICTS names them)
 VERDICT_STYLES = {"v-reproduced": "bold blue", "v-contradicted": "bold red", "v-eroded": "bold yellow",
                   "v-ns": "dim", "v-nc": "dim", "v-none": "dim"}
@@ -227,9 +229,9 @@ def findings_summary(table: Any) -> Table:
     verdicts = [i for i, c in enumerate(table.columns) if c.startswith("verdict")]
     out = Table(title="Findings (each verdict's cells: in the report)", box=box.SIMPLE_HEAD, padding=(0, 1),
                 title_justify="left")
-    out.add_column("the paper's finding", ratio=3)
-    for i in verdicts:
-        out.add_column(table.columns[i].removeprefix("verdict: "), ratio=2)
+    out.add_column("the paper's finding", ratio=1)
+    for i in verdicts:  # the longest verdict word on one line ("not significant" / "at this scale" on two)
+        out.add_column(table.columns[i].removeprefix("verdict: "), width=VERDICT_WIDTH)
     for row in table.rows:  # the claim without its bracketed note (the report and --verbose have it)
         claim = row[0].split(" [", 1)[0] + (" [note: see the report]" if " [" in row[0] else "")
         out.add_row(escape(claim), *[_verdict(row[i]) for i in verdicts])
@@ -237,16 +239,30 @@ def findings_summary(table: Any) -> Table:
 
 
 def regime_summary(table: Any) -> Table:
-    """The regime (the FP models beside the paper's) for the terminal, without its notes."""
+    """The regime (the FP models beside the paper's) for the terminal, without its notes; each value's
+    ``(n=seeds x examples)`` said once per model in the caption, so that a row fits a line or two."""
     from rich import box
     from rich.markup import escape
 
-    out = Table(title=table.title, box=box.SIMPLE_HEAD, padding=(0, 1), title_justify="left")
-    for col in table.columns:
-        out.add_column(col)
+    out = Table(title=table.title, box=box.SIMPLE_HEAD, padding=(0, 1), title_justify="left",
+                caption_justify="left", expand=True)
+    for i, col in enumerate(table.columns):
+        out.add_column(col, ratio=5 if i == 0 else 2)
+    sizes = []
     for row in table.rows:
-        out.add_row(*map(escape, row))
+        found = [_SIZE.search(c) for c in row]
+        out.add_row(*(escape(_SIZE.sub("", c)) for c in row))
+        counts = list(dict.fromkeys(m.group(1) for m in found if m))
+        if counts:
+            each = counts[0] if len(counts) == 1 else ", ".join(
+                f"{table.columns[i].removesuffix(' %')} {m.group(1)}" for i, m in enumerate(found) if m)
+            sizes.append(f"{row[0].split(' (')[0]}: {each}")
+    if sizes:
+        out.caption = "n (seeds x test examples): " + "; ".join(sizes)
     return out
+
+
+_SIZE = re.compile(r" \(n=(\d+x\d+)\)$")
 
 
 def options_reference() -> str:
