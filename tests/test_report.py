@@ -315,7 +315,8 @@ def test_html_report_renders_in_headless_chromium(reference_run, tmp_path):
       const lost = [...document.querySelectorAll('nav a')].filter(a => {
         const t = document.getElementById(a.hash.slice(1)); if (!t) return true;
         t.scrollIntoView(); const r = t.getBoundingClientRect(); return r.top < 0 || r.top > innerHeight; }).length;
-      document.body.dataset.check = JSON.stringify({images: document.images.length, bad, lost}); });</script>"""
+      const wide = document.documentElement.scrollWidth - document.documentElement.clientWidth;
+      document.body.dataset.check = JSON.stringify({images: document.images.length, bad, lost, wide}); });</script>"""
     probe = tmp_path / "probe.html"
     probe.write_text((tmp_path / "report.html").read_text().replace("</body>", check + "</body>"))
     res = subprocess.run([*flags, "--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000", "--dump-dom",
@@ -324,6 +325,7 @@ def test_html_report_renders_in_headless_chromium(reference_run, tmp_path):
     assert found, res.stdout[-2000:]
     result = json.loads(html.unescape(found.group(1)))
     assert result["images"] >= 1 and result["bad"] == 0 and result["lost"] == 0, result
+    assert result["wide"] <= 0, result  # no sideways scrolling at 1280 px: wide tables scroll in their own box
     errors = [line for line in res.stderr.splitlines() if "CONSOLE" in line and ("Uncaught" in line or "rror" in line)]
     assert not errors, errors
 

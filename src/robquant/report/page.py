@@ -50,8 +50,8 @@ vertical-align:top}th{background:#eef}.note{font-size:12px;color:#555;max-width:
 img{max-width:100%;border:1px solid #ddd;margin:.5em 0}figure{margin:.8em 0}figcaption{font-size:12px;color:#555}
 .badge{display:inline-block;padding:1px 8px;border-radius:10px;color:#fff;font-size:12px;font-weight:600}
 .legend .badge{margin-right:6px}details{margin:2px 0}summary{cursor:pointer;font-size:12px;color:#0b4f8a}
-details table{font-size:12px}td.finding{max-width:420px}
-@media print{nav{display:none}section{break-inside:avoid-page}}"""
+details table{font-size:12px}td.finding{max-width:420px}.scroll{overflow-x:auto;max-width:100%}
+@media print{nav{display:none}section{break-inside:avoid-page}.scroll{overflow:visible}}"""
 _CSS += "".join(f".{cls}{{background:{colour}}}" for _, cls, colour in VERDICTS)
 _PRINT_JS = ("<script>addEventListener('beforeprint',()=>document.querySelectorAll('details')"
              ".forEach(d=>d.open=true));</script>")
@@ -93,8 +93,8 @@ def table_html(table: Table, heat: bool = False) -> str:
 
     body = "".join("<tr>" + "".join(cell(i, c) for i, c in enumerate(r)) + "</tr>" for r in table.rows)
     notes = "".join(f"<p class='note'>{html.escape(n)}</p>" for n in table.notes)
-    return (f"<h3 id='t-{html.escape(table.name)}'>{html.escape(table.title)}</h3><table><thead><tr>{head}</tr>"
-            f"</thead><tbody>{body}</tbody></table>{notes}")
+    return (f"<h3 id='t-{html.escape(table.name)}'>{html.escape(table.title)}</h3><div class='scroll'><table><thead>"
+            f"<tr>{head}</tr></thead><tbody>{body}</tbody></table></div>{notes}")
 
 
 def findings_html(summary: Table, evidence: Table | None, figures: dict[str, Path] | None = None) -> str:
