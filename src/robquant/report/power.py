@@ -3,7 +3,7 @@
 A finding compares a quantized cell with its FP reference on the same test examples, seed by seed.
 Its interval (:mod:`robquant.report.intervals`) has a test-sample part, about ``q / n`` for ``n``
 examples of which a share ``q`` change outcome between the cell and the reference (the discordant
-pairs), and a seed part, ``sd^2 / S`` over ``S`` seeds. Planned with ``q = DISCORDANCE`` and the seed
+pairs), and a seed part, ``sd^2 / S`` over ``S`` seeds, at t(S - 1): the planner builds that interval. Planned with ``q = DISCORDANCE`` and the seed
 spread ``SEED_SD`` (smaller when every seed shares one FP model), the 95 % half-width must be below
 the findings' 2-point margin, or a cell whose drop is within the margin cannot be called kept. The
 report then plans again from the variance it observed (each "not significant" verdict says what
@@ -15,29 +15,37 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
-from scipy import stats
-
 from robquant.pipeline.study import FPWeightsSection
 from robquant.report.findings import MARGIN
+from robquant.report.intervals import MAX_EXAMPLES, Estimate
 
 DISCORDANCE = 0.10  # share of test examples whose robustness differs between a quantized cell and its FP parent
 SEED_SD = {True: 0.01, False: 0.03}  # spread of a cell's difference over seeds: FP model shared / trained per seed
 
 
+def _prior(shared_fp: bool, discordance: float) -> Estimate:
+    """The planning assumptions as variance components of the report's estimate: a seed spread of
+    ``SEED_SD`` and a per-example variance of ``discordance`` (changed examples count 1 each)."""
+    return Estimate(math.nan, 0.0, 0.0, math.inf, 0, 0, SEED_SD[shared_fp] ** 2, discordance, 0.0)
+
+
 def planned_half_width(examples: int, seeds: int, shared_fp: bool, discordance: float = DISCORDANCE) -> float:
-    """The planned 95 % half-width of a cell-minus-reference difference (a share), with
-    Satterthwaite's degrees of freedom for the two parts."""
-    by_examples, by_seeds = discordance / examples, SEED_SD[shared_fp] ** 2 / seeds
-    denom = by_examples**2 / max(examples - 1, 1) + (by_seeds**2 / (seeds - 1) if seeds > 1 else 0.0)
-    df = (by_examples + by_seeds) ** 2 / denom if denom > 0 else math.inf
-    return float(stats.t.ppf(0.975, df) * math.sqrt(by_examples + by_seeds))
+    """The planned 95 % half-width of a cell-minus-reference difference (a share): the report's interval
+    (:class:`robquant.report.intervals.Estimate`) at this design, the seed part at t(seeds - 1)."""
+    return _prior(shared_fp, discordance).planned(seeds, examples).half
 
 
 def examples_needed(seeds: int, shared_fp: bool, half_width: float = MARGIN,
                     discordance: float = DISCORDANCE) -> int | None:
     """Test examples for a planned half-width of ``half_width`` (None: the seeds alone are wider)."""
-    room = (half_width / 1.96) ** 2 - SEED_SD[shared_fp] ** 2 / seeds
-    return None if room <= 0 else math.ceil(discordance / room)
+    prior = _prior(shared_fp, discordance)
+    if prior.planned(seeds, MAX_EXAMPLES).half > half_width:
+        return None
+    low, high = 1, MAX_EXAMPLES  # the half-width shrinks as examples grow
+    while low < high:
+        mid = (low + high) // 2
+        low, high = (low, mid) if prior.planned(seeds, mid).half <= half_width else (mid + 1, high)
+    return low
 
 
 def shares_fp(study: Any) -> bool:
