@@ -216,11 +216,14 @@ def _print_train(record: dict[str, Any], out: Path) -> None:
 def attack(
     checkpoint: Path = typer.Argument(..., help="model folder written by `robquant train`, or an .onnx file "
                                       "written by `robquant export` (evaluated on --runtime)"),
-    runtime: Optional[str] = typer.Option(None, help="an .onnx model's runtime: onnxruntime (the default for .onnx)"),
+    runtime: Optional[str] = typer.Option(None, help="an .onnx model's runtime: onnxruntime (the default for .onnx) "
+                                          "or openvino (pip install 'robquant[openvino]')"),
     reference: Optional[Path] = typer.Option(None, help=".onnx: the fake-quantized model folder it was exported "
                                              "from (default: the one its metadata names)"),
-    fusion: bool = typer.Option(True, "--fusion/--no-fusion", help=".onnx: the runtime's QDQ fusion, on as it ships "
-                                "(it also quantizes float weights beside quantized activations to int8)"),
+    fusion: bool = typer.Option(True, "--fusion/--no-fusion", help=".onnx: the runtime's own rewriting, on as it "
+                                "ships (ONNX Runtime's QDQ fusion, which also quantizes float weights beside "
+                                "quantized activations to int8; OpenVINO's default inference precision, bf16 on CPUs "
+                                "with bf16 units); off: the graph as written, in float32"),
     model: Optional[str] = typer.Option(None, help="your own model (package.module:factory) when the folder holds "
                                         "one: loading it imports that code, so it must be named"),
     attack_name: str = typer.Option("pgd", "--attack", help="attack name(s), comma-separated: pgd, fgsm, autoattack, "

@@ -1,4 +1,4 @@
-"""Robustness measured on the deployed model: an exported ONNX model run by ONNX Runtime.
+"""Robustness measured on the deployed model: an exported ONNX model run by ONNX Runtime or OpenVINO.
 
 The runtime gives no gradients, so the deployed model is attacked two ways:
 
@@ -29,7 +29,6 @@ from robquant.errors import CheckpointError, ConfigError
 from robquant.progress import NULL_PROGRESS, Progress
 from robquant.quant.ste import exact_float32
 
-RUNTIMES = ("onnxruntime",)
 DEFAULT_THRESHOLD = 0.01  # top-1 disagreement above 1 % is flagged
 SQUARE_CHUNK = 50  # Square runs on this many examples at a time, so that its progress shows
 
@@ -44,13 +43,72 @@ def needs_onnxruntime() -> Any:
     return onnxruntime
 
 
-def runtime_version() -> str:
-    return f"onnxruntime {needs_onnxruntime().__version__}"
+def needs_openvino() -> Any:
+    """The ``openvino`` package, or a ConfigError naming the install command."""
+    try:
+        import openvino
+    except ImportError:
+        raise ConfigError("running an ONNX model on OpenVINO needs openvino: pip install 'robquant[openvino]'") from None
+    return openvino
 
 
-class RuntimeModel(nn.Module):
-    """An ONNX model run by ONNX Runtime (CPU), as a module: [0, 1] images in, logits out, as torch
-    tensors on the input's device. It has no parameters and no gradients (forward passes only).
+def runtime_version(name: str = "onnxruntime") -> str:
+    """The runtime's name and version, as records keep it."""
+    return f"{name} {RUNTIME_MODELS[name].package().__version__}"
+
+
+def file_metadata(path: str | Path) -> dict[str, str]:
+    """The ONNX file's metadata properties (where it came from: ``robquant.source`` and the rest), read
+    without running it (the ``onnx`` package; empty where it is not installed)."""
+    try:
+        import onnx
+    except ImportError:
+        return {}
+    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+
+
+class _Runtime(nn.Module):
+    """An ONNX model run by a runtime on the CPU, as a module: [0, 1] images in, logits out, as torch
+    tensors on the input's device. No parameters and no gradients (forward passes only).
+
+    Attributes:
+        name: The runtime (:data:`RUNTIMES`).
+        fusion: Whether the runtime's own rewriting of the quantized graph is on, as it ships.
+        settings: What the runtime ran the model with, for the record.
+    """
+
+    name: str = ""
+
+    def __init__(self, path: str | Path, threads: int | None = None, fusion: bool = True) -> None:
+        super().__init__()
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"{path}: no such ONNX model")
+        self.path, self.threads, self.fusion = path, threads, fusion
+        self.settings: dict[str, Any] = {}
+
+    @classmethod
+    def package(cls) -> Any:
+        raise NotImplementedError
+
+    @property
+    def version(self) -> str:
+        return runtime_version(self.name)
+
+    def unfused(self) -> "_Runtime":
+        """The same file on the same runtime with its own rewriting off: the graph as written."""
+        return type(self)(self.path, self.threads, fusion=False)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.run(np.ascontiguousarray(x.detach().cpu().float().numpy()))
+        return torch.from_numpy(np.asarray(out, dtype=np.float32)).to(x.device)
+
+
+class RuntimeModel(_Runtime):
+    """An ONNX model run by ONNX Runtime (CPU).
 
     Args:
         path: The ``.onnx`` file.
@@ -61,12 +119,11 @@ class RuntimeModel(nn.Module):
             (``session.disable_quant_qdq``): the graph runs as written.
     """
 
+    name = "onnxruntime"
+
     def __init__(self, path: str | Path, threads: int | None = None, fusion: bool = True) -> None:
-        super().__init__()
+        super().__init__(path, threads, fusion)
         ort = needs_onnxruntime()
-        path = Path(path)
-        if not path.is_file():
-            raise CheckpointError(f"{path}: no such ONNX model")
         options = ort.SessionOptions()
         # the runtime's threads would otherwise spin after each run, taking the cores from the
         # PyTorch work (attacks on the fake-quantized model) that alternates with it
@@ -74,20 +131,81 @@ class RuntimeModel(nn.Module):
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         if not fusion:
             options.add_session_config_entry("session.disable_quant_qdq", "1")
-        self.fusion = fusion
         if threads is not None:
             options.intra_op_num_threads = threads
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # the runtime's own errors name the problem
-            raise CheckpointError(f"ONNX Runtime cannot load {path}: {exc}") from None
-        self.path = path
+            raise CheckpointError(f"ONNX Runtime cannot load {self.path}: {exc}") from None
         self.input_name = self.session.get_inputs()[0].name
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.settings = {"qdq_fusion": fusion}
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.session.run(None, {self.input_name: np.ascontiguousarray(x.detach().cpu().float().numpy())})[0]
-        return torch.from_numpy(out).to(x.device)
+    @classmethod
+    def package(cls) -> Any:
+        return needs_onnxruntime()
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: x})[0]
+
+
+class OpenVINOModel(_Runtime):
+    """An ONNX model compiled by OpenVINO for its CPU plugin, from the same QDQ file ONNX Runtime reads.
+
+    OpenVINO reads each QuantizeLinear/DequantizeLinear pair as a FakeQuantize and its low-precision
+    transformations run the quantized layers with integer kernels; the weights and scales are the
+    file's, not a re-quantization.
+
+    Args:
+        path: The ``.onnx`` file.
+        threads: Inference threads (default: the runtime's, every core).
+        fusion: As it ships (on): the plugin's default inference precision, which is bf16 for the float
+            parts on a CPU with bf16 units; off: float32 (``INFERENCE_PRECISION_HINT``), the graph's own.
+    """
+
+    name = "openvino"
+
+    def __init__(self, path: str | Path, threads: int | None = None, fusion: bool = True) -> None:
+        super().__init__(path, threads, fusion)
+        ov = needs_openvino()
+        config: dict[str, Any] = {}
+        if threads is not None:
+            config["INFERENCE_NUM_THREADS"] = threads
+        if not fusion:
+            config["INFERENCE_PRECISION_HINT"] = "f32"
+        try:
+            core = ov.Core()
+            self.compiled = core.compile_model(core.read_model(str(self.path)), "CPU", config)
+        except Exception as exc:  # the runtime's own errors name the problem
+            raise CheckpointError(f"OpenVINO cannot load {self.path}: {exc}") from None
+        self.request = self.compiled.create_infer_request()
+        self.metadata = file_metadata(self.path)
+        precision = self.compiled.get_property("INFERENCE_PRECISION_HINT")
+        self.settings = {"inference_precision": getattr(precision, "to_string", lambda: str(precision))(),
+                         "cpu_capabilities": list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))}
+
+    @classmethod
+    def package(cls) -> Any:
+        return needs_openvino()
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return self.request.infer([x])[0].copy()
+
+
+RUNTIME_MODELS: dict[str, type[_Runtime]] = {"onnxruntime": RuntimeModel, "openvino": OpenVINOModel}
+RUNTIMES = tuple(RUNTIME_MODELS)
+
+
+def load_runtime(name: str, path: str | Path, threads: int | None = None, fusion: bool = True) -> _Runtime:
+    """The ONNX file ``path`` on the runtime ``name`` (:data:`RUNTIMES`), ready to run.
+
+    Raises:
+        ConfigError: an unknown runtime, or its package is not installed.
+        CheckpointError: no such file, or the runtime cannot load it.
+    """
+    if name not in RUNTIME_MODELS:
+        raise ConfigError(f"runtime must be one of {', '.join(RUNTIMES)}, got {name!r}")
+    return RUNTIME_MODELS[name](path, threads, fusion)
 
 
 def exceeds(value: float, threshold: float) -> bool:
@@ -115,7 +233,7 @@ def deployed_evaluation(runtime: nn.Module, reference: nn.Module, dataset: Any, 
     """Clean and robust accuracy of the deployed model, and its agreement with the fake-quantized one.
 
     Args:
-        runtime: The deployed model (a :class:`RuntimeModel`).
+        runtime: The deployed model (:func:`load_runtime`: ONNX Runtime or OpenVINO).
         reference: The fake-quantized PyTorch model it was exported from.
         dataset: Test set; its first ``n`` examples are used.
         eps: Budget in [0, 1] units.
@@ -165,14 +283,15 @@ def deployed_evaluation(runtime: nn.Module, reference: nn.Module, dataset: Any, 
                                           logits, min(batch_size, SQUARE_CHUNK), device, task)
     clean_agree = (ref_clean.argmax(1) == run_clean.argmax(1)).double().mean().item()
     adv_agree = (ref_adv.argmax(1) == run_adv.argmax(1)).double().mean().item()
-    unfused = None  # where they disagree: is it the runtime's QDQ fusion?
+    unfused = None  # where they disagree: is it the runtime's own rewriting (ONNX Runtime's QDQ fusion)?
     if getattr(runtime, "fusion", False) and min(clean_agree, adv_agree) < 1 - threshold:
-        plain = RuntimeModel(runtime.path, fusion=False)
+        plain = runtime.unfused()
         unfused = {"clean_agreement": (logits(plain, x).argmax(1) == ref_clean.argmax(1)).double().mean().item(),
                    "adversarial_agreement": (logits(plain, x_adv).argmax(1) == ref_adv.argmax(1)).double().mean().item()}
     square_gap = abs(square_ok.double().mean().item() - square_ref_ok.double().mean().item())
     return {
-        "runtime": runtime_version(), "fusion": getattr(runtime, "fusion", None), "unfused": unfused,
+        "runtime": runtime.version if isinstance(runtime, _Runtime) else runtime_version(),
+        "fusion": getattr(runtime, "fusion", None), "settings": getattr(runtime, "settings", {}), "unfused": unfused,
         "n": n, "eps": eps, "eps_255": label,
         "clean_accuracy": correct.double().mean().item(),
         "reference_clean_accuracy": (ref_clean.argmax(1) == y).double().mean().item(),

@@ -22,10 +22,11 @@ from robquant.attacks import ATTACKS
 from robquant.data import ImageDataset, to_unit
 from robquant.defaults import OPSET
 from robquant.deploy.export import ExportInfo, export_onnx, needs_onnx
-from robquant.deploy.runtime import RuntimeModel, batched_logits, deployed_evaluation, mismatch_check, needs_onnxruntime
+from robquant.deploy.runtime import (batched_logits, deployed_evaluation, load_runtime, mismatch_check,
+                                     needs_onnxruntime)
 from robquant.errors import CheckpointError, ConfigError
 from robquant.evaluation import record_mask
-from robquant.keys import UNKEYED
+from robquant.keys import KEYED_IF_SET, UNKEYED
 from robquant.modelfolder import weights_sha256
 from robquant.provenance import environment, now_iso
 from robquant.quant.ste import exact_float32
@@ -60,7 +61,7 @@ def runtime_agreement(path: str | Path, model: torch.nn.Module, x: torch.Tensor,
     with ``model`` on ``x``."""
     device = next(model.parameters()).device
     ours = batched_logits(model.eval(), x, batch_size, device).argmax(1)
-    theirs = batched_logits(RuntimeModel(path, fusion=fusion), x, batch_size, device).argmax(1)
+    theirs = batched_logits(load_runtime("onnxruntime", path, fusion=fusion), x, batch_size, device).argmax(1)
     return (ours == theirs).double().mean().item() if len(x) else 0.0
 
 
@@ -105,7 +106,7 @@ def run_evaluate_deployed(spec: Any, ctx: Any, out: os.PathLike) -> dict[str, An
     path = Path(out) / FILE
     shutil.copyfile(spec.source, path)
     first = spec.runs[0]
-    runtime = RuntimeModel(path, spec.threads, first.fusion)
+    runtime = load_runtime(first.runtime, path, spec.threads, first.fusion)
     reference, test_set = ctx.model(spec.reference), ctx.dataset(spec.data, "test")
     results = [deployed_evaluation(runtime, reference, test_set, run.eps, label=run.label, n=run.n, steps=run.steps,
                                    restarts=run.restarts, square_queries=run.square_queries, seed=spec.seed,
@@ -125,12 +126,13 @@ def run_evaluate_deployed(spec: Any, ctx: Any, out: os.PathLike) -> dict[str, An
 def deployed_for_stage(model: torch.nn.Module, test_set: ImageDataset, out: str | os.PathLike, options: dict[str, Any],
                        *, device: torch.device, seed: int, batch_size: int) -> tuple[dict[str, Any], ExportInfo]:
     """An evaluation stage's deployed model: export ``model`` to ``out/model.onnx`` (kept beside the
-    record) and evaluate it on ONNX Runtime at ``options['eps']``."""
+    record) and evaluate it on its runtime (``options['runtime']``) at ``options['eps']``."""
     path = Path(out) / FILE
     info = export_onnx(model, path, (test_set.in_channels, *test_set.image_size),
                        opset=options.get("opset", OPSET),
                        metadata={"robquant.version": __version__, "robquant.dataset": test_set.name})
-    runtime = RuntimeModel(path, options.get("threads"), options.get("fusion", True))
+    runtime = load_runtime(options.get("runtime", "onnxruntime"), path, options.get("threads"),
+                           options.get("fusion", True))
     result = deployed_evaluation(runtime, model, test_set, options["eps"],
                                  n=options["n"], steps=options["steps"], restarts=options["restarts"],
                                  square_queries=options["square_queries"], seed=seed, batch_size=batch_size,
@@ -155,6 +157,7 @@ class DeployedRun:
     runtime: str = "onnxruntime"
     fusion: bool = True  # the runtime's QDQ fusion, as it ships
     label: float | None = field(default=None, metadata=UNKEYED)  # eps as the study wrote it (/255)
+    also_on: tuple[str, ...] | None = field(default=None, metadata=KEYED_IF_SET)  # the same file on more runtimes
 
     def options(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -165,13 +168,15 @@ class DeployedRun:
         return type(pgd)(pgd.gradients, pgd.forwards + self.square_queries + 4)
 
     def passes(self, spec: Any) -> tuple[float, float]:
-        c = self.cost()
-        return self.n * (c.gradients + c.forwards), self.n * c.gradients
+        """Every runtime's evaluation: the transfer PGD is crafted again for each (the same examples)."""
+        c, runtimes = self.cost(), 1 + len(self.also_on or ())
+        return runtimes * self.n * (c.gradients + c.forwards), runtimes * self.n * c.gradients
 
     def run(self, step: Any) -> dict[str, Any]:
         """The model exported to ``model.onnx`` beside the record and evaluated on its runtime, with the
         trust check ``deployed_mismatch`` judged against the evaluation's robustness of record on the same
-        examples."""
+        examples; with ``also_on``, the same file on each further runtime (``also``: its result, by name),
+        and the check judged on every runtime."""
         options = self.options()
         result, info = deployed_for_stage(step.model, step.test_set, step.out, options, device=step.device,
                                           seed=step.seed, batch_size=step.batch_size)
@@ -180,15 +185,39 @@ class DeployedRun:
         record_accuracy = kept[:n].double().mean().item() if kept is not None and len(kept) >= n else None
         result.update(record_accuracy=record_accuracy, export=info.to_dict(),
                       check=mismatch_check(result, record_accuracy))
+        if self.also_on:
+            result["also"] = {}
+            for name in self.also_on:
+                other = deployed_evaluation(load_runtime(name, Path(step.out) / FILE, None, self.fusion), step.model,
+                                            step.test_set, self.eps, n=self.n, steps=self.steps, restarts=self.restarts,
+                                            square_queries=self.square_queries, seed=step.seed,
+                                            batch_size=step.batch_size, device=step.device, threshold=self.tol,
+                                            label=self.label)
+                result["also"][name] = {**other, "record_accuracy": record_accuracy,
+                                        "check": mismatch_check(other, record_accuracy)}
         return result
 
     def checks(self, result: dict[str, Any]) -> dict[str, dict[str, Any]]:
-        return {"deployed_mismatch": result["check"]}
+        """``deployed_mismatch``: the runtime of record's, or with more runtimes the worst of them (``by_runtime``
+        keeps each)."""
+        also = result.get("also") or {}
+        if not also:
+            return {"deployed_mismatch": result["check"]}
+        checks = {result["runtime"].split()[0]: result["check"], **{k: v["check"] for k, v in also.items()}}
+        worst = max(checks.values(), key=lambda c: c["value"])
+        return {"deployed_mismatch": {**worst, "flag": any(c["flag"] for c in checks.values()),
+                                      "by_runtime": {k: {"flag": c["flag"], "value": c["value"]}
+                                                     for k, c in checks.items()}}}
 
     def metrics(self, result: dict[str, Any]) -> dict[str, Any] | None:
         """The deployed model's numbers of record: accuracies and agreements on its runtime, the export's
         time and size."""
         keys = ("runtime", "fusion", "n", "clean_accuracy", "robustness", "record_accuracy", "clean_agreement",
                 "adversarial_agreement", "unfused", "accuracy")
-        return {**{k: result.get(k) for k in keys}, "export_s": result["export"]["seconds"],
-                "bytes": result["export"]["bytes"]}
+        out = {**{k: result.get(k) for k in keys}, "export_s": result["export"]["seconds"],
+               "bytes": result["export"]["bytes"]}
+        if result.get("also"):  # each runtime's per-example outcome, for the report's paired comparison
+            out["robust_mask"] = result["robust_mask"]
+            out["also"] = {name: {k: r.get(k) for k in (*keys, "robust_mask", "settings")}
+                           for name, r in result["also"].items()}
+        return out

@@ -29,7 +29,7 @@ import torch
 from robquant.evaluation.evaluate import attack_runs
 from robquant.data import ImageDataset, create_dataset, to_unit
 from robquant.defaults import ATTACK_STEPS, BITFLIP_REPEATS, CHECK_EXAMPLES, CHECK_SQUARE_QUERIES, CHECK_TOL, RESTARTS
-from robquant.deploy import OPSET, OPSETS, RUNTIMES, RuntimeModel
+from robquant.deploy import OPSET, OPSETS, RUNTIMES, load_runtime
 from robquant.deploy.stage import FILE, SOURCE_KEY, export_metadata, file_opset, runtime_agreement
 from robquant.errors import CheckpointError, ConfigError
 from robquant.modelfolder import RECORD, read_record, read_weights, record_dataset, weights_sha256
@@ -466,7 +466,7 @@ def export_model(checkpoint: str | os.PathLike, out: str | os.PathLike, *, forma
     return {**record["export"], **record["check"], "path": str(folder / FILE), "record": str(folder / "stage.json")}
 
 
-def _reference(path: Path, model: RuntimeModel, reference: str | os.PathLike | None) -> str | os.PathLike:
+def _reference(path: Path, model: Any, reference: str | os.PathLike | None) -> str | os.PathLike:
     """The model folder a deployed file was exported from: ``reference``, else the one its metadata
     names (the stage of the file's own store when it was exported into one)."""
     if reference is not None:
@@ -492,7 +492,7 @@ def attack_onnx(path: str | os.PathLike, *, eps: Sequence[float], runtime: str =
                 device: torch.device | str = "cpu", threads: int | None = None, fusion: bool = True,
                 out: str | os.PathLike | None = None, store: str | os.PathLike | None = None,
                 progress: Progress = NULL_PROGRESS) -> dict[str, Any]:
-    """Robustness of a deployed ONNX model on ONNX Runtime at each budget: clean accuracy, PGD
+    """Robustness of a deployed ONNX model on its runtime (ONNX Runtime or OpenVINO) at each budget: clean accuracy, PGD
     transferred from the fake-quantized model, Square on the runtime, and top-1 agreement with
     the fake-quantized model (see :mod:`robquant.deploy.runtime`), as an ``evaluate_deployed``
     stage of the reference model's store (or ``store``), keyed by the file's sha256.
@@ -515,7 +515,7 @@ def attack_onnx(path: str | os.PathLike, *, eps: Sequence[float], runtime: str =
     if runtime not in RUNTIMES:
         raise ConfigError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
     path = Path(path)
-    model = RuntimeModel(path, threads, fusion)  # checks the file loads, before any work
+    model = load_runtime(runtime, path, threads, fusion)  # checks the runtime and the file load, before any work
     check_out(out)
     ref_folder = _reference(path, model, reference)
     meta = model.metadata

@@ -209,7 +209,9 @@ class _Planner:
             deployed = DeployedRun(ev.main_eps / 255, dep.n, pgd.steps if pgd else ATTACK_STEPS,
                                    pgd.restarts if pgd else RESTARTS,
                                    dep.square_queries, dep.opset, dep.tol / 100, dep.runtime, dep.fusion,
-                                   label=ev.main_eps)
+                                   label=ev.main_eps,
+                                   also_on=tuple(dict.fromkeys(r for r in dep.also_on or () if r != dep.runtime))
+                                   or None)
         bitflip = None
         if ev.bitflip.applies(seed) and parse_precision(cell.precision).weight_bits < 32:
             b = ev.bitflip  # attack batches of their own per seed: pooled runs are independent draws

@@ -29,6 +29,7 @@ from robquant.quant.precision import parse_precision
 from robquant.quant.pwlq import BREAKPOINTS
 from robquant.train import FP_TRAIN, PGD_AT, QAT_FINETUNE, QAT_SCRATCH, HeldOutCheck, TrainConfig
 import robquant.zoo as zoo
+from robquant.deploy.runtime import RUNTIMES
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -221,12 +222,16 @@ class _Switched(_Section):
 
 
 class DeployedSection(_Switched):
-    """Every quantized model exported to ONNX (QDQ) and attacked on ONNX Runtime at the main eps
+    """Every quantized model exported to ONNX (QDQ) and attacked on its runtime at the main eps
     (:mod:`robquant.deploy`): transfer from the fake-quantized model, Square on the runtime, top-1
-    agreement, and the trust check ``deployed_mismatch``. ``deployed: true`` turns it on with the defaults."""
+    agreement, and the trust check ``deployed_mismatch``; ``also_on`` runs the same file on more runtimes.
+    ``deployed: true`` turns it on with the defaults."""
 
     enabled: bool = Field(False, description="evaluate the deployed (ONNX Runtime) model of every quantized model")
-    runtime: Literal["onnxruntime"] = Field("onnxruntime", description="the runtime")
+    runtime: Literal[RUNTIMES] = Field("onnxruntime", description="the runtime of record")  # type: ignore[valid-type]
+    also_on: Optional[list[Literal[RUNTIMES]]] = Field(  # type: ignore[valid-type]
+        None, min_length=1, description="more runtimes the same exported file is attacked on, each beside the "
+        "runtime of record in the report (e.g. [openvino])")
     n: int = Field(CHECK_EXAMPLES, ge=1, description="test examples")
     square_queries: int = Field(CHECK_SQUARE_QUERIES, ge=1, description="Square's queries per example on the runtime")
     opset: int = Field(OPSET, ge=min(OPSETS), le=max(OPSETS), description="ONNX opset of the export")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -355,6 +356,9 @@ def deployed_table(rows: list[Row], main_eps: float) -> Table | None:
     rows = [r for r in rows if r.deployed]
     if not rows:
         return None
+    others = list(dict.fromkeys(name for r in rows for name in (r.deployed.get("also") or {})))
+    runtime = rows[0].deployed.get("runtime", "")
+    main = runtime.split()[0] if runtime else "the runtime"
     out = []
     for p, runs in _by_cell(rows):
         dep = [r.deployed for r in runs]
@@ -363,24 +367,47 @@ def deployed_table(rows: list[Row], main_eps: float) -> Table | None:
         unfused = [d["unfused"] for d in dep if d.get("unfused")]
         without = (f"{100 * min(min(u['clean_agreement'], u['adversarial_agreement']) for u in unfused):.1f}"
                    if unfused else "")
+        more = [text for name in others for text in _on_runtime(dep, name, main)]
         out.append([runs[0].pipeline, p, str(len(runs)),
                     _fmt([d["record_accuracy"] for d in dep if d.get("record_accuracy") is not None]),
                     _fmt([d["robustness"] for d in dep]), _fmt([d["accuracy"]["square"] for d in dep]),
-                    f"{100 * agree:.1f}", without, str(flagged), runs[0].onnx or ""])
+                    f"{100 * agree:.1f}", without, *more, str(flagged), runs[0].onnx or ""])
     n = sorted({r.deployed["n"] for r in rows})
-    runtime = rows[0].deployed.get("runtime", "")
-    return Table("deployed", f"Deployed models on {runtime}: robustness at {main_eps:g}/255 (%), fake-quantized "
-                 "record vs the exported ONNX model", ["pipeline", "precision", "seeds", "record (fake-quant)",
-                                                      "deployed: transfer + Square", "deployed: Square",
-                                                      "agreement % (lowest)", "without QDQ fusion %", "mismatch flags",
-                                                      "ONNX file (first seed)"],
+    columns = [f"{head} on {name}" for name in others for head in ("transfer + Square", "agreement % (lowest)",
+                                                                    f"minus {main} (paired)")]
+    notes = [f"On {', '.join(others)}: the same exported file, the same transferred PGD examples, Square on that "
+             f"runtime; minus {main}: its robustness minus the runtime of record's, paired by seed and example (95 % "
+             "interval over seeds and examples); 'differs' where the interval excludes 0: the model's robustness "
+             "is not the same on the two runtimes."] if others else []
+    versions = {name: next(r.deployed["also"][name]["runtime"] for r in rows if name in (r.deployed.get("also") or {}))
+                for name in others}
+    return Table("deployed", f"Deployed models on {runtime}" + "".join(f" and {v}" for v in versions.values()) +
+                 f": robustness at {main_eps:g}/255 (%), fake-quantized record vs the exported ONNX model",
+                 ["pipeline", "precision", "seeds", "record (fake-quant)", "deployed: transfer + Square",
+                  "deployed: Square", "agreement % (lowest)", "without QDQ fusion %", *columns, "mismatch flags",
+                  "ONNX file (first seed)"],
                  out, [f"On the first {'/'.join(map(str, n))} test examples. Record: the evaluation's worst case "
                        "over its attacks on the fake-quantized model. Deployed: robust on the runtime under PGD "
                        "transferred from the fake-quantized model and under Square (gradient-free) on the runtime. "
                        "Agreement: top-1 with the fake-quantized model, the lowest of clean and adversarial over "
                        "seeds; a mismatch flag fires above 1 point. Without QDQ fusion: where they disagree, the same "
                        "file with the runtime's QDQ fusion off (the fusion quantizes the float weights of layers whose "
-                       "input is quantized to int8: an activation-only model runs with int8 weights)."])
+                       "input is quantized to int8: an activation-only model runs with int8 weights).", *notes])
+
+
+def _on_runtime(dep: list[dict[str, Any]], name: str, main: str) -> list[str]:
+    """A cell's columns for the further runtime ``name``: robustness, lowest agreement, and the paired
+    difference from the runtime of record (``differs`` where its interval excludes 0)."""
+    runs = [(d, d["also"][name]) for d in dep if name in (d.get("also") or {})]
+    if not runs:
+        return ["", "", ""]
+    agree = min(min(o["clean_agreement"], o["adversarial_agreement"]) for _, o in runs)
+    n = min(len(o["robust_mask"]) for _, o in runs)
+    diff = estimate(np.array([np.asarray(o["robust_mask"][:n], float) - np.asarray(d["robust_mask"][:n], float)
+                              for d, o in runs]))
+    text = format_estimate(diff, signed=True, low=-1.0)
+    differs = diff.examples > 0 and not math.isnan(diff.half) and (diff.low > 0 or diff.high < 0)
+    return [_fmt([o["robustness"] for _, o in runs]), f"{100 * agree:.1f}", text + (" differs" if differs else "")]
 
 
 @report_table(150, "rows")
