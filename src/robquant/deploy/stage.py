@@ -131,13 +131,20 @@ def deployed_for_stage(model: torch.nn.Module, test_set: ImageDataset, out: str 
     info = export_onnx(model, path, (test_set.in_channels, *test_set.image_size),
                        opset=options.get("opset", OPSET),
                        metadata={"robquant.version": __version__, "robquant.dataset": test_set.name})
-    runtime = load_runtime(options.get("runtime", "onnxruntime"), path, options.get("threads"),
-                           options.get("fusion", True))
-    result = deployed_evaluation(runtime, model, test_set, options["eps"],
-                                 n=options["n"], steps=options["steps"], restarts=options["restarts"],
-                                 square_queries=options["square_queries"], seed=seed, batch_size=batch_size,
-                                 device=device, threshold=options["tol"], label=options.get("label"))
+    result = evaluate_file(path, options.get("runtime", "onnxruntime"), model, test_set, options, device=device,
+                           seed=seed, batch_size=batch_size)
     return result, info
+
+
+def evaluate_file(path: Path, runtime: str, model: torch.nn.Module, test_set: ImageDataset, options: dict[str, Any],
+                  *, device: torch.device, seed: int, batch_size: int) -> dict[str, Any]:
+    """The exported file ``path`` on the runtime ``runtime`` against ``model`` (:func:`deployed_evaluation`
+    with the deployed evaluation's ``options``)."""
+    return deployed_evaluation(load_runtime(runtime, path, options.get("threads"), options.get("fusion", True)),
+                               model, test_set, options["eps"], n=options["n"], steps=options["steps"],
+                               restarts=options["restarts"], square_queries=options["square_queries"], seed=seed,
+                               batch_size=batch_size, device=device, threshold=options["tol"],
+                               label=options.get("label"))
 
 
 @dataclass(frozen=True)
@@ -188,11 +195,8 @@ class DeployedRun:
         if self.also_on:
             result["also"] = {}
             for name in self.also_on:
-                other = deployed_evaluation(load_runtime(name, Path(step.out) / FILE, None, self.fusion), step.model,
-                                            step.test_set, self.eps, n=self.n, steps=self.steps, restarts=self.restarts,
-                                            square_queries=self.square_queries, seed=step.seed,
-                                            batch_size=step.batch_size, device=step.device, threshold=self.tol,
-                                            label=self.label)
+                other = evaluate_file(Path(step.out) / FILE, name, step.model, step.test_set, options,
+                                      device=step.device, seed=step.seed, batch_size=step.batch_size)
                 result["also"][name] = {**other, "record_accuracy": record_accuracy,
                                         "check": mismatch_check(other, record_accuracy)}
         return result
