@@ -257,6 +257,7 @@ def test_study_with_deployment_bit_flips_pixel_valid_inputs_and_the_transfer_mat
     study["evaluation"]["transfer_matrix"] = True
     study["evaluation"]["bit_errors"] = {"n": 40, "rates": [0, 1e-3, 0.2], "draws": 2}
     study["evaluation"]["corruptions"] = {"n": 40, "names": ["gaussian_noise", "contrast"], "severities": [1, 5]}
+    study["axes"]["precision"] = ["A4W4", "A8W8", "A32W32"]
     path = write(tmp_path, study)
     code, text = cli("run", path, "--device", "cpu")
     assert code == 0, text
@@ -301,9 +302,10 @@ def test_study_with_deployment_bit_flips_pixel_valid_inputs_and_the_transfer_mat
     # the precision transfer matrix: each model attacked from its FP parent and from the other precision
     a4w4_stage = store.get(evaluations["A4W4"])
     quantized = {cell.precision: plan.stages[key].parents[0] for cell, _, key in plan.cells}
-    assert a4w4_stage["parents"] == [quantized["A4W4"], plan.stages[quantized["A4W4"]].parents[0], quantized["A32W32"]]
+    assert a4w4_stage["parents"] == [quantized["A4W4"], plan.stages[quantized["A4W4"]].parents[0], quantized["A8W8"]]
     labels = {r["attack"] for r in a4w4["result"]["robust"]}
-    assert {"transfer:FP", "transfer:A32W32"} <= labels and "transfer:A4W4" not in labels
+    # PTQ at A32W32 is the FP parent itself: not a second source
+    assert {"transfer:FP", "transfer:A8W8"} <= labels and not {"transfer:A4W4", "transfer:A32W32"} & labels
     assert a4w4["config"]["cascade"] is False  # each source's own outcome, not one cumulative with earlier attacks
     assert "Precision transfer matrix" in report and (tmp_path / "runs" / "report" / "transfer_matrix_0.png").is_file()
     from robquant.report import collect
@@ -314,7 +316,7 @@ def test_study_with_deployment_bit_flips_pixel_valid_inputs_and_the_transfer_mat
     own = next(r for r in rows if r.precision == "A4W4")
     diagonal = matrix["cells"][("A4W4", "A4W4")]  # the target's white-box record on the same examples
     assert diagonal.mean == pytest.approx(own.reference) and diagonal.examples == own.reference_n
-    assert set(matrix["sources"]) == {"FP", "A4W4", "A32W32"}
+    assert set(matrix["sources"]) == {"FP", "A4W4", "A8W8", "A32W32"}  # the diagonal: each target's own
     assert str(store.artifact_dir(evaluations["A4W4"]) / "model.onnx") in report
     # without deployed (not given, or false), the keys are what they were before the option existed
     for name, value in (("off.yaml", False), ("absent.yaml", None)):

@@ -67,14 +67,18 @@ def test_figure2_is_one_study_of_activation_and_weight_only_sweeps_with_pgd_and_
 
 def test_the_threats_companion_adds_only_evaluations_to_cifar10_cpu():
     """cifar10-cpu-threats.yaml evaluates cifar10-cpu's own models (the same stages, so run into its store
-    it trains nothing) with the transfer matrix and bit flips."""
+    it trains nothing) with the transfer matrix, bit flips, the deployed models, corruptions and bit errors."""
     base = build_plan(load_study(CONFIGS / "cifar10-cpu.yaml"), lambda: 50_000)
     threats = build_plan(load_study(CONFIGS / "cifar10-cpu-threats.yaml"), lambda: 50_000)
     models = {k for k, s in threats.stages.items() if s.kind != "evaluate"}
     assert models and models <= set(base.stages)
     evaluations = [s.spec for s in threats.stages.values() if s.kind == "evaluate"]
-    assert len(evaluations) == 5 and all(e.bitflip is not None for e in evaluations)
+    quantized = [e for e in evaluations if e.bitflip is not None]
+    assert len(evaluations) == 6 and len(quantized) == 5  # the FP reference (PTQ A32W32) has no stored integers
+    assert all(e.deployed.also_on == ("openvino",) and e.bit_errors is not None for e in quantized)
+    assert all(e.corruptions is not None for e in evaluations)
     assert all({"transfer:FP"} <= {a.label for a in e.attacks} for e in evaluations)
+    assert not any("transfer:A32W32" in {a.label for a in e.attacks} for e in evaluations)  # that is FP again
     assert all(a.n == 500 for e in evaluations for a in e.attacks)  # sources on the paper's attack's examples
     assert not any(e.cascade for e in evaluations)  # each source's own outcomes
 

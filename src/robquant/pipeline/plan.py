@@ -163,7 +163,8 @@ class _Planner:
     def transfer_sources(self, cell: Cell, seed: int, attacks: tuple[AttackRun, ...]) -> tuple[AttackRun, ...]:
         """The precision transfer matrix's attacks on ``cell``: PGD (the paper's attack's settings and examples,
         its full course) crafted on the FP parent (``transfer:FP``) and on each other precision of the cell's
-        pipeline, seed and fraction (``transfer:AxWy``), each a run whose ``source`` is that model's stage."""
+        pipeline, seed and fraction (``transfer:AxWy``; PTQ at A32W32 is the FP parent itself, so not again),
+        each a run whose ``source`` is that model's stage."""
         from robquant.attacks import ATTACKS
 
         pgd = self.study.evaluation.reference_pgd()
@@ -176,7 +177,8 @@ class _Planner:
         for other in self.cells:
             if (other.method, other.strategy, other.init, other.fraction) == (cell.method, cell.strategy, cell.init,
                                                                               cell.fraction) \
-                    and other.precision != cell.precision:
+                    and other.precision != cell.precision \
+                    and not (other.method == "ptq" and parse_precision(other.precision).is_fp):  # PTQ at 32 bits: FP
                 runs.append(AttackRun("transfer", f"transfer:{other.precision}",
                                       {**options, "source": self.quantize(other, seed)}, n))
         taken = {a.label for a in attacks}
