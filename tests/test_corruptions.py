@@ -18,11 +18,13 @@ def images():
     return np.clip(np.round(x * 255), 0, 255).astype(np.uint8)
 
 
-# The published constants of these two do not order the pixel distance from the clean image: glass blur's
+# The published constants of these three do not order the pixel distance from the clean image: glass blur's
 # severity 4 blurs less than 3 with two shuffling passes; elastic's severity 1 is a pure affine of up to
-# 2.6 pixels, 5 an affine of up to 1 pixel and a local field of about half a pixel (on 200 CIFAR-10 test
-# images, mean distance by severity: glass 16.3, 16.2, 14.7, 21.1, 19.1; elastic 21.7, 20.2, 18.2, 16.4, 13.5)
-UNORDERED = {"glass_blur", "elastic_transform"}
+# 2.6 pixels, 5 an affine of up to 1 pixel and a local field of about half a pixel; frost's 4 and 5 add
+# about as much frost as 3 and darken the image more (on 200 CIFAR-10 test images, mean distance by
+# severity: glass 16.3, 16.2, 14.7, 21.1, 19.1; elastic 21.7, 20.2, 18.2, 16.4, 13.5; frost 31.7, 46.3,
+# 51.9, 46.5, 45.7)
+UNORDERED = {"glass_blur", "elastic_transform", "frost"}
 
 
 @pytest.mark.parametrize("name", list(CORRUPTIONS))
@@ -77,7 +79,28 @@ def test_grey_images_and_bad_input(images):
     grey = images[:, :1]
     for name in CORRUPTIONS:
         assert corrupt(grey, name, 3).shape == grey.shape
-    with pytest.raises(ConfigError, match="corruption 'frost' is not known"):
-        corrupt(images, "frost", 1)
+    with pytest.raises(ConfigError, match="corruption 'spatter' is not known"):
+        corrupt(images, "spatter", 1)
     with pytest.raises(ConfigError, match="severity must be 0..5"):
         corrupt(images, "fog", 6)
+
+
+def test_frost_adds_a_crop_of_one_of_the_five_photographs():
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    from robquant.data.corruptions import _frost_photos
+
+    black = np.zeros((6, 3, 32, 32), dtype=np.uint8)
+    out = corrupt(black, "frost", 5, seed=5)  # 0.75 x 0 + 0.45 x the crop
+    photos = _frost_photos()
+    assert len(photos) == 5 and all(p.dtype == np.uint8 and p.shape[0] >= 63 for p in photos)
+    used = set()
+    for image in out.transpose(0, 2, 3, 1):
+        found = [i for i, photo in enumerate(photos)
+                 if (np.abs(sliding_window_view(photo * 0.45, (32, 32, 3)) - image) <= 0.5 + 1e-9)
+                 .all(axis=(-3, -2, -1)).any()]  # rounded to whole levels
+        assert found, "the frost layer is no crop of a photograph"
+        used.add(found[0])
+    assert len(used) > 1  # the photograph is drawn per image
+    big = corrupt(np.full((2, 1, 150, 200), 128, dtype=np.uint8), "frost", 3)  # larger than every photograph
+    assert big.shape == (2, 1, 150, 200) and big.min() >= 115  # 0.9 x 128 + 0.4 x frost

@@ -17,21 +17,26 @@ and scipy (no ImageMagick, OpenCV or scikit-image), seeded, on ``(N, C, H, W)`` 
   flakes over a brightened image), ``elastic_transform`` (a random affine and a smooth random displacement
   field, c in shares of the image side).
 
-Not here: ``frost``, whose definition blends crops of six photographs of frost the original ships (no copy
-here). Differences from the original, by construction: the
+- ``frost`` (the image scaled by c[0] plus c[1] times a random crop of one of the original's five frost
+  photographs, shrunk to 0.2 as it does; ``frost.npz``, built by ``scripts/frost_textures.py``, equals OpenCV's
+  shrinking pixel for pixel).
+
+Differences from the original, by construction: the
 random draws are numpy's seeded generator, not the original's global state; the disk kernel's
 anti-aliasing is a Gaussian filter (scipy) where the original uses OpenCV's 3x3 Gaussian; pixelate's
 box up-sampling is a box-weighted (area) resampling; the motion blur is ImageMagick's kernel (2 ceil(radius)
 + 1 taps, Gaussian weights in the tap index, offsets rounded to whole pixels, edges extended) written here,
 not ImageMagick; the blurs of glass blur are scipy's Gaussian with edges extended; images of other sizes
 than 32x32 use the same constants (fog's fractal is drawn at the next power of two; elastic's shares are of
-the shorter side). Severity 0 is the image itself. The published constants of glass blur and the elastic
+the shorter side; frost's photographs are mirrored to cover images larger than them, and seen through
+the luminance weights by one-channel images). Severity 0 is the image itself. The published constants of glass blur and the elastic
 transform do not rise in pixel distance with the severity (``tests/test_corruptions.py`` says by how much).
 """
 
 from __future__ import annotations
 
 import io
+from importlib import resources
 from typing import Any, Callable
 
 import numpy as np
@@ -57,6 +62,7 @@ CONSTANTS: dict[str, tuple] = {
     "motion_blur": ((6, 1), (6, 1.5), (6, 2), (8, 2), (9, 2.5)),  # radius, sigma (ImageMagick's)
     "snow": ((0.1, 0.2, 1, 0.6, 8, 3, 0.95), (0.1, 0.2, 1, 0.5, 10, 4, 0.9), (0.15, 0.3, 1.75, 0.55, 10, 4, 0.9),
              (0.25, 0.3, 2.25, 0.6, 12, 6, 0.85), (0.3, 0.3, 1.25, 0.65, 14, 12, 0.8)),
+    "frost": ((1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45)),  # image's, frost's weight
     "elastic_transform": ((0, 0, 0.08), (0.05, 0.2, 0.07), (0.08, 0.06, 0.06), (0.1, 0.04, 0.05),
                           (0.1, 0.03, 0.03)),  # alpha, sigma, affine shift: shares of the image side
 }
@@ -263,12 +269,41 @@ def _elastic_transform(x: np.ndarray, c: tuple, rng: np.random.Generator) -> np.
     return out
 
 
+_FROST: list[np.ndarray] = []  # the five shrunk photographs, (H, W, 3) uint8, read once
+
+
+def _frost_photos() -> list[np.ndarray]:
+    if not _FROST:
+        with resources.files("robquant.data").joinpath("frost.npz").open("rb") as file:
+            with np.load(file, allow_pickle=False) as photos:
+                _FROST.extend(photos[f"frost{i}"] for i in range(1, 6))
+    return _FROST
+
+
+def _frost(x: np.ndarray, c: tuple, rng: np.random.Generator) -> np.ndarray:
+    """``c[0]`` x the image + ``c[1]`` x a random crop of a random one of the five frost photographs."""
+    n, channels, h, w = x.shape
+    out = np.empty_like(x)
+    for k in range(n):
+        photo = _frost_photos()[rng.integers(5)]
+        grow = max(h + 1 - photo.shape[0], 0), max(w + 1 - photo.shape[1], 0)
+        if any(grow):  # images larger than the photograph see it mirrored
+            photo = np.pad(photo, ((0, grow[0]), (0, grow[1]), (0, 0)), mode="symmetric")
+        top, left = rng.integers(0, photo.shape[0] - h), rng.integers(0, photo.shape[1] - w)
+        crop = photo[top:top + h, left:left + w].transpose(2, 0, 1) / 255
+        if channels != 3:
+            crop = np.tensordot([0.299, 0.587, 0.114], crop, axes=1)[None]
+        out[k] = c[0] * x[k] + c[1] * crop
+    return out
+
+
 CORRUPTIONS: dict[str, Callable[[np.ndarray, object, np.random.Generator], np.ndarray]] = {
     "gaussian_noise": _gaussian_noise, "shot_noise": _shot_noise, "impulse_noise": _impulse_noise,
     "defocus_blur": _defocus_blur, "zoom_blur": _zoom_blur, "fog": _fog, "brightness": _brightness,
     "contrast": _contrast, "pixelate": _pixelate, "jpeg_compression": _jpeg,
     # after the first ten, so that their seeds (drawn from a corruption's place here) stay what they were
     "glass_blur": _glass_blur, "motion_blur": _motion_blur, "snow": _snow, "elastic_transform": _elastic_transform,
+    "frost": _frost,
 }
 
 
