@@ -610,6 +610,7 @@ def test_beyond_the_paper_answers_bit_width_and_adversarial_qat_questions():
 
 def test_corruption_findings_and_table_pair_cells_by_seed_and_example():
     from robquant.report.beyond import beyond_table
+    from robquant.report.records import CorruptionEvidence
     from robquant.report.tables import corruptions_table
 
     def corrupted(r, share):  # every example right under the first share of (corruption, severity) pairs...
@@ -617,8 +618,7 @@ def test_corruption_findings_and_table_pair_cells_by_seed_and_example():
         correct = np.zeros((2, 3, n), dtype=bool)
         correct.reshape(6, n)[: int(round(share * 6))] = True
         correct[0, 0, : n // 2] = True  # ... and half the examples under one pair more, so examples vary
-        return dataclasses.replace(r, corruptions={"names": ["fog", "contrast"], "severities": [1, 3, 5],
-                                                   "correct": correct, "clean_accuracy": r.clean})
+        return dataclasses.replace(r, corruptions=CorruptionEvidence(["fog", "contrast"], [1, 3, 5], correct, r.clean))
 
     rows = [corrupted(row("ptq", None, "robust", "A2W2", s, 0.8, 0.3), 1 / 6) for s in (0, 1)]
     rows += [corrupted(row("ptq", None, "robust", "A8W8", s, 0.9, 0.4), 4 / 6) for s in (0, 1)]

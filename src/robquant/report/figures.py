@@ -308,7 +308,7 @@ def bit_error_figure(rows: list[Row], out: Path) -> list[Path]:
             line, = ax.plot(rates, mean, "o-", ms=3, label=runs[0].precision)
             ax.fill_between(rates, [100 * max(curve[p].low, 0) for p in rates],
                             [100 * min(curve[p].high, 1) for p in rates], color=line.get_color(), alpha=0.2)
-            clean = sum(r.bit_errors["clean_accuracy"] for r in runs) / len(runs)
+            clean = sum(r.bit_errors.clean_accuracy for r in runs) / len(runs)
             ax.axhline(100 * clean, color=line.get_color(), ls=":", lw=0.8)
         ax.set_xscale("log")
         ax.set_xlabel("bit error rate p (per stored bit)")

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from robquant.evaluation.outcomes import Outcomes
+from robquant.evaluation.addons import BIT_ERRORS_FILE, CORRUPTIONS_FILE
+from robquant.evaluation.outcomes import Outcomes, load_grid
 from robquant.errors import ConfigError
 from robquant.evaluation.stage import EvaluationMetrics
 from robquant.modelfolder import ModelMetrics
@@ -54,10 +56,8 @@ class Row:
         fp, fp_clean: The FP parent's key (None from random parameters) and its recorded clean accuracy.
         deployed, onnx: The deployed model's numbers on its runtime and the exported file (None unless asked).
         bitflip: Flips to break the model per method (None unless asked).
-        bit_errors: Random bit errors' evidence (None unless asked): ``rates``, ``correct`` ((rates, draws,
-            n) bool, per example), ``clean_accuracy`` and ``total_bits`` (:func:`bit_error_curve`).
-        corruptions: Natural corruptions' evidence (None unless asked): ``names``, ``severities``, ``correct``
-            ((names, severities, n) bool) and ``clean_accuracy``.
+        bit_errors: Random bit errors' evidence (:class:`BitErrorEvidence`; None unless asked).
+        corruptions: Natural corruptions' evidence (:class:`CorruptionEvidence`; None unless asked).
         history: The QAT training's per-epoch record (``epoch``, ``train_accuracy``, ``loss``, ...; None for PTQ).
     """
 
@@ -98,8 +98,8 @@ class Row:
     deployed: dict[str, Any] | None = None
     onnx: str | None = None
     bitflip: dict[str, Any] | None = None
-    bit_errors: dict[str, Any] | None = None
-    corruptions: dict[str, Any] | None = None
+    bit_errors: "BitErrorEvidence | None" = None
+    corruptions: "CorruptionEvidence | None" = None
     history: list[dict[str, float]] | None = None
 
     @classmethod
@@ -143,32 +143,71 @@ def collect(plan: Any, store: Any) -> list[Row]:
             fraction=cell.fraction, seed=seed, status=row["status"], flags=list(m.flags or []),
             wall_s=(q.get("stage") or {}).get("wall_s"), passes=passes, bytes=(q.get("size") or {}).get("bytes"),
             key=key, fp=fp, fp_clean=fp_clean.get(fp), deployed=m.deployed, onnx=_onnx(store, key), bitflip=m.bitflip,
-            bit_errors=_bit_errors(store, key, m.bit_errors), corruptions=_corruptions(store, key, m.corruptions),
+            bit_errors=BitErrorEvidence.read(store.artifact_dir(key), m.bit_errors),
+            corruptions=CorruptionEvidence.read(store.artifact_dir(key), m.corruptions),
             history=train.get("history") or None))
     return rows
 
 
-def _bit_errors(store: Any, key: str, metrics: dict[str, Any] | None) -> dict[str, Any] | None:
-    """An evaluation's bit-error evidence, read from its file (None when it ran none)."""
-    if metrics is None:
-        return None
-    from robquant.evaluation.addons import BIT_ERRORS_FILE
-    from robquant.evaluation.outcomes import load_grid
+@dataclass(frozen=True)
+class BitErrorEvidence:
+    """An evaluation's random bit errors, per example (``evaluation.bit_errors``; read by :meth:`read`).
 
-    axes, correct = load_grid(store.artifact_dir(key) / BIT_ERRORS_FILE)
-    return {"rates": [float(r) for r in axes["rates"]], "correct": correct, "clean_accuracy": metrics["clean_accuracy"],
-            "total_bits": metrics["total_bits"]}
+    Attributes:
+        rates: The bit error rates, in the order of ``correct``'s first axis.
+        correct: ``(rates, draws, n)`` bool: each example right under each draw of each rate.
+        clean_accuracy: The model's accuracy without errors on the same ``n`` examples.
+        total_bits: The stored bits each rate applies to.
+    """
+
+    rates: list[float]
+    correct: np.ndarray
+    clean_accuracy: float
+    total_bits: int
+
+    @classmethod
+    def read(cls, folder: Path, metrics: dict[str, Any] | None) -> "BitErrorEvidence | None":
+        """From an evaluation's folder (its per-example file) and its metrics (None when it ran none)."""
+        if metrics is None:
+            return None
+        axes, correct = load_grid(folder / BIT_ERRORS_FILE)
+        return cls([float(r) for r in axes["rates"]], correct, metrics["clean_accuracy"], metrics["total_bits"])
+
+    def at(self, rate: float, n: int) -> np.ndarray:
+        """``(draws, n)``: the first ``n`` examples' outcomes under each draw at ``rate``."""
+        return self.correct[self.rates.index(rate), :, :n]
 
 
-def _corruptions(store: Any, key: str, metrics: dict[str, Any] | None) -> dict[str, Any] | None:
-    """An evaluation's corruption evidence, read from its file (None when it ran none)."""
-    if metrics is None:
-        return None
-    from robquant.evaluation.addons import CORRUPTIONS_FILE
-    from robquant.evaluation.outcomes import load_grid
+@dataclass(frozen=True)
+class CorruptionEvidence:
+    """An evaluation's natural corruptions, per example (``evaluation.corruptions``; read by :meth:`read`).
 
-    axes, correct = load_grid(store.artifact_dir(key) / CORRUPTIONS_FILE)
-    return {"names": axes["names"], "severities": axes["severities"], "correct": correct, "clean_accuracy": metrics["clean_accuracy"]}
+    Attributes:
+        names, severities: The corruptions and severities, in the order of ``correct``'s first two axes.
+        correct: ``(names, severities, n)`` bool: each example right under each corruption and severity.
+        clean_accuracy: The model's accuracy on the same ``n`` clean examples.
+    """
+
+    names: list[str]
+    severities: list[int]
+    correct: np.ndarray
+    clean_accuracy: float
+
+    @classmethod
+    def read(cls, folder: Path, metrics: dict[str, Any] | None) -> "CorruptionEvidence | None":
+        """From an evaluation's folder (its per-example file) and its metrics (None when it ran none)."""
+        if metrics is None:
+            return None
+        axes, correct = load_grid(folder / CORRUPTIONS_FILE)
+        return cls(list(axes["names"]), list(axes["severities"]), correct, metrics["clean_accuracy"])
+
+    @property
+    def n(self) -> int:
+        return self.correct.shape[-1]
+
+    def of(self, name: str, n: int) -> np.ndarray:
+        """``(severities, n)``: the first ``n`` examples' outcomes under corruption ``name``."""
+        return self.correct[self.names.index(name), :, :n]
 
 
 def corruption_outcomes(runs: Sequence[Row], names: Sequence[str] | None = None) -> np.ndarray:
@@ -177,11 +216,10 @@ def corruption_outcomes(runs: Sequence[Row], names: Sequence[str] | None = None)
     runs = [r for r in runs if r.corruptions]
     if not runs:
         return np.zeros((0, 0))
-    common = [c for c in runs[0].corruptions["names"] if all(c in r.corruptions["names"] for r in runs)]
+    common = [c for c in runs[0].corruptions.names if all(c in r.corruptions.names for r in runs)]
     names = common if names is None else [c for c in names if c in common]
-    n = min(r.corruptions["correct"].shape[-1] for r in runs)
-    return np.stack([np.concatenate([r.corruptions["correct"][r.corruptions["names"].index(c), :, :n]
-                                     for c in names]).mean(0) for r in runs])
+    n = min(r.corruptions.n for r in runs)
+    return np.stack([np.concatenate([r.corruptions.of(c, n) for c in names]).mean(0) for r in runs])
 
 
 def bit_error_curve(runs: Sequence[Row]) -> dict[float, Estimate]:
@@ -192,11 +230,11 @@ def bit_error_curve(runs: Sequence[Row]) -> dict[float, Estimate]:
     runs = [r for r in runs if r.bit_errors]
     if not runs:
         return {}
-    common = sorted(set.intersection(*(set(r.bit_errors["rates"]) for r in runs)))
-    n = min(r.bit_errors["correct"].shape[-1] for r in runs)
+    common = sorted(set.intersection(*(set(r.bit_errors.rates) for r in runs)))
+    n = min(r.bit_errors.correct.shape[-1] for r in runs)
     out = {}
     for rate in common:
-        per_run = [r.bit_errors["correct"][r.bit_errors["rates"].index(rate), :, :n] for r in runs]
+        per_run = [r.bit_errors.at(rate, n) for r in runs]
         y = per_run[0].astype(float) if len(runs) == 1 else np.stack([c.mean(0) for c in per_run])
         out[rate] = estimate(y)
     return out

@@ -486,16 +486,16 @@ def bit_errors_table(rows: list[Row]) -> Table | None:
     rows = [r for r in rows if r.bit_errors]
     if not rows:
         return None
-    rates = sorted({p for r in rows for p in r.bit_errors["rates"]})
+    rates = sorted({p for r in rows for p in r.bit_errors.rates})
     out = []
     for p, runs in _by_cell(rows):
         curve = bit_error_curve(runs)
-        draws = sorted({r.bit_errors["correct"].shape[1] for r in runs})
+        draws = sorted({r.bit_errors.correct.shape[1] for r in runs})
         cells = [runs[0].pipeline, p, f"{len(runs)} x {'/'.join(map(str, draws))}",
-                 f"{runs[0].bit_errors['total_bits']:,}", format_interval([r.bit_errors["clean_accuracy"] for r in runs])]
+                 f"{runs[0].bit_errors.total_bits:,}", format_interval([r.bit_errors.clean_accuracy for r in runs])]
         cells += [format_estimate(curve[q]) if q in curve else "" for q in rates]
         out.append(cells)
-    n = sorted({r.bit_errors["correct"].shape[-1] for r in rows})
+    n = sorted({r.bit_errors.correct.shape[-1] for r in rows})
     return Table("bit_errors", "Random bit errors: accuracy with each stored bit flipped with probability p",
                  ["pipeline", "precision", "seeds x draws", "stored bits", "no errors", *(f"p = {q:.0e}" if q else "p = 0" for q in rates)],
                  out,
@@ -515,7 +515,7 @@ def corruptions_table(rows: list[Row]) -> Table | None:
     rows = [r for r in rows if r.corruptions]
     if not rows:
         return None
-    names = list(dict.fromkeys(c for r in rows for c in r.corruptions["names"]))
+    names = list(dict.fromkeys(c for r in rows for c in r.corruptions.names))
     out = []
     for p, runs in _by_cell(rows):
         y = corruption_outcomes(runs)
@@ -526,14 +526,14 @@ def corruptions_table(rows: list[Row]) -> Table | None:
             versus = format_estimate(estimate(diff), signed=True, low=-1.0)
         else:
             versus = ""
-        cells = [runs[0].pipeline, p, str(len(runs)), format_interval([r.corruptions["clean_accuracy"] for r in runs]),
+        cells = [runs[0].pipeline, p, str(len(runs)), format_interval([r.corruptions.clean_accuracy for r in runs]),
                  format_estimate(estimate(y)), versus]
         for c in names:
             z = corruption_outcomes(runs, [c])
-            cells.append(f"{100 * z.mean():.1f}" if z.size and all(c in r.corruptions["names"] for r in runs) else "")
+            cells.append(f"{100 * z.mean():.1f}" if z.size and all(c in r.corruptions.names for r in runs) else "")
         out.append(cells)
-    severities = sorted({v for r in rows for v in r.corruptions["severities"]})
-    n = sorted({r.corruptions["correct"].shape[-1] for r in rows})
+    severities = sorted({v for r in rows for v in r.corruptions.severities})
+    n = sorted({r.corruptions.n for r in rows})
     return Table("corruptions", "Natural corruptions: accuracy (%) on corrupted test images",
                  ["pipeline", "precision", "seeds", "no corruption", "mean", "vs A32W32", *names], out,
                  [f"Clean accuracy on the first {'/'.join(map(str, n))} test examples corrupted after CIFAR-10-C's "
