@@ -214,14 +214,83 @@ class DeployedRun:
                                                      for k, c in checks.items()}}}
 
     def metrics(self, result: dict[str, Any]) -> dict[str, Any] | None:
-        """The deployed model's numbers of record: accuracies and agreements on its runtime, the export's
-        time and size."""
-        keys = ("runtime", "fusion", "n", "clean_accuracy", "robustness", "record_accuracy", "clean_agreement",
-                "adversarial_agreement", "unfused", "accuracy")
-        out = {**{k: result.get(k) for k in keys}, "export_s": result["export"]["seconds"],
-               "bytes": result["export"]["bytes"]}
-        if result.get("also"):  # each runtime's per-example outcome, for the report's paired comparison
-            out["robust_mask"] = result["robust_mask"]
-            out["also"] = {name: {k: r.get(k) for k in (*keys, "robust_mask", "settings")}
-                           for name, r in result["also"].items()}
+        """The deployed model's numbers of record (:class:`DeployedMetrics`), JSON-ready."""
+        return DeployedMetrics.of(result).to_dict()
+
+
+@dataclass(frozen=True)
+class RuntimeMetrics:
+    """A deployed model's numbers of record on one runtime (the runtime of record's, or a further one's).
+
+    Attributes:
+        runtime: The runtime and its version (``onnxruntime 1.32.0``).
+        fusion: Whether the runtime's QDQ fusion was on.
+        n: The test examples evaluated.
+        clean_accuracy, robustness: Clean accuracy and robustness (transfer + Square) on the runtime.
+        record_accuracy: The evaluation's robustness of record on the same examples (None: unknown).
+        clean_agreement, adversarial_agreement: Top-1 agreement with the fake-quantized model.
+        unfused: The same file without QDQ fusion where they disagreed (its result; None otherwise).
+        accuracy: Accuracy per attack on the runtime (``transfer``, ``square``).
+        robust_mask: Per example, robust on the runtime (kept where a further runtime is compared).
+        settings: The runtime's settings as run (a further runtime's).
+    """
+
+    runtime: str
+    fusion: bool | None
+    n: int
+    clean_accuracy: float
+    robustness: float
+    record_accuracy: float | None
+    clean_agreement: float
+    adversarial_agreement: float
+    unfused: dict[str, Any] | None
+    accuracy: dict[str, float]
+    robust_mask: list[bool] | None = None
+    settings: dict[str, Any] | None = None
+
+    KEYS: ClassVar[tuple[str, ...]] = ("runtime", "fusion", "n", "clean_accuracy", "robustness", "record_accuracy",
+                                       "clean_agreement", "adversarial_agreement", "unfused", "accuracy")
+
+    @classmethod
+    def read(cls, metrics: dict[str, Any]) -> "RuntimeMetrics":
+        """From a record's metrics (fields it lacks, as older records do, are None)."""
+        return cls(**{f.name: metrics.get(f.name) for f in dataclasses.fields(cls)})
+
+    @property
+    def lowest_agreement(self) -> float:
+        return min(self.clean_agreement, self.adversarial_agreement)
+
+
+@dataclass(frozen=True)
+class DeployedMetrics(RuntimeMetrics):
+    """The deployed evaluation's numbers of record: the runtime of record's (:class:`RuntimeMetrics`), the
+    export's time and size, and each further runtime's (``also``, by name)."""
+
+    export_s: float | None = None
+    bytes: int | None = None
+    also: dict[str, RuntimeMetrics] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, result: dict[str, Any]) -> "DeployedMetrics":
+        """From a deployed evaluation's result (:meth:`DeployedRun.run`)."""
+        also = {name: RuntimeMetrics.read(r) for name, r in (result.get("also") or {}).items()}
+        return cls(**{k: result.get(k) for k in RuntimeMetrics.KEYS},
+                   robust_mask=result["robust_mask"] if also else None,  # for the report's paired comparison
+                   export_s=result["export"]["seconds"], bytes=result["export"]["bytes"], also=also)
+
+    @classmethod
+    def read(cls, metrics: dict[str, Any] | None) -> "DeployedMetrics | None":
+        """From a record's ``metrics["deployed"]`` (None when the evaluation deployed nothing)."""
+        if not metrics:
+            return None
+        own = {f.name: metrics.get(f.name) for f in dataclasses.fields(cls) if f.name != "also"}
+        return cls(**own, also={k: RuntimeMetrics.read(v) for k, v in (metrics.get("also") or {}).items()})
+
+    def to_dict(self) -> dict[str, Any]:
+        """As the record keeps it (the per-example mask and ``also`` only where a further runtime ran)."""
+        out = {k: getattr(self, k) for k in (*RuntimeMetrics.KEYS, "export_s", "bytes")}
+        if self.also:
+            out["robust_mask"] = self.robust_mask
+            out["also"] = {name: {k: getattr(r, k) for k in (*RuntimeMetrics.KEYS, "robust_mask", "settings")}
+                           for name, r in self.also.items()}
         return out

@@ -10,6 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from robquant.deploy.stage import DeployedMetrics
 from robquant.report.intervals import Estimate, estimate
 from robquant.report.records import (Row, CLEAN, PAPER, WORST, bit_error_curve, by_cell, cell_estimate, cell_name,
                                      contrast, corruption_outcomes, outcome_matrix, per_example)
@@ -356,30 +357,30 @@ def deployed_table(rows: list[Row], main_eps: float) -> Table | None:
     rows = [r for r in rows if r.deployed]
     if not rows:
         return None
-    others = list(dict.fromkeys(name for r in rows for name in (r.deployed.get("also") or {})))
-    runtime = rows[0].deployed.get("runtime", "")
+    others = list(dict.fromkeys(name for r in rows for name in r.deployed.also))
+    runtime = rows[0].deployed.runtime or ""
     main = runtime.split()[0] if runtime else "the runtime"
     out = []
     for p, runs in _by_cell(rows):
         dep = [r.deployed for r in runs]
-        agree = min(min(d["clean_agreement"], d["adversarial_agreement"]) for d in dep)
+        agree = min(d.lowest_agreement for d in dep)
         flagged = sum("deployed_mismatch" in r.flags for r in runs)
-        unfused = [d["unfused"] for d in dep if d.get("unfused")]
+        unfused = [d.unfused for d in dep if d.unfused]
         without = (f"{100 * min(min(u['clean_agreement'], u['adversarial_agreement']) for u in unfused):.1f}"
                    if unfused else "")
         more = [text for name in others for text in _on_runtime(dep, name, main)]
         out.append([runs[0].pipeline, p, str(len(runs)),
-                    _fmt([d["record_accuracy"] for d in dep if d.get("record_accuracy") is not None]),
-                    _fmt([d["robustness"] for d in dep]), _fmt([d["accuracy"]["square"] for d in dep]),
+                    _fmt([d.record_accuracy for d in dep if d.record_accuracy is not None]),
+                    _fmt([d.robustness for d in dep]), _fmt([d.accuracy["square"] for d in dep]),
                     f"{100 * agree:.1f}", without, *more, str(flagged), runs[0].onnx or ""])
-    n = sorted({r.deployed["n"] for r in rows})
+    n = sorted({r.deployed.n for r in rows})
     columns = [f"{head} on {name}" for name in others for head in ("transfer + Square", "agreement % (lowest)",
                                                                     f"minus {main} (paired)")]
     notes = [f"On {', '.join(others)}: the same exported file, the same transferred PGD examples, Square on that "
              f"runtime; minus {main}: its robustness minus the runtime of record's, paired by seed and example (95 % "
              "interval over seeds and examples); 'differs' where the interval excludes 0: the model's robustness "
              "is not the same on the two runtimes."] if others else []
-    versions = {name: next(r.deployed["also"][name]["runtime"] for r in rows if name in (r.deployed.get("also") or {}))
+    versions = {name: next(r.deployed.also[name].runtime for r in rows if name in r.deployed.also)
                 for name in others}
     return Table("deployed", f"Deployed models on {runtime}" + "".join(f" and {v}" for v in versions.values()) +
                  f": robustness at {main_eps:g}/255 (%), fake-quantized record vs the exported ONNX model",
@@ -395,19 +396,19 @@ def deployed_table(rows: list[Row], main_eps: float) -> Table | None:
                        "input is quantized to int8: an activation-only model runs with int8 weights).", *notes])
 
 
-def _on_runtime(dep: list[dict[str, Any]], name: str, main: str) -> list[str]:
+def _on_runtime(dep: list[DeployedMetrics], name: str, main: str) -> list[str]:
     """A cell's columns for the further runtime ``name``: robustness, lowest agreement, and the paired
     difference from the runtime of record (``differs`` where its interval excludes 0)."""
-    runs = [(d, d["also"][name]) for d in dep if name in (d.get("also") or {})]
+    runs = [(d, d.also[name]) for d in dep if name in d.also]
     if not runs:
         return ["", "", ""]
-    agree = min(min(o["clean_agreement"], o["adversarial_agreement"]) for _, o in runs)
-    n = min(len(o["robust_mask"]) for _, o in runs)
-    diff = estimate(np.array([np.asarray(o["robust_mask"][:n], float) - np.asarray(d["robust_mask"][:n], float)
+    agree = min(o.lowest_agreement for _, o in runs)
+    n = min(len(o.robust_mask) for _, o in runs)
+    diff = estimate(np.array([np.asarray(o.robust_mask[:n], float) - np.asarray(d.robust_mask[:n], float)
                               for d, o in runs]))
     text = format_estimate(diff, signed=True, low=-1.0)
     differs = diff.examples > 0 and not math.isnan(diff.half) and (diff.low > 0 or diff.high < 0)
-    return [_fmt([o["robustness"] for _, o in runs]), f"{100 * agree:.1f}", text + (" differs" if differs else "")]
+    return [_fmt([o.robustness for _, o in runs]), f"{100 * agree:.1f}", text + (" differs" if differs else "")]
 
 
 @report_table(150, "rows")
