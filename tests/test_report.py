@@ -575,6 +575,7 @@ def test_pixel_grid_table_sets_the_pixel_valid_attack_beside_the_papers_and_name
 
 
 def test_beyond_the_paper_answers_bit_width_and_adversarial_qat_questions():
+    from robquant.evaluation.addons import BitFlipMetrics
     from robquant.report.beyond import NOT_SIGNIFICANT, beyond_table, flips_difference, runs_needed
 
     def extra(r, transfer, flips, cap=100):  # a transfer attack's outcomes and the search's flips
@@ -582,7 +583,7 @@ def test_beyond_the_paper_answers_bit_width_and_adversarial_qat_questions():
         mask = np.zeros(len(o.indices), dtype=bool)
         mask[: int(round(transfer * len(o.indices)))] = True
         o = Outcomes(o.indices, o.clean, {**o.robust, ("transfer", 8.0): mask}, o.dataset_sha256, False, o.split_size)
-        return r.with_outcomes(o, bitflip={"search": {"flips": flips, "cap": cap}})
+        return r.with_outcomes(o, bitflip=BitFlipMetrics({"search": {"flips": flips, "cap": cap}}, None, None))
 
     rows = [extra(row("qat", "vanilla", "robust", "A4W4", s, 0.8, 0.1), 0.30, [10 + s, 11, 9]) for s in (0, 1)]
     rows += [extra(row("qat", "vanilla", "robust", "A8W8", s, 0.8, 0.1), 0.30, [20 + s, 21, 19]) for s in (0, 1)]
@@ -635,11 +636,12 @@ def test_corruption_findings_and_table_pair_cells_by_seed_and_example():
 
 
 def test_bit_flip_table_lists_every_run_and_pools_them():
+    from robquant.evaluation.addons import BitFlipMetrics
     from robquant.report.tables import bitflip_table
 
     def flips(r, search, random):
-        return dataclasses.replace(r, bitflip={"n": 250, "search": {"flips": search, "cap": 100},
-                                               "random": {"flips": random, "cap": 500}})
+        return dataclasses.replace(r, bitflip=BitFlipMetrics.read({"n": 250, "search": {"flips": search, "cap": 100},
+                                                                   "random": {"flips": random, "cap": 500}}))
 
     rows = [flips(row("ptq", None, "robust", "A8W8", s, 0.9, 0.4), [20 + 2 * s, 24], [None, None]) for s in (0, 1)]
     rows.append(row("ptq", None, "robust", "A32W32", 0, 0.9, 0.4))  # FP: nothing flipped, no row

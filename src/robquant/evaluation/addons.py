@@ -222,8 +222,39 @@ class BitFlipRun:
         return {}
 
     def metrics(self, result: dict[str, Any]) -> dict[str, Any] | None:
-        """Flips to break the model per method (the summary over seeds), the target accuracy and ``n``."""
-        return {**result["summary"], "target": result["target"], "n": result["n"]}
+        """Flips to break the model per method (the summary over seeds), the target accuracy and ``n``
+        (:class:`BitFlipMetrics`), JSON-ready."""
+        return BitFlipMetrics(result["summary"], result["target"], result["n"]).to_dict()
+
+
+@dataclass(frozen=True)
+class BitFlipMetrics:
+    """The bit-flip attack's numbers of record: per method (``search``, ``random``) its runs' flips to break
+    the model (None: not broken within ``cap``) with their summary
+    (:func:`robquant.attacks.bitflip.flips_summary`), the target accuracy, and ``n`` test examples judged.
+    The record keeps the methods beside ``target`` and ``n`` in one mapping (:meth:`to_dict`)."""
+
+    methods: dict[str, dict[str, Any]]
+    target: float | None
+    n: int | None
+
+    @classmethod
+    def read(cls, metrics: dict[str, Any] | None) -> "BitFlipMetrics | None":
+        """From a record's ``metrics["bitflip"]`` (None when the evaluation flipped no bits)."""
+        if not metrics:
+            return None
+        return cls({k: v for k, v in metrics.items() if k not in ("target", "n")}, metrics.get("target"),
+                   metrics.get("n"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.methods, "target": self.target, "n": self.n}
+
+    def flips(self, method: str) -> list[int | None]:
+        """The flips of each run of ``method`` (None: not broken within its cap); empty when it did not run."""
+        return list(self.methods.get(method, {}).get("flips", []))
+
+    def cap(self, method: str) -> int:
+        return self.methods[method]["cap"]
 
 
 @dataclass(frozen=True)

@@ -106,9 +106,8 @@ def _flips(runs: list[Row]) -> tuple[list[float], int]:
     """Every search run's flips (censored ones at their cap) and how many were censored."""
     out, censored = [], 0
     for r in runs:
-        s = r.bitflip["search"]
-        for f in s["flips"]:
-            out.append(float(s["cap"] if f is None else f))
+        for f in r.bitflip.flips("search"):
+            out.append(float(r.bitflip.cap("search") if f is None else f))
             censored += f is None
     return out, censored
 
@@ -138,7 +137,7 @@ def beyond_table(rows: list[Row], main_eps: float) -> Table | None:
                     power_text(est, est.mean, split) if answer == NOT_SIGNIFICANT else ""])
 
     def has_flips(runs: list[Row]) -> bool:
-        return all((r.bitflip or {}).get("search") for r in runs)
+        return all(r.bitflip and r.bitflip.flips("search") for r in runs)
 
     for question, a, b in _pairs(cells, has_flips):
         (fa, ca), (fb, cb) = _flips(cells[a]), _flips(cells[b])

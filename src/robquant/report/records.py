@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from robquant.deploy.stage import DeployedMetrics
-from robquant.evaluation.addons import BIT_ERRORS_FILE, CORRUPTIONS_FILE
+from robquant.evaluation.addons import BIT_ERRORS_FILE, CORRUPTIONS_FILE, BitFlipMetrics
 from robquant.evaluation.outcomes import Outcomes, load_grid
 from robquant.errors import ConfigError
 from robquant.evaluation.stage import EvaluationMetrics
@@ -57,7 +57,8 @@ class Row:
         fp, fp_clean: The FP parent's key (None from random parameters) and its recorded clean accuracy.
         deployed, onnx: The deployed model's numbers on its runtimes (:class:`~robquant.deploy.stage.DeployedMetrics`)
             and the exported file (None unless asked).
-        bitflip: Flips to break the model per method (None unless asked).
+        bitflip: Flips to break the model per method (:class:`~robquant.evaluation.addons.BitFlipMetrics`; None
+            unless asked).
         bit_errors: Random bit errors' evidence (:class:`BitErrorEvidence`; None unless asked).
         corruptions: Natural corruptions' evidence (:class:`CorruptionEvidence`; None unless asked).
         history: The QAT training's per-epoch record (``epoch``, ``train_accuracy``, ``loss``, ...; None for PTQ).
@@ -99,7 +100,7 @@ class Row:
     fp_clean: float | None = None
     deployed: DeployedMetrics | None = None
     onnx: str | None = None
-    bitflip: dict[str, Any] | None = None
+    bitflip: BitFlipMetrics | None = None
     bit_errors: "BitErrorEvidence | None" = None
     corruptions: "CorruptionEvidence | None" = None
     history: list[dict[str, float]] | None = None
@@ -144,7 +145,7 @@ def collect(plan: Any, store: Any) -> list[Row]:
             bits=p.act_bits if p.act_bits == p.weight_bits else None,
             fraction=cell.fraction, seed=seed, status=row["status"], flags=list(m.flags or []),
             wall_s=(q.get("stage") or {}).get("wall_s"), passes=passes, bytes=(q.get("size") or {}).get("bytes"),
-            key=key, fp=fp, fp_clean=fp_clean.get(fp), deployed=DeployedMetrics.read(m.deployed), onnx=_onnx(store, key), bitflip=m.bitflip,
+            key=key, fp=fp, fp_clean=fp_clean.get(fp), deployed=DeployedMetrics.read(m.deployed), onnx=_onnx(store, key), bitflip=BitFlipMetrics.read(m.bitflip),
             bit_errors=BitErrorEvidence.read(store.artifact_dir(key), m.bit_errors),
             corruptions=CorruptionEvidence.read(store.artifact_dir(key), m.corruptions),
             history=train.get("history") or None))

@@ -421,21 +421,21 @@ def bitflip_table(rows: list[Row]) -> Table | None:
     rows = [r for r in rows if r.bitflip]
     if not rows:
         return None
-    methods = [m for m in ("search", "random") if any(m in r.bitflip for r in rows)]
+    methods = [m for m in ("search", "random") if any(r.bitflip.flips(m) for r in rows)]
     out = []
     for p, runs in _by_cell(rows):
-        batches = sorted({len(r.bitflip[m]["flips"]) for r in runs for m in methods if m in r.bitflip})
+        batches = sorted({len(r.bitflip.flips(m)) for r in runs for m in methods if r.bitflip.flips(m)})
         cells = [runs[0].pipeline, p, f"{len(runs)} x {'/'.join(map(str, batches))}"]
         for m in methods:
-            found = [r.bitflip[m] for r in runs if m in r.bitflip]
-            s = flips_summary([f for x in found for f in x["flips"]], max(x["cap"] for x in found))
+            found = [r.bitflip for r in runs if r.bitflip.flips(m)]
+            s = flips_summary([f for x in found for f in x.flips(m)], max(x.cap(m) for x in found))
             mean = "" if s["mean"] is None else f"{s['mean']:.1f}"
             if s["ci95"] is not None:
                 mean += f" [{max(s['ci95'][0], 0):.1f}, {s['ci95'][1]:.1f}]"
-            each = ", ".join(str(f) if f is not None else f">{x['cap']}" for x in found for f in x["flips"])
+            each = ", ".join(str(f) if f is not None else f">{x.cap(m)}" for x in found for f in x.flips(m))
             cells += [each, mean, f"{s['censored']}/{len(s['flips'])} (>{s['cap']})"]
         out.append(cells)
-    n = sorted({r.bitflip["n"] for r in rows})
+    n = sorted({r.bitflip.n for r in rows})
     columns = ["pipeline", "precision", "seeds x batches"]
     for m in methods:
         columns += [f"{m}: flips per run", f"{m}: mean [95 %]", f"{m}: not broken (cap)"]
