@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from robquant.defaults import ATTACK_STEPS, BITFLIP_N_MAX, RESTARTS
+from robquant.defaults import ATTACK_STEPS
 from robquant.modelfolder import weights_sha256
-from robquant.pipeline.specs import (AttackRun, BitErrorRun, BitFlipRun, CorruptionRun, Budget, DataRef, DeployedRun, DiagnoseRun, Evaluate,
+from robquant.pipeline.specs import (AttackRun, Budget, DataRef, Evaluate,
                                      ImportFP, ModelRef, ObjectiveRef, Quantize, StageSpec, TrainFP, spec_config,
                                      spec_key)
 from robquant.pipeline.study import QAT_STRATEGIES, Cell, FPWeightsSection, Study, TrainSection
@@ -196,46 +196,13 @@ class _Planner:
                         and (not a.needs_surrogate or surrogate is not None))
         if ev.transfer_matrix:
             attacks += self.transfer_sources(cell, seed, attacks)
-        d = ev.diagnostics
-        diagnose = None
-        if d.applies(seed):
-            pgd = ev.reference_pgd()
-            diagnose = DiagnoseRun.at(ev.main_eps, n=d.n, steps=d.steps or (pgd.steps if pgd else ATTACK_STEPS),
-                                      restarts=pgd.restarts if pgd else RESTARTS, square_queries=d.square_queries,
-                                      autoattack=d.autoattack, collapse_eps_255=d.collapse_eps, tol=d.tol / 100,
-                                      integer=d.integer)
-        deployed = None
-        if ev.deployed.applies(seed) and not parse_precision(cell.precision).is_fp:
-            pgd = ev.reference_pgd()
-            dep = ev.deployed
-            deployed = DeployedRun(ev.main_eps / 255, dep.n, pgd.steps if pgd else ATTACK_STEPS,
-                                   pgd.restarts if pgd else RESTARTS,
-                                   dep.square_queries, dep.opset, dep.tol / 100, dep.runtime, dep.fusion,
-                                   label=ev.main_eps,
-                                   also_on=tuple(dict.fromkeys(r for r in dep.also_on or () if r != dep.runtime))
-                                   or None)
-        bitflip = None
-        if ev.bitflip.applies(seed) and parse_precision(cell.precision).weight_bits < 32:
-            b = ev.bitflip  # attack batches of their own per seed: pooled runs are independent draws
-            bitflip = BitFlipRun.of(b.n or min(ev.n_test or BITFLIP_N_MAX, BITFLIP_N_MAX),
-                                    range(seed * b.repeats, (seed + 1) * b.repeats), b.methods,
-                                    attack_batch=b.attack_batch, search_cap=b.search_cap, random_cap=b.random_cap)
-        bit_errors = None
-        if ev.bit_errors.applies(seed) and parse_precision(cell.precision).weight_bits < 32:
-            e = ev.bit_errors  # the model of seed s draws its errors from seed s: pooled draws are independent
-            bit_errors = BitErrorRun.of(e.n or min(ev.n_test or BITFLIP_N_MAX, BITFLIP_N_MAX), e.rates, e.draws, seed)
-        corruptions = None
-        if ev.corruptions.applies(seed):  # every model, the FP references among them
-            c = ev.corruptions
-            corruptions = CorruptionRun.of(c.n or min(ev.n_test or BITFLIP_N_MAX, BITFLIP_N_MAX), c.names,
-                                           c.severities)
         # the transfer matrix needs each source's own outcome on every example: no cascade (a cascaded
         # attack's outcome is cumulative, robust under it and every earlier attack)
         cascade = ev.cascade and not ev.transfer_matrix
         spec = Evaluate(self.data, model, attacks, budgets, Budget.of(ev.main_eps), seed, ev.batch_size, cascade,
-                        diagnose, surrogate, deployed, skipped, self.model,
-                        label=f"evaluate {cell.label} (seed {seed})", bitflip=bitflip,
-                        bit_errors=bit_errors, corruptions=corruptions)
+                        surrogate=surrogate, skipped=skipped, architecture=self.model,
+                        label=f"evaluate {cell.label} (seed {seed})",
+                        **ev.add_ons(cell.precision, seed))  # each add-on's run, built by its study section
         return self.add(spec, lambda: evaluation_cost(spec))
 
 

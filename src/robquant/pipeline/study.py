@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator,
                       model_validator)
 
-from robquant.defaults import (BIT_ERROR_DRAWS, BIT_ERROR_RATES, BITFLIP_ATTACK_BATCH, BITFLIP_METHODS, BITFLIP_N_MAX, BITFLIP_RANDOM_CAP,
+from robquant.defaults import (ATTACK_STEPS, BIT_ERROR_DRAWS, BIT_ERROR_RATES, BITFLIP_ATTACK_BATCH, BITFLIP_METHODS, BITFLIP_N_MAX, BITFLIP_RANDOM_CAP,
                                BITFLIP_REPEATS, BITFLIP_SEARCH_CAP, CHECK_EXAMPLES, CHECK_SQUARE_QUERIES, CHECK_TOL,
-                               COLLAPSE_EPS_255, OPSET, OPSETS)
+                               COLLAPSE_EPS_255, OPSET, OPSETS, RESTARTS)
 from robquant.errors import CheckpointError, ConfigError
 from robquant.quant.config import ACT_QUANTIZERS, PACT_INITS, WEIGHT_QUANTIZERS, PTQConfig, QATConfig
 from robquant.quant.uniform import CALIBRATIONS
@@ -202,6 +202,19 @@ class DiagnoseSection(_Section):
     def applies(self, seed: int) -> bool:
         return self.enabled and (self.seeds is None or seed in self.seeds)
 
+    def run_for(self, ev: "EvalSection", precision: Any, seed: int) -> Any:
+        """The trust checks' run for the model of ``seed`` (None where they do not apply), their reference PGD
+        the study's first."""
+        from robquant.evaluation.addons import DiagnoseRun
+
+        if not self.applies(seed):
+            return None
+        pgd = ev.reference_pgd()
+        return DiagnoseRun.at(ev.main_eps, n=self.n, steps=self.steps or (pgd.steps if pgd else ATTACK_STEPS),
+                              restarts=pgd.restarts if pgd else RESTARTS, square_queries=self.square_queries,
+                              autoattack=self.autoattack, collapse_eps_255=self.collapse_eps, tol=self.tol / 100,
+                              integer=self.integer)
+
 
 class _Switched(_Section):
     """An evaluation option that is off unless given: ``true``/``false``, or its options (which switch
@@ -242,6 +255,18 @@ class DeployedSection(_Switched):
     seeds: Optional[list[int]] = Field(None, min_length=1, description="evaluate only the models of these seeds "
                                        "(default: every model)")
 
+    def run_for(self, ev: "EvalSection", precision: Any, seed: int) -> Any:
+        """The deployed evaluation's run for a quantized model of ``seed`` (None for FP models and where it does
+        not apply), its transfer PGD the study's first."""
+        from robquant.deploy.stage import DeployedRun
+
+        if not self.applies(seed) or precision.is_fp:
+            return None
+        pgd = ev.reference_pgd()
+        also_on = tuple(dict.fromkeys(r for r in self.also_on or () if r != self.runtime)) or None
+        return DeployedRun(ev.main_eps / 255, self.n, pgd.steps if pgd else ATTACK_STEPS,
+                           pgd.restarts if pgd else RESTARTS, self.square_queries, self.opset, self.tol / 100,
+                           self.runtime, self.fusion, label=ev.main_eps, also_on=also_on)
 
 
 class BitFlipSection(_Switched):
@@ -262,6 +287,17 @@ class BitFlipSection(_Switched):
     random_cap: int = Field(BITFLIP_RANDOM_CAP, ge=1, description="flips the random baseline may make")
     seeds: Optional[list[int]] = Field(None, min_length=1, description="only the models of these seeds (default: "
                                        "every model)")
+
+    def run_for(self, ev: "EvalSection", precision: Any, seed: int) -> Any:
+        """The bit-flip run for a model of ``seed`` with quantized weights (None otherwise): attack batches of
+        its own per seed, so that pooled runs are independent draws."""
+        from robquant.evaluation.addons import BitFlipRun
+
+        if not self.applies(seed) or precision.weight_bits >= 32:
+            return None
+        return BitFlipRun.of(self.n or min(ev.n_test or BITFLIP_N_MAX, BITFLIP_N_MAX),
+                             range(seed * self.repeats, (seed + 1) * self.repeats), self.methods,
+                             attack_batch=self.attack_batch, search_cap=self.search_cap, random_cap=self.random_cap)
 
 
 class BitErrorsSection(_Switched):
@@ -287,6 +323,16 @@ class BitErrorsSection(_Switched):
         if bad:
             raise ValueError(f"bit error rates must be in [0, 1] (a probability per stored bit), got {bad}")
         return v
+
+    def run_for(self, ev: "EvalSection", precision: Any, seed: int) -> Any:
+        """The bit errors' run for a model of ``seed`` with quantized weights (None otherwise): the model of seed
+        s draws its errors from seed s, so that pooled draws are independent."""
+        from robquant.evaluation.addons import BitErrorRun
+
+        if not self.applies(seed) or precision.weight_bits >= 32:
+            return None
+        return BitErrorRun.of(self.n or min(ev.n_test or BITFLIP_N_MAX, BITFLIP_N_MAX), self.rates, self.draws, seed)
+
 
 class CorruptionsSection(_Switched):
     """Every model evaluated on corrupted test images (:mod:`robquant.data.corruptions`, after CIFAR-10-C):
@@ -319,6 +365,14 @@ class CorruptionsSection(_Switched):
         if bad:
             raise ValueError(f"severities must be in 1..5, got {bad}")
         return v
+
+    def run_for(self, ev: "EvalSection", precision: Any, seed: int) -> Any:
+        """The corruptions' run for the model of ``seed``, every model's (the FP references among them)."""
+        from robquant.evaluation.addons import CorruptionRun
+
+        if not self.applies(seed):
+            return None
+        return CorruptionRun.of(self.n or min(ev.n_test or BITFLIP_N_MAX, BITFLIP_N_MAX), self.names, self.severities)
 
 
 class EvalSection(_Section):
@@ -384,6 +438,17 @@ class EvalSection(_Section):
     def reference_attack(self) -> str | None:
         """The label of the paper's attack, the first PGD attack (reported beside the worst case)."""
         return next((a.label or a.name for a in self.attacks if a.name == "pgd"), None)
+
+    # each evaluation add-on (robquant.evaluation.addons.ADD_ONS) and the section that holds its options
+    ADD_ON_SECTIONS: ClassVar[dict[str, str]] = {"diagnose": "diagnostics", "deployed": "deployed",
+                                                 "bitflip": "bitflip", "bit_errors": "bit_errors",
+                                                 "corruptions": "corruptions"}
+
+    def add_ons(self, precision: str, seed: int) -> dict[str, Any]:
+        """The add-on runs of the model of ``seed`` at ``precision``, by the evaluation's field (None: not run),
+        each built by its section (``run_for``)."""
+        p = parse_precision(precision)
+        return {name: getattr(self, section).run_for(self, p, seed) for name, section in self.ADD_ON_SECTIONS.items()}
 
 
 class TrainSection(_Section):
