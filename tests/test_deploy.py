@@ -180,6 +180,22 @@ def test_deployed_evaluation_matches_and_square_attacks_the_runtime(deployed, di
     assert r["flag"] is False and mismatch_check(r)["flag"] is False
 
 
+def test_the_reference_work_shared_between_runtimes_gives_each_the_same_result(deployed, digits_test, tmp_path):
+    model = load_model(deployed["qat_a4w4"])
+    export_onnx(model, tmp_path / "m.onnx", SHAPE)
+    names = ([r for r in RUNTIMES if _installed(r)] * 2)[:2]  # two runtimes, or the one installed twice
+    alone = [deployed_evaluation(load_runtime(name, tmp_path / "m.onnx"), model, digits_test, EPS, n=60, steps=5,
+                                 square_queries=20) for name in names]
+    shared: dict = {}
+    together = [deployed_evaluation(load_runtime(name, tmp_path / "m.onnx"), model, digits_test, EPS, n=60, steps=5,
+                                    square_queries=20, shared=shared) for name in names]
+    for a, b in zip(alone, together):
+        assert {k: v for k, v in a.items() if k != "seconds"} == {k: v for k, v in b.items() if k != "seconds"}
+    (kept,) = shared.values()  # one reference, one set of options: its clean logits, PGD and Square once
+    assert {"clean", "transferred"} <= set(kept) and sum(k[0] == "square" for k in kept if isinstance(k, tuple)) >= 1
+    assert alone[0]["accuracy"]["reference_pgd"] < alone[0]["reference_clean_accuracy"] - 0.2  # PGD found examples
+
+
 def test_deployed_mismatch_fires_when_the_runtime_is_another_model(deployed, demo_models, digits_test, tmp_path):
     export_onnx(load_model(demo_models["robust"][0]), tmp_path / "other.onnx", SHAPE)
     r = deployed_evaluation(RuntimeModel(tmp_path / "other.onnx"), load_model(deployed["ptq_a8w8"]), digits_test,

@@ -229,7 +229,7 @@ def deployed_evaluation(runtime: nn.Module, reference: nn.Module, dataset: Any, 
                         square_queries: int = CHECK_SQUARE_QUERIES, seed: int = 0,
                         batch_size: int = 256, device: torch.device | str = "cpu",
                         threshold: float = DEFAULT_THRESHOLD, label: float | None = None,
-                        progress: Progress = NULL_PROGRESS) -> dict[str, Any]:
+                        progress: Progress = NULL_PROGRESS, shared: dict[Any, Any] | None = None) -> dict[str, Any]:
     """Clean and robust accuracy of the deployed model, and its agreement with the fake-quantized one.
 
     Args:
@@ -245,6 +245,10 @@ def deployed_evaluation(runtime: nn.Module, reference: nn.Module, dataset: Any, 
             fraction is flagged (``flag``).
         progress: Shows the examples attacked so far: PGD on the reference, then Square on each
             model in chunks of :data:`SQUARE_CHUNK` examples.
+        shared: Where the work on ``reference`` is kept for the next runtime evaluated against it with the
+            same data and options (the same file on several runtimes): its clean logits, the transferred PGD
+            examples and its Square outcome (per set of examples attacked), which are the same for every
+            runtime. An empty dict to start; None: nothing kept.
 
     Returns:
         ``clean_accuracy`` (runtime), ``reference_clean_accuracy``, ``clean_agreement``,
@@ -265,22 +269,37 @@ def deployed_evaluation(runtime: nn.Module, reference: nn.Module, dataset: Any, 
         raise ConfigError("deployed evaluation needs at least one test example")
     x, y = to_unit(data.images), data.labels
     logits = functools.partial(batched_logits, batch_size=batch_size, device=device)
-    ref_clean, run_clean = logits(reference.eval(), x), logits(runtime, x)
+    kept = {} if shared is None else shared.setdefault((id(reference), dataset.sha256, n, eps, steps, restarts,
+                                                        square_queries, seed), {})
+    if "clean" not in kept:
+        kept["clean"] = logits(reference.eval(), x)
+    ref_clean, run_clean = kept["clean"], logits(runtime, x)
     correct = run_clean.argmax(1) == y
-    generator = torch.Generator(device=device).manual_seed(seed)
-    pgd = create_attack("pgd", reference, eps, steps=steps, restarts=restarts, generator=generator)
     idx = torch.nonzero(correct).flatten()
+    square_key = tuple(idx.tolist())  # the reference's Square runs on the examples this runtime gets right
     with progress.task(f"deployed model at {label:g}/255: PGD-{steps} on the reference, Square "
                        f"({square_queries} queries) on both", n + 2 * len(idx)) as task:
-        x_adv = _transferred(pgd, x, y, batch_size, device, task)
-        ref_adv, run_adv = logits(reference, x_adv), logits(runtime, x_adv)
+        if "transferred" not in kept:
+            generator = torch.Generator(device=device).manual_seed(seed)
+            pgd = create_attack("pgd", reference, eps, steps=steps, restarts=restarts, generator=generator)
+            x_adv = _transferred(pgd, x, y, batch_size, device, task)
+            kept["transferred"] = x_adv, logits(reference, x_adv)
+        else:
+            task.advance(n)
+        x_adv, ref_adv = kept["transferred"]
+        run_adv = logits(runtime, x_adv)
         transfer_ok = correct & (run_adv.argmax(1) == y)
         # Square with the same seed on both models, on the examples the runtime classifies correctly:
         # the same classifier gives the same queries and the same result
         square_ok = _square_survivors(runtime, x, y, idx, correct.clone(), eps, square_queries, seed, logits,
                                       min(batch_size, SQUARE_CHUNK), device, task)
-        square_ref_ok = _square_survivors(reference, x, y, idx, ref_clean.argmax(1) == y, eps, square_queries, seed,
-                                          logits, min(batch_size, SQUARE_CHUNK), device, task)
+        if ("square", square_key) not in kept:
+            kept[("square", square_key)] = _square_survivors(
+                reference, x, y, idx, ref_clean.argmax(1) == y, eps, square_queries, seed, logits,
+                min(batch_size, SQUARE_CHUNK), device, task)
+        else:
+            task.advance(len(idx))
+        square_ref_ok = kept[("square", square_key)]
     clean_agree = (ref_clean.argmax(1) == run_clean.argmax(1)).double().mean().item()
     adv_agree = (ref_adv.argmax(1) == run_adv.argmax(1)).double().mean().item()
     unfused = None  # where they disagree: is it the runtime's own rewriting (ONNX Runtime's QDQ fusion)?

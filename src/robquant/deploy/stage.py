@@ -124,7 +124,8 @@ def run_evaluate_deployed(spec: Any, ctx: Any, out: os.PathLike) -> dict[str, An
 
 
 def deployed_for_stage(model: torch.nn.Module, test_set: ImageDataset, out: str | os.PathLike, options: dict[str, Any],
-                       *, device: torch.device, seed: int, batch_size: int) -> tuple[dict[str, Any], ExportInfo]:
+                       *, device: torch.device, seed: int, batch_size: int,
+                       shared: dict[Any, Any] | None = None) -> tuple[dict[str, Any], ExportInfo]:
     """An evaluation stage's deployed model: export ``model`` to ``out/model.onnx`` (kept beside the
     record) and evaluate it on its runtime (``options['runtime']``) at ``options['eps']``."""
     path = Path(out) / FILE
@@ -132,19 +133,20 @@ def deployed_for_stage(model: torch.nn.Module, test_set: ImageDataset, out: str 
                        opset=options.get("opset", OPSET),
                        metadata={"robquant.version": __version__, "robquant.dataset": test_set.name})
     result = evaluate_file(path, options.get("runtime", "onnxruntime"), model, test_set, options, device=device,
-                           seed=seed, batch_size=batch_size)
+                           seed=seed, batch_size=batch_size, shared=shared)
     return result, info
 
 
 def evaluate_file(path: Path, runtime: str, model: torch.nn.Module, test_set: ImageDataset, options: dict[str, Any],
-                  *, device: torch.device, seed: int, batch_size: int) -> dict[str, Any]:
+                  *, device: torch.device, seed: int, batch_size: int,
+                  shared: dict[Any, Any] | None = None) -> dict[str, Any]:
     """The exported file ``path`` on the runtime ``runtime`` against ``model`` (:func:`deployed_evaluation`
-    with the deployed evaluation's ``options``)."""
+    with the deployed evaluation's ``options``; ``shared``: the work on ``model`` kept for the next runtime)."""
     return deployed_evaluation(load_runtime(runtime, path, options.get("threads"), options.get("fusion", True)),
                                model, test_set, options["eps"], n=options["n"], steps=options["steps"],
                                restarts=options["restarts"], square_queries=options["square_queries"], seed=seed,
                                batch_size=batch_size, device=device, threshold=options["tol"],
-                               label=options.get("label"))
+                               label=options.get("label"), shared=shared)
 
 
 @dataclass(frozen=True)
@@ -175,18 +177,19 @@ class DeployedRun:
         return type(pgd)(pgd.gradients, pgd.forwards + self.square_queries + 4)
 
     def passes(self, spec: Any) -> tuple[float, float]:
-        """Every runtime's evaluation: the transfer PGD is crafted again for each (the same examples)."""
+        """The transfer PGD and the reference's Square once, each runtime's Square and forwards."""
         c, runtimes = self.cost(), 1 + len(self.also_on or ())
-        return runtimes * self.n * (c.gradients + c.forwards), runtimes * self.n * c.gradients
+        per_runtime = self.square_queries + 4
+        return self.n * (c.gradients + c.forwards + (runtimes - 1) * per_runtime), self.n * c.gradients
 
     def run(self, step: Any) -> dict[str, Any]:
         """The model exported to ``model.onnx`` beside the record and evaluated on its runtime, with the
         trust check ``deployed_mismatch`` judged against the evaluation's robustness of record on the same
         examples; with ``also_on``, the same file on each further runtime (``also``: its result, by name),
         and the check judged on every runtime."""
-        options = self.options()
+        options, shared = self.options(), {}  # the reference's work, done once for every runtime
         result, info = deployed_for_stage(step.model, step.test_set, step.out, options, device=step.device,
-                                          seed=step.seed, batch_size=step.batch_size)
+                                          seed=step.seed, batch_size=step.batch_size, shared=shared)
         kept = record_mask(step.ev.robust_correct, options["eps"])
         n = result["n"]
         record_accuracy = kept[:n].double().mean().item() if kept is not None and len(kept) >= n else None
@@ -196,7 +199,7 @@ class DeployedRun:
             result["also"] = {}
             for name in self.also_on:
                 other = evaluate_file(Path(step.out) / FILE, name, step.model, step.test_set, options,
-                                      device=step.device, seed=step.seed, batch_size=step.batch_size)
+                                      device=step.device, seed=step.seed, batch_size=step.batch_size, shared=shared)
                 result["also"][name] = {**other, "record_accuracy": record_accuracy,
                                         "check": mismatch_check(other, record_accuracy)}
         return result
