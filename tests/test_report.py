@@ -287,10 +287,16 @@ def test_figures_print_no_text_over_other_text_and_their_titles_fit_the_canvas(t
     monkeypatch.setattr(figures, "_save", capture)
     rows = [row("qat", "vanilla", "random", prec, s, 0.8 + 0.01 * s, 0.3, worst={1.0: 0.6, 8.0: 0.3})
             for prec in ("A2W32", "A4W32", "A32W32", "A32W2", "A32W4") for s in range(2)]
+    one_panel = [row("qat", "vanilla", "non_robust", prec, s, 0.8 + 0.01 * s, 0.3, worst={1.0: 0.6, 8.0: 0.3})
+                 for prec in ("A2W32", "A4W32", "A32W32") for s in range(2)]
+    (tmp_path / "one").mkdir()
+    figures.figure2(one_panel, tmp_path / "one")  # one panel: its title wraps to two lines
+    drawn["figure2-one-panel"] = drawn.pop("figure2")
     figures.figure2(rows, tmp_path)
     figures.pareto(ROWS, tmp_path)
     figures.finding_figures(findings(_finding_rows(vanilla_drop=0.25), 1.0, 8), tmp_path)
-    assert {"figure2", "pareto", "finding-ptq_keeps", "finding-vanilla_qat_loses"} <= set(drawn)
+    assert {"figure2", "figure2-one-panel", "pareto", "finding-ptq_keeps", "finding-vanilla_qat_loses"} <= set(drawn)
+    assert "\n" in drawn["figure2-one-panel"][1][0][0]  # the wrapped title
     for stem, (boxes, titles, canvas) in drawn.items():
         over = [(a, b) for i, (a, box) in enumerate(boxes) for b, other in boxes[i + 1:] if box.overlaps(other)]
         assert not over, (stem, over)

@@ -146,7 +146,9 @@ def figure2(rows: list[Row], out: Path, title: str = "") -> list[Path]:
         ax.legend(fontsize=7)
     left_out = "; not comparable (NC): " + ", ".join(f"{s['panel']} {s['bits']} bits" for s in excluded) if excluded else ""
     width = fig.get_size_inches()[0]
-    fig.suptitle(fitted(title or f"Figure 2: {pipeline}, accuracy and robustness vs bits", width, 11), fontsize=11)
+    # anchored by its last line above the panels: a title wrapped to more lines grows upwards, not over them
+    fig.suptitle(fitted(title or f"Figure 2: {pipeline}, accuracy and robustness vs bits", width, 11), fontsize=11,
+                 y=1.0, va="bottom")
     fig.text(0.5, 0.005, fitted(f"mean ± 95 % interval over seeds and test examples{left_out}", width, 8),
              ha="center", va="top", fontsize=8, color="#444")
     paths = _save(fig, out, "figure2")
