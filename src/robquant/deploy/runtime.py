@@ -271,35 +271,28 @@ def deployed_evaluation(runtime: nn.Module, reference: nn.Module, dataset: Any, 
     logits = functools.partial(batched_logits, batch_size=batch_size, device=device)
     kept = {} if shared is None else shared.setdefault((id(reference), dataset.sha256, n, eps, steps, restarts,
                                                         square_queries, seed), {})
-    if "clean" not in kept:
-        kept["clean"] = logits(reference.eval(), x)
-    ref_clean, run_clean = kept["clean"], logits(runtime, x)
+    ref_clean = _once(kept, "clean", lambda: logits(reference.eval(), x))
+    run_clean = logits(runtime, x)
     correct = run_clean.argmax(1) == y
     idx = torch.nonzero(correct).flatten()
-    square_key = tuple(idx.tolist())  # the reference's Square runs on the examples this runtime gets right
+    square = functools.partial(_square_survivors, x=x, y=y, idx=idx, eps=eps, queries=square_queries, seed=seed,
+                               logits=logits, chunk=min(batch_size, SQUARE_CHUNK), device=device)
     with progress.task(f"deployed model at {label:g}/255: PGD-{steps} on the reference, Square "
                        f"({square_queries} queries) on both", n + 2 * len(idx)) as task:
-        if "transferred" not in kept:
+        def transferred() -> tuple[torch.Tensor, torch.Tensor]:
             generator = torch.Generator(device=device).manual_seed(seed)
             pgd = create_attack("pgd", reference, eps, steps=steps, restarts=restarts, generator=generator)
             x_adv = _transferred(pgd, x, y, batch_size, device, task)
-            kept["transferred"] = x_adv, logits(reference, x_adv)
-        else:
-            task.advance(n)
-        x_adv, ref_adv = kept["transferred"]
+            return x_adv, logits(reference, x_adv)
+
+        x_adv, ref_adv = _once(kept, "transferred", transferred, task, n)
         run_adv = logits(runtime, x_adv)
         transfer_ok = correct & (run_adv.argmax(1) == y)
         # Square with the same seed on both models, on the examples the runtime classifies correctly:
         # the same classifier gives the same queries and the same result
-        square_ok = _square_survivors(runtime, x, y, idx, correct.clone(), eps, square_queries, seed, logits,
-                                      min(batch_size, SQUARE_CHUNK), device, task)
-        if ("square", square_key) not in kept:
-            kept[("square", square_key)] = _square_survivors(
-                reference, x, y, idx, ref_clean.argmax(1) == y, eps, square_queries, seed, logits,
-                min(batch_size, SQUARE_CHUNK), device, task)
-        else:
-            task.advance(len(idx))
-        square_ref_ok = kept[("square", square_key)]
+        square_ok = square(runtime, ok=correct.clone(), task=task)
+        square_ref_ok = _once(kept, ("square", tuple(idx.tolist())),
+                              lambda: square(reference, ok=ref_clean.argmax(1) == y, task=task), task, len(idx))
     clean_agree = (ref_clean.argmax(1) == run_clean.argmax(1)).double().mean().item()
     adv_agree = (ref_adv.argmax(1) == run_adv.argmax(1)).double().mean().item()
     unfused = None  # where they disagree: is it the runtime's own rewriting (ONNX Runtime's QDQ fusion)?
@@ -327,6 +320,15 @@ def deployed_evaluation(runtime: nn.Module, reference: nn.Module, dataset: Any, 
         "threshold": threshold, "flag": exceeds(max(1 - clean_agree, 1 - adv_agree, square_gap), threshold),
         "seconds": time.perf_counter() - t0,
     }
+
+
+def _once(kept: dict[Any, Any], key: Any, make: Any, task: Any = None, skipped: int = 0) -> Any:
+    """``kept[key]``, made by ``make()`` the first time (later: ``skipped`` steps of ``task`` counted as done)."""
+    if key not in kept:
+        kept[key] = make()
+    elif task is not None:
+        task.advance(skipped)
+    return kept[key]
 
 
 def _transferred(pgd: Any, x: torch.Tensor, y: torch.Tensor, batch_size: int, device: torch.device,
