@@ -251,8 +251,7 @@ class RuntimeMetrics:
     robust_mask: list[bool] | None = None
     settings: dict[str, Any] | None = None
 
-    KEYS: ClassVar[tuple[str, ...]] = ("runtime", "fusion", "n", "clean_accuracy", "robustness", "record_accuracy",
-                                       "clean_agreement", "adversarial_agreement", "unfused", "accuracy")
+    KEYS: ClassVar[tuple[str, ...]] = ()  # the fields every record keeps (all but the two kept where compared)
 
     @classmethod
     def read(cls, metrics: dict[str, Any]) -> "RuntimeMetrics":
@@ -262,6 +261,10 @@ class RuntimeMetrics:
     @property
     def lowest_agreement(self) -> float:
         return min(self.clean_agreement, self.adversarial_agreement)
+
+
+RuntimeMetrics.KEYS = tuple(f.name for f in dataclasses.fields(RuntimeMetrics)
+                            if f.name not in ("robust_mask", "settings"))
 
 
 @dataclass(frozen=True)
