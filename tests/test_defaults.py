@@ -8,7 +8,8 @@ from robquant.defaults import (ATTACK_STEPS, BITFLIP_ATTACK_BATCH, BITFLIP_RANDO
 from robquant.errors import ConfigError
 from robquant.pipeline.api import _diagnose_run
 from robquant.pipeline.plan import build_plan
-from robquant.pipeline.specs import BitFlipRun, Budget
+from robquant.evaluation.addons import BitFlipRun
+from robquant.pipeline.specs import Budget
 from robquant.pipeline.study import AttackSection, BitFlipSection, parse_study
 
 STUDY = {"name": "defaults", "dataset": {"name": "digits"}, "model": {"name": "resnet20", "width": 4},
@@ -25,7 +26,7 @@ def test_a_studys_trust_checks_are_the_command_lines_with_the_same_options():
     spec = _evaluate_spec(STUDY)
     budgets = (Budget.of(8), Budget.of(32))
     main, run = _diagnose_run({"eps": 32}, budgets)  # robquant attack --diagnose --eps 8,32, every default
-    assert main == budgets[1] and run == spec.diagnose
+    assert main == budgets[1] and run == spec.add_on("diagnose")
     assert (run.n, run.steps, run.square_queries, run.tol) == (CHECK_EXAMPLES, ATTACK_STEPS, CHECK_SQUARE_QUERIES,
                                                               CHECK_TOL)
     assert run.eps == 32 / 255 and run.label == 32
@@ -34,7 +35,7 @@ def test_a_studys_trust_checks_are_the_command_lines_with_the_same_options():
 
 
 def test_a_studys_bit_flips_are_built_by_the_same_constructor_with_the_same_defaults():
-    flips = _evaluate_spec(STUDY).bitflip
+    flips = _evaluate_spec(STUDY).add_on("bitflip")
     assert flips == BitFlipRun.of(300, range(BITFLIP_REPEATS))
     assert (flips.attack_batch, flips.search_cap, flips.random_cap) == (BITFLIP_ATTACK_BATCH, BITFLIP_SEARCH_CAP,
                                                                         BITFLIP_RANDOM_CAP)

@@ -368,7 +368,7 @@ def test_study_attacks_the_same_export_on_more_runtimes_and_the_report_sets_them
     assert other["settings"]["inference_precision"] in ("f32", "bf16", "f16")
     # the same transferred examples: the agreements are each runtime's, the fake-quantized model's are one
     assert other["accuracy"]["reference_pgd"] == dep["accuracy"]["reference_pgd"]
-    check = plan.stages[key].spec.deployed.checks(dep)["deployed_mismatch"]  # the trust check, on every runtime
+    check = plan.stages[key].spec.add_on("deployed").checks(dep)["deployed_mismatch"]  # the trust check, on every runtime
     assert set(check["by_runtime"]) == {"onnxruntime", "openvino"}
     assert check["value"] == max(c["value"] for c in check["by_runtime"].values())
     assert record["metrics"]["deployed"]["also"]["openvino"]["robustness"] == other["robustness"]

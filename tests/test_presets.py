@@ -73,10 +73,10 @@ def test_the_threats_companion_adds_only_evaluations_to_cifar10_cpu():
     models = {k for k, s in threats.stages.items() if s.kind != "evaluate"}
     assert models and models <= set(base.stages)
     evaluations = [s.spec for s in threats.stages.values() if s.kind == "evaluate"]
-    quantized = [e for e in evaluations if e.bitflip is not None]
+    quantized = [e for e in evaluations if e.add_on("bitflip") is not None]
     assert len(evaluations) == 6 and len(quantized) == 5  # the FP reference (PTQ A32W32) has no stored integers
-    assert all(e.deployed.also_on == ("openvino",) and e.bit_errors is not None for e in quantized)
-    assert all(e.corruptions is not None for e in evaluations)
+    assert all(e.add_on("deployed").also_on == ("openvino",) and e.add_on("bit_errors") is not None for e in quantized)
+    assert all(e.add_on("corruptions") is not None for e in evaluations)
     assert all({"transfer:FP"} <= {a.label for a in e.attacks} for e in evaluations)
     assert not any("transfer:A32W32" in {a.label for a in e.attacks} for e in evaluations)  # that is FP again
     assert all(a.n == 500 for e in evaluations for a in e.attacks)  # sources on the paper's attack's examples

@@ -280,10 +280,10 @@ def test_time_estimate_counts_the_bit_search():
                                   axes__init=["robust"], axes__method=["ptq"]))
         plan = build_plan(study, lambda: 1000)
         (seconds[on],) = [t for k, t in estimate_plan(plan, speeds, 1000).items() if plan.stages[k].kind == "evaluate"]
-    assert {s.spec.bitflip.seeds for s in plan.stages.values() if s.kind == "evaluate"} == {(0, 1)}
+    assert {s.spec.add_on("bitflip").seeds for s in plan.stages.values() if s.kind == "evaluate"} == {(0, 1)}
     two_seeds = build_plan(parse_study(_with(seeds=[0, 1], evaluation__bitflip=bitflip, axes__init=["robust"],
                                              axes__method=["ptq"])), lambda: 1000)
-    batches = {s.spec.seed: s.spec.bitflip.seeds for s in two_seeds.stages.values() if s.kind == "evaluate"}
+    batches = {s.spec.seed: s.spec.add_on("bitflip").seeds for s in two_seeds.stages.values() if s.kind == "evaluate"}
     assert batches == {0: (0, 1), 1: (2, 3)}  # attack batches of its own per model seed
     layers = 20
     per_flip = 16 * 0.25 + (16 * (1 + layers / 2) + 50) * 0.01  # gradient; recorded forward, candidates, accuracy

@@ -629,7 +629,7 @@ def _estimate(plan: Any, store: Any, device: Any, todo: set[str]) -> float | Non
     for key, seconds in estimate_plan(plan, speeds, plan.n_train()).items():
         plan.stages[key].estimated_s = seconds
     total = sum(plan.stages[k].estimated_s for k in todo)
-    flips = any(getattr(plan.stages[k].spec, "bitflip", None) is not None for k in todo)
+    flips = any(plan.stages[k].kind == "evaluate" and plan.stages[k].spec.add_on("bitflip") for k in todo)
     console.print(f"estimated wall time on {speeds.device}: {total / 60:.1f} min for {len(todo)} stages (measured "
                   f"speeds; attacks assume {100 * ASSUMED_ACCURACY:g} % clean accuracy and "
                   f"{100 * ASSUMED_SURVIVAL:g} % of attacked examples surviving each attack"

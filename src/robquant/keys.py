@@ -2,3 +2,4 @@
 
 UNKEYED = {"keyed": False}  # where the data lives, a display label: not what a stage computes
 KEYED_IF_SET = {"keyed": "if_set"}  # a later addition: left out of the key while None, so older keys still match
+BY_FIELD = {"keyed": "by_field"}  # a tuple of runs keyed each under its own FIELD (an evaluation's add-ons)

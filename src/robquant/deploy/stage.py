@@ -20,12 +20,13 @@ import torch
 from robquant import __version__
 from robquant.attacks import ATTACKS
 from robquant.data import ImageDataset, to_unit
-from robquant.defaults import OPSET
+from robquant.defaults import ASSUMED_ACCURACY, OPSET
 from robquant.deploy.export import ExportInfo, export_onnx, needs_onnx
 from robquant.deploy.runtime import (batched_logits, deployed_evaluation, load_runtime, mismatch_check,
                                      needs_onnxruntime)
 from robquant.errors import CheckpointError, ConfigError
 from robquant.evaluation import record_mask
+from robquant.evaluation.addons import register_add_on
 from robquant.keys import KEYED_IF_SET, UNKEYED
 from robquant.modelfolder import weights_sha256
 from robquant.provenance import environment, now_iso
@@ -149,11 +150,15 @@ def evaluate_file(path: Path, runtime: str, model: torch.nn.Module, test_set: Im
                                label=options.get("label"), shared=shared)
 
 
+@register_add_on
 @dataclass(frozen=True)
 class DeployedRun:
     """The deployed evaluation's options (:func:`robquant.deploy.deployed_evaluation`), at ``eps``
     ([0, 1] units), with the reference PGD's ``steps`` and ``restarts`` for the transfer."""
 
+    FIELD: ClassVar[str] = "deployed"
+    SECTION: ClassVar[str] = "deployed"
+    ORDER: ClassVar[int] = 10
     RECORD_KEY: ClassVar[str] = "deployed"
 
     eps: float
@@ -181,6 +186,13 @@ class DeployedRun:
         c, runtimes = self.cost(), 1 + len(self.also_on or ())
         per_runtime = self.square_queries + 4
         return self.n * (c.gradients + c.forwards + (runtimes - 1) * per_runtime), self.n * c.gradients
+
+    def work(self, spec: Any) -> tuple[float, float]:
+        """The transfer PGD and every runtime's Square on the examples classified correctly (a runtime's
+        forward counted as the model's)."""
+        c, runtimes = self.cost(), 1 + len(self.also_on or ())
+        examples = self.n * ASSUMED_ACCURACY
+        return examples * c.gradients, examples * (c.forwards + (runtimes - 1) * (self.square_queries + 4))
 
     def run(self, step: Any) -> dict[str, Any]:
         """The model exported to ``model.onnx`` beside the record and evaluated on its runtime, with the

@@ -1,10 +1,14 @@
 """Evaluation add-ons: what an evaluate stage runs after its input attacks, each one class.
 
-An add-on is a frozen dataclass of its keyed options, held by a field of
-:class:`~robquant.pipeline.specs.Evaluate` (``spec`` below; named in :data:`ADD_ONS`, in the order they run), that owns:
+An add-on is a frozen dataclass of its keyed options, registered where it is defined
+(:func:`register_add_on`), one of the tuple :attr:`~robquant.pipeline.specs.Evaluate.add_ons` (``spec``
+below) holds, that owns:
 
+- ``FIELD``: its name in the evaluation's key and record ``config``; ``SECTION``: the study's
+  ``evaluation`` option that holds its options (whose ``run_for`` builds it); ``ORDER``: when it runs;
 - ``RECORD_KEY``: where its result goes in the evaluation's record;
-- ``passes(spec)``: its (forward, backward) image passes, for the plan's cost and the estimate;
+- ``passes(spec)``: its (forward, backward) image passes at most, for the plan's cost; ``work(spec)``: its
+  expected (gradient, forward) passes, for the estimate (:mod:`robquant.pipeline.estimate`);
 - ``run(step)``: its work, after the attacks, from an :class:`AddOnStep` (the evaluation's result, the
   model, the test set, ...);
 - ``checks(result)``: the trust checks it contributes (``{name: {"flag": bool, ...}}``), which join the
@@ -28,16 +32,42 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from robquant.defaults import (ATTACK_STEPS, BIT_ERROR_DRAWS, BIT_ERROR_RATES, BITFLIP_ATTACK_BATCH, BITFLIP_METHODS,
+from robquant.defaults import (ASSUMED_ACCURACY, ASSUMED_SEARCH_FLIPS, ATTACK_STEPS, BIT_ERROR_DRAWS, BIT_ERROR_RATES, BITFLIP_ATTACK_BATCH, BITFLIP_METHODS,
                                BITFLIP_RANDOM_CAP, BITFLIP_SEARCH_CAP, CHECK_EXAMPLES, CHECK_SQUARE_QUERIES, CHECK_TOL, COLLAPSE_EPS_255, RESTARTS)
 from robquant.errors import ConfigError, check_range
 from robquant.evaluation.evaluate import record_mask
 from robquant.evaluation.trust import diagnose, diagnose_cost
 from robquant.keys import UNKEYED
+from robquant.registry import Registry
 
 BIT_ERRORS_FILE = "biterrors.npz"  # an evaluation's per-example evidence under random bit errors
 CORRUPTIONS_FILE = "corruptions.npz"  # ... and under natural corruptions
-ADD_ONS = ("diagnose", "deployed", "bitflip", "bit_errors", "corruptions")  # Evaluate's add-on fields, in the order they run
+ADD_ONS: Registry[type] = Registry("evaluation add-on")  # add-on classes by FIELD (register_add_on)
+
+
+def register_add_on(cls: type) -> type:
+    """Class decorator: ``cls`` (a frozen dataclass with the :class:`AddOn` members) becomes an evaluation
+    add-on under its ``FIELD``."""
+    return ADD_ONS.register(cls.FIELD)(cls)
+
+
+def add_on_fields() -> list[str]:
+    """Every registered add-on's ``FIELD``, in the order they run."""
+    return [name for name, _ in sorted(ADD_ONS.items(), key=lambda item: item[1].ORDER)]
+
+
+def in_order(add_ons: Any) -> tuple[Any, ...]:
+    """``add_ons`` (runs, None for one not run) in the order they run, checked: one of each kind at most.
+
+    Raises:
+        ValueError: two runs of one add-on, or an object that is no registered add-on.
+    """
+    runs, registered = [a for a in add_ons if a is not None], dict(ADD_ONS.items())
+    fields = [getattr(type(a), "FIELD", None) for a in runs]
+    unknown = [a for a, f in zip(runs, fields) if registered.get(f) is not type(a)]
+    if unknown or len(set(fields)) != len(fields):
+        raise ValueError(f"an evaluation's add-ons must be registered and distinct, got {[type(a).__name__ for a in runs]}")
+    return tuple(sorted(runs, key=lambda a: type(a).ORDER))
 
 
 @dataclass(frozen=True)
@@ -59,9 +89,14 @@ class AddOnStep:
 
 
 class AddOn(Protocol):
+    FIELD: ClassVar[str]
+    SECTION: ClassVar[str]
+    ORDER: ClassVar[int]
     RECORD_KEY: ClassVar[str]
 
     def passes(self, spec: Any) -> tuple[float, float]: ...
+
+    def work(self, spec: Any) -> tuple[float, float]: ...
 
     def run(self, step: AddOnStep) -> dict[str, Any]: ...
 
@@ -72,14 +107,14 @@ class AddOn(Protocol):
 
 def contributed_checks(spec: Any, record: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Every trust check the spec's add-ons contributed, from their results in ``record``."""
-    return {name: check for addon in spec.add_ons() if addon.RECORD_KEY in record
+    return {name: check for addon in spec.add_ons if addon.RECORD_KEY in record
             for name, check in addon.checks(record[addon.RECORD_KEY]).items()}
 
 
 def run_add_ons(spec: Any, step: AddOnStep, record: dict[str, Any]) -> None:
     """Run the spec's add-ons in order, each result under its key in ``record``; the checks they
     contribute are listed beside the trust checks' own (when those ran)."""
-    for addon in spec.add_ons():
+    for addon in spec.add_ons:
         record[addon.RECORD_KEY] = addon.run(step)
     contributed = contributed_checks(spec, record)
     diag = record.get(DiagnoseRun.RECORD_KEY)
@@ -88,10 +123,14 @@ def run_add_ons(spec: Any, step: AddOnStep, record: dict[str, Any]) -> None:
         record[DiagnoseRun.RECORD_KEY] = {**diag, "checks": checks, "flags": [k for k, c in checks.items() if c["flag"]]}
 
 
+@register_add_on
 @dataclass(frozen=True)
 class DiagnoseRun:
     """The trust checks' options (:func:`robquant.evaluation.diagnose`), budgets in [0, 1] units."""
 
+    FIELD: ClassVar[str] = "diagnose"
+    SECTION: ClassVar[str] = "diagnostics"
+    ORDER: ClassVar[int] = 0  # first: the others' checks join its list
     RECORD_KEY: ClassVar[str] = "diagnostics"
 
     eps: float
@@ -127,6 +166,11 @@ class DiagnoseRun:
         c = self.cost(spec.surrogate is not None)
         return self.n * (c.gradients + c.forwards), self.n * c.gradients
 
+    def work(self, spec: Any) -> tuple[float, float]:
+        """The attacks on the examples classified correctly."""
+        c, examples = self.cost(spec.surrogate is not None), self.n * ASSUMED_ACCURACY
+        return examples * c.gradients, examples * c.forwards
+
     def run(self, step: AddOnStep) -> dict[str, Any]:
         """The trust checks, judged against the evaluation's robustness of record at their budget and
         reusing its reference PGD when that is the same attack run the same way."""
@@ -156,11 +200,15 @@ class DiagnoseRun:
         return None  # the checks that fired are the evaluation's flags
 
 
+@register_add_on
 @dataclass(frozen=True)
 class BitFlipRun:
     """The bit-flip attack's options (:func:`robquant.attacks.bitflip.bitflip_evaluation`): flips to bring
     clean accuracy on the first ``n`` test examples to chance + 1 point, per method and seed."""
 
+    FIELD: ClassVar[str] = "bitflip"
+    SECTION: ClassVar[str] = "bitflip"
+    ORDER: ClassVar[int] = 20
     RECORD_KEY: ClassVar[str] = "bitflip"
 
     n: int
@@ -211,6 +259,12 @@ class BitFlipRun:
     def passes(self, spec: Any) -> tuple[float, float]:
         return self.cost()
 
+    def work(self, spec: Any) -> tuple[float, float]:
+        """A search that breaks the model in :data:`~robquant.defaults.ASSUMED_SEARCH_FLIPS` flips (a gradient
+        pass counts as one backward and one forward)."""
+        forwards, backwards = self.cost(search_flips=ASSUMED_SEARCH_FLIPS)
+        return backwards, forwards - backwards
+
     def run(self, step: AddOnStep) -> dict[str, Any]:
         """The flips to break the model, per method and seed (:mod:`robquant.attacks.bitflip`)."""
         from robquant.attacks.bitflip import bitflip_evaluation
@@ -257,12 +311,16 @@ class BitFlipMetrics:
         return self.methods[method]["cap"]
 
 
+@register_add_on
 @dataclass(frozen=True)
 class BitErrorRun:
     """Random bit errors' options (:func:`robquant.attacks.biterrors.bit_error_evaluation`): accuracy on the
     first ``n`` test examples with each stored bit flipped with probability ``rate``, ``draws`` draws per
     rate, seeded by ``seed``."""
 
+    FIELD: ClassVar[str] = "bit_errors"
+    SECTION: ClassVar[str] = "bit_errors"
+    ORDER: ClassVar[int] = 30
     RECORD_KEY: ClassVar[str] = "bit_errors"
 
     n: int
@@ -287,6 +345,9 @@ class BitErrorRun:
         """A clean pass and one per rate and draw over the ``n`` examples; no gradient."""
         return float((1 + len(self.rates) * self.draws) * self.n), 0.0
 
+    def work(self, spec: Any) -> tuple[float, float]:
+        return 0.0, self.passes(spec)[0]
+
     def run(self, step: AddOnStep) -> dict[str, Any]:
         """Accuracy per rate and draw; the per-example outcomes go to ``biterrors.npz`` beside the record
         (``correct``: (rates, draws, n) bool) and the record keeps its sha256."""
@@ -309,11 +370,15 @@ class BitErrorRun:
                 "total_bits": result["total_bits"]}
 
 
+@register_add_on
 @dataclass(frozen=True)
 class CorruptionRun:
     """Natural corruptions' options (:mod:`robquant.data.corruptions`): clean accuracy on the first ``n``
     test examples corrupted by each of ``names`` at each of ``severities``, the corruptions seeded by ``seed``."""
 
+    FIELD: ClassVar[str] = "corruptions"
+    SECTION: ClassVar[str] = "corruptions"
+    ORDER: ClassVar[int] = 40
     RECORD_KEY: ClassVar[str] = "corruptions"
 
     n: int
@@ -342,6 +407,9 @@ class CorruptionRun:
     def passes(self, spec: Any) -> tuple[float, float]:
         """One forward pass over the ``n`` examples per corruption and severity."""
         return float(len(self.names) * len(self.severities) * self.n), 0.0
+
+    def work(self, spec: Any) -> tuple[float, float]:
+        return 0.0, self.passes(spec)[0]
 
     def run(self, step: AddOnStep) -> dict[str, Any]:
         """Accuracy per corruption and severity; the per-example outcomes go to ``corruptions.npz``."""

@@ -91,6 +91,8 @@ class EvaluationMetrics:
         bitflip: Flips to break the model per method (their summary over seeds; None when not evaluated).
         bit_errors: Accuracy per bit error rate (the mean over draws; None when not evaluated).
         corruptions: Accuracy per corruption (the mean over severities) and over all (None when not evaluated).
+        others: The numbers of record of add-ons without a field here (a plug-in's), by their ``RECORD_KEY``
+            (None when there are none).
     """
 
     clean_accuracy: float
@@ -108,6 +110,7 @@ class EvaluationMetrics:
     bitflip: dict[str, Any] | None = None
     bit_errors: dict[str, Any] | None = None
     corruptions: dict[str, Any] | None = None
+    others: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, record: dict[str, Any], spec: Any) -> "EvaluationMetrics":
@@ -117,14 +120,14 @@ class EvaluationMetrics:
         worst = next((r for r in result["worst_case"] if r["eps_255"] == main),
                      {"accuracy": None, "n": 0, "attacks": [], "per_attack": {}})
         ref = spec.reference
-        added = {a.RECORD_KEY: a.metrics(record[a.RECORD_KEY]) for a in spec.add_ons() if a.RECORD_KEY in record}
+        added = {a.RECORD_KEY: a.metrics(record[a.RECORD_KEY]) for a in spec.add_ons if a.RECORD_KEY in record}
         ref_all = next((r for r in result["robust"] if r["attack"] == ref and r["eps_255"] == main), None)
         return cls(result["clean_accuracy"], result["n"], result["robust"], result["worst_case"], worst["accuracy"],
                    worst["n"], worst["attacks"], main, ref,
                    None if ref_all is None else {"accuracy": ref_all["accuracy"], "n": ref_all["n"],
                                                  "accuracy_common": worst["per_attack"].get(ref)},
-                   _flags(record, spec), added.get("deployed"), added.get("bitflip"), added.get("bit_errors"),
-                   added.get("corruptions"))
+                   _flags(record, spec), added.pop("deployed", None), added.pop("bitflip", None),
+                   added.pop("bit_errors", None), added.pop("corruptions", None), added or None)
 
     @classmethod
     def read(cls, metrics: dict[str, Any]) -> "EvaluationMetrics":

@@ -30,14 +30,14 @@ from robquant.evaluation.evaluate import attack_runs
 from robquant.data import ImageDataset, create_dataset, to_unit
 from robquant.defaults import ATTACK_STEPS, BITFLIP_REPEATS, CHECK_EXAMPLES, CHECK_SQUARE_QUERIES, CHECK_TOL, RESTARTS
 from robquant.deploy import OPSET, OPSETS, RUNTIMES, load_runtime
-from robquant.deploy.stage import FILE, SOURCE_KEY, export_metadata, file_opset, runtime_agreement
+from robquant.deploy.stage import FILE, SOURCE_KEY, DeployedRun, export_metadata, file_opset, runtime_agreement
 from robquant.errors import CheckpointError, ConfigError
 from robquant.modelfolder import RECORD, read_record, read_weights, record_dataset, weights_sha256
 from robquant.models import external
 from robquant.pipeline.executor import StageContext, execute_stage
 from robquant.pipeline.plan import Stage
-from robquant.pipeline.specs import (AttackRun, BitFlipRun, Budget, DataRef, DeployedRun, DiagnoseRun, Evaluate,
-                                     EvaluateDeployed, Export, ImportFP, ModelRef, ObjectiveRef, Quantize, StageSpec,
+from robquant.evaluation.addons import BitFlipRun, DiagnoseRun
+from robquant.pipeline.specs import (AttackRun, Budget, DataRef, Evaluate, EvaluateDeployed, Export, ImportFP, ModelRef, ObjectiveRef, Quantize, StageSpec,
                                      TrainFP, spec_key)
 from robquant.pipeline.store import Store
 from robquant.pipeline.study import QAT_STRATEGIES
@@ -367,7 +367,8 @@ def attack_model(checkpoint: str | os.PathLike, *,
                  device: str | torch.device = "cpu", batch_size: int = 256, seed: int = 0,
                  out: str | os.PathLike | None = None, surrogate: str | os.PathLike | None = None,
                  cascade: bool = False, diagnose: dict[str, Any] | None = None, store: str | os.PathLike | None = None,
-                 bitflip: dict[str, Any] | None = None, progress: Progress = NULL_PROGRESS) -> dict[str, Any]:
+                 bitflip: dict[str, Any] | None = None, add_ons: Sequence[Any] = (),
+                 progress: Progress = NULL_PROGRESS) -> dict[str, Any]:
     """Evaluate a saved model's clean and robust accuracy, as a study's ``evaluate`` stage.
 
     Args:
@@ -389,6 +390,9 @@ def attack_model(checkpoint: str | os.PathLike, *,
         bitflip: Also flip bits of the stored weights (:mod:`robquant.attacks.bitflip`) with these options
             (``n``, default ``n_test`` or 200; ``seeds``, default 0, 1, 2; ``methods``, ``attack_batch``,
             ``search_cap``, ``random_cap``) and record the flips to break it under ``bitflip``.
+        add_ons: More evaluation add-ons' runs (:mod:`robquant.evaluation.addons`; a plug-in's, registered
+            with :func:`~robquant.evaluation.addons.register_add_on`), each keyed under its ``FIELD`` and its
+            result recorded under its ``RECORD_KEY``.
 
     Returns:
         The record (``path``: its folder).
@@ -418,10 +422,9 @@ def attack_model(checkpoint: str | os.PathLike, *,
         raise ConfigError("a transfer attack needs a surrogate: the model records no full-precision parent "
                           "(pass --surrogate)")
     main, check = (budgets[-1], None) if diagnose is None else _diagnose_run(diagnose, budgets)
-    spec = Evaluate(data, key, runs, budgets, main, seed, batch_size, cascade, check,
+    spec = Evaluate(data, key, runs, budgets, main, seed, batch_size, cascade, (check, flips, *add_ons),
                     surrogate_key if (check is not None or any(r.needs_surrogate for r in runs)) else None,
-                    architecture=ModelRef(**config["model"]), label=f"evaluate {Path(checkpoint).name}",
-                    bitflip=flips)
+                    architecture=ModelRef(**config["model"]), label=f"evaluate {Path(checkpoint).name}")
     folder, record = run_spec(spec, st, ctx)
     if out is not None:
         link(out, folder)

@@ -202,7 +202,7 @@ class _Planner:
         spec = Evaluate(self.data, model, attacks, budgets, Budget.of(ev.main_eps), seed, ev.batch_size, cascade,
                         surrogate=surrogate, skipped=skipped, architecture=self.model,
                         label=f"evaluate {cell.label} (seed {seed})",
-                        **ev.add_ons(cell.precision, seed))  # each add-on's run, built by its study section
+                        add_ons=ev.add_ons(cell.precision, seed))  # each built by its study section
         return self.add(spec, lambda: evaluation_cost(spec))
 
 
@@ -261,7 +261,7 @@ def evaluation_cost(spec: Evaluate) -> dict[str, float]:
         c = a.cost()
         n = min(a.n or n_test, n_test) * sum(a.runs_at(b) for b in spec.budgets)
         fwd, bwd = fwd + (c.gradients + c.forwards) * n, bwd + c.gradients * n
-    for addon in spec.add_ons():  # the trust checks, the deployed evaluation, bit flips
+    for addon in spec.add_ons:  # the trust checks, the deployed evaluation, bit flips
         f, b = addon.passes(spec)
         fwd, bwd = fwd + f, bwd + b
     return {"forward": fwd, "backward": bwd}

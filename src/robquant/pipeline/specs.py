@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Union
 
 from robquant.evaluation.runs import AttackRun, Budget
-from robquant.deploy.stage import DeployedRun
-from robquant.evaluation.addons import ADD_ONS, AddOn, BitErrorRun, BitFlipRun, CorruptionRun, DiagnoseRun
-from robquant.keys import KEYED_IF_SET, UNKEYED
+from robquant.deploy.stage import DeployedRun  # the deployed evaluation (an add-on, registered there)
+from robquant.evaluation.addons import AddOn, add_on_fields, in_order
+from robquant.keys import BY_FIELD, KEYED_IF_SET, UNKEYED
 from robquant.quant import AnyQuantConfig
 from robquant.quant.config import is_quant_config
 from robquant.train import HeldOutCheck, TrainConfig
@@ -43,14 +43,27 @@ def _keyed(obj: Any, every: bool = False) -> Any:
     if is_quant_config(obj):  # a method's config is keyed by its flat form (as one config held it)
         return obj.to_dict()
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: _keyed(getattr(obj, f.name), every) for f in dataclasses.fields(obj)
-                if every or f.metadata.get("keyed", True) is True
-                or (f.metadata.get("keyed") == "if_set" and getattr(obj, f.name) is not None)}
+        out = {}
+        for f in dataclasses.fields(obj):
+            value, keyed = getattr(obj, f.name), f.metadata.get("keyed", True)
+            if keyed == "by_field":
+                out.update(_by_field(obj, value, every))
+            elif every or keyed is True or (keyed == "if_set" and value is not None):
+                out[f.name] = _keyed(value, every)
+        return out
     if isinstance(obj, dict):
         return {str(k): _keyed(v, every) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_keyed(v, every) for v in obj]
     return obj
+
+
+def _by_field(obj: Any, runs: tuple[Any, ...], every: bool) -> dict[str, Any]:
+    """A ``BY_FIELD`` tuple (an evaluation's add-ons) as entries by each run's ``FIELD``: those present, and
+    the owner's ``KEYED_ABSENT`` as null where absent (``every``: every registered add-on's)."""
+    present = {type(run).FIELD: run for run in runs}
+    names = add_on_fields() if every else [*present, *(n for n in type(obj).KEYED_ABSENT if n not in present)]
+    return {name: _keyed(present.get(name), every) for name in names}
 
 
 @dataclass(frozen=True)
@@ -162,6 +175,8 @@ class Evaluate(_Stage):
     kind: ClassVar[str] = "evaluate"
     # 2: the record holds per-example outcomes (older evaluations run again; their models are kept)
     RECORD_VERSION: ClassVar[int] = 2
+    # keyed as null when not run: the trust checks were keyed so before the add-ons were one tuple
+    KEYED_ABSENT: ClassVar[tuple[str, ...]] = ("diagnose",)
     data: DataRef
     model: str  # the quantize stage's key
     attacks: tuple[AttackRun, ...]
@@ -170,15 +185,15 @@ class Evaluate(_Stage):
     seed: int
     batch_size: int
     cascade: bool
-    diagnose: DiagnoseRun | None = None
+    # what runs after the attacks (robquant.evaluation.addons), in order; keyed by each one's FIELD
+    add_ons: tuple[AddOn, ...] = field(default=(), metadata=BY_FIELD)
     surrogate: str | None = None  # the FP parent's key (transfer attacks, the trust checks)
-    deployed: DeployedRun | None = field(default=None, metadata=KEYED_IF_SET)  # exported and run on a runtime
     skipped: tuple[tuple[str, str], ...] = field(default=(), metadata=UNKEYED)  # (attack label, why)
     architecture: ModelRef | None = field(default=None, metadata=UNKEYED)  # the study's model (its parents' own)
     label: str = field(default="", metadata=UNKEYED)
-    bitflip: BitFlipRun | None = field(default=None, metadata=KEYED_IF_SET)  # flips in the stored weights
-    bit_errors: BitErrorRun | None = field(default=None, metadata=KEYED_IF_SET)  # random errors in them
-    corruptions: CorruptionRun | None = field(default=None, metadata=KEYED_IF_SET)  # corrupted test images
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "add_ons", in_order(self.add_ons))
 
     def parents(self) -> dict[str, str]:
         """The model, the surrogate, and each transfer source (a model of another precision: an attack
@@ -187,9 +202,9 @@ class Evaluate(_Stage):
         out.update({f"source {a.label}": a.options["source"] for a in self.attacks if "source" in a.options})
         return out
 
-    def add_ons(self) -> list[AddOn]:
-        """The add-ons this evaluation runs after its attacks (:mod:`robquant.evaluation.addons`), in order."""
-        return [a for a in (getattr(self, name) for name in ADD_ONS) if a is not None]
+    def add_on(self, name: str) -> AddOn | None:
+        """The run of the add-on whose ``FIELD`` is ``name`` (``"diagnose"``, ``"deployed"``, ...), None if not run."""
+        return next((a for a in self.add_ons if type(a).FIELD == name), None)
 
     @property
     def reference(self) -> str | None:

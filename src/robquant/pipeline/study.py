@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator,
@@ -439,16 +439,16 @@ class EvalSection(_Section):
         """The label of the paper's attack, the first PGD attack (reported beside the worst case)."""
         return next((a.label or a.name for a in self.attacks if a.name == "pgd"), None)
 
-    # each evaluation add-on (robquant.evaluation.addons.ADD_ONS) and the section that holds its options
-    ADD_ON_SECTIONS: ClassVar[dict[str, str]] = {"diagnose": "diagnostics", "deployed": "deployed",
-                                                 "bitflip": "bitflip", "bit_errors": "bit_errors",
-                                                 "corruptions": "corruptions"}
+    def add_ons(self, precision: str, seed: int) -> tuple[Any, ...]:
+        """The add-on runs of the model of ``seed`` at ``precision`` (:mod:`robquant.evaluation.addons`), each
+        built by the section its class names (``SECTION``, its ``run_for``; None: not run). An add-on without a
+        section here (a plug-in's) runs where a library caller puts it in the evaluation's ``add_ons``."""
+        import robquant.deploy.stage  # noqa: F401 (registers the deployed evaluation)
+        from robquant.evaluation.addons import ADD_ONS
 
-    def add_ons(self, precision: str, seed: int) -> dict[str, Any]:
-        """The add-on runs of the model of ``seed`` at ``precision``, by the evaluation's field (None: not run),
-        each built by its section (``run_for``)."""
         p = parse_precision(precision)
-        return {name: getattr(self, section).run_for(self, p, seed) for name, section in self.ADD_ON_SECTIONS.items()}
+        sections = [getattr(self, cls.SECTION, None) for _, cls in ADD_ONS.items()]
+        return tuple(section.run_for(self, p, seed) for section in sections if section is not None)
 
 
 class TrainSection(_Section):
