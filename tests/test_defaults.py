@@ -102,3 +102,15 @@ def test_the_study_files_attack_fields_are_the_attacks_declarations():
         assert field.default == declared.default and declared.help in field.description
     with pytest.raises(ValidationError, match="restarts"):
         AttackSection(name="pgd", restarts=0)  # below the declared range
+
+
+def test_the_library_picks_each_attacks_declared_options_from_one_set_and_refuses_an_undeclared_one():
+    from robquant.pipeline import chosen_attacks
+
+    chosen = dict(chosen_attacks(["pgd", "square"], {"steps": 5, "n_queries": 100, "attacks": None}))
+    assert chosen["pgd"]["steps"] == 5 and "n_queries" not in chosen["pgd"]
+    assert chosen["square"]["n_queries"] == 100 and "steps" not in chosen["square"]
+    with pytest.raises(ConfigError, match="attack option scale: no attack of --attack 'pgd,fgsm' declares it"):
+        chosen_attacks(["pgd", "fgsm"], {}, {"scale": 2})
+    with pytest.raises(ConfigError, match="pgd option steps: 'many' is not allowed"):
+        chosen_attacks(["pgd"], {"steps": "many"})

@@ -273,7 +273,7 @@ def attack(
 ) -> None:
     """Clean and robust accuracy of a saved model over an eps sweep; prints a table, writes JSON."""
     from robquant.display import bitflip_table, diagnostics_table, robustness_table
-    from robquant.pipeline import attack_model, resolve_device
+    from robquant.pipeline import attack_model, chosen_attacks, resolve_device
 
     _user_model(model, None)
     eps_list = parse_eps(eps)
@@ -286,44 +286,23 @@ def attack(
                          allow_unverified_data, seed, batch_size, out, store, device, fusion)
         return
     check_range("--diagnose-n", diagnose_n, 1)
-    square_given = square_queries
-    square_queries = SQUARE_QUERIES if square_queries is None else square_queries
-    from robquant.attacks import ATTACKS
-
     sub = [a.strip() for a in aa_attacks.split(",") if a.strip()] if aa_attacks else None
     names = [a.strip() for a in attack_name.split(",") if a.strip()]
-    bitflip = None
-    if "bitflip" in names:  # not an input attack: no budgets, its own record
-        names = [a for a in names if a != "bitflip"]
-        bitflip = {"seeds": tuple(range(int(check_range("--bitflip-seeds", bitflip_seeds, 1))))}
-        if bitflip_batch is not None:
-            bitflip["attack_batch"] = int(check_range("--bitflip-batch", bitflip_batch, 1))
-        if bitflip_caps is not None:
-            caps = [c.strip() for c in bitflip_caps.split(",")]
-            if len(caps) != 2 or not all(c.isdigit() and int(c) >= 1 for c in caps):
-                raise ConfigError(f"--bitflip-caps must be two whole numbers >= 1, search,random (e.g. {BITFLIP_SEARCH_CAP},{BITFLIP_RANDOM_CAP}), "
-                                  f"got {bitflip_caps!r}")
-            bitflip["search_cap"], bitflip["random_cap"] = int(caps[0]), int(caps[1])
+    bitflip = _bitflip_options(bitflip_seeds, bitflip_batch, bitflip_caps) if "bitflip" in names else None
+    names = [a for a in names if a != "bitflip"]  # not an input attack: no budgets, its own record
     given = {"steps": steps, "restarts": restarts, "norm": norm, "attacks": sub,
              "step_size": None if step_size is None else check_range("--step-size", step_size, 0.0) / 255,
-             "n_queries": check_range("--square-queries", square_queries, 1), "pixel_grid": pixel_grid or None}
-    extra = _attack_options(attack_option or [])
-    declared = {o for name in names for o in ATTACKS.get(name).OPTIONS}
-    if set(extra) - declared:
-        raise ConfigError(f"--attack-option {', '.join(sorted(set(extra) - declared))}: no attack of --attack "
-                          f"{attack_name!r} declares it; they declare: {', '.join(sorted(declared)) or 'none'}")
-    specs = [(name, ATTACKS.get(name).select_options(given | extra))  # each attack takes the options it declares
-             for name in names]
+             "n_queries": check_range("--square-queries", SQUARE_QUERIES if square_queries is None else square_queries, 1),
+             "pixel_grid": pixel_grid or None}
+    specs = chosen_attacks(names, given, _attack_options(attack_option or []), "--attack-option")
     if not specs and bitflip is None:
         raise ConfigError("--attack needs at least one attack name")
     options = None
-    if diagnose:
-        at = max(eps_list) if diagnose_eps is None else check_range("--diagnose-eps", diagnose_eps, 0.0)
-        # Square's queries: --square-queries when given, else the trust checks' own (as in a study)
-        options = {"eps": at, "n": diagnose_n, "steps": steps, "restarts": restarts,
-                   "square_queries": CHECK_SQUARE_QUERIES if square_given is None else square_given}
-        if sub:
-            options["autoattack"] = sub
+    if diagnose:  # Square's queries: --square-queries when given, else the trust checks' own (as in a study)
+        options = {"eps": max(eps_list) if diagnose_eps is None else check_range("--diagnose-eps", diagnose_eps, 0.0),
+                   "n": diagnose_n, "steps": steps, "restarts": restarts,
+                   "square_queries": CHECK_SQUARE_QUERIES if square_queries is None else square_queries,
+                   **({"autoattack": sub} if sub else {})}
     dev = resolve_device(device)
     with _progress() as progress:
         record = attack_model(checkpoint, attacks=specs, eps=eps_list, n_test=n_test, dataset=dataset,
@@ -337,6 +316,20 @@ def attack(
     if "bitflip" in record:
         console.print(bitflip_table(f"{checkpoint}: bit flips to break it", record["bitflip"]))
     console.print(f"record: {Path(record['path']) / 'stage.json'}" + (f" (linked as {out})" if out else ""))
+
+
+def _bitflip_options(seeds: int, batch: Optional[int], caps: Optional[str]) -> dict[str, Any]:
+    """``--bitflip-*`` as the bit-flip run's options (its constructor checks the numbers)."""
+    options: dict[str, Any] = {"seeds": tuple(range(int(check_range("--bitflip-seeds", seeds, 1))))}
+    if batch is not None:
+        options["attack_batch"] = int(check_range("--bitflip-batch", batch, 1))
+    if caps is not None:
+        parts = [c.strip() for c in caps.split(",")]
+        if len(parts) != 2 or not all(c.isdigit() and int(c) >= 1 for c in parts):
+            raise ConfigError(f"--bitflip-caps must be two whole numbers >= 1, search,random (e.g. "
+                              f"{BITFLIP_SEARCH_CAP},{BITFLIP_RANDOM_CAP}), got {caps!r}")
+        options["search_cap"], options["random_cap"] = int(parts[0]), int(parts[1])
+    return options
 
 
 def _attack_options(items: list[str]) -> dict[str, Any]:

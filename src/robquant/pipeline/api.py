@@ -360,6 +360,26 @@ def _bitflip_run(options: dict[str, Any], n_test: int | None, checkpoint: str | 
                          options.get("seeds", range(BITFLIP_REPEATS)), **given)
 
 
+def chosen_attacks(names: Sequence[str], options: dict[str, Any], extra: dict[str, Any] | None = None,
+                   field: str = "attack option") -> list[tuple[str, dict[str, Any]]]:
+    """Each named attack with the options it declares, picked from one set offered to all (the command
+    line's): ``options`` the common ones (None: not given), ``extra`` options named by the user, each of
+    which at least one of the attacks must declare (``field`` names them in the message).
+
+    Raises:
+        ConfigError: an unknown attack, an extra option no attack declares, a value an attack's declaration
+            does not allow.
+    """
+    from robquant.attacks import ATTACKS
+
+    extra = extra or {}
+    declared = {o for name in names for o in ATTACKS.get(name).OPTIONS}
+    if set(extra) - declared:
+        raise ConfigError(f"{field} {', '.join(sorted(set(extra) - declared))}: no attack of --attack "
+                          f"{','.join(names)!r} declares it; they declare: {', '.join(sorted(declared)) or 'none'}")
+    return [(name, ATTACKS.get(name).select_options(options | extra)) for name in names]
+
+
 def attack_model(checkpoint: str | os.PathLike, *,
                  attacks: Sequence[AttackRun | str | tuple[str, dict[str, Any]]],
                  eps: Sequence[float], n_test: int | None = None, dataset: str | None = None,
