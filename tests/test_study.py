@@ -398,3 +398,19 @@ def test_killed_runs_resume_to_the_same_records(reference_run, tmp_path):
     assert ours == ref
     assert not list((store / "work").iterdir())  # nothing half-done left behind
     assert len(list((store / "stages").iterdir())) == 14
+
+
+def test_each_stage_record_says_how_it_was_made_in_one_typed_block(reference_run):
+    from robquant.pipeline.store import Store
+    from robquant.provenance import StageInfo
+
+    _, store_dir, _ = reference_run
+    store = Store(store_dir)
+    made = [StageInfo.read(store.get(r["key"])["record"]) for r in store.rows()]
+    assert made and all(m is not None and m.key == r["key"] for m, r in zip(made, store.rows()))
+    assert all(m.wall_s >= m.compute_s >= 0 and m.planned_cost["forward"] >= 0 for m in made)
+    quantize = [m for m in made if m.kind == "quantize"]
+    assert quantize and all(set(m.parents) <= {"checkpoint", "teacher"} for m in quantize)
+    assert StageInfo.read({"kind": "train"}) is None  # a model folder made elsewhere has no such block
+    again = StageInfo.read({"stage": made[0].to_dict()})
+    assert again == made[0]

@@ -6,8 +6,10 @@ import datetime as _dt
 import platform
 import subprocess
 import sys
+from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -85,3 +87,39 @@ def environment(device: torch.device | str | None = None) -> dict[str, object]:
 def now_iso() -> str:
     """The current UTC time, ISO 8601."""
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class StageInfo:
+    """How a store's stage made its record: the record's ``stage`` block, written by the executor
+    (:func:`robquant.pipeline.executor.run_stage`) through :meth:`to_dict` and read back by :meth:`read`.
+
+    Attributes:
+        key, kind, label: The stage.
+        parents: Its parents' keys by role (``checkpoint``, ``teacher``, ``model``, ``surrogate``, ...).
+        planned_cost: The plan's (forward, backward) image passes.
+        estimated_s: The plan's estimate (None: not estimated).
+        wall_s: Seconds from its start to its record; ``compute_s`` of them computing (the rest overhead).
+        device: Where it ran.
+    """
+
+    key: str
+    kind: str
+    label: str
+    parents: dict[str, str]
+    planned_cost: dict[str, float] | None = None
+    estimated_s: float | None = None
+    wall_s: float | None = None
+    device: str | None = None
+    compute_s: float | None = None
+
+    @classmethod
+    def read(cls, record: dict[str, Any] | None) -> "StageInfo | None":
+        """From a stage's record (None when it has no ``stage`` block: a model folder made elsewhere)."""
+        block = (record or {}).get("stage")
+        if not block:
+            return None
+        return cls(**{f.name: block.get(f.name) for f in fields(cls)} | {"parents": block.get("parents") or {}})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -26,6 +26,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from robquant.evaluation.addons import BitFlipRun, DiagnoseRun
 from robquant.evaluation.evaluate import attack_runs
 from robquant.data import ImageDataset, create_dataset, to_unit
 from robquant.defaults import ATTACK_STEPS, BITFLIP_REPEATS, CHECK_EXAMPLES, CHECK_SQUARE_QUERIES, CHECK_TOL, RESTARTS
@@ -36,12 +37,12 @@ from robquant.modelfolder import RECORD, read_record, read_weights, record_datas
 from robquant.models import external
 from robquant.pipeline.executor import StageContext, execute_stage
 from robquant.pipeline.plan import Stage
-from robquant.evaluation.addons import BitFlipRun, DiagnoseRun
-from robquant.pipeline.specs import (AttackRun, Budget, DataRef, Evaluate, EvaluateDeployed, Export, ImportFP, ModelRef, ObjectiveRef, Quantize, StageSpec,
-                                     TrainFP, spec_key)
+from robquant.pipeline.specs import (AttackRun, Budget, DataRef, Evaluate, EvaluateDeployed, Export, ImportFP,
+                                     ModelRef, ObjectiveRef, Quantize, StageSpec, TrainFP, spec_key)
 from robquant.pipeline.store import Store
 from robquant.pipeline.study import QAT_STRATEGIES
 from robquant.progress import NULL_PROGRESS, Progress
+from robquant.provenance import StageInfo
 from robquant.quant import AnyQuantConfig
 from robquant.quant.coverage import check_coverage
 from robquant.train import QAT_FINETUNE, TrainConfig
@@ -436,8 +437,8 @@ def attack_model(checkpoint: str | os.PathLike, *,
     if surrogate is not None:
         surrogate_key = _parent(surrogate, st, ctx_for, data_root, allow_unverified)[1]
     else:  # the full-precision parent the model was quantized from
-        stage = ((st.get(key) or {}).get("record") or {}).get("stage", {})
-        surrogate_key = stage.get("parents", {}).get("checkpoint")
+        made = StageInfo.read((st.get(key) or {}).get("record"))
+        surrogate_key = made.parents.get("checkpoint") if made else None
     if surrogate_key is None and any(r.needs_surrogate for r in runs):
         raise ConfigError("a transfer attack needs a surrogate: the model records no full-precision parent "
                           "(pass --surrogate)")

@@ -31,7 +31,7 @@ from robquant.pipeline.specs import (DataRef, Evaluate, EvaluateDeployed, Export
                                      architecture_of, spec_json)
 from robquant.pipeline.store import Store
 from robquant.progress import NULL_PROGRESS, Progress
-from robquant.provenance import device_name
+from robquant.provenance import StageInfo, device_name
 from robquant.train.stages import run_import_fp, run_quantize, run_train_fp
 
 log = logging.getLogger(__name__)
@@ -106,10 +106,9 @@ def run_stage(stage: Stage, ctx: StageContext) -> dict[str, Any]:
         external.allow(arch.name)
     record = HANDLERS[type(stage.spec)](stage.spec, ctx, ctx.store.work_dir(stage.key))
     record.setdefault("config", spec_json(stage.spec))
-    record["stage"] = {"key": stage.key, "kind": stage.kind, "label": stage.label, "parents": stage.spec.parents(),
-                       "planned_cost": stage.cost, "estimated_s": stage.estimated_s,
-                       "wall_s": time.perf_counter() - t0, "device": device_name(ctx.device)}
-    record["stage"]["compute_s"] = stage_compute_seconds(record)
+    record["stage"] = StageInfo(stage.key, stage.kind, stage.label, stage.spec.parents(), stage.cost, stage.estimated_s,
+                                time.perf_counter() - t0, device_name(ctx.device),
+                                stage_compute_seconds(record)).to_dict()
     return record
 
 

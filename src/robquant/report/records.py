@@ -20,6 +20,7 @@ from robquant.evaluation.outcomes import Outcomes, load_grid
 from robquant.errors import ConfigError
 from robquant.evaluation.stage import EvaluationMetrics
 from robquant.modelfolder import ModelMetrics
+from robquant.provenance import StageInfo
 from robquant.quant.precision import parse_precision
 from robquant.report.intervals import Estimate, estimate
 
@@ -129,12 +130,12 @@ def collect(plan: Any, store: Any) -> list[Row]:
         quant = store.get(row["parents"][0]) if row["parents"] else None
         q = (quant or {}).get("record") or {}  # the index holds each stage's full record
         p = parse_precision(cell.precision)
-        train = q.get("train") or {}
-        planned = (q.get("stage") or {}).get("planned_cost") or {}
+        train, made = q.get("train") or {}, StageInfo.read(q)
+        planned = (made.planned_cost if made else None) or {}
         passes = train.get("passes_total")
         if passes is None:  # PTQ: calibration forwards only
             passes = planned.get("forward", 0) + planned.get("backward", 0)
-        fp = ((q.get("stage") or {}).get("parents") or {}).get("checkpoint")
+        fp = made.parents.get("checkpoint") if made else None
         if fp is not None and fp not in fp_clean:  # the FP parent's clean accuracy, as its record states it
             fp_clean[fp] = ModelMetrics.read((store.get(fp) or {}).get("record") or {}).clean_accuracy
         rows.append(Row.of(
@@ -144,7 +145,7 @@ def collect(plan: Any, store: Any) -> list[Row]:
             precision=cell.precision, act_bits=p.act_bits, weight_bits=p.weight_bits,
             bits=p.act_bits if p.act_bits == p.weight_bits else None,
             fraction=cell.fraction, seed=seed, status=row["status"], flags=list(m.flags or []),
-            wall_s=(q.get("stage") or {}).get("wall_s"), passes=passes, bytes=(q.get("size") or {}).get("bytes"),
+            wall_s=made.wall_s if made else None, passes=passes, bytes=(q.get("size") or {}).get("bytes"),
             key=key, fp=fp, fp_clean=fp_clean.get(fp), deployed=DeployedMetrics.read(m.deployed), onnx=_onnx(store, key), bitflip=BitFlipMetrics.read(m.bitflip),
             bit_errors=BitErrorEvidence.read(store.artifact_dir(key), m.bit_errors),
             corruptions=CorruptionEvidence.read(store.artifact_dir(key), m.corruptions),
