@@ -15,6 +15,7 @@ from robquant import load_model  # noqa: E402
 from robquant.attacks import create_attack  # noqa: E402
 from robquant.deploy import (RUNTIMES, ExportError, RuntimeModel, branches, deployed_evaluation,  # noqa: E402
                              export_graph, export_onnx, load_runtime, mismatch_check)
+from robquant.deploy.stage import DeployedFileMetrics, ExportMetrics  # noqa: E402
 from robquant.pipeline import quantize_model  # noqa: E402
 from robquant.quant import DoReFaWeightQuantizer, QuantConfig, QuantConv2d, quantize  # noqa: E402
 from robquant.quant.integer import weight_terms  # noqa: E402
@@ -216,6 +217,8 @@ def test_cli_export_then_attack_the_onnx_model(deployed, tmp_path):
     export = json.loads((path.resolve().parent / "stage.json").read_text())
     assert export["kind"] == "export" and export["stage"]["parents"] == {"model": deployed["ptq_a8w8"].resolve().name}
     assert export["check"]["agreement"] == 1.0 and export["config"]["opset"] == 17
+    metrics = ExportMetrics.read(export["metrics"])  # the record's numbers, typed
+    assert (metrics.agreement, metrics.n, metrics.opset, metrics.bytes) == (1.0, 256, 17, path.stat().st_size)
     code, again = cli("export", deployed["ptq_a8w8"], "--out", tmp_path / "again.onnx")  # found, not redone
     assert code == 0 and (tmp_path / "again.onnx").resolve() == path.resolve()
     args = ("attack", path, "--runtime", "onnxruntime", "--eps", "32", "--n-test", "40", "--square-queries", "20",
@@ -226,6 +229,9 @@ def test_cli_export_then_attack_the_onnx_model(deployed, tmp_path):
     (result,) = record["results"]
     assert result["n"] == 40 and result["clean_agreement"] == 1.0 and result["eps_255"] == 32
     assert record["kind"] == "evaluate_deployed" and record["reference"] == str(deployed["ptq_a8w8"].resolve())
+    typed = DeployedFileMetrics.read(record["metrics"])
+    assert typed.results[0].clean_agreement == 1.0 and typed.results[0].n == 40
+    assert typed.flags == tuple(r.eps_255 for r in typed.results if r.flag) and typed.to_dict() == record["metrics"]
     assert (tmp_path / "deployed/model.onnx").read_bytes() == path.read_bytes()  # the record keeps what it measured
     copy = tmp_path / "copy.onnx"  # a copy elsewhere is the same file: the same stage, found
     copy.write_bytes(path.read_bytes())

@@ -86,8 +86,66 @@ def run_export(spec: Any, ctx: Any, out: os.PathLike) -> dict[str, Any]:
             check["agreement_unfused"] = runtime_agreement(info.path, model, x, fusion=False)
     return {"kind": spec.kind, "status": "done", "created": now_iso(),
             "export": {**info.to_dict(), "path": FILE}, "check": check,
-            "metrics": {**check, "bytes": info.bytes, "opset": info.opset},
+            "metrics": ExportMetrics(**check, bytes=info.bytes, opset=info.opset).to_dict(),
             "timings": {"export_s": info.seconds, "check_s": time.perf_counter() - t0}, "env": environment(ctx.device)}
+
+
+@dataclass(frozen=True)
+class ExportMetrics:
+    """An ``export`` stage's numbers of record: the file's top-1 ``agreement`` with the model on ``n`` test
+    images run by ONNX Runtime (None: not checked), without its QDQ fusion where they disagreed
+    (``agreement_unfused``), the file's ``bytes`` and ``opset``."""
+
+    agreement: float | None
+    agreement_unfused: float | None
+    n: int
+    bytes: int
+    opset: int
+
+    @classmethod
+    def read(cls, metrics: dict[str, Any]) -> "ExportMetrics":
+        return cls(**{f.name: metrics.get(f.name) for f in dataclasses.fields(cls)})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class BudgetResult:
+    """A deployed file's numbers at one budget (``eps_255``) on its runtime: clean accuracy and robustness
+    (transfer + Square) on ``n`` test examples, top-1 agreement with the fake-quantized reference, the
+    largest difference from it (``mismatch``) and whether the check ``deployed_mismatch`` fired (``flag``)."""
+
+    eps_255: float
+    n: int
+    clean_accuracy: float
+    robustness: float
+    clean_agreement: float
+    adversarial_agreement: float
+    mismatch: float
+    flag: bool
+
+
+@dataclass(frozen=True)
+class DeployedFileMetrics:
+    """An ``evaluate_deployed`` stage's numbers of record: one :class:`BudgetResult` per budget, and the
+    budgets whose check fired (``flags``)."""
+
+    results: tuple[BudgetResult, ...]
+    flags: tuple[float, ...]
+
+    @classmethod
+    def of(cls, results: list[dict[str, Any]]) -> "DeployedFileMetrics":
+        """From the stage's results (:func:`~robquant.deploy.runtime.deployed_evaluation`, one per budget)."""
+        kept = tuple(BudgetResult(**{f.name: r[f.name] for f in dataclasses.fields(BudgetResult)}) for r in results)
+        return cls(kept, tuple(r.eps_255 for r in kept if r.flag))
+
+    @classmethod
+    def read(cls, metrics: dict[str, Any]) -> "DeployedFileMetrics":
+        return cls(tuple(BudgetResult(**r) for r in metrics.get("results") or ()), tuple(metrics.get("flags") or ()))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"results": [dataclasses.asdict(r) for r in self.results], "flags": list(self.flags)}
 
 
 def _has_onnxruntime() -> bool:
@@ -114,13 +172,10 @@ def run_evaluate_deployed(spec: Any, ctx: Any, out: os.PathLike) -> dict[str, An
                                    batch_size=spec.batch_size, device=ctx.device, threshold=run.tol,
                                    progress=ctx.progress)
                for run in spec.runs]
-    keys = ("eps_255", "n", "clean_accuracy", "robustness", "clean_agreement", "adversarial_agreement", "mismatch",
-            "flag")
     return {"kind": spec.kind, "status": "done", "created": now_iso(),
             "onnx": spec.source, "reference": str(ctx.store.artifact_dir(spec.reference)), "dataset": test_set.name,
             "seed": spec.seed, "metadata": runtime.metadata, "results": results,
-            "metrics": {"results": [{k: r[k] for k in keys} for r in results],
-                        "flags": [r["eps_255"] for r in results if r["flag"]]},
+            "metrics": DeployedFileMetrics.of(results).to_dict(),
             "timings": {"evaluate_s": sum(r["seconds"] for r in results)}, "env": environment(ctx.device)}
 
 
