@@ -611,8 +611,8 @@ def _check_model(plan: Any) -> None:
 def _estimate(plan: Any, store: Any, device: Any, todo: set[str]) -> float | None:
     """Estimate every stage's wall time on ``device`` (speeds measured once per store and device),
     print the total for the stages to run, and return it (None if the speeds cannot be measured)."""
-    from robquant.pipeline.estimate import (ASSUMED_ACCURACY, ASSUMED_SEARCH_FLIPS, ASSUMED_SURVIVAL, cached_speeds,
-                                            estimate_plan)
+    from robquant.pipeline.estimate import (ASSUMED_ACCURACY, ASSUMED_SEARCH_FLIPS, ASSUMED_SURVIVAL, bf16_warning,
+                                            cached_speeds, estimate_plan)
 
     try:
         speeds = cached_speeds(plan.study, device, store.root)
@@ -627,22 +627,10 @@ def _estimate(plan: Any, store: Any, device: Any, todo: set[str]) -> float | Non
                   f"speeds; attacks assume {100 * ASSUMED_ACCURACY:g} % clean accuracy and "
                   f"{100 * ASSUMED_SURVIVAL:g} % of attacked examples surviving each attack"
                   + (f"; a bit search {ASSUMED_SEARCH_FLIPS} flips to break a model)" if flips else ")"))
-    warning = _bf16_warning(plan, todo, device, speeds.bf16_ratio())
+    warning = bf16_warning(plan, todo, device, speeds.bf16_ratio())
     if warning:
         console.print(f"[yellow]warning:[/] {warning}")
     return total
-
-
-def _bf16_warning(plan: Any, todo: set[str], device: Any, ratio: float) -> str | None:
-    """What bf16 autocast will cost where the CPU has no bf16 units (None where it has them, or no stage asks)."""
-    from robquant.provenance import cpu_bf16
-
-    asking = [k for k in todo if getattr(getattr(plan.stages[k].spec, "train", None), "autocast", None) == "bf16"]
-    if not asking or device.type != "cpu" or cpu_bf16():
-        return None
-    return (f"{len(asking)} stage(s) train under bf16 autocast, but this CPU has no bf16 units (PyTorch's oneDNN sees "
-            f"none): bf16 is emulated, and a training step measured here takes {ratio:.2f}x its float32 time (the "
-            f"estimate counts it); remove autocast: bf16 from the recipe to train in float32 (a new stage key)")
 
 
 def _print_summary(plan: Any, store: Any) -> None:

@@ -252,3 +252,17 @@ def estimate_plan(plan: Plan, speeds: Speeds, n_train: int, test_size: int | Non
     plan's test split, loaded once)."""
     test_size = plan.n_test_split() if test_size is None else test_size
     return {key: estimate_seconds(stage, speeds, n_train, test_size) for key, stage in plan.stages.items()}
+
+
+def bf16_warning(plan: Plan, todo: set[str], device: torch.device, ratio: float) -> str | None:
+    """What bf16 autocast will cost where the CPU has no bf16 units (None where it has them, or no stage of
+    ``todo`` asks): ``ratio``, a training step's time under bf16 over float32 as measured here
+    (:meth:`Speeds.bf16_ratio`)."""
+    from robquant.provenance import cpu_bf16
+
+    asking = [k for k in todo if getattr(getattr(plan.stages[k].spec, "train", None), "autocast", None) == "bf16"]
+    if not asking or device.type != "cpu" or cpu_bf16():
+        return None
+    return (f"{len(asking)} stage(s) train under bf16 autocast, but this CPU has no bf16 units (PyTorch's oneDNN sees "
+            f"none): bf16 is emulated, and a training step measured here takes {ratio:.2f}x its float32 time (the "
+            f"estimate counts it); remove autocast: bf16 from the recipe to train in float32 (a new stage key)")
