@@ -3,7 +3,6 @@
 import dataclasses
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 import pytest
 
@@ -100,11 +99,6 @@ class ConfidentRun:
     """A plug-in's add-on (defined here, registered by the test): the share of the first ``n`` test examples
     the model classifies with softmax confidence above ``level``, flagged when below ``floor``."""
 
-    FIELD: ClassVar[str] = "confident"
-    SECTION: ClassVar[str] = "confident"  # no study section: a library caller passes it
-    ORDER: ClassVar[int] = 50
-    RECORD_KEY: ClassVar[str] = "confident"
-
     n: int
     level: float
     floor: float = 0.0
@@ -132,8 +126,7 @@ class ConfidentRun:
 
 @pytest.fixture()
 def confident():
-    register_add_on(ConfidentRun)
-    yield ConfidentRun
+    yield register_add_on("confident", 50)(ConfidentRun)  # no study section: a library caller passes it
     ADD_ONS.unregister("confident")
 
 

@@ -205,16 +205,11 @@ def evaluate_file(path: Path, runtime: str, model: torch.nn.Module, test_set: Im
                                label=options.get("label"), shared=shared)
 
 
-@register_add_on
+@register_add_on("deployed", 10)
 @dataclass(frozen=True)
 class DeployedRun:
     """The deployed evaluation's options (:func:`robquant.deploy.deployed_evaluation`), at ``eps``
     ([0, 1] units), with the reference PGD's ``steps`` and ``restarts`` for the transfer."""
-
-    FIELD: ClassVar[str] = "deployed"
-    SECTION: ClassVar[str] = "deployed"
-    ORDER: ClassVar[int] = 10
-    RECORD_KEY: ClassVar[str] = "deployed"
 
     eps: float
     n: int

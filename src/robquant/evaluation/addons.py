@@ -1,7 +1,7 @@
 """Evaluation add-ons: what an evaluate stage runs after its input attacks, each one class.
 
 An add-on is a frozen dataclass of its keyed options, registered where it is defined
-(:func:`register_add_on`), one of the tuple :attr:`~robquant.pipeline.specs.Evaluate.add_ons` (``spec``
+(``@register_add_on(field, order)``), one of the tuple :attr:`~robquant.pipeline.specs.Evaluate.add_ons` (``spec``
 below) holds, that owns:
 
 - ``FIELD``: its name in the evaluation's key and record ``config``; ``SECTION``: the study's
@@ -45,10 +45,18 @@ CORRUPTIONS_FILE = "corruptions.npz"  # ... and under natural corruptions
 ADD_ONS: Registry[type] = Registry("evaluation add-on")  # add-on classes by FIELD (register_add_on)
 
 
-def register_add_on(cls: type) -> type:
-    """Class decorator: ``cls`` (a frozen dataclass with the :class:`AddOn` members) becomes an evaluation
-    add-on under its ``FIELD``."""
-    return ADD_ONS.register(cls.FIELD)(cls)
+def register_add_on(field: str, order: int, *, section: str | None = None,
+                    record_key: str | None = None) -> Any:
+    """Class decorator: the class (a frozen dataclass with the :class:`AddOn` methods) becomes an evaluation
+    add-on named ``field`` in the key, run at ``order``, its options in the study's ``evaluation.<section>``
+    and its result in the record's ``<record_key>`` (both default ``field``)."""
+
+    def add(cls: type) -> type:
+        cls.FIELD, cls.ORDER = field, order
+        cls.SECTION, cls.RECORD_KEY = section or field, record_key or field
+        return ADD_ONS.register(field)(cls)
+
+    return add
 
 
 def add_on_fields() -> list[str]:
@@ -123,15 +131,10 @@ def run_add_ons(spec: Any, step: AddOnStep, record: dict[str, Any]) -> None:
         record[DiagnoseRun.RECORD_KEY] = {**diag, "checks": checks, "flags": [k for k, c in checks.items() if c["flag"]]}
 
 
-@register_add_on
+@register_add_on("diagnose", 0, section="diagnostics", record_key="diagnostics")  # first: the others' checks join its list
 @dataclass(frozen=True)
 class DiagnoseRun:
     """The trust checks' options (:func:`robquant.evaluation.diagnose`), budgets in [0, 1] units."""
-
-    FIELD: ClassVar[str] = "diagnose"
-    SECTION: ClassVar[str] = "diagnostics"
-    ORDER: ClassVar[int] = 0  # first: the others' checks join its list
-    RECORD_KEY: ClassVar[str] = "diagnostics"
 
     eps: float
     n: int
@@ -200,16 +203,11 @@ class DiagnoseRun:
         return None  # the checks that fired are the evaluation's flags
 
 
-@register_add_on
+@register_add_on("bitflip", 20)
 @dataclass(frozen=True)
 class BitFlipRun:
     """The bit-flip attack's options (:func:`robquant.attacks.bitflip.bitflip_evaluation`): flips to bring
     clean accuracy on the first ``n`` test examples to chance + 1 point, per method and seed."""
-
-    FIELD: ClassVar[str] = "bitflip"
-    SECTION: ClassVar[str] = "bitflip"
-    ORDER: ClassVar[int] = 20
-    RECORD_KEY: ClassVar[str] = "bitflip"
 
     n: int
     seeds: tuple[int, ...]
@@ -311,17 +309,12 @@ class BitFlipMetrics:
         return self.methods[method]["cap"]
 
 
-@register_add_on
+@register_add_on("bit_errors", 30)
 @dataclass(frozen=True)
 class BitErrorRun:
     """Random bit errors' options (:func:`robquant.attacks.biterrors.bit_error_evaluation`): accuracy on the
     first ``n`` test examples with each stored bit flipped with probability ``rate``, ``draws`` draws per
     rate, seeded by ``seed``."""
-
-    FIELD: ClassVar[str] = "bit_errors"
-    SECTION: ClassVar[str] = "bit_errors"
-    ORDER: ClassVar[int] = 30
-    RECORD_KEY: ClassVar[str] = "bit_errors"
 
     n: int
     rates: tuple[float, ...]
@@ -370,16 +363,11 @@ class BitErrorRun:
                 "total_bits": result["total_bits"]}
 
 
-@register_add_on
+@register_add_on("corruptions", 40)
 @dataclass(frozen=True)
 class CorruptionRun:
     """Natural corruptions' options (:mod:`robquant.data.corruptions`): clean accuracy on the first ``n``
     test examples corrupted by each of ``names`` at each of ``severities``, the corruptions seeded by ``seed``."""
-
-    FIELD: ClassVar[str] = "corruptions"
-    SECTION: ClassVar[str] = "corruptions"
-    ORDER: ClassVar[int] = 40
-    RECORD_KEY: ClassVar[str] = "corruptions"
 
     n: int
     names: tuple[str, ...]
