@@ -8,9 +8,9 @@ from robquant.defaults import (ATTACK_STEPS, BITFLIP_ATTACK_BATCH, BITFLIP_RANDO
 from robquant.errors import ConfigError
 from robquant.pipeline.api import _diagnose_run
 from robquant.pipeline.plan import build_plan
-from robquant.evaluation.addons import BitFlipRun
+from robquant.evaluation.addons import BitFlipRun, BitFlipSection
 from robquant.pipeline.specs import Budget
-from robquant.pipeline.study import AttackSection, BitFlipSection, parse_study
+from robquant.pipeline.study import AttackSection, parse_study
 
 STUDY = {"name": "defaults", "dataset": {"name": "digits"}, "model": {"name": "resnet20", "width": 4},
          "evaluation": {"eps": [8, 32], "main_eps": 32, "n_test": 300, "bitflip": True},

@@ -1,4 +1,4 @@
-"""Imports flow one way: the base modules (defaults, errors, keys, options, plugins, registry, progress, provenance) -> data,
+"""Imports flow one way: the base modules (defaults, errors, keys, options, sections, plugins, registry, progress, provenance) -> data,
 models, quant -> modelfolder (the saved-model format) -> zoo (shipped models by name) -> attacks (the attack library) ->
 evaluation (evaluating under attacks) -> deploy -> train -> pipeline -> report -> display, cli."""
 
@@ -10,12 +10,13 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "robquant"
 ABOVE_BASE = {"data", "models", "quant", "modelfolder", "zoo", "attacks", "evaluation", "deploy", "train", "pipeline", "report", "display", "cli"}
 FORBIDDEN = {
-    "defaults": ABOVE_BASE | {"errors", "keys", "options", "plugins", "registry", "progress", "provenance"},
-    "errors": ABOVE_BASE | {"keys", "options", "plugins", "registry", "progress", "provenance"},
-    "keys": ABOVE_BASE | {"options", "plugins", "registry", "progress", "provenance"},
+    "defaults": ABOVE_BASE | {"errors", "keys", "options", "plugins", "registry", "progress", "provenance", "sections"},
+    "errors": ABOVE_BASE | {"keys", "options", "plugins", "registry", "progress", "provenance", "sections"},
+    "keys": ABOVE_BASE | {"options", "plugins", "registry", "progress", "provenance", "sections"},
     "registry": ABOVE_BASE | {"progress", "provenance"},
     "plugins": ABOVE_BASE | {"registry", "progress", "provenance"},
-    "options": ABOVE_BASE | {"plugins", "registry", "progress", "provenance"},
+    "options": ABOVE_BASE | {"plugins", "registry", "progress", "provenance", "sections"},
+    "sections": ABOVE_BASE | {"plugins", "registry", "progress", "provenance"},
     "progress": ABOVE_BASE,
     "provenance": ABOVE_BASE,
     "data": {"models", "quant", "modelfolder", "zoo", "attacks", "evaluation", "deploy", "train", "pipeline", "report", "display", "cli"},

@@ -13,20 +13,24 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, Optional
+
+from pydantic import Field
 
 import torch
 
 from robquant import __version__
 from robquant.attacks import ATTACKS
 from robquant.data import ImageDataset, to_unit
-from robquant.defaults import ASSUMED_ACCURACY, OPSET
+from robquant.defaults import (ASSUMED_ACCURACY, ATTACK_STEPS, CHECK_EXAMPLES, CHECK_SQUARE_QUERIES, CHECK_TOL, OPSET,
+                               OPSETS, RESTARTS)
 from robquant.deploy.export import ExportInfo, export_onnx, needs_onnx
-from robquant.deploy.runtime import (batched_logits, deployed_evaluation, load_runtime, mismatch_check,
+from robquant.deploy.runtime import (RUNTIMES, batched_logits, deployed_evaluation, load_runtime, mismatch_check,
                                      needs_onnxruntime)
 from robquant.errors import CheckpointError, ConfigError
 from robquant.evaluation import record_mask
-from robquant.evaluation.addons import register_add_on
+from robquant.evaluation.addons import add_on_section, register_add_on
+from robquant.sections import Switched
 from robquant.keys import KEYED_IF_SET, UNKEYED
 from robquant.modelfolder import weights_sha256
 from robquant.provenance import environment, now_iso
@@ -362,3 +366,39 @@ class DeployedMetrics(RuntimeMetrics):
             out["also"] = {name: {k: getattr(r, k) for k in (*RuntimeMetrics.KEYS, "robust_mask", "settings")}
                            for name, r in self.also.items()}
         return out
+
+
+@add_on_section("deployed")
+class DeployedSection(Switched):
+    """Every quantized model exported to ONNX (QDQ) and attacked on its runtime at the main eps
+    (:mod:`robquant.deploy`): transfer from the fake-quantized model, Square on the runtime, top-1
+    agreement, and the trust check ``deployed_mismatch``; ``also_on`` runs the same file on more runtimes.
+    ``deployed: true`` turns it on with the defaults."""
+
+    HELP: ClassVar[str] = "true, or the deployed evaluation's options (off unless given)"
+
+    enabled: bool = Field(False, description="evaluate the deployed (ONNX Runtime) model of every quantized model")
+    runtime: Literal[RUNTIMES] = Field("onnxruntime", description="the runtime of record")  # type: ignore[valid-type]
+    also_on: Optional[list[Literal[RUNTIMES]]] = Field(  # type: ignore[valid-type]
+        None, min_length=1, description="more runtimes the same exported file is attacked on, each beside the "
+        "runtime of record in the report (e.g. [openvino])")
+    n: int = Field(CHECK_EXAMPLES, ge=1, description="test examples")
+    square_queries: int = Field(CHECK_SQUARE_QUERIES, ge=1, description="Square's queries per example on the runtime")
+    opset: int = Field(OPSET, ge=min(OPSETS), le=max(OPSETS), description="ONNX opset of the export")
+    fusion: bool = Field(True, description="the runtime's QDQ fusion, on as it ships (it quantizes float weights "
+                         "beside quantized activations to int8); false runs the graph as written")
+    tol: float = Field(100 * CHECK_TOL, ge=0, description="deployed_mismatch: the largest top-1 disagreement with the "
+                       "fake-quantized model, or Square accuracy difference, in accuracy points, not flagged")
+    seeds: Optional[list[int]] = Field(None, min_length=1, description="evaluate only the models of these seeds "
+                                       "(default: every model)")
+
+    def run_for(self, ev: Any, precision: Any, seed: int) -> Any:
+        """The deployed evaluation's run for a quantized model of ``seed`` (None for FP models and where it does
+        not apply), its transfer PGD the study's first."""
+        if not self.applies(seed) or precision.is_fp:
+            return None
+        pgd = ev.reference_pgd()
+        also_on = tuple(dict.fromkeys(r for r in self.also_on or () if r != self.runtime)) or None
+        return DeployedRun(ev.main_eps / 255, self.n, pgd.steps if pgd else ATTACK_STEPS,
+                           pgd.restarts if pgd else RESTARTS, self.square_queries, self.opset, self.tol / 100,
+                           self.runtime, self.fusion, label=ev.main_eps, also_on=also_on)

@@ -4,8 +4,9 @@ An add-on is a frozen dataclass of its keyed options, registered where it is def
 (``@register_add_on(field, order)``), one of the tuple :attr:`~robquant.pipeline.specs.Evaluate.add_ons` (``spec``
 below) holds, that owns:
 
-- ``FIELD``: its name in the evaluation's key and record ``config``; ``SECTION``: the study's
-  ``evaluation`` option that holds its options (whose ``run_for`` builds it); ``ORDER``: when it runs;
+- ``FIELD``: its name in the evaluation's key and record ``config``; ``ORDER``: when it runs;
+  ``SECTION``: the study's ``evaluation`` option that holds its options, ``Options`` its section (a pydantic
+  model declared beside it, ``@add_on_section(field)``, whose ``run_for`` builds the run for each model);
 - ``RECORD_KEY``: where its result goes in the evaluation's record;
 - ``passes(spec)``: its (forward, backward) image passes at most, for the plan's cost; ``work(spec)``: its
   expected (gradient, forward) passes, for the estimate (:mod:`robquant.pipeline.estimate`);
@@ -30,18 +31,23 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Literal, Optional, Protocol
 
-from robquant.defaults import (ASSUMED_ACCURACY, ASSUMED_SEARCH_FLIPS, ATTACK_STEPS, BIT_ERROR_DRAWS, BIT_ERROR_RATES, BITFLIP_ATTACK_BATCH, BITFLIP_METHODS,
+from pydantic import Field, field_validator
+
+from robquant.attacks.autoattack import STANDARD
+from robquant.defaults import (ASSUMED_ACCURACY, ASSUMED_SEARCH_FLIPS, ATTACK_STEPS, BITFLIP_N_MAX, BITFLIP_REPEATS, BIT_ERROR_DRAWS, BIT_ERROR_RATES, BITFLIP_ATTACK_BATCH, BITFLIP_METHODS,
                                BITFLIP_RANDOM_CAP, BITFLIP_SEARCH_CAP, CHECK_EXAMPLES, CHECK_SQUARE_QUERIES, CHECK_TOL, COLLAPSE_EPS_255, RESTARTS)
 from robquant.errors import ConfigError, check_range
 from robquant.evaluation.evaluate import record_mask
 from robquant.evaluation.trust import diagnose, diagnose_cost
 from robquant.keys import UNKEYED
 from robquant.registry import Registry
+from robquant.sections import Section, Switched
 
 BIT_ERRORS_FILE = "biterrors.npz"  # an evaluation's per-example evidence under random bit errors
 CORRUPTIONS_FILE = "corruptions.npz"  # ... and under natural corruptions
+AA_ATTACKS = Literal[STANDARD]  # type: ignore[valid-type]  # AutoAttack's sub-attacks
 ADD_ONS: Registry[type] = Registry("evaluation add-on")  # add-on classes by FIELD (register_add_on)
 
 
@@ -55,6 +61,18 @@ def register_add_on(field: str, order: int, *, section: str | None = None,
         cls.FIELD, cls.ORDER = field, order
         cls.SECTION, cls.RECORD_KEY = section or field, record_key or field
         return ADD_ONS.register(field)(cls)
+
+    return add
+
+
+def add_on_section(field: str) -> Any:
+    """Class decorator: the class (a :class:`~robquant.sections.Section` with ``HELP`` and ``run_for(ev,
+    precision, seed)``) holds the study's options of the add-on ``field`` (its ``SECTION`` of ``evaluation``),
+    and builds its run for each model."""
+
+    def add(cls: type) -> type:
+        ADD_ONS.get(field).Options = cls
+        return cls
 
     return add
 
@@ -420,3 +438,149 @@ class CorruptionRun:
         return {"per_corruption": {c: sum(v) / len(v) for c, v in acc.items()},
                 "mean": sum(sum(v) for v in acc.values()) / sum(len(v) for v in acc.values()),
                 "clean_accuracy": result["clean_accuracy"], "n": result["n"]}
+
+
+# The study's options of each add-on (its section of ``evaluation``), whose ``run_for`` builds its run.
+
+@add_on_section("diagnose")
+class DiagnoseSection(Section):
+    """The trust checks of :func:`robquant.evaluation.trust.diagnose`, run at the main eps."""
+
+    HELP: ClassVar[str] = "the trust checks' options (on unless enabled: false)"
+
+    enabled: bool = Field(True, description="run the checks on every evaluated model")
+    seeds: Optional[list[int]] = Field(None, min_length=1, description="check only the models of these seeds "
+                                       "(default: every model)")
+    n: int = Field(CHECK_EXAMPLES, ge=1, description="test examples the checks use")
+    steps: Optional[int] = Field(None, ge=1, description="reference PGD steps (default: the first PGD attack's; "
+                                 "its restarts are that attack's)")
+    square_queries: int = Field(CHECK_SQUARE_QUERIES, ge=1, description="Square's query budget")
+    autoattack: Optional[list[AA_ATTACKS]] = Field(["apgd-ce"], description="AutoAttack sub-attacks compared with PGD "
+                                                   "(null: skip)")
+    collapse_eps: float = Field(COLLAPSE_EPS_255, gt=0,
+                                description="budget (/255) by which accuracy must have collapsed")
+    tol: float = Field(100 * CHECK_TOL, ge=0, description="tolerance of the attack comparisons, in accuracy points")
+    integer: bool = Field(True, description="compare quantized models with their integer execution")
+
+    def applies(self, seed: int) -> bool:
+        return self.enabled and (self.seeds is None or seed in self.seeds)
+
+    def run_for(self, ev: Any, precision: Any, seed: int) -> Any:
+        """The trust checks' run for the model of ``seed`` (None where they do not apply), their reference PGD
+        the study's first."""
+        if not self.applies(seed):
+            return None
+        pgd = ev.reference_pgd()
+        return DiagnoseRun.at(ev.main_eps, n=self.n, steps=self.steps or (pgd.steps if pgd else ATTACK_STEPS),
+                              restarts=pgd.restarts if pgd else RESTARTS, square_queries=self.square_queries,
+                              autoattack=self.autoattack, collapse_eps_255=self.collapse_eps, tol=self.tol / 100,
+                              integer=self.integer)
+
+
+@add_on_section("bitflip")
+class BitFlipSection(Switched):
+    """Every model with quantized weights attacked in its stored weights (:mod:`robquant.attacks.bitflip`):
+    the flips that bring its clean accuracy to chance + 1 point, by the progressive bit search and by
+    random flips. ``bitflip: true`` turns it on with the defaults."""
+
+    HELP: ClassVar[str] = "true, or the bit-flip attack's options (off unless given)"
+
+    enabled: bool = Field(False, description="count the bit flips that break every model with quantized weights")
+    n: Optional[int] = Field(None, ge=1, description="test examples accuracy is judged on (default: the "
+                             f"evaluation's n_test, at most {BITFLIP_N_MAX})")
+    repeats: int = Field(BITFLIP_REPEATS, ge=1, description="attack batches per model, each a run of every method (the model of "
+                         "seed s draws batches s*repeats .. (s+1)*repeats-1: no two models share one)")
+    methods: list[Literal[BITFLIP_METHODS]] = Field(list(BITFLIP_METHODS), min_length=1,
+                                                       description="search (progressive bit search), random")
+    attack_batch: int = Field(BITFLIP_ATTACK_BATCH, ge=1, description="the search's examples, drawn from the test examples after "
+                              "the first n")
+    search_cap: int = Field(BITFLIP_SEARCH_CAP, ge=1, description="flips the search may make")
+    random_cap: int = Field(BITFLIP_RANDOM_CAP, ge=1, description="flips the random baseline may make")
+    seeds: Optional[list[int]] = Field(None, min_length=1, description="only the models of these seeds (default: "
+                                       "every model)")
+
+    def run_for(self, ev: Any, precision: Any, seed: int) -> Any:
+        """The bit-flip run for a model of ``seed`` with quantized weights (None otherwise): attack batches of
+        its own per seed, so that pooled runs are independent draws."""
+        if not self.applies(seed) or precision.weight_bits >= 32:
+            return None
+        return BitFlipRun.of(self.n or min(ev.n_test or BITFLIP_N_MAX, BITFLIP_N_MAX),
+                             range(seed * self.repeats, (seed + 1) * self.repeats), self.methods,
+                             attack_batch=self.attack_batch, search_cap=self.search_cap, random_cap=self.random_cap)
+
+
+@add_on_section("bit_errors")
+class BitErrorsSection(Switched):
+    """Every model with quantized weights evaluated with random bit errors in its stored weights
+    (:mod:`robquant.attacks.biterrors`): each stored bit flipped independently with probability ``rate``
+    (the bit error rate), ``draws`` draws per rate; the report plots accuracy against the rate.
+    ``bit_errors: true`` turns it on with the defaults."""
+
+    HELP: ClassVar[str] = "true, or the random bit errors' options (off unless given)"
+
+    enabled: bool = Field(False, description="evaluate every model with quantized weights under random bit errors")
+    rates: list[float] = Field(list(BIT_ERROR_RATES), min_length=1, description="bit error rates, each in [0, 1]: "
+                               "the probability that one stored bit is flipped")
+    draws: int = Field(BIT_ERROR_DRAWS, ge=1, description="independent draws of the flipped bits per rate (the model "
+                       "of seed s draws from seed s)")
+    n: Optional[int] = Field(None, ge=1, description="test examples accuracy is judged on (default: the "
+                             f"evaluation's n_test, at most {BITFLIP_N_MAX})")
+    seeds: Optional[list[int]] = Field(None, min_length=1, description="only the models of these seeds (default: "
+                                       "every model)")
+
+    @field_validator("rates")
+    @classmethod
+    def _rates(cls, v: list[float]) -> list[float]:
+        bad = [r for r in v if not 0 <= r <= 1]
+        if bad:
+            raise ValueError(f"bit error rates must be in [0, 1] (a probability per stored bit), got {bad}")
+        return v
+
+    def run_for(self, ev: Any, precision: Any, seed: int) -> Any:
+        """The bit errors' run for a model of ``seed`` with quantized weights (None otherwise): the model of seed
+        s draws its errors from seed s, so that pooled draws are independent."""
+        if not self.applies(seed) or precision.weight_bits >= 32:
+            return None
+        return BitErrorRun.of(self.n or min(ev.n_test or BITFLIP_N_MAX, BITFLIP_N_MAX), self.rates, self.draws, seed)
+
+
+@add_on_section("corruptions")
+class CorruptionsSection(Switched):
+    """Every model evaluated on corrupted test images (:mod:`robquant.data.corruptions`, after CIFAR-10-C):
+    clean accuracy per corruption and severity, beside the model's FP reference. ``corruptions: true``
+    turns it on with the defaults."""
+
+    HELP: ClassVar[str] = "true, or the natural corruptions' options (off unless given)"
+
+    enabled: bool = Field(False, description="evaluate every model on corrupted test images")
+    names: Optional[list[str]] = Field(None, min_length=1, description="the corruptions (default: every one "
+                                       "robquant.data.corruptions defines)")
+    severities: list[int] = Field([1, 2, 3, 4, 5], min_length=1, description="severities, each in 1..5")
+    n: Optional[int] = Field(None, ge=1, description="test examples (default: the evaluation's n_test, at most "
+                             f"{BITFLIP_N_MAX})")
+    seeds: Optional[list[int]] = Field(None, min_length=1, description="only the models of these seeds (default: "
+                                       "every model)")
+
+    @field_validator("names")
+    @classmethod
+    def _names(cls, v: Optional[list[str]]) -> Optional[list[str]]:
+        from robquant.data.corruptions import CORRUPTIONS
+
+        bad = [c for c in v or [] if c not in CORRUPTIONS]
+        if bad:
+            raise ValueError(f"unknown corruptions {bad}; known: {', '.join(CORRUPTIONS)}")
+        return v
+
+    @field_validator("severities")
+    @classmethod
+    def _severities(cls, v: list[int]) -> list[int]:
+        bad = [x for x in v if x not in (1, 2, 3, 4, 5)]
+        if bad:
+            raise ValueError(f"severities must be in 1..5, got {bad}")
+        return v
+
+    def run_for(self, ev: Any, precision: Any, seed: int) -> Any:
+        """The corruptions' run for the model of ``seed``, every model's (the FP references among them)."""
+        if not self.applies(seed):
+            return None
+        return CorruptionRun.of(self.n or min(ev.n_test or BITFLIP_N_MAX, BITFLIP_N_MAX), self.names, self.severities)

@@ -16,12 +16,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator,
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, create_model, field_validator,
                       model_validator)
 
-from robquant.defaults import (ATTACK_STEPS, BIT_ERROR_DRAWS, BIT_ERROR_RATES, BITFLIP_ATTACK_BATCH, BITFLIP_METHODS, BITFLIP_N_MAX, BITFLIP_RANDOM_CAP,
-                               BITFLIP_REPEATS, BITFLIP_SEARCH_CAP, CHECK_EXAMPLES, CHECK_SQUARE_QUERIES, CHECK_TOL,
-                               COLLAPSE_EPS_255, OPSET, OPSETS, RESTARTS)
 from robquant.errors import CheckpointError, ConfigError
 from robquant.quant.config import ACT_QUANTIZERS, PACT_INITS, WEIGHT_QUANTIZERS, PTQConfig, QATConfig
 from robquant.quant.uniform import CALIBRATIONS
@@ -29,7 +26,9 @@ from robquant.quant.precision import parse_precision
 from robquant.quant.pwlq import BREAKPOINTS
 from robquant.train import FP_TRAIN, PGD_AT, QAT_FINETUNE, QAT_SCRATCH, HeldOutCheck, TrainConfig
 import robquant.zoo as zoo
-from robquant.deploy.runtime import RUNTIMES
+import robquant.deploy.stage  # noqa: F401 (registers the deployed evaluation, an add-on, with its section)
+from robquant.evaluation.addons import AA_ATTACKS, ADD_ONS
+from robquant.sections import Switched
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -97,7 +96,6 @@ class ModelSection(_Section):
         return external.source_hash(self.name)["sha256"] if external.is_reference(self.name) else None
 
 
-AA_ATTACKS = Literal["apgd-ce", "apgd-t", "fab-t", "square"]
 # A QAT cell's strategy and the training objective it fine-tunes with (robquant.train.OBJECTIVES),
 # the one list of them: the schema's choices, the plan's objective and the library's inverse come from it.
 QAT_STRATEGIES = {"vanilla": "clean", "adversarial": "pgd_at", "transfer": "transfer",
@@ -182,200 +180,10 @@ class AttackSection(_Section):
         return ATTACKS.get(self.name).select_options(given | self.params)
 
 
-class DiagnoseSection(_Section):
-    """The trust checks of :func:`robquant.evaluation.trust.diagnose`, run at the main eps."""
+class _EvalBase(_Section):
+    """A study's ``evaluation``: the attacks, budgets and test examples; each add-on's options join it as a
+    field of :data:`EvalSection` (below), from the add-on's own section."""
 
-    enabled: bool = Field(True, description="run the checks on every evaluated model")
-    seeds: Optional[list[int]] = Field(None, min_length=1, description="check only the models of these seeds "
-                                       "(default: every model)")
-    n: int = Field(CHECK_EXAMPLES, ge=1, description="test examples the checks use")
-    steps: Optional[int] = Field(None, ge=1, description="reference PGD steps (default: the first PGD attack's; "
-                                 "its restarts are that attack's)")
-    square_queries: int = Field(CHECK_SQUARE_QUERIES, ge=1, description="Square's query budget")
-    autoattack: Optional[list[AA_ATTACKS]] = Field(["apgd-ce"], description="AutoAttack sub-attacks compared with PGD "
-                                                   "(null: skip)")
-    collapse_eps: float = Field(COLLAPSE_EPS_255, gt=0,
-                                description="budget (/255) by which accuracy must have collapsed")
-    tol: float = Field(100 * CHECK_TOL, ge=0, description="tolerance of the attack comparisons, in accuracy points")
-    integer: bool = Field(True, description="compare quantized models with their integer execution")
-
-    def applies(self, seed: int) -> bool:
-        return self.enabled and (self.seeds is None or seed in self.seeds)
-
-    def run_for(self, ev: "EvalSection", precision: Any, seed: int) -> Any:
-        """The trust checks' run for the model of ``seed`` (None where they do not apply), their reference PGD
-        the study's first."""
-        from robquant.evaluation.addons import DiagnoseRun
-
-        if not self.applies(seed):
-            return None
-        pgd = ev.reference_pgd()
-        return DiagnoseRun.at(ev.main_eps, n=self.n, steps=self.steps or (pgd.steps if pgd else ATTACK_STEPS),
-                              restarts=pgd.restarts if pgd else RESTARTS, square_queries=self.square_queries,
-                              autoattack=self.autoattack, collapse_eps_255=self.collapse_eps, tol=self.tol / 100,
-                              integer=self.integer)
-
-
-class _Switched(_Section):
-    """An evaluation option that is off unless given: ``true``/``false``, or its options (which switch
-    it on unless they say otherwise); ``seeds`` limits it to the models of those seeds."""
-
-    enabled: bool
-    seeds: Optional[list[int]]
-
-    def applies(self, seed: int) -> bool:
-        return self.enabled and (self.seeds is None or seed in self.seeds)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _switch(cls, value: Any) -> Any:
-        if isinstance(value, bool):
-            return {"enabled": value}
-        return {"enabled": True, **value} if isinstance(value, dict) else value
-
-
-class DeployedSection(_Switched):
-    """Every quantized model exported to ONNX (QDQ) and attacked on its runtime at the main eps
-    (:mod:`robquant.deploy`): transfer from the fake-quantized model, Square on the runtime, top-1
-    agreement, and the trust check ``deployed_mismatch``; ``also_on`` runs the same file on more runtimes.
-    ``deployed: true`` turns it on with the defaults."""
-
-    enabled: bool = Field(False, description="evaluate the deployed (ONNX Runtime) model of every quantized model")
-    runtime: Literal[RUNTIMES] = Field("onnxruntime", description="the runtime of record")  # type: ignore[valid-type]
-    also_on: Optional[list[Literal[RUNTIMES]]] = Field(  # type: ignore[valid-type]
-        None, min_length=1, description="more runtimes the same exported file is attacked on, each beside the "
-        "runtime of record in the report (e.g. [openvino])")
-    n: int = Field(CHECK_EXAMPLES, ge=1, description="test examples")
-    square_queries: int = Field(CHECK_SQUARE_QUERIES, ge=1, description="Square's queries per example on the runtime")
-    opset: int = Field(OPSET, ge=min(OPSETS), le=max(OPSETS), description="ONNX opset of the export")
-    fusion: bool = Field(True, description="the runtime's QDQ fusion, on as it ships (it quantizes float weights "
-                         "beside quantized activations to int8); false runs the graph as written")
-    tol: float = Field(100 * CHECK_TOL, ge=0, description="deployed_mismatch: the largest top-1 disagreement with the "
-                       "fake-quantized model, or Square accuracy difference, in accuracy points, not flagged")
-    seeds: Optional[list[int]] = Field(None, min_length=1, description="evaluate only the models of these seeds "
-                                       "(default: every model)")
-
-    def run_for(self, ev: "EvalSection", precision: Any, seed: int) -> Any:
-        """The deployed evaluation's run for a quantized model of ``seed`` (None for FP models and where it does
-        not apply), its transfer PGD the study's first."""
-        from robquant.deploy.stage import DeployedRun
-
-        if not self.applies(seed) or precision.is_fp:
-            return None
-        pgd = ev.reference_pgd()
-        also_on = tuple(dict.fromkeys(r for r in self.also_on or () if r != self.runtime)) or None
-        return DeployedRun(ev.main_eps / 255, self.n, pgd.steps if pgd else ATTACK_STEPS,
-                           pgd.restarts if pgd else RESTARTS, self.square_queries, self.opset, self.tol / 100,
-                           self.runtime, self.fusion, label=ev.main_eps, also_on=also_on)
-
-
-class BitFlipSection(_Switched):
-    """Every model with quantized weights attacked in its stored weights (:mod:`robquant.attacks.bitflip`):
-    the flips that bring its clean accuracy to chance + 1 point, by the progressive bit search and by
-    random flips. ``bitflip: true`` turns it on with the defaults."""
-
-    enabled: bool = Field(False, description="count the bit flips that break every model with quantized weights")
-    n: Optional[int] = Field(None, ge=1, description="test examples accuracy is judged on (default: the "
-                             f"evaluation's n_test, at most {BITFLIP_N_MAX})")
-    repeats: int = Field(BITFLIP_REPEATS, ge=1, description="attack batches per model, each a run of every method (the model of "
-                         "seed s draws batches s*repeats .. (s+1)*repeats-1: no two models share one)")
-    methods: list[Literal[BITFLIP_METHODS]] = Field(list(BITFLIP_METHODS), min_length=1,
-                                                       description="search (progressive bit search), random")
-    attack_batch: int = Field(BITFLIP_ATTACK_BATCH, ge=1, description="the search's examples, drawn from the test examples after "
-                              "the first n")
-    search_cap: int = Field(BITFLIP_SEARCH_CAP, ge=1, description="flips the search may make")
-    random_cap: int = Field(BITFLIP_RANDOM_CAP, ge=1, description="flips the random baseline may make")
-    seeds: Optional[list[int]] = Field(None, min_length=1, description="only the models of these seeds (default: "
-                                       "every model)")
-
-    def run_for(self, ev: "EvalSection", precision: Any, seed: int) -> Any:
-        """The bit-flip run for a model of ``seed`` with quantized weights (None otherwise): attack batches of
-        its own per seed, so that pooled runs are independent draws."""
-        from robquant.evaluation.addons import BitFlipRun
-
-        if not self.applies(seed) or precision.weight_bits >= 32:
-            return None
-        return BitFlipRun.of(self.n or min(ev.n_test or BITFLIP_N_MAX, BITFLIP_N_MAX),
-                             range(seed * self.repeats, (seed + 1) * self.repeats), self.methods,
-                             attack_batch=self.attack_batch, search_cap=self.search_cap, random_cap=self.random_cap)
-
-
-class BitErrorsSection(_Switched):
-    """Every model with quantized weights evaluated with random bit errors in its stored weights
-    (:mod:`robquant.attacks.biterrors`): each stored bit flipped independently with probability ``rate``
-    (the bit error rate), ``draws`` draws per rate; the report plots accuracy against the rate.
-    ``bit_errors: true`` turns it on with the defaults."""
-
-    enabled: bool = Field(False, description="evaluate every model with quantized weights under random bit errors")
-    rates: list[float] = Field(list(BIT_ERROR_RATES), min_length=1, description="bit error rates, each in [0, 1]: "
-                               "the probability that one stored bit is flipped")
-    draws: int = Field(BIT_ERROR_DRAWS, ge=1, description="independent draws of the flipped bits per rate (the model "
-                       "of seed s draws from seed s)")
-    n: Optional[int] = Field(None, ge=1, description="test examples accuracy is judged on (default: the "
-                             f"evaluation's n_test, at most {BITFLIP_N_MAX})")
-    seeds: Optional[list[int]] = Field(None, min_length=1, description="only the models of these seeds (default: "
-                                       "every model)")
-
-    @field_validator("rates")
-    @classmethod
-    def _rates(cls, v: list[float]) -> list[float]:
-        bad = [r for r in v if not 0 <= r <= 1]
-        if bad:
-            raise ValueError(f"bit error rates must be in [0, 1] (a probability per stored bit), got {bad}")
-        return v
-
-    def run_for(self, ev: "EvalSection", precision: Any, seed: int) -> Any:
-        """The bit errors' run for a model of ``seed`` with quantized weights (None otherwise): the model of seed
-        s draws its errors from seed s, so that pooled draws are independent."""
-        from robquant.evaluation.addons import BitErrorRun
-
-        if not self.applies(seed) or precision.weight_bits >= 32:
-            return None
-        return BitErrorRun.of(self.n or min(ev.n_test or BITFLIP_N_MAX, BITFLIP_N_MAX), self.rates, self.draws, seed)
-
-
-class CorruptionsSection(_Switched):
-    """Every model evaluated on corrupted test images (:mod:`robquant.data.corruptions`, after CIFAR-10-C):
-    clean accuracy per corruption and severity, beside the model's FP reference. ``corruptions: true``
-    turns it on with the defaults."""
-
-    enabled: bool = Field(False, description="evaluate every model on corrupted test images")
-    names: Optional[list[str]] = Field(None, min_length=1, description="the corruptions (default: every one "
-                                       "robquant.data.corruptions defines)")
-    severities: list[int] = Field([1, 2, 3, 4, 5], min_length=1, description="severities, each in 1..5")
-    n: Optional[int] = Field(None, ge=1, description="test examples (default: the evaluation's n_test, at most "
-                             f"{BITFLIP_N_MAX})")
-    seeds: Optional[list[int]] = Field(None, min_length=1, description="only the models of these seeds (default: "
-                                       "every model)")
-
-    @field_validator("names")
-    @classmethod
-    def _names(cls, v: Optional[list[str]]) -> Optional[list[str]]:
-        from robquant.data.corruptions import CORRUPTIONS
-
-        bad = [c for c in v or [] if c not in CORRUPTIONS]
-        if bad:
-            raise ValueError(f"unknown corruptions {bad}; known: {', '.join(CORRUPTIONS)}")
-        return v
-
-    @field_validator("severities")
-    @classmethod
-    def _severities(cls, v: list[int]) -> list[int]:
-        bad = [x for x in v if x not in (1, 2, 3, 4, 5)]
-        if bad:
-            raise ValueError(f"severities must be in 1..5, got {bad}")
-        return v
-
-    def run_for(self, ev: "EvalSection", precision: Any, seed: int) -> Any:
-        """The corruptions' run for the model of ``seed``, every model's (the FP references among them)."""
-        from robquant.evaluation.addons import CorruptionRun
-
-        if not self.applies(seed):
-            return None
-        return CorruptionRun.of(self.n or min(ev.n_test or BITFLIP_N_MAX, BITFLIP_N_MAX), self.names, self.severities)
-
-
-class EvalSection(_Section):
     attacks: list[AttackSection] = Field(default_factory=lambda: [AttackSection()], min_length=1)
     eps: list[float] = Field([1, 2, 4, 8], min_length=1, description="budgets in /255 units")
     main_eps: float = Field(8, description="the budget tables report robustness at (/255)")
@@ -387,15 +195,6 @@ class EvalSection(_Section):
     cascade: bool = Field(True, description="each attack runs only on the examples the earlier ones left robust "
                           "(AutoAttack's standard evaluation): the same worst case for less work; later attacks' "
                           "own accuracies are then cumulative")
-    diagnostics: DiagnoseSection = Field(default_factory=DiagnoseSection)
-    deployed: DeployedSection = Field(default_factory=lambda: DeployedSection(enabled=False),
-                                   description="true, or the deployed evaluation's options (off unless given)")
-    bitflip: BitFlipSection = Field(default_factory=lambda: BitFlipSection(enabled=False),
-                                 description="true, or the bit-flip attack's options (off unless given)")
-    bit_errors: BitErrorsSection = Field(default_factory=lambda: BitErrorsSection(enabled=False),
-                                         description="true, or the random bit errors' options (off unless given)")
-    corruptions: CorruptionsSection = Field(default_factory=lambda: CorruptionsSection(enabled=False),
-                                            description="true, or the natural corruptions' options (off unless given)")
     transfer_matrix: bool = Field(False, description="also attack every model with PGD crafted on its FP parent and "
                                   "on each other precision of its pipeline (same seed and fraction): the precision "
                                   "transfer matrix; every source joins the worst case; turns cascade off (each "
@@ -410,7 +209,7 @@ class EvalSection(_Section):
         return v
 
     @model_validator(mode="after")
-    def _main_in_eps(self) -> "EvalSection":
+    def _main_in_eps(self) -> "_EvalBase":
         if self.main_eps not in self.eps:
             raise ValueError(f"main_eps {self.main_eps:g} must be one of eps {self.eps}")
         if self.weak_eps is not None and (self.weak_eps not in self.eps or self.weak_eps >= self.main_eps):
@@ -443,12 +242,24 @@ class EvalSection(_Section):
         """The add-on runs of the model of ``seed`` at ``precision`` (:mod:`robquant.evaluation.addons`), each
         built by the section its class names (``SECTION``, its ``run_for``; None: not run). An add-on without a
         section here (a plug-in's) runs where a library caller puts it in the evaluation's ``add_ons``."""
-        import robquant.deploy.stage  # noqa: F401 (registers the deployed evaluation)
-        from robquant.evaluation.addons import ADD_ONS
-
         p = parse_precision(precision)
         sections = [getattr(self, cls.SECTION, None) for _, cls in ADD_ONS.items()]
         return tuple(section.run_for(self, p, seed) for section in sections if section is not None)
+
+
+def _add_on_field(options: type) -> Any:
+    """An add-on's section as a field of ``evaluation``: the trust checks on unless told, the others off
+    unless given."""
+    off = issubclass(options, Switched)
+    return (options, Field(default_factory=(lambda: options(enabled=False)) if off else options,
+                           description=options.HELP))
+
+
+# the study's evaluation: its own fields and each add-on's section, in the order the add-ons run
+EvalSection = create_model("EvalSection", __base__=_EvalBase, __module__=__name__,
+                           **{cls.SECTION: _add_on_field(cls.Options)
+                              for cls in sorted((c for _, c in ADD_ONS.items() if hasattr(c, "Options")),
+                                                key=lambda c: c.ORDER)})
 
 
 class TrainSection(_Section):
