@@ -11,6 +11,8 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
                            TimeRemainingColumn)
 from rich.table import Column, Table
 
+from robquant.defaults import CHECK_TOL
+
 
 class _RichTask:
     def __init__(self, progress: Progress, task_id: Any) -> None:
@@ -150,7 +152,7 @@ def deployed_table(title: str, results: list[dict[str, Any]]) -> Table:
                       f"{100 * acc['reference_pgd']:.1f}", f"{100 * acc['reference_square']:.1f}",
                       f"{100 * r['clean_agreement']:.1f}",
                       f"{100 * r['adversarial_agreement']:.1f}", "FLAG" if r["flag"] else "ok")
-    threshold = results[0]["threshold"] if results else 0.01
+    threshold = results[0]["threshold"] if results else CHECK_TOL
     notes = []
     for r in results:  # where fusion off restores agreement, the fusion is the cause
         u = r.get("unfused")

@@ -29,7 +29,6 @@ from robquant.errors import CheckpointError, ConfigError
 from robquant.progress import NULL_PROGRESS, Progress
 from robquant.quant.ste import exact_float32
 
-DEFAULT_THRESHOLD = 0.01  # top-1 disagreement above 1 % is flagged
 SQUARE_CHUNK = 50  # Square runs on this many examples at a time, so that its progress shows
 
 
@@ -228,7 +227,7 @@ def deployed_evaluation(runtime: nn.Module, reference: nn.Module, dataset: Any, 
                         n: int = CHECK_EXAMPLES, steps: int = ATTACK_STEPS, restarts: int = RESTARTS,
                         square_queries: int = CHECK_SQUARE_QUERIES, seed: int = 0,
                         batch_size: int = 256, device: torch.device | str = "cpu",
-                        threshold: float = DEFAULT_THRESHOLD, label: float | None = None,
+                        threshold: float = CHECK_TOL, label: float | None = None,
                         progress: Progress = NULL_PROGRESS, shared: dict[Any, Any] | None = None) -> dict[str, Any]:
     """Clean and robust accuracy of the deployed model, and its agreement with the fake-quantized one.
 

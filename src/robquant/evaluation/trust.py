@@ -107,7 +107,7 @@ for _c in (
                lambda m: _minus(_acc(m, "pgd"), _acc(m, "transfer"))),
     TrustCheck("autoattack_above_pgd", "AutoAttack minus reference PGD accuracy", lambda tol: tol,
                lambda m: _minus(_acc(m, "autoattack"), _acc(m, "pgd"))),
-    TrustCheck("integer_mismatch", "top-1 disagreement with integer execution", lambda tol: 0.01),
+    TrustCheck("integer_mismatch", "top-1 disagreement with integer execution", lambda tol: CHECK_TOL),
 ):
     register_check(_c)
 
@@ -286,9 +286,9 @@ def _integer_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, correct: 
     try:
         result = integer_agreement(model, x, x_adv)
     except IntegerGridError as exc:  # a weight tensor off its grid: the model cannot run in integers
-        return {"flag": True, "value": 1.0, "threshold": 0.01, "detail": f"no integer execution: {exc}"}
+        return {"flag": True, "value": 1.0, "threshold": CHECK_TOL, "detail": f"no integer execution: {exc}"}
     worst = 1 - min(result.get("clean_agreement", 1.0), result.get("adversarial_agreement", 1.0))
-    return {**_check(worst, 0.01, "top-1 disagreement with integer execution"), "integer": result}
+    return {**_check(worst, CHECK_TOL, "top-1 disagreement with integer execution"), "integer": result}
 
 
 def _is_quantized(model: nn.Module) -> bool:

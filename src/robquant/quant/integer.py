@@ -33,6 +33,7 @@ from torch import nn
 
 from robquant.models.surgery import modes_restored, replace_module
 from robquant.quant.modules import QuantConv2d, QuantLinear
+from robquant.defaults import CHECK_TOL
 from robquant.errors import ConfigError
 from robquant.quant.grid import IntegerGridError, Terms, reconstruct
 from robquant.quant.protocol import ActQuantizer, WeightQuantizer
@@ -185,7 +186,7 @@ def integer_model(model: nn.Module) -> IntegerModel:
 
 @exact_float32()  # the fake-quantized model in full float32 (no TF32 on CUDA)
 def integer_agreement(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor | None = None,
-                      batch_size: int = 256, threshold: float = 0.01) -> dict[str, Any]:
+                      batch_size: int = 256, threshold: float = CHECK_TOL) -> dict[str, Any]:
     """Compare ``model`` (fake quantization, as used for accuracy) with its integer execution.
 
     Args:
