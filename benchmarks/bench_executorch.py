@@ -9,103 +9,39 @@ run by ExecuTorch's runtime (batch 8). Printed per model: the nodes XNNPACK took
 quantized convolutions and q/dq ops left to ExecuTorch's portable kernels, and top-1 agreement with the
 fake-quantized model, clean and on PGD-20 examples crafted on it (seed 0), on all 359 digits test images.
 
-ExecuTorch is not one of robquant's extras (its wheel wants numpy >= 2, torchao 0.18, coremltools and
-more); run this in a virtual environment of its own, with robquant's source on the path:
+The program is :func:`robquant.deploy.executorch.write_program`'s, the one ``--runtime executorch`` runs.
+ExecuTorch is the optional extra ``robquant[executorch]`` (its wheel brings torchao, coremltools and more;
+``scripts/setup.sh`` does not install it); in a virtual environment of its own, with robquant's source on the path:
 
     python -m venv /tmp/et && /tmp/et/bin/pip install torch==2.13.0 executorch==1.5.1 safetensors \\
-        pyautoattack==0.2.0 typer rich pydantic pyyaml matplotlib pillow
+        pyautoattack==0.2.0 typer rich pydantic pyyaml matplotlib pillow onnx
     PYTHONPATH=src /tmp/et/bin/python benchmarks/bench_executorch.py
 """
 
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from robquant import load_model
 from robquant.attacks import create_attack
 from robquant.data import create_dataset, to_unit
-from robquant.deploy.export import QDQAct, QDQLayer, export_graph
 from robquant.pipeline import quantize_model, train_model
 from robquant.quant import QuantConfig
 from robquant.train import TrainConfig
 
-BATCH = 8
 
-
-class ETAct(nn.Module):
-    """An activation quantizer (:class:`QDQAct`) as quantize/dequantize per tensor."""
-
-    def __init__(self, qdq: QDQAct) -> None:
-        super().__init__()
-        self.qdq = qdq
-        self.dtype = torch.uint8 if qdq.range[0] == 0 else torch.int8
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        ops, q = torch.ops.quantized_decomposed, self.qdq
-        if q.grid.relu and q.lo < 0:
-            x = torch.relu(x)
-        x = torch.clamp(x, q.lo, q.hi)
-        args = (float(q.grid.scale), int(q.grid.zero_point), *q.range, self.dtype)
-        return ops.dequantize_per_tensor(ops.quantize_per_tensor(x, *args), *args)
-
-
-class ETLayer(nn.Module):
-    """A quantized layer (:class:`QDQLayer`) with its weights stored as integer codes, read per channel."""
-
-    def __init__(self, layer: QDQLayer) -> None:
-        super().__init__()
-        self.layer = layer
-        self.input_quant = ETAct(layer.input_quant) if isinstance(layer.input_quant, QDQAct) else layer.input_quant
-        self.kinds = []
-        for i, (lo, hi) in enumerate(layer.ranges):
-            w, s = getattr(layer, f"w{i}"), getattr(layer, f"s{i}")
-            dtype = torch.uint8 if lo == 0 else torch.int8
-            self.register_buffer(f"c{i}", torch.round(w / s.view(-1, *[1] * (w.dim() - 1))).to(dtype))
-            self.register_buffer(f"s{i}", s)
-            self.kinds.append((lo, hi, dtype))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        layer = self.layer
-        if self.input_quant is not None:
-            x = self.input_quant(x)
-        if not self.kinds:
-            return layer._op(x, layer.weight, layer.bias)
-        y = None
-        for i, (lo, hi, dtype) in enumerate(self.kinds):
-            codes, scale = getattr(self, f"c{i}"), getattr(self, f"s{i}")
-            w = torch.ops.quantized_decomposed.dequantize_per_channel(
-                codes, scale, torch.zeros(len(scale), dtype=torch.int64), 0, lo, hi, dtype)
-            part = layer._op(x, w, layer.bias if i == 0 else None)
-            y = part if y is None else y + part
-        return y
-
-
-def with_quantized_ops(net: nn.Module) -> nn.Module:
-    for name, child in list(net.named_children()):
-        if isinstance(child, QDQLayer):
-            setattr(net, name, ETLayer(child))
-        elif isinstance(child, QDQAct):
-            setattr(net, name, ETAct(child))
-        else:
-            with_quantized_ops(child)
-    return net
 
 
 def main() -> None:
     from importlib.metadata import version
 
-    import executorch.kernels.quantized  # noqa: F401  (the quantized_decomposed ops' kernels)
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge_transform_and_lower
-    from executorch.runtime import Runtime
+    from robquant.deploy.executorch import BATCH, ProgramRunner, write_program
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--epochs", type=int, default=15)
@@ -129,25 +65,21 @@ def main() -> None:
             model = load_model(out).eval()
             x_adv = create_attack("pgd", model, args.eps / 255, steps=20,
                                   generator=torch.Generator().manual_seed(0))(x, y)
-            net = with_quantized_ops(export_graph(model).net).eval()
             t0 = time.perf_counter()
-            edge = to_edge_transform_and_lower(torch.export.export(net, (x[:BATCH],)),
-                                               partitioner=[XnnpackPartitioner()])
-            left = collections.Counter(str(node.target) for node in edge.exported_program().graph_module.graph.nodes
-                                       if node.op == "call_function")
-            (out / "model.pte").write_bytes(edge.to_executorch().buffer)
+            info = write_program(model, out / "model.pte", tuple(x.shape[1:]))
             lower_s = time.perf_counter() - t0
-            method_ = Runtime.get().load_program(str(out / "model.pte")).load_method("forward")
+            left = info["left"]
+            program = ProgramRunner(out / "model.pte")
 
             def run(inputs: torch.Tensor) -> torch.Tensor:
-                return torch.cat([method_.execute([inputs[i:i + BATCH]])[0] for i in range(0, len(inputs), BATCH)])
+                return torch.from_numpy(program(inputs.numpy()))
 
             with torch.no_grad():
                 fake, fake_adv = model(x).argmax(1), model(x_adv).argmax(1)
             on_adv = run(x_adv).argmax(1)
             rows.append({
                 "model": f"{method.upper()} {precision}", "n": n,
-                "delegated": sum(v for k, v in left.items() if "executorch_call_delegate" in k),
+                "delegated": info["delegated"],
                 "convs_left": sum(v for k, v in left.items() if "convolution" in k),
                 "qdq_left": sum(v for k, v in left.items() if "quantize_per" in k),
                 "clean_agreement": round((run(x).argmax(1) == fake).float().mean().item(), 4),

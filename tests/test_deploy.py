@@ -16,6 +16,9 @@ from robquant.attacks import create_attack  # noqa: E402
 from robquant.deploy import (RUNTIMES, ExportError, RuntimeModel, branches, deployed_evaluation,  # noqa: E402
                              export_graph, export_onnx, load_runtime, mismatch_check)
 from robquant.deploy.stage import DeployedFileMetrics, ExportMetrics  # noqa: E402
+import robquant.deploy.executorch as executorch_program  # noqa: E402
+
+_QUANTIZED_OPS = executorch_program.quantized_ops
 from robquant.pipeline import quantize_model  # noqa: E402
 from robquant.quant import DoReFaWeightQuantizer, QuantConfig, QuantConv2d, quantize  # noqa: E402
 from robquant.quant.integer import weight_terms  # noqa: E402
@@ -30,10 +33,15 @@ def _installed(name):
     return True
 
 
-# each runtime robquant runs exported files on; a runtime whose optional extra is absent is skipped by name
-EACH_RUNTIME = [pytest.param(r, marks=pytest.mark.skipif(
-    not _installed(r), reason=f"{r} is not installed (robquant[{'onnx' if r == 'onnxruntime' else r}]; scripts/setup.sh "
-    "installs it)")) for r in RUNTIMES]
+def _skip_unless(runtime):
+    """Skip where the runtime's optional extra is absent, naming it (scripts/setup.sh installs all but executorch)."""
+    extra = {"onnxruntime": "onnx"}.get(runtime, runtime)
+    where = "not installed by scripts/setup.sh" if runtime == "executorch" else "scripts/setup.sh installs it"
+    return pytest.mark.skipif(not _installed(runtime), reason=f"{runtime} is not installed (robquant[{extra}]; {where})")
+
+
+# each runtime robquant runs exported models on; a runtime whose optional extra is absent is skipped by name
+EACH_RUNTIME = [pytest.param(r, marks=_skip_unless(r)) for r in RUNTIMES]
 
 
 EPS = 32 / 255  # digits' coarse grey levels: small budgets barely move a prediction
@@ -185,11 +193,11 @@ def test_the_reference_work_shared_between_runtimes_gives_each_the_same_result(d
     model = load_model(deployed["qat_a4w4"])
     export_onnx(model, tmp_path / "m.onnx", SHAPE)
     names = ([r for r in RUNTIMES if _installed(r)] * 2)[:2]  # two runtimes, or the one installed twice
-    alone = [deployed_evaluation(load_runtime(name, tmp_path / "m.onnx"), model, digits_test, EPS, n=60, steps=5,
-                                 square_queries=20) for name in names]
+    alone = [deployed_evaluation(load_runtime(name, tmp_path / "m.onnx", model=model), model, digits_test, EPS, n=60,
+                                 steps=5, square_queries=20) for name in names]
     shared: dict = {}
-    together = [deployed_evaluation(load_runtime(name, tmp_path / "m.onnx"), model, digits_test, EPS, n=60, steps=5,
-                                    square_queries=20, shared=shared) for name in names]
+    together = [deployed_evaluation(load_runtime(name, tmp_path / "m.onnx", model=model), model, digits_test, EPS, n=60,
+                                    steps=5, square_queries=20, shared=shared) for name in names]
     for a, b in zip(alone, together):
         assert {k: v for k, v in a.items() if k != "seconds"} == {k: v for k, v in b.items() if k != "seconds"}
     (kept,) = shared.values()  # one reference, one set of options: its clean logits, PGD and Square once
@@ -250,7 +258,7 @@ def test_cli_bad_input_one_message(deployed, tmp_path):
     assert code == 2 and "no such ONNX model" in text
     export_onnx(load_model(deployed["ptq_a8w8"]), tmp_path / "bare.onnx", SHAPE)  # no metadata: no reference
     code, text = cli("attack", tmp_path / "bare.onnx", "--runtime", "tensorrt")
-    assert code == 2 and "--runtime must be one of onnxruntime, openvino, got 'tensorrt'" in text
+    assert code == 2 and "--runtime must be one of onnxruntime, openvino, executorch, got 'tensorrt'" in text
     code, text = cli("attack", tmp_path / "bare.onnx")
     assert code == 2 and "records no source model folder: pass --reference" in text
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bare.onnx"]  # nothing half-written
@@ -351,38 +359,41 @@ def test_study_with_deployment_bit_flips_pixel_valid_inputs_and_the_transfer_mat
                    and "transfer:" not in json.dumps(spec_config(s.spec)) for s in off.stages.values())
 
 
-@pytest.mark.skipif(not _installed("openvino"), reason="openvino is not installed (robquant[openvino]; scripts/setup.sh "
-                    "installs it)")
-def test_study_attacks_the_same_export_on_more_runtimes_and_the_report_sets_them_side_by_side(tmp_path):
+@pytest.mark.parametrize("further", [pytest.param(r, marks=_skip_unless(r)) for r in RUNTIMES if r != "onnxruntime"])
+def test_study_attacks_the_same_export_on_more_runtimes_and_the_report_sets_them_side_by_side(tmp_path, further):
     from robquant.pipeline import build_plan, load_study
     from robquant.pipeline.specs import spec_config
     from robquant.pipeline.store import Store
 
     study = json.loads(json.dumps(DEPLOYED_STUDY))
-    study["evaluation"]["deployed"] = {"n": 40, "square_queries": 20, "also_on": ["openvino"]}
+    study["evaluation"]["deployed"] = {"n": 40, "square_queries": 20, "also_on": [further]}
     study["evaluation"]["diagnostics"] = {"enabled": False}
     path = write(tmp_path, study)
     code, text = cli("run", path, "--device", "cpu")
     assert code == 0, text
     plan = build_plan(load_study(path))
     key = next(key for cell, _, key in plan.cells if cell.precision == "A4W4")
-    assert spec_config(plan.stages[key].spec)["deployed"]["also_on"] == ["openvino"]
+    assert spec_config(plan.stages[key].spec)["deployed"]["also_on"] == [further]
     record = Store(tmp_path / "runs" / "store").get(key)["record"]
-    dep, other = record["deployed"], record["deployed"]["also"]["openvino"]
-    assert dep["runtime"].startswith("onnxruntime") and other["runtime"].startswith("openvino")
+    dep, other = record["deployed"], record["deployed"]["also"][further]
+    assert dep["runtime"].startswith("onnxruntime") and other["runtime"].startswith(further)
     assert other["n"] == 40 and other["clean_agreement"] >= 0.95 and len(other["robust_mask"]) == 40
-    assert other["settings"]["inference_precision"] in ("f32", "bf16", "f16")
+    if further == "openvino":
+        assert other["settings"]["inference_precision"] in ("f32", "bf16", "f16")
+    else:  # the program built from the same model, kept beside the exported file
+        assert other["settings"]["xnnpack"] is True and other["settings"]["left"]
+        assert (Store(tmp_path / "runs" / "store").artifact_dir(key) / "model.pte").is_file()
     # the same transferred examples: the agreements are each runtime's, the fake-quantized model's are one
     assert other["accuracy"]["reference_pgd"] == dep["accuracy"]["reference_pgd"]
     check = plan.stages[key].spec.add_on("deployed").checks(dep)["deployed_mismatch"]  # the trust check, on every runtime
-    assert set(check["by_runtime"]) == {"onnxruntime", "openvino"}
+    assert set(check["by_runtime"]) == {"onnxruntime", further}
     assert check["value"] == max(c["value"] for c in check["by_runtime"].values())
-    assert record["metrics"]["deployed"]["also"]["openvino"]["robustness"] == other["robustness"]
+    assert record["metrics"]["deployed"]["also"][further]["robustness"] == other["robustness"]
     code, text = cli("report", path)
     assert code == 0, text
     report = (tmp_path / "runs" / "report" / "report.md").read_text()
-    assert "Deployed models on onnxruntime" in report and "and openvino" in report
-    assert "transfer + Square on openvino" in report and "minus onnxruntime (paired)" in report
+    assert "Deployed models on onnxruntime" in report and f"and {further}" in report
+    assert f"transfer + Square on {further}" in report and "minus onnxruntime (paired)" in report
 
 
 def test_study_deployed_bad_input(tmp_path):
@@ -451,10 +462,20 @@ def _misscaled(path, out, factor=1.5):
     return out
 
 
+def _misscaled_program(net):
+    """ExecuTorch's form of the export graph with the first quantized layer's weight scale multiplied by 1.5."""
+    from robquant.deploy.executorch import _Layer
+
+    out = _QUANTIZED_OPS(net)
+    layer = next(m for m in out.modules() if isinstance(m, _Layer) and m.kinds)
+    layer.s0.mul_(1.5)
+    return out
+
+
 @pytest.mark.parametrize("runtime", EACH_RUNTIME)
 @pytest.mark.parametrize("name", ["ptq_a8w8", "qat_a4w4"])
 def test_each_runtime_runs_the_exported_integer_model_and_catches_a_misscaled_one(deployed, digits_test, tmp_path,
-                                                                                   runtime, name):
+                                                                                   runtime, name, monkeypatch):
     model = load_model(deployed[name])
     path = tmp_path / "m.onnx"
     export_onnx(model, path, SHAPE)
@@ -462,7 +483,7 @@ def test_each_runtime_runs_the_exported_integer_model_and_catches_a_misscaled_on
     fake = _top1(model, x)
     assert (fake == y).float().mean() > 0.85
     # the graph as written (float32 around the integer layers): the same classifier on every CPU
-    plain = load_runtime(runtime, path, fusion=False)
+    plain = load_runtime(runtime, path, fusion=False, model=model)
     assert plain.name == runtime and (_top1(plain, x) == fake).float().mean() >= 0.99
     x_adv = create_attack("pgd", model, EPS, steps=5, generator=torch.Generator().manual_seed(0))(x, y)
     assert (_top1(model, x_adv) == y).float().mean() < 0.5
@@ -473,11 +494,13 @@ def test_each_runtime_runs_the_exported_integer_model_and_catches_a_misscaled_on
     assert (_top1(plain, x_adv) == _top1(model, x_adv)).float().mean() >= floor
     # as it ships: the runtime's own rewriting; in float32 (no bf16 units, or ONNX Runtime's QDQ fusion on
     # quantized weights) it is the same classifier too
-    shipped = load_runtime(runtime, path)
+    shipped = load_runtime(runtime, path, model=model)
     if shipped.settings.get("inference_precision", "f32") == "f32":
         assert (_top1(shipped, x) == fake).float().mean() >= 0.99
     # one layer's scale off by half: the deployed evaluation says it is another model
-    wrong = load_runtime(runtime, _misscaled(path, tmp_path / "wrong.onnx"), fusion=False)
+    if runtime == "executorch":  # its program is built from the model: the scale is mis-set as it is written
+        monkeypatch.setattr(executorch_program, "quantized_ops", _misscaled_program)
+    wrong = load_runtime(runtime, _misscaled(path, tmp_path / "wrong.onnx"), fusion=False, model=model)
     assert (_top1(wrong, x) == fake).float().mean() < 0.99
     r = deployed_evaluation(wrong, model, digits_test, EPS, n=100, steps=3, square_queries=10)
     assert r["flag"] is True and mismatch_check(r)["flag"] is True and r["runtime"].startswith(runtime)
@@ -489,3 +512,18 @@ def test_a_mismatch_at_the_threshold_is_not_flagged():
     one_in_100 = torch.tensor(0.25).item() - torch.tensor(0.24).item()  # float32 accuracies: 0.010000005
     assert one_in_100 > 0.01 and not exceeds(one_in_100, 0.01)
     assert exceeds(0.02, 0.01) and not exceeds(0.0, 0.01)
+
+
+@_skip_unless("executorch")
+def test_cli_attacks_an_export_on_executorch_with_the_program_built_from_its_model(deployed, tmp_path):
+    path = tmp_path / "m.onnx"
+    code, text = cli("export", deployed["qat_a4w4"], "--out", path)
+    assert code == 0, text
+    code, text = cli("attack", path, "--runtime", "executorch", "--eps", "32", "--n-test", "40", "--square-queries",
+                     "10", "--steps", "3", "--out", tmp_path / "et")
+    assert code == 0, text
+    record = json.loads((tmp_path / "et" / "stage.json").read_text())
+    (result,) = record["results"]
+    assert result["runtime"].startswith("executorch") and result["n"] == 40
+    assert result["clean_agreement"] >= 0.99 and result["settings"]["xnnpack"] is True
+    assert (tmp_path / "et" / "model.pte").is_file()  # the program it ran, beside the file it was built for

@@ -216,8 +216,10 @@ def _print_train(record: dict[str, Any], out: Path) -> None:
 def attack(
     checkpoint: Path = typer.Argument(..., help="model folder written by `robquant train`, or an .onnx file "
                                       "written by `robquant export` (evaluated on --runtime)"),
-    runtime: Optional[str] = typer.Option(None, help="an .onnx model's runtime: onnxruntime (the default for .onnx) "
-                                          "or openvino (pip install 'robquant[openvino]')"),
+    runtime: Optional[str] = typer.Option(None, help="an .onnx model's runtime: onnxruntime (the default for .onnx), "
+                                          "openvino (pip install 'robquant[openvino]') or executorch (the same integer "
+                                          "model built from --reference as an ExecuTorch program with XNNPACK; pip "
+                                          "install 'robquant[executorch]')"),
     reference: Optional[Path] = typer.Option(None, help=".onnx: the fake-quantized model folder it was exported "
                                              "from (default: the one its metadata names)"),
     fusion: bool = typer.Option(True, "--fusion/--no-fusion", help=".onnx: the runtime's own rewriting, on as it "

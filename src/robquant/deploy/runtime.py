@@ -1,4 +1,5 @@
-"""Robustness measured on the deployed model: an exported ONNX model run by ONNX Runtime or OpenVINO.
+"""Robustness measured on the deployed model: an exported ONNX model run by ONNX Runtime or OpenVINO, or the
+same integer model as an ExecuTorch program (:mod:`robquant.deploy.executorch`).
 
 The runtime gives no gradients, so the deployed model is attacked two ways:
 
@@ -53,7 +54,10 @@ def needs_openvino() -> Any:
 
 def runtime_version(name: str = "onnxruntime") -> str:
     """The runtime's name and version, as records keep it."""
-    return f"{name} {RUNTIME_MODELS[name].package().__version__}"
+    from importlib.metadata import version
+
+    package = RUNTIME_MODELS[name].package()
+    return f"{name} {getattr(package, '__version__', None) or version(package.__name__)}"
 
 
 def file_metadata(path: str | Path) -> dict[str, str]:
@@ -78,7 +82,8 @@ class _Runtime(nn.Module):
 
     name: str = ""
 
-    def __init__(self, path: str | Path, threads: int | None = None, fusion: bool = True) -> None:
+    def __init__(self, path: str | Path, threads: int | None = None, fusion: bool = True,
+                 model: nn.Module | None = None) -> None:
         super().__init__()
         path = Path(path)
         if not path.is_file():
@@ -120,7 +125,8 @@ class RuntimeModel(_Runtime):
 
     name = "onnxruntime"
 
-    def __init__(self, path: str | Path, threads: int | None = None, fusion: bool = True) -> None:
+    def __init__(self, path: str | Path, threads: int | None = None, fusion: bool = True,
+                 model: nn.Module | None = None) -> None:
         super().__init__(path, threads, fusion)
         ort = needs_onnxruntime()
         options = ort.SessionOptions()
@@ -164,7 +170,8 @@ class OpenVINOModel(_Runtime):
 
     name = "openvino"
 
-    def __init__(self, path: str | Path, threads: int | None = None, fusion: bool = True) -> None:
+    def __init__(self, path: str | Path, threads: int | None = None, fusion: bool = True,
+                 model: nn.Module | None = None) -> None:
         super().__init__(path, threads, fusion)
         ov = needs_openvino()
         config: dict[str, Any] = {}
@@ -191,12 +198,62 @@ class OpenVINOModel(_Runtime):
         return self.request.infer([x])[0].copy()
 
 
-RUNTIME_MODELS: dict[str, type[_Runtime]] = {"onnxruntime": RuntimeModel, "openvino": OpenVINOModel}
+class ExecuTorchModel(_Runtime):
+    """The integer model of an ONNX export as an ExecuTorch program (:mod:`robquant.deploy.executorch`): built from
+    ``model``, the fake-quantized model the file was exported from (the same export graph, so the same integers
+    and scales), written beside the file (``model.pte``; ``model.portable.pte`` without XNNPACK) the first time it
+    runs, and run by ExecuTorch's runtime.
+
+    Args:
+        path: The ``.onnx`` file (its metadata; the program goes beside it).
+        threads: Not used (XNNPACK's thread pool takes the cores).
+        fusion: XNNPACK's delegate, on as it ships; off: ExecuTorch's portable and quantized kernels only.
+        model: The fake-quantized model (needed to run; without it the runtime only reads the file's metadata).
+    """
+
+    name = "executorch"
+
+    def __init__(self, path: str | Path, threads: int | None = None, fusion: bool = True,
+                 model: nn.Module | None = None) -> None:
+        super().__init__(path, threads, fusion)
+        from robquant.deploy.executorch import needs_executorch
+
+        needs_executorch()
+        self.model, self.runner = model, None
+        self.program = self.path.with_name(self.path.stem + (".pte" if fusion else ".portable.pte"))
+        self.metadata = file_metadata(self.path)
+        self.settings = {"xnnpack": fusion}
+
+    @classmethod
+    def package(cls) -> Any:
+        from robquant.deploy.executorch import needs_executorch
+
+        return needs_executorch()
+
+    def unfused(self) -> "ExecuTorchModel":
+        return ExecuTorchModel(self.path, self.threads, fusion=False, model=self.model)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        if self.runner is None:
+            from robquant.deploy.executorch import ProgramRunner, write_program
+
+            if self.model is None:
+                raise ConfigError("ExecuTorch runs a program built from the fake-quantized model the file was exported "
+                                  "from: load_runtime('executorch', path, model=...)")
+            self.settings.update(write_program(self.model, self.program, tuple(x.shape[1:]), xnnpack=self.fusion))
+            self.runner = ProgramRunner(self.program)
+        return self.runner(x)
+
+
+RUNTIME_MODELS: dict[str, type[_Runtime]] = {"onnxruntime": RuntimeModel, "openvino": OpenVINOModel,
+                                             "executorch": ExecuTorchModel}
 RUNTIMES = tuple(RUNTIME_MODELS)
 
 
-def load_runtime(name: str, path: str | Path, threads: int | None = None, fusion: bool = True) -> _Runtime:
-    """The ONNX file ``path`` on the runtime ``name`` (:data:`RUNTIMES`), ready to run.
+def load_runtime(name: str, path: str | Path, threads: int | None = None, fusion: bool = True,
+                 model: nn.Module | None = None) -> _Runtime:
+    """The ONNX file ``path`` on the runtime ``name`` (:data:`RUNTIMES`), ready to run; ExecuTorch runs the same
+    integer model built from ``model``, the fake-quantized model the file was exported from (the others read the file).
 
     Raises:
         ConfigError: an unknown runtime, or its package is not installed.
@@ -204,7 +261,7 @@ def load_runtime(name: str, path: str | Path, threads: int | None = None, fusion
     """
     if name not in RUNTIME_MODELS:
         raise ConfigError(f"runtime must be one of {', '.join(RUNTIMES)}, got {name!r}")
-    return RUNTIME_MODELS[name](path, threads, fusion)
+    return RUNTIME_MODELS[name](path, threads, fusion, model)
 
 
 def exceeds(value: float, threshold: float) -> bool:
@@ -232,7 +289,7 @@ def deployed_evaluation(runtime: nn.Module, reference: nn.Module, dataset: Any, 
     """Clean and robust accuracy of the deployed model, and its agreement with the fake-quantized one.
 
     Args:
-        runtime: The deployed model (:func:`load_runtime`: ONNX Runtime or OpenVINO).
+        runtime: The deployed model (:func:`load_runtime`: ONNX Runtime, OpenVINO or ExecuTorch).
         reference: The fake-quantized PyTorch model it was exported from.
         dataset: Test set; its first ``n`` examples are used.
         eps: Budget in [0, 1] units.

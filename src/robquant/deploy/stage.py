@@ -169,8 +169,8 @@ def run_evaluate_deployed(spec: Any, ctx: Any, out: os.PathLike) -> dict[str, An
     path = Path(out) / FILE
     shutil.copyfile(spec.source, path)
     first = spec.runs[0]
-    runtime = load_runtime(first.runtime, path, spec.threads, first.fusion)
     reference, test_set = ctx.model(spec.reference), ctx.dataset(spec.data, "test")
+    runtime = load_runtime(first.runtime, path, spec.threads, first.fusion, reference)
     results = [deployed_evaluation(runtime, reference, test_set, run.eps, label=run.label, n=run.n, steps=run.steps,
                                    restarts=run.restarts, square_queries=run.square_queries, seed=spec.seed,
                                    batch_size=spec.batch_size, device=ctx.device, threshold=run.tol,
@@ -202,7 +202,7 @@ def evaluate_file(path: Path, runtime: str, model: torch.nn.Module, test_set: Im
                   shared: dict[Any, Any] | None = None) -> dict[str, Any]:
     """The exported file ``path`` on the runtime ``runtime`` against ``model`` (:func:`deployed_evaluation`
     with the deployed evaluation's ``options``; ``shared``: the work on ``model`` kept for the next runtime)."""
-    return deployed_evaluation(load_runtime(runtime, path, options.get("threads"), options.get("fusion", True)),
+    return deployed_evaluation(load_runtime(runtime, path, options.get("threads"), options.get("fusion", True), model),
                                model, test_set, options["eps"], n=options["n"], steps=options["steps"],
                                restarts=options["restarts"], square_queries=options["square_queries"], seed=seed,
                                batch_size=batch_size, device=device, threshold=options["tol"],
