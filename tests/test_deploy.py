@@ -381,7 +381,8 @@ def test_study_attacks_the_same_export_on_more_runtimes_and_the_report_sets_them
     if further == "openvino":
         assert other["settings"]["inference_precision"] in ("f32", "bf16", "f16")
     else:  # the program built from the same model, kept beside the exported file
-        assert other["settings"]["xnnpack"] is True and other["settings"]["left"]
+        assert other["settings"]["xnnpack"] is True and other["settings"]["weights"] == "float values"
+        assert not any("convolution" in op for op in other["settings"]["left"])  # XNNPACK runs every convolution
         assert (Store(tmp_path / "runs" / "store").artifact_dir(key) / "model.pte").is_file()
     # the same transferred examples: the agreements are each runtime's, the fake-quantized model's are one
     assert other["accuracy"]["reference_pgd"] == dep["accuracy"]["reference_pgd"]
@@ -462,13 +463,15 @@ def _misscaled(path, out, factor=1.5):
     return out
 
 
-def _misscaled_program(net):
-    """ExecuTorch's form of the export graph with the first quantized layer's weight scale multiplied by 1.5."""
+def _misscaled_program(net, codes=True):
+    """ExecuTorch's form of the export graph with the first quantized layer's weight scale multiplied by 1.5 (its
+    codes' float values with it)."""
     from robquant.deploy.executorch import _Layer
 
-    out = _QUANTIZED_OPS(net)
+    out = _QUANTIZED_OPS(net, codes)
     layer = next(m for m in out.modules() if isinstance(m, _Layer) and m.kinds)
     layer.s0.mul_(1.5)
+    layer.layer.w0.mul_(1.5)
     return out
 
 

@@ -7,8 +7,8 @@ with the quantizer's scale and zero point, weights stored as their int8 / uint8 
 ``dequantize_per_channel`` with robquant's per-channel scales. The weights and scales are robquant's, not a
 re-quantization by ExecuTorch's quantizer. The program is exported with ``torch.export`` at a fixed batch
 (:data:`BATCH`; the last batch is padded), lowered with the XNNPACK partitioner as it ships (``fusion``
-on) or to ExecuTorch's portable and quantized kernels only (off), and written beside the ONNX file as
-``model.pte``.
+on; the weights then go in as the codes' float values, see :func:`write_program`) or to ExecuTorch's portable
+and quantized kernels only (off), and written beside the ONNX file as ``model.pte``.
 
 ExecuTorch is an optional extra (``pip install 'robquant[executorch]'``: its wheel brings torchao,
 coremltools and more); robquant works without it.
@@ -60,11 +60,11 @@ class _Act(nn.Module):
 
 class _Layer(nn.Module):
     """A quantized layer (:class:`~robquant.deploy.export.QDQLayer`) with its weights stored as integer codes,
-    read per channel."""
+    read per channel (``codes``), or as the codes' float values (codes x scales, the same numbers)."""
 
-    def __init__(self, layer: QDQLayer) -> None:
+    def __init__(self, layer: QDQLayer, codes: bool = True) -> None:
         super().__init__()
-        self.layer = layer
+        self.layer, self.codes = layer, codes
         self.input_quant = _Act(layer.input_quant) if isinstance(layer.input_quant, QDQAct) else layer.input_quant
         self.kinds: list[tuple[int, int, torch.dtype]] = []
         for i, (lo, hi) in enumerate(layer.ranges):
@@ -84,19 +84,21 @@ class _Layer(nn.Module):
         for i, (lo, hi, dtype) in enumerate(self.kinds):
             codes, scale = getattr(self, f"c{i}"), getattr(self, f"s{i}")
             w = torch.ops.quantized_decomposed.dequantize_per_channel(
-                codes, scale, torch.zeros(len(scale), dtype=torch.int64), 0, lo, hi, dtype)
+                codes, scale, torch.zeros(len(scale), dtype=torch.int64), 0, lo, hi, dtype) if self.codes \
+                else getattr(layer, f"w{i}")
             part = layer._op(x, w, layer.bias if i == 0 else None)
             y = part if y is None else y + part
         return y
 
 
-def quantized_ops(net: nn.Module) -> nn.Module:
-    """The export graph ``net`` with every QDQ written as ExecuTorch's ``quantized_decomposed`` ops (in place)."""
+def quantized_ops(net: nn.Module, codes: bool = True) -> nn.Module:
+    """The export graph ``net`` with every QDQ written as ExecuTorch's ``quantized_decomposed`` ops (in place); the
+    weights as integer codes dequantized per channel (``codes``) or as their float values."""
 
     def swap(parent: nn.Module) -> None:
         for name, child in list(parent.named_children()):
             if isinstance(child, QDQLayer):
-                setattr(parent, name, _Layer(child))
+                setattr(parent, name, _Layer(child, codes))
             elif isinstance(child, QDQAct):
                 setattr(parent, name, _Act(child))
             else:
@@ -109,11 +111,17 @@ def quantized_ops(net: nn.Module) -> nn.Module:
 def write_program(model: nn.Module, out: str | Path, input_shape: tuple[int, ...], *, xnnpack: bool = True
                   ) -> dict[str, Any]:
     """Write ``model``'s integer program for ExecuTorch to ``out`` (``.pte``) and say what it holds: the
-    calls delegated to XNNPACK and the ops left to ExecuTorch's own kernels (``left``: op name -> count)."""
+    calls delegated to XNNPACK and the ops left to ExecuTorch's own kernels (``left``: op name -> count).
+
+    With ``xnnpack`` (as it ships) the weights go in as their float values (the codes times their scales, the
+    same numbers): XNNPACK then runs every convolution (its quantized convolution needs a requantized output,
+    which robquant's models do not have, so with the codes it takes none). Without, the program stores the
+    integer codes, dequantized per channel as it runs, on ExecuTorch's portable and quantized kernels only.
+    Either way the activations are quantized per tensor by the model's own quantizers."""
     needs_executorch()
     from executorch.exir import to_edge_transform_and_lower
 
-    net = quantized_ops(export_graph(model).net).eval()
+    net = quantized_ops(export_graph(model).net, codes=not xnnpack).eval()
     example = (torch.zeros(BATCH, *input_shape),)
     partitioner = []
     if xnnpack:
@@ -128,7 +136,7 @@ def write_program(model: nn.Module, out: str | Path, input_shape: tuple[int, ...
                               if node.op == "call_function")
     Path(out).write_bytes(edge.to_executorch().buffer)
     delegated = sum(v for k, v in ops.items() if "executorch_call_delegate" in k)
-    return {"xnnpack": xnnpack, "delegated": delegated,
+    return {"xnnpack": xnnpack, "weights": "float values" if xnnpack else "int codes", "delegated": delegated,
             "left": {k: v for k, v in sorted(ops.items()) if "executorch_call_delegate" not in k}}
 
 
