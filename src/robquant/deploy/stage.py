@@ -380,8 +380,9 @@ class DeployedSection(Switched):
     enabled: bool = Field(False, description="evaluate the deployed (ONNX Runtime) model of every quantized model")
     runtime: Literal[RUNTIMES] = Field("onnxruntime", description="the runtime of record")  # type: ignore[valid-type]
     also_on: Optional[list[Literal[RUNTIMES]]] = Field(  # type: ignore[valid-type]
-        None, min_length=1, description="more runtimes the same exported file is attacked on, each beside the "
-        "runtime of record in the report (e.g. [openvino])")
+        None, min_length=1, description="more runtimes the same exported model is attacked on, each beside the "
+        "runtime of record in the report (e.g. [openvino]; executorch runs the same integer model as an ExecuTorch "
+        "program, from the optional extra robquant[executorch])")
     n: int = Field(CHECK_EXAMPLES, ge=1, description="test examples")
     square_queries: int = Field(CHECK_SQUARE_QUERIES, ge=1, description="Square's queries per example on the runtime")
     opset: int = Field(OPSET, ge=min(OPSETS), le=max(OPSETS), description="ONNX opset of the export")
