@@ -530,3 +530,21 @@ def test_cli_attacks_an_export_on_executorch_with_the_program_built_from_its_mod
     assert result["runtime"].startswith("executorch") and result["n"] == 40
     assert result["clean_agreement"] >= 0.99 and result["settings"]["xnnpack"] is True
     assert (tmp_path / "et" / "model.pte").is_file()  # the program it ran, beside the file it was built for
+
+
+def test_a_study_naming_a_runtime_not_installed_stops_before_any_work(tmp_path, monkeypatch):
+    import robquant.deploy.runtime as runtime
+    from robquant.errors import ConfigError
+
+    def absent():
+        raise ConfigError("running a model on ExecuTorch needs executorch: pip install 'robquant[executorch]'")
+
+    monkeypatch.setattr(runtime.ExecuTorchModel, "package", classmethod(lambda cls: absent()))
+    study = json.loads(json.dumps(DEPLOYED_STUDY))
+    study["evaluation"]["deployed"] = {"n": 40, "also_on": ["executorch"]}
+    path = write(tmp_path, study)
+    code, text = cli("run", path, "--device", "cpu")
+    assert code == 2 and "pip install 'robquant[executorch]'" in text
+    assert not (tmp_path / "runs").exists()  # no store, nothing trained
+    code, text = cli("run", path, "--dry-run")  # the plan is still shown
+    assert code == 0, text

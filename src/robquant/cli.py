@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional, TypeVar
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from robquant import __version__
 from robquant.defaults import (ATTACK_STEPS, BATCH_SIZE, BITFLIP_ATTACK_BATCH, BITFLIP_RANDOM_CAP, BITFLIP_REPEATS,
@@ -45,14 +46,14 @@ def user_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except RobquantError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)  # its brackets as written
             raise typer.Exit(2) from None
         except (typer.Exit, click.exceptions.ClickException, click.exceptions.Abort, KeyboardInterrupt):
             raise
         except Exception as exc:  # a bug: one message, the traceback in a log
             log_path = _write_traceback(fn.__name__)
             err_console.print(f"[bold red]internal error[/] in `robquant {fn.__name__}`: {type(exc).__name__}: "
-                              f"{exc}\nThe traceback is in {log_path}; please report it with that file.",
+                              f"{escape(str(exc))}\nThe traceback is in {log_path}; please report it with that file.",
                               highlight=False)
             raise typer.Exit(1) from None
 
@@ -570,7 +571,7 @@ def report(
     _print_report(plan, st, out or Path(study.store).parent / "report", formats, verbose)
 
 
-def _plan(study_path: Path, store_dir: Optional[Path], open_store: bool = True):
+def _plan(study_path: Path, store_dir: Optional[Path], open_store: bool = True, runs: bool = False):
     """The study (its store replaced by ``store_dir`` when given), its plan and its store (None
     without ``open_store``: opening creates the folder)."""
     from robquant.pipeline.plan import build_plan
@@ -583,6 +584,8 @@ def _plan(study_path: Path, store_dir: Optional[Path], open_store: bool = True):
     plan = build_plan(study)
     if open_store:  # about to run: a user's own model is checked before any work
         _check_model(plan)
+    if runs:  # and every runtime the deployed evaluation names is installed, before the store is made
+        study.evaluation.deployed.check_installed()
     return study, plan, Store(study.store) if open_store else None
 
 
@@ -619,7 +622,7 @@ def _estimate(plan: Any, store: Any, device: Any, todo: set[str]) -> float | Non
     try:
         speeds = cached_speeds(plan.study, device, store.root)
     except RobquantError as exc:  # e.g. the data set is missing: the run will say so
-        console.print(f"no time estimate: {exc}")
+        console.print(f"no time estimate: {escape(str(exc))}")
         return None
     for key, seconds in estimate_plan(plan, speeds, plan.n_train()).items():
         plan.stages[key].estimated_s = seconds
@@ -669,7 +672,7 @@ def run(
     if executor not in ("local", "ray"):
         raise ConfigError(f"--executor must be local or ray, got {executor!r}")
     check_range("--gpus-per-stage", gpus_per_stage, 0.0, 1.0)
-    study, plan, st = _plan(study_path, store)
+    study, plan, st = _plan(study_path, store, runs=not dry_run)
     todo = {s.key for s in pending(plan, st)}
     dev = _device(device)
     estimate = _estimate(plan, st, dev, todo)

@@ -25,7 +25,7 @@ from robquant.data import ImageDataset, to_unit
 from robquant.defaults import (ASSUMED_ACCURACY, ATTACK_STEPS, CHECK_EXAMPLES, CHECK_SQUARE_QUERIES, CHECK_TOL, OPSET,
                                OPSETS, RESTARTS)
 from robquant.deploy.export import ExportInfo, export_onnx, needs_onnx
-from robquant.deploy.runtime import (RUNTIMES, batched_logits, deployed_evaluation, load_runtime, mismatch_check,
+from robquant.deploy.runtime import (RUNTIME_MODELS, RUNTIMES, batched_logits, deployed_evaluation, load_runtime, mismatch_check,
                                      needs_onnxruntime)
 from robquant.errors import CheckpointError, ConfigError
 from robquant.evaluation import record_mask
@@ -392,6 +392,13 @@ class DeployedSection(Switched):
                        "fake-quantized model, or Square accuracy difference, in accuracy points, not flagged")
     seeds: Optional[list[int]] = Field(None, min_length=1, description="evaluate only the models of these seeds "
                                        "(default: every model)")
+
+    def check_installed(self) -> None:
+        """Before any work: each runtime this section names has its package (ConfigError naming the install
+        command otherwise); nothing to check when it is off."""
+        if self.enabled:
+            for name in dict.fromkeys((self.runtime, *(self.also_on or ()))):
+                RUNTIME_MODELS[name].package()
 
     def run_for(self, ev: Any, precision: Any, seed: int) -> Any:
         """The deployed evaluation's run for a quantized model of ``seed`` (None for FP models and where it does
