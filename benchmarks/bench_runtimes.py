@@ -20,7 +20,6 @@ import math
 import time
 
 import numpy as np
-import torch
 
 from robquant import load_model
 from robquant.data import create_dataset
@@ -46,7 +45,6 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--square-queries", type=int, default=300)
     args = p.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
     study, store = load_study(args.study), Store(args.store)
     plan = build_plan(study)
     ds = study.dataset

@@ -76,7 +76,9 @@ def test_exported_model_agrees_with_fake_quant_on_clean_and_adversarial_images(d
     assert (fake == y).float().mean() > 0.85  # a working classifier: agreeing with it says something
     runtime = RuntimeModel(path)
     assert (_top1(runtime, x) == fake).float().mean() >= 0.99
-    x_adv = create_attack("pgd", model, EPS, steps=5)(x, y)
+    # seeded: unseeded random starts took the global RNG state the earlier tests left (4 of 359 disagreed under
+    # ATEN_CPU_CAPABILITY=default after other test files, none alone)
+    x_adv = create_attack("pgd", model, EPS, steps=5, generator=torch.Generator().manual_seed(0))(x, y)
     assert (_top1(model, x_adv) == y).float().mean() < 0.5  # the attack moved the model
     assert (_top1(runtime, x_adv) == _top1(model, x_adv)).float().mean() >= 0.99
     # integer weights and QDQ activations in the file, no float copy of a quantized weight

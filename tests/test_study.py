@@ -268,7 +268,8 @@ def test_time_estimate_evaluates_on_the_test_split_when_n_test_is_null():
 
 
 def test_time_estimate_counts_the_bit_search():
-    from robquant.pipeline.estimate import ASSUMED_SEARCH_FLIPS, Speeds, estimate_plan
+    from robquant.defaults import ASSUMED_SEARCH_FLIPS
+    from robquant.pipeline.estimate import Speeds, estimate_plan
 
     speeds = Speeds(device="test", train_fp=0.0, train_q=0.0, grad_fp=0.0, grad_q=0.25, grad_view=0.0, fwd_fp=0.0,
                     fwd_q=0.01, fwd_calib=0.0, load_train=0.0, load_test=0.0, train_fp_bf16=0.0, train_q_bf16=0.0,

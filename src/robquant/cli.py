@@ -616,8 +616,8 @@ def _check_model(plan: Any) -> None:
 def _estimate(plan: Any, store: Any, device: Any, todo: set[str]) -> float | None:
     """Estimate every stage's wall time on ``device`` (speeds measured once per store and device),
     print the total for the stages to run, and return it (None if the speeds cannot be measured)."""
-    from robquant.pipeline.estimate import (ASSUMED_ACCURACY, ASSUMED_SEARCH_FLIPS, ASSUMED_SURVIVAL, bf16_warning,
-                                            cached_speeds, estimate_plan)
+    from robquant.defaults import ASSUMED_ACCURACY, ASSUMED_SEARCH_FLIPS, ASSUMED_SURVIVAL
+    from robquant.pipeline.estimate import bf16_warning, cached_speeds, estimate_plan
 
     try:
         speeds = cached_speeds(plan.study, device, store.root)

@@ -216,9 +216,7 @@ class ExecuTorchModel(_Runtime):
     def __init__(self, path: str | Path, threads: int | None = None, fusion: bool = True,
                  model: nn.Module | None = None) -> None:
         super().__init__(path, threads, fusion)
-        from robquant.deploy.executorch import needs_executorch
-
-        needs_executorch()
+        self.package()  # installed, or the install command
         self.model, self.runner = model, None
         self.program = self.path.with_name(self.path.stem + (".pte" if fusion else ".portable.pte"))
         self.metadata = file_metadata(self.path)

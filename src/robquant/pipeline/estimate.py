@@ -4,9 +4,9 @@ measured here on the study's own model and data.
 The training and calibration passes are known exactly. An evaluation's passes depend on results
 not yet known: attacks run only on correctly classified examples, PGD drops an example at the first
 iterate that fools the model, and a cascaded attack sees only the survivors of the earlier ones.
-The estimate assumes :data:`ASSUMED_ACCURACY` and :data:`ASSUMED_SURVIVAL` (typical of CIFAR
+The estimate assumes :data:`~robquant.defaults.ASSUMED_ACCURACY` and :data:`~robquant.defaults.ASSUMED_SURVIVAL` (typical of CIFAR
 ResNet-20 models, robust or not, between 1/255 and 8/255), and a bit search that breaks a model in
-:data:`ASSUMED_SEARCH_FLIPS` flips.
+:data:`~robquant.defaults.ASSUMED_SEARCH_FLIPS` flips.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from robquant.defaults import ASSUMED_ACCURACY, ASSUMED_SEARCH_FLIPS, ASSUMED_SURVIVAL  # noqa: F401 (the estimate's)
+from robquant.defaults import ASSUMED_ACCURACY, ASSUMED_SURVIVAL
 from robquant.pipeline.plan import Plan, Stage
 from robquant.pipeline.specs import AttackRun, Evaluate, ImportFP, Quantize, TrainFP
 from robquant.provenance import device_name
